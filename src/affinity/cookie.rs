@@ -1,0 +1,268 @@
+//! The affinity cookie codec: a compact, signed, opaque session token.
+//!
+//! Wire layout (then base64url without padding):
+//!
+//! ```text
+//! version u8 = 1 | key id length u8 | key id (1..=16 bytes)
+//! | session id (16 bytes) | endpoint token (u64 BE) | issued (u64 BE, unix seconds)
+//! | HMAC-SHA256 over all of the above, truncated to 16 bytes
+//! ```
+//!
+//! At most 66 raw bytes, 88 characters encoded. Decoding never allocates, rejects
+//! anything longer than [`MAX_ENCODED_LEN`] before looking at it, and verifies the tag in
+//! constant time. Every failure is an [`Invalid`] reason: the caller treats the request as
+//! a new session, never as an error.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::Mac;
+
+use super::keys::{KeyRing, SigningKey};
+use crate::config::MAX_KEY_ID_BYTES;
+
+/// Format version written as the first byte.
+pub const VERSION: u8 = 1;
+/// Truncated MAC length: 128 bits, well above the 80-bit floor of RFC 2104 §5.
+pub const TAG_LEN: usize = 16;
+const FIXED_LEN: usize = 1 + 1 + 16 + 8 + 8 + TAG_LEN;
+const MAX_RAW_LEN: usize = FIXED_LEN + MAX_KEY_ID_BYTES;
+/// Longest cookie value accepted (and the longest ever produced).
+pub const MAX_ENCODED_LEN: usize = MAX_RAW_LEN.div_ceil(3) * 4;
+
+/// A 128-bit random session id: survives failover, so the app can find the session's
+/// state in an external store after a re-pin.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// Lowercase hex, as sent to backends in `x-tether-session`.
+    pub fn to_hex(&self) -> HexId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[(b >> 4) as usize];
+            out[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        HexId(out)
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_hex().as_str())
+    }
+}
+
+/// A session id rendered as 32 hex digits, on the stack.
+#[derive(Clone, Copy)]
+pub struct HexId([u8; 32]);
+
+impl HexId {
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// What a cookie asserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claims {
+    /// The session.
+    pub session: SessionId,
+    /// Keyed hash of the endpoint identity the session is pinned to.
+    pub endpoint_token: u64,
+    /// When the session started (unix seconds); kept across re-pins.
+    pub issued: u64,
+}
+
+/// A cookie that verified, and which key verified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Index of the verifying key in the ring (0 = current signing key).
+    pub key_index: usize,
+    /// The claims.
+    pub claims: Claims,
+}
+
+/// Why a cookie value was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// Not base64, wrong length, wrong version or inconsistent layout.
+    #[error("malformed cookie")]
+    Malformed,
+    /// Signed with a key id the ring does not hold.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// The tag does not match: tampered or forged.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// Encodes and signs claims with `key`.
+pub fn encode(key: &SigningKey, claims: &Claims) -> String {
+    let id = key.id();
+    let mut raw = [0u8; MAX_RAW_LEN];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        raw[n..n + bytes.len()].copy_from_slice(bytes);
+        n += bytes.len();
+    };
+    put(&[VERSION, id.len() as u8]);
+    put(id);
+    put(&claims.session.0);
+    put(&claims.endpoint_token.to_be_bytes());
+    put(&claims.issued.to_be_bytes());
+    let mut mac = key.mac();
+    mac.update(&raw[..n]);
+    let tag = mac.finalize().into_bytes();
+    raw[n..n + TAG_LEN].copy_from_slice(&tag[..TAG_LEN]);
+    n += TAG_LEN;
+    URL_SAFE_NO_PAD.encode(&raw[..n])
+}
+
+/// Decodes and verifies a cookie value against every key in the ring.
+pub fn decode(keys: &KeyRing, value: &str) -> Result<Verified, Invalid> {
+    if value.len() > MAX_ENCODED_LEN || value.len() < FIXED_LEN {
+        return Err(Invalid::Malformed);
+    }
+    let mut raw = [0u8; MAX_RAW_LEN + 3];
+    let n = URL_SAFE_NO_PAD
+        .decode_slice(value.as_bytes(), &mut raw)
+        .map_err(|_| Invalid::Malformed)?;
+    let raw = &raw[..n];
+    if n < FIXED_LEN + 1 || raw[0] != VERSION {
+        return Err(Invalid::Malformed);
+    }
+    let id_len = raw[1] as usize;
+    if id_len == 0 || id_len > MAX_KEY_ID_BYTES || n != FIXED_LEN + id_len {
+        return Err(Invalid::Malformed);
+    }
+    let id = &raw[2..2 + id_len];
+    let (key_index, key) = keys.find(id).ok_or(Invalid::UnknownKey)?;
+    let (body, tag) = raw.split_at(n - TAG_LEN);
+    let mut mac = key.mac();
+    mac.update(body);
+    mac.verify_truncated_left(tag)
+        .map_err(|_| Invalid::BadSignature)?;
+    let rest = &body[2 + id_len..];
+    let mut session = [0u8; 16];
+    session.copy_from_slice(&rest[..16]);
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&rest[16..24]);
+    let endpoint_token = u64::from_be_bytes(word);
+    word.copy_from_slice(&rest[24..32]);
+    let issued = u64::from_be_bytes(word);
+    Ok(Verified {
+        key_index,
+        claims: Claims {
+            session: SessionId(session),
+            endpoint_token,
+            issued,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyMaterial;
+
+    fn ring(ids: &[&str]) -> KeyRing {
+        KeyRing::from_config(
+            &ids.iter()
+                .map(|id| KeyMaterial {
+                    id: id.to_string(),
+                    secret: format!("secret-of-{id}-padded-to-32-bytes!!").into_bytes(),
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            session: SessionId([7; 16]),
+            endpoint_token: 0x0123_4567_89ab_cdef,
+            issued: 1_790_000_000,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_fits_in_120_bytes() {
+        let keys = ring(&["k1"]);
+        let v = encode(keys.signer(), &claims());
+        assert!(v.len() <= 120, "{} bytes", v.len());
+        assert_eq!(
+            decode(&keys, &v),
+            Ok(Verified {
+                key_index: 0,
+                claims: claims()
+            })
+        );
+        let longest = ring(&["sixteen-chars-id"]);
+        assert!(encode(longest.signer(), &claims()).len() <= 120);
+        assert!(encode(longest.signer(), &claims()).len() <= MAX_ENCODED_LEN);
+    }
+
+    #[test]
+    fn every_single_character_change_is_rejected() {
+        let keys = ring(&["k1"]);
+        let v = encode(keys.signer(), &claims());
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for i in 0..v.len() {
+            for &c in alphabet {
+                let mut bytes = v.clone().into_bytes();
+                if bytes[i] == c {
+                    continue;
+                }
+                bytes[i] = c;
+                let tampered = String::from_utf8(bytes).unwrap();
+                assert!(decode(&keys, &tampered).is_err(), "accepted {tampered}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_oversized_and_garbage_values_are_malformed() {
+        let keys = ring(&["k1"]);
+        let v = encode(keys.signer(), &claims());
+        for bad in [
+            "",
+            "not base64 !!",
+            &v[..v.len() - 1],
+            &v[..v.len() - 4],
+            &"A".repeat(5000),
+            &format!("{v}AAAA"),
+        ] {
+            assert!(decode(&keys, bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn later_keys_verify_and_unknown_keys_do_not() {
+        let old = ring(&["k0"]);
+        let v = encode(old.signer(), &claims());
+        assert_eq!(decode(&ring(&["k1", "k0"]), &v).map(|v| v.key_index), Ok(1));
+        assert_eq!(decode(&ring(&["k1"]), &v), Err(Invalid::UnknownKey));
+        // Same id, different secret: a forgery attempt.
+        let forged = KeyRing::from_config(&[KeyMaterial {
+            id: "k0".into(),
+            secret: vec![9; 32],
+        }]);
+        assert_eq!(decode(&forged, &v), Err(Invalid::BadSignature));
+    }
+
+    #[test]
+    fn endpoint_tokens_are_keyed() {
+        let a = ring(&["k1"]);
+        let b = ring(&["k2"]);
+        assert_eq!(a.endpoint_token(0, "pod-a"), a.endpoint_token(0, "pod-a"));
+        assert_ne!(a.endpoint_token(0, "pod-a"), a.endpoint_token(0, "pod-b"));
+        assert_ne!(a.endpoint_token(0, "pod-a"), b.endpoint_token(0, "pod-a"));
+    }
+}

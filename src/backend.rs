@@ -1,0 +1,473 @@
+//! Backends and their immutable routing snapshots.
+//!
+//! A [`Backend`] owns one [`Snapshot`] behind an `ArcSwap`: the endpoints with their
+//! states, their cookie tokens, passive-health cells and connection pools, and the
+//! consistent-hash table over the eligible ones. Discovery calls [`Backend::publish`]
+//! with the full endpoint list after every change; the snapshot is rebuilt off the
+//! request path and published with a single `store`. Requests only `load()`, so they
+//! never see a half-applied change and never take a lock.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use ahash::AHashMap;
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::affinity::KeyRing;
+use crate::balance::{Member, Ring};
+use crate::config::BackendSettings;
+use crate::health::PassiveHealth;
+use crate::proxy::pool::Pool;
+
+/// Most connection attempts one request makes (distinct endpoints in ring order).
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// How many departed endpoint identities are remembered, so a failover can still name
+/// the endpoint a session came from after it left the table.
+const DEPARTED_MEMORY: usize = 4096;
+
+/// Whether an endpoint takes new sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointState {
+    /// Takes new sessions and sticky traffic.
+    Ready,
+    /// Keeps its existing sessions, takes no new ones (terminating but serving, or drained
+    /// by an operator). Used for new sessions only when no endpoint is ready.
+    Draining,
+}
+
+/// One endpoint as discovery reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// Stable identity: the pod (or configured) name, else the address. Sessions are
+    /// pinned to this, never to the address.
+    pub identity: Arc<str>,
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Relative share of new sessions.
+    pub weight: u32,
+    /// Eligibility for new sessions.
+    pub state: EndpointState,
+}
+
+/// One endpoint inside a snapshot.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Stable identity; also what `x-tether-previous-endpoint` names.
+    pub identity: Arc<str>,
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Relative share of new sessions.
+    pub weight: u32,
+    /// Eligibility for new sessions.
+    pub state: EndpointState,
+    /// Cookie token of this endpoint under each key of the ring (index = key index).
+    pub tokens: Box<[u64]>,
+    /// Passive health, shared across snapshots so a rebuild does not forget failures.
+    pub health: Arc<PassiveHealth>,
+    /// Idle upstream connections, shared across snapshots so a rebuild keeps them warm.
+    pub pool: Arc<Pool>,
+}
+
+/// What a cookie's endpoint token resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// An endpoint in this snapshot (any state).
+    Present(u32),
+    /// An endpoint that left the table; its identity when still remembered.
+    Departed(Option<Arc<str>>),
+}
+
+/// The immutable routing state of a backend at one point in time.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Endpoints sorted by identity.
+    pub endpoints: Box<[Endpoint]>,
+    /// Placement table over the eligible endpoints.
+    pub ring: Ring,
+    /// Number of distinct endpoints in `ring`.
+    pub ring_members: usize,
+    /// Token → endpoint index, one map per key index.
+    by_token: Box<[AHashMap<u64, u32>]>,
+    /// Token → identity of departed endpoints, one map per key index.
+    departed: Arc<[AHashMap<u64, Arc<str>>]>,
+    /// Increases with every publish; for diagnostics.
+    pub generation: u64,
+}
+
+/// Up to [`MAX_ATTEMPTS`] distinct endpoint indices, in the order to try them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Candidates {
+    items: [u32; MAX_ATTEMPTS],
+    len: usize,
+}
+
+impl Candidates {
+    fn push(&mut self, e: u32) {
+        if self.len < MAX_ATTEMPTS && !self.contains(e) {
+            self.items[self.len] = e;
+            self.len += 1;
+        }
+    }
+
+    fn contains(&self, e: u32) -> bool {
+        self.items[..self.len].contains(&e)
+    }
+
+    /// The candidates in order.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.items[..self.len]
+    }
+
+    /// True when there is nowhere to send the request.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    fn empty(keys: usize) -> Self {
+        Snapshot {
+            endpoints: Box::new([]),
+            ring: Ring::build(&[]),
+            ring_members: 0,
+            by_token: vec![AHashMap::new(); keys].into_boxed_slice(),
+            departed: vec![AHashMap::new(); keys].into(),
+            generation: 0,
+        }
+    }
+
+    /// Resolves a verified cookie's endpoint token under key `key_index`.
+    #[inline]
+    pub fn resolve(&self, key_index: usize, token: u64) -> Resolved {
+        if let Some(&i) = self.by_token.get(key_index).and_then(|m| m.get(&token)) {
+            return Resolved::Present(i);
+        }
+        Resolved::Departed(
+            self.departed
+                .get(key_index)
+                .and_then(|m| m.get(&token))
+                .cloned(),
+        )
+    }
+
+    /// Where to send a request, in order: the pinned endpoint if it can take the
+    /// session, then the distinct endpoints of the key's ring order, skipping those in
+    /// passive-health cool-off. When everything is cooling off, the pinned endpoint and
+    /// the ring owner are tried anyway: a stale "down" must not turn into an outage.
+    pub fn candidates(&self, pinned: Option<u32>, key: u64, now: Instant) -> Candidates {
+        let mut out = Candidates::default();
+        let up = |e: u32| !self.endpoints[e as usize].health.is_down(now);
+        if let Some(p) = pinned {
+            if up(p) {
+                out.push(p);
+            }
+        }
+        // Bounded walk: stop once enough candidates are found or every member was seen.
+        let mut seen = [0u32; 16];
+        let mut seen_len = 0;
+        for (steps, e) in self.ring.walk(key).enumerate() {
+            if out.len == MAX_ATTEMPTS || seen_len == self.ring_members || steps > 4096 {
+                break;
+            }
+            if seen[..seen_len].contains(&e) {
+                continue;
+            }
+            if seen_len == seen.len() {
+                break;
+            }
+            seen[seen_len] = e;
+            seen_len += 1;
+            if up(e) {
+                out.push(e);
+            }
+        }
+        if out.is_empty() {
+            if let Some(p) = pinned {
+                out.push(p);
+            }
+            if let Some(owner) = self.ring.owner(key) {
+                out.push(owner);
+            }
+        }
+        out
+    }
+
+    /// Whether any endpoint can take new sessions.
+    pub fn has_eligible(&self) -> bool {
+        !self.ring.is_empty()
+    }
+}
+
+// === impl Backend ===
+
+/// A named group of endpoints with its affinity settings and current snapshot.
+pub struct Backend {
+    /// Validated settings (name, affinity, timeouts).
+    pub settings: BackendSettings,
+    /// Keys the snapshot's tokens are computed under.
+    keys: Arc<KeyRing>,
+    /// The current snapshot; requests `load()` it, [`Backend::publish`] replaces it.
+    snapshot: ArcSwap<Snapshot>,
+    /// Rebuild state carried between publishes. A mutex is right here: only discovery
+    /// takes it, never a request.
+    builder: Mutex<BuilderState>,
+    /// Precomputed `Set-Cookie` attributes (everything after the value).
+    cookie_attributes: Box<str>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.settings.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct BuilderState {
+    /// Health and pool of each (identity, address) seen in the current snapshot.
+    shared: AHashMap<(Arc<str>, SocketAddr), (Arc<PassiveHealth>, Arc<Pool>)>,
+    /// Identities that left, oldest first.
+    departed: VecDeque<Arc<str>>,
+    generation: u64,
+}
+
+impl Backend {
+    /// A backend with no endpoints yet.
+    pub fn new(settings: BackendSettings, keys: Arc<KeyRing>) -> Self {
+        let cookie_attributes = crate::affinity::cookie_attributes(&settings.affinity.cookie);
+        Backend {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(keys.len())),
+            keys,
+            settings,
+            builder: Mutex::new(BuilderState::default()),
+            cookie_attributes,
+        }
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The key ring cookies of this backend are signed with.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// `Set-Cookie` attributes after the value, e.g. `; Path=/; HttpOnly; SameSite=Lax`.
+    pub fn cookie_attributes(&self) -> &str {
+        &self.cookie_attributes
+    }
+
+    /// The current snapshot.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the endpoint set. Builds the new snapshot here, on the caller's task,
+    /// and publishes it with one atomic store.
+    pub fn publish(&self, mut specs: Vec<EndpointSpec>) {
+        specs.sort_by(|a, b| a.identity.cmp(&b.identity));
+        specs.dedup_by(|a, b| a.identity == b.identity);
+        let mut state = match self.builder.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let previous = self.snapshot.load_full();
+        let nkeys = self.keys.len();
+
+        let mut shared = AHashMap::with_capacity(specs.len());
+        let endpoints: Box<[Endpoint]> = specs
+            .iter()
+            .map(|s| {
+                let k = (s.identity.clone(), s.address);
+                let (health, pool) = state.shared.get(&k).cloned().unwrap_or_else(|| {
+                    (
+                        Arc::new(PassiveHealth::new()),
+                        Arc::new(Pool::new(
+                            s.address,
+                            self.settings.max_idle_per_endpoint,
+                        )),
+                    )
+                });
+                shared.insert(k, (health.clone(), pool.clone()));
+                Endpoint {
+                    identity: s.identity.clone(),
+                    address: s.address,
+                    weight: s.weight.max(1),
+                    state: s.state,
+                    tokens: (0..nkeys)
+                        .map(|i| self.keys.endpoint_token(i, &s.identity))
+                        .collect(),
+                    health,
+                    pool,
+                }
+            })
+            .collect();
+        state.shared = shared;
+
+        let mut by_token = vec![AHashMap::with_capacity(endpoints.len()); nkeys];
+        for (i, e) in endpoints.iter().enumerate() {
+            for (k, t) in e.tokens.iter().enumerate() {
+                by_token[k].insert(*t, i as u32);
+            }
+        }
+
+        // Remember who left (and forget who came back) so failovers can name them.
+        let present = |id: &str| endpoints.iter().any(|e| &*e.identity == id);
+        let before = state.departed.len();
+        state.departed.retain(|id| !present(id));
+        let mut changed = state.departed.len() != before;
+        for e in previous.endpoints.iter() {
+            if !present(&e.identity) && !state.departed.contains(&e.identity) {
+                state.departed.push_back(e.identity.clone());
+                changed = true;
+            }
+        }
+        while state.departed.len() > DEPARTED_MEMORY {
+            state.departed.pop_front();
+        }
+        let departed = if changed || previous.departed.len() != nkeys {
+            (0..nkeys)
+                .map(|k| {
+                    state
+                        .departed
+                        .iter()
+                        .map(|id| (self.keys.endpoint_token(k, id), id.clone()))
+                        .collect()
+                })
+                .collect()
+        } else {
+            previous.departed.clone()
+        };
+
+        // New sessions go to ready endpoints; when none is ready, to the draining ones
+        // that still serve (as kube-proxy does), rather than to nobody.
+        let any_ready = endpoints.iter().any(|e| e.state == EndpointState::Ready);
+        let members: Vec<Member<'_>> = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !any_ready || e.state == EndpointState::Ready)
+            .map(|(i, e)| Member {
+                identity: &e.identity,
+                weight: e.weight,
+                index: i as u32,
+            })
+            .collect();
+        let ring = Ring::build(&members);
+        let ring_members = members.len();
+        drop(members);
+
+        state.generation += 1;
+        let snapshot = Snapshot {
+            endpoints,
+            ring,
+            ring_members,
+            by_token: by_token.into_boxed_slice(),
+            departed,
+            generation: state.generation,
+        };
+        tracing::info!(
+            backend = %self.settings.name,
+            endpoints = snapshot.endpoints.len(),
+            eligible = snapshot.ring_members,
+            generation = snapshot.generation,
+            "published endpoints"
+        );
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn backend() -> Backend {
+        let c = Config::parse(
+            "[[backend]]\nname='app'\nendpoints=['127.0.0.1:1']\n",
+            "t",
+            Path::new("."),
+        )
+        .unwrap();
+        Backend::new(c.backends[0].clone(), Arc::new(KeyRing::ephemeral()))
+    }
+
+    fn spec(name: &str, port: u16, state: EndpointState) -> EndpointSpec {
+        EndpointSpec {
+            identity: name.into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+            state,
+        }
+    }
+
+    #[test]
+    fn departed_endpoints_are_remembered_by_token() {
+        let b = backend();
+        b.publish(vec![
+            spec("a", 1, EndpointState::Ready),
+            spec("b", 2, EndpointState::Ready),
+        ]);
+        let token_a = b.snapshot().endpoints[0].tokens[0];
+        assert_eq!(b.snapshot().resolve(0, token_a), Resolved::Present(0));
+        b.publish(vec![spec("b", 2, EndpointState::Ready)]);
+        assert_eq!(
+            b.snapshot().resolve(0, token_a),
+            Resolved::Departed(Some("a".into()))
+        );
+        assert_eq!(b.snapshot().resolve(0, 42), Resolved::Departed(None));
+    }
+
+    #[test]
+    fn same_identity_at_a_new_address_keeps_its_token() {
+        let b = backend();
+        b.publish(vec![spec("a", 1, EndpointState::Ready)]);
+        let t = b.snapshot().endpoints[0].tokens[0];
+        b.publish(vec![spec("a", 9, EndpointState::Ready)]);
+        assert_eq!(b.snapshot().endpoints[0].tokens[0], t);
+        assert_eq!(b.snapshot().endpoints[0].address.port(), 9);
+    }
+
+    #[test]
+    fn draining_endpoints_take_no_new_sessions_unless_none_is_ready() {
+        let b = backend();
+        b.publish(vec![
+            spec("a", 1, EndpointState::Draining),
+            spec("b", 2, EndpointState::Ready),
+        ]);
+        let s = b.snapshot();
+        assert_eq!(s.ring_members, 1);
+        assert!((0..1000u64).all(|k| s.ring.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) == Some(1)));
+        b.publish(vec![spec("a", 1, EndpointState::Draining)]);
+        assert!(b.snapshot().has_eligible());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn candidates_skip_cooling_endpoints_but_never_return_nothing() {
+        let b = backend();
+        b.publish(vec![
+            spec("a", 1, EndpointState::Ready),
+            spec("b", 2, EndpointState::Ready),
+        ]);
+        let s = b.snapshot();
+        let now = Instant::now();
+        assert_eq!(s.candidates(Some(0), 7, now).as_slice().len(), 2);
+        assert_eq!(s.candidates(Some(0), 7, now).as_slice()[0], 0);
+        s.endpoints[0].health.mark_down(now, Duration::from_secs(5));
+        assert_eq!(s.candidates(Some(0), 7, now).as_slice(), &[1]);
+        s.endpoints[1].health.mark_down(now, Duration::from_secs(5));
+        assert!(!s.candidates(Some(0), 7, now).is_empty());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(s.candidates(Some(0), 7, Instant::now()).as_slice().len(), 2);
+    }
+}

@@ -1,0 +1,694 @@
+//! Configuration: the TOML file format, its defaults, and validation.
+//!
+//! Parsing happens in two steps. serde reads the file into `Raw*` structs that mirror the
+//! TOML exactly (unknown fields are rejected), then [`Config::validate`] turns them into
+//! typed settings and names the offending field on the first problem it finds, so a bad
+//! config fails at start with "file: field: reason" rather than somewhere at runtime.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+/// A config problem, located by file and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {reason}")]
+pub struct ConfigError {
+    /// The file the problem is in (or `<inline>` for configs built in memory).
+    pub file: String,
+    /// The field, as a TOML path such as `backend[0].endpoints[1].address`.
+    pub field: String,
+    /// Why the value is not acceptable.
+    pub reason: String,
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Minimum length of a signing secret: HMAC-SHA256 keys shorter than the hash output
+/// weaken the MAC, and 32 bytes is what `tether keygen` produces.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Longest key id; the id travels in every cookie, so it must stay short.
+pub const MAX_KEY_ID_BYTES: usize = 16;
+
+// === validated settings ===
+
+/// A validated configuration: everything the proxy needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener and process settings.
+    pub server: ServerSettings,
+    /// Cookie signing keys; the first signs, every one verifies. Empty means "generate an
+    /// ephemeral key at start".
+    pub keys: Vec<KeyMaterial>,
+    /// Backends in file order.
+    pub backends: Vec<BackendSettings>,
+    /// Routes in file order (an implicit catch-all route when the file has none).
+    pub routes: Vec<RouteSettings>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address of the proxy listener.
+    pub listen: SocketAddr,
+    /// Address of the admin listener (health, readiness, later metrics and debug).
+    pub admin: SocketAddr,
+    /// Tokio worker threads; `None` means one per CPU.
+    pub workers: Option<usize>,
+    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
+    pub shutdown_grace: Duration,
+}
+
+/// One `[[keys]]` entry with its secret decoded.
+#[derive(Clone)]
+pub struct KeyMaterial {
+    /// Key id written into each cookie so verification can pick the right key.
+    pub id: String,
+    /// The raw secret bytes (at least [`MIN_SECRET_BYTES`]).
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs, even at debug level.
+        f.debug_struct("KeyMaterial")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One `[[backend]]`.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// Name routes refer to; also a label in logs and headers.
+    pub name: String,
+    /// Statically configured endpoints.
+    pub endpoints: Vec<StaticEndpoint>,
+    /// Cookie and stickiness settings.
+    pub affinity: AffinitySettings,
+    /// Upper bound on establishing a TCP connection to an endpoint; past it the attempt
+    /// counts as a connect failure and the next endpoint is tried.
+    pub connect_timeout: Duration,
+    /// Upper bound on waiting for the response head once the request was sent (504).
+    pub response_timeout: Duration,
+    /// How long an endpoint that refused a connection is skipped (passive health).
+    pub down_cooloff: Duration,
+    /// Idle keep-alive connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+/// A static endpoint from the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEndpoint {
+    /// Optional stable name; used as the endpoint identity when present.
+    pub name: Option<String>,
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Relative share of new sessions.
+    pub weight: u32,
+}
+
+/// `[backend.affinity]`.
+#[derive(Debug, Clone)]
+pub struct AffinitySettings {
+    /// How the affinity cookie looks to browsers.
+    pub cookie: CookieSettings,
+}
+
+/// The attributes of the affinity cookie.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// Cookie name.
+    pub name: String,
+    /// `Path` attribute.
+    pub path: String,
+    /// `Domain` attribute, if any.
+    pub domain: Option<String>,
+    /// `Secure` attribute.
+    pub secure: bool,
+    /// `HttpOnly` attribute: scripts have no business reading the affinity token.
+    pub http_only: bool,
+    /// `SameSite` attribute.
+    pub same_site: SameSite,
+    /// `Max-Age`; `None` makes a session cookie (no Expires/Max-Age), as GEP-1619 expects.
+    pub max_age: Option<Duration>,
+}
+
+/// The `SameSite` cookie attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Lax`, the browser default and ours.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+    /// `SameSite=None`; browsers require `Secure` with it.
+    None,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Exact host to match (lowercase, no port); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix, matched segment-wise.
+    pub path_prefix: String,
+    /// Index into [`Config::backends`].
+    pub backend: usize,
+}
+
+// === raw TOML shapes ===
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    #[serde(default, rename = "backend")]
+    backends: Vec<RawBackend>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin: Option<String>,
+    workers: Option<i64>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: String,
+    #[serde(default)]
+    endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    affinity: RawAffinity,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    down_cooloff: Option<String>,
+    max_idle_per_endpoint: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawEndpoint {
+    Address(String),
+    Full(RawEndpointTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpointTable {
+    name: Option<String>,
+    address: String,
+    weight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAffinity {
+    cookie: Option<String>,
+    path: Option<String>,
+    domain: Option<String>,
+    secure: Option<bool>,
+    http_only: Option<bool>,
+    same_site: Option<String>,
+    max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    backend: String,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, &file, base)
+    }
+
+    /// Parses and validates config text. `file` names it in errors; relative
+    /// `secret_file` paths are resolved against `base`.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            ConfigError {
+                file: file.to_string(),
+                field: match line {
+                    Some(l) => format!("line {l}"),
+                    None => "(syntax)".into(),
+                },
+                reason: e.message().trim().to_string(),
+            }
+        })?;
+        Validator { file, base }.config(raw)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config> {
+        let server = self.server(raw.server)?;
+        let keys = self.keys(raw.keys)?;
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for (i, b) in raw.backends.into_iter().enumerate() {
+            let backend = self.backend(i, b)?;
+            if backends
+                .iter()
+                .any(|o: &BackendSettings| o.name == backend.name)
+            {
+                return Err(self.err(
+                    format!("backend[{i}].name"),
+                    format!("duplicate backend name {:?}", backend.name),
+                ));
+            }
+            backends.push(backend);
+        }
+        if backends.is_empty() {
+            return Err(self.err("backend", "at least one [[backend]] is required"));
+        }
+        let routes = self.routes(raw.routes, &backends)?;
+        Ok(Config {
+            server,
+            keys,
+            backends,
+            routes,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerSettings> {
+        let listen = self.socket_addr("server.listen", raw.listen.as_deref(), "0.0.0.0:8080")?;
+        let admin = self.socket_addr("server.admin", raw.admin.as_deref(), "0.0.0.0:9901")?;
+        let workers = match raw.workers {
+            None => None,
+            Some(n) if (1..=1024).contains(&n) => Some(n as usize),
+            Some(n) => return Err(self.err("server.workers", format!("must be 1..=1024, got {n}"))),
+        };
+        let shutdown_grace =
+            self.duration("server.shutdown_grace", raw.shutdown_grace.as_deref(), "30s")?;
+        Ok(ServerSettings {
+            listen,
+            admin,
+            workers,
+            shutdown_grace,
+        })
+    }
+
+    fn keys(&self, raw: Vec<RawKey>) -> Result<Vec<KeyMaterial>> {
+        let mut keys: Vec<KeyMaterial> = Vec::with_capacity(raw.len());
+        for (i, k) in raw.into_iter().enumerate() {
+            let field = |f: &str| format!("keys[{i}].{f}");
+            if k.id.is_empty()
+                || k.id.len() > MAX_KEY_ID_BYTES
+                || !k
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(self.err(
+                    field("id"),
+                    format!(
+                        "must be 1..={MAX_KEY_ID_BYTES} characters of A-Z a-z 0-9 . _ -, got {:?}",
+                        k.id
+                    ),
+                ));
+            }
+            if keys.iter().any(|o| o.id == k.id) {
+                return Err(self.err(field("id"), format!("duplicate key id {:?}", k.id)));
+            }
+            let (encoded, which) = match (k.secret, k.secret_file) {
+                (Some(s), None) => (s, field("secret")),
+                (None, Some(path)) => {
+                    let path = self.base.join(path);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        self.err(
+                            field("secret_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    (text, field("secret_file"))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(self.err(field("secret"), "set secret or secret_file, not both"))
+                }
+                (None, None) => {
+                    return Err(self.err(field("secret"), "one of secret or secret_file is required"))
+                }
+            };
+            let secret = decode_secret(encoded.trim()).ok_or_else(|| {
+                self.err(which.clone(), "is not valid base64 (use `tether keygen`)")
+            })?;
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(self.err(
+                    which,
+                    format!(
+                        "decodes to {} bytes; at least {MIN_SECRET_BYTES} are required (use `tether keygen`)",
+                        secret.len()
+                    ),
+                ));
+            }
+            keys.push(KeyMaterial { id: k.id, secret });
+        }
+        Ok(keys)
+    }
+
+    fn backend(&self, i: usize, raw: RawBackend) -> Result<BackendSettings> {
+        let f = |s: &str| format!("backend[{i}].{s}");
+        if raw.name.is_empty() || raw.name.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(self.err(
+                f("name"),
+                format!("must be non-empty without spaces or '/', got {:?}", raw.name),
+            ));
+        }
+        if raw.endpoints.is_empty() {
+            return Err(self.err(f("endpoints"), "at least one endpoint is required"));
+        }
+        let mut endpoints: Vec<StaticEndpoint> = Vec::with_capacity(raw.endpoints.len());
+        for (j, e) in raw.endpoints.into_iter().enumerate() {
+            let (name, address, weight, at) = match e {
+                RawEndpoint::Address(a) => (None, a, None, f(&format!("endpoints[{j}]"))),
+                RawEndpoint::Full(t) => (
+                    t.name,
+                    t.address,
+                    t.weight,
+                    f(&format!("endpoints[{j}].address")),
+                ),
+            };
+            let address: SocketAddr = address.parse().map_err(|_| {
+                self.err(
+                    at.clone(),
+                    format!("{address:?} is not an ip:port socket address"),
+                )
+            })?;
+            let weight = match weight {
+                None => 1,
+                Some(w) if (1..=1000).contains(&w) => w as u32,
+                Some(w) => {
+                    return Err(self.err(
+                        f(&format!("endpoints[{j}].weight")),
+                        format!("must be 1..=1000, got {w}"),
+                    ))
+                }
+            };
+            if let Some(n) = &name {
+                if n.is_empty() || n.len() > 253 || n.chars().any(|c| c.is_control() || c == ' ')
+                {
+                    return Err(self.err(
+                        f(&format!("endpoints[{j}].name")),
+                        format!("must be 1..=253 printable characters without spaces, got {n:?}"),
+                    ));
+                }
+            }
+            let identity = |e: &StaticEndpoint| {
+                e.name.clone().unwrap_or_else(|| e.address.to_string())
+            };
+            let candidate = StaticEndpoint {
+                name,
+                address,
+                weight,
+            };
+            if let Some(dup) = endpoints
+                .iter()
+                .find(|o| o.address == address || identity(o) == identity(&candidate))
+            {
+                return Err(self.err(
+                    at,
+                    format!("duplicates endpoint {:?}", identity(dup)),
+                ));
+            }
+            endpoints.push(candidate);
+        }
+        let affinity = self.affinity(i, raw.affinity)?;
+        let max_idle = match raw.max_idle_per_endpoint {
+            None => 256,
+            Some(n) if (0..=100_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(self.err(
+                    f("max_idle_per_endpoint"),
+                    format!("must be 0..=100000, got {n}"),
+                ))
+            }
+        };
+        Ok(BackendSettings {
+            connect_timeout: self.duration(&f("connect_timeout"), raw.connect_timeout.as_deref(), "1s")?,
+            response_timeout: self.duration(&f("response_timeout"), raw.response_timeout.as_deref(), "60s")?,
+            down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
+            max_idle_per_endpoint: max_idle,
+            name: raw.name,
+            endpoints,
+            affinity,
+        })
+    }
+
+    fn affinity(&self, i: usize, raw: RawAffinity) -> Result<AffinitySettings> {
+        let f = |s: &str| format!("backend[{i}].affinity.{s}");
+        let name = raw.cookie.unwrap_or_else(|| "tether".into());
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(self.err(
+                f("cookie"),
+                format!("{name:?} is not a valid cookie name (RFC 6265 token)"),
+            ));
+        }
+        let path = raw.path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+            return Err(self.err(f("path"), format!("must start with '/' and contain no ';', got {path:?}")));
+        }
+        if let Some(d) = &raw.domain {
+            if d.is_empty() || d.bytes().any(|b| b == b';' || b == b' ' || b.is_ascii_control()) {
+                return Err(self.err(f("domain"), format!("{d:?} is not a valid cookie domain")));
+            }
+        }
+        let same_site = match raw.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("lax") => SameSite::Lax,
+            Some("strict") => SameSite::Strict,
+            Some("none") => SameSite::None,
+            Some(other) => {
+                return Err(self.err(
+                    f("same_site"),
+                    format!("must be \"lax\", \"strict\" or \"none\", got {other:?}"),
+                ))
+            }
+        };
+        let secure = raw.secure.unwrap_or(false);
+        if same_site == SameSite::None && !secure {
+            return Err(self.err(
+                f("same_site"),
+                "\"none\" requires secure = true (browsers drop SameSite=None cookies without Secure)",
+            ));
+        }
+        let max_age = match raw.max_age.as_deref() {
+            None => None,
+            Some(s) => {
+                let d = self.duration(&f("max_age"), Some(s), "0s")?;
+                if d.as_secs() == 0 {
+                    return Err(self.err(f("max_age"), "must be at least 1s; omit it for a session cookie"));
+                }
+                Some(d)
+            }
+        };
+        Ok(AffinitySettings {
+            cookie: CookieSettings {
+                name,
+                path,
+                domain: raw.domain,
+                secure,
+                http_only: raw.http_only.unwrap_or(true),
+                same_site,
+                max_age,
+            },
+        })
+    }
+
+    fn routes(&self, raw: Vec<RawRoute>, backends: &[BackendSettings]) -> Result<Vec<RouteSettings>> {
+        if raw.is_empty() {
+            if backends.len() == 1 {
+                return Ok(vec![RouteSettings {
+                    host: None,
+                    path_prefix: "/".into(),
+                    backend: 0,
+                }]);
+            }
+            return Err(self.err(
+                "route",
+                "at least one [[route]] is required when more than one backend is configured",
+            ));
+        }
+        let mut routes = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let f = |s: &str| format!("route[{i}].{s}");
+            let backend = backends
+                .iter()
+                .position(|b| b.name == r.backend)
+                .ok_or_else(|| {
+                    self.err(
+                        f("backend"),
+                        format!("unknown backend {:?} (no [[backend]] has that name)", r.backend),
+                    )
+                })?;
+            let path_prefix = r.path_prefix.unwrap_or_else(|| "/".into());
+            if !path_prefix.starts_with('/') {
+                return Err(self.err(f("path_prefix"), format!("must start with '/', got {path_prefix:?}")));
+            }
+            let host = match r.host {
+                None => None,
+                Some(h) => {
+                    if h.is_empty()
+                        || h.contains(':')
+                        || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._*".contains(&b))
+                    {
+                        return Err(self.err(
+                            f("host"),
+                            format!("{h:?} is not a host name (no port, no scheme)"),
+                        ));
+                    }
+                    Some(h.to_ascii_lowercase())
+                }
+            };
+            routes.push(RouteSettings {
+                host,
+                path_prefix,
+                backend,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn socket_addr(&self, field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr> {
+        let v = value.unwrap_or(default);
+        v.parse()
+            .map_err(|_| self.err(field, format!("{v:?} is not an ip:port socket address")))
+    }
+
+    fn duration(&self, field: &str, value: Option<&str>, default: &str) -> Result<Duration> {
+        let v = value.unwrap_or(default);
+        humantime::parse_duration(v).map_err(|e| {
+            self.err(
+                field,
+                format!("{v:?} is not a duration like \"500ms\" or \"3s\": {e}"),
+            )
+        })
+    }
+}
+
+/// Decodes a base64 secret, standard or URL-safe alphabet, padded or not.
+pub fn decode_secret(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(s).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, "t.toml", Path::new("."))
+    }
+
+    #[test]
+    fn single_backend_without_routes_gets_a_catch_all_route() {
+        let c = parse("[[backend]]\nname='app'\nendpoints=['127.0.0.1:1']\n").unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].path_prefix, "/");
+        assert!(c.backends[0].affinity.cookie.max_age.is_none());
+        assert!(c.keys.is_empty());
+    }
+
+    #[test]
+    fn mixed_endpoint_shapes_and_weights_parse() {
+        let c = parse(&format!(
+            "[[keys]]\nid='k1'\nsecret='{KEY}'\n[[backend]]\nname='app'\nendpoints=['127.0.0.1:1', {{ name='pod-b', address='127.0.0.1:2', weight=3 }}]\n[backend.affinity]\ncookie='sid'\nmax_age='1h'\n"
+        ))
+        .unwrap();
+        let e = &c.backends[0].endpoints;
+        assert_eq!(e[0].name, None);
+        assert_eq!(e[1].name.as_deref(), Some("pod-b"));
+        assert_eq!(e[1].weight, 3);
+        assert_eq!(c.backends[0].affinity.cookie.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(c.keys[0].secret.len(), 32);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[[backend]]\nname='a'\nendpoints=['nope']\n", "backend[0].endpoints[0]"),
+            (
+                "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='b'\n",
+                "route[0].backend",
+            ),
+            (
+                "[[keys]]\nid='k'\nsecret='c2hvcnQ='\n[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n",
+                "keys[0].secret",
+            ),
+            (
+                "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[backend.affinity]\nsame_site='none'\n",
+                "backend[0].affinity.same_site",
+            ),
+            ("[server]\nlisten='x'\n[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n", "server.listen"),
+            ("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1', '127.0.0.1:1']\n", "backend[0].endpoints[1]"),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_line() {
+        let e = parse("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\ncookie='x'\n").unwrap_err();
+        assert!(e.reason.contains("unknown field `cookie`"), "{e}");
+        assert_eq!(e.field, "line 4");
+    }
+}

@@ -1,0 +1,22 @@
+//! tether: a sticky-session aware L7 reverse proxy for Kubernetes.
+//!
+//! The crate is organised one module per concern, in the order a request meets them:
+//! [`server`] accepts connections, [`proxy`] routes and forwards, [`affinity`] reads and
+//! mints the signed session cookie, [`balance`] places sessions on a replica-stable
+//! consistent-hash table, [`backend`] holds the immutable per-backend snapshot the
+//! request path reads, [`discovery`] feeds endpoints into it, [`health`] tracks passive
+//! failures, and [`admin`] answers operators. [`config`] turns a TOML file into the
+//! validated settings all of them start from.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod affinity;
+pub mod backend;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod health;
+pub mod proxy;
+pub mod server;

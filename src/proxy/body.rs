@@ -1,0 +1,111 @@
+//! The response body type: either the upstream's body, streamed through and returning its
+//! connection to the pool when it ends, or a short body tether writes itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::pool::{Pool, Sender};
+
+/// A response body.
+pub enum ProxyBody {
+    /// Streamed from an upstream.
+    Upstream(PooledBody),
+    /// Written by tether (errors, admin answers); `None` once sent.
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// A body holding `text`.
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(text.into()))
+    }
+}
+
+/// An upstream body that gives its connection back to the pool once fully read. A body
+/// dropped before its end drops the connection instead: it cannot be reused mid-message.
+pub struct PooledBody {
+    body: Incoming,
+    ret: Option<(Sender, Arc<Pool>)>,
+}
+
+impl PooledBody {
+    /// Wraps `body`; `sender` goes back to `pool` at the end of the body.
+    pub fn new(body: Incoming, sender: Sender, pool: Arc<Pool>) -> Self {
+        let mut b = PooledBody {
+            body,
+            ret: Some((sender, pool)),
+        };
+        if b.body.is_end_stream() {
+            b.release();
+        }
+        b
+    }
+
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.ret.take() {
+            pool.checkin(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.ret = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}

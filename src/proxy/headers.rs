@@ -1,0 +1,121 @@
+//! Header hygiene between client and upstream: hop-by-hop headers, `X-Forwarded-*`, and
+//! the `x-tether-*` headers backends trust.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Session id of the request (kept across failovers).
+pub static X_TETHER_SESSION: HeaderName = HeaderName::from_static("x-tether-session");
+/// `new`, `sticky` or `failover`.
+pub static X_TETHER_AFFINITY: HeaderName = HeaderName::from_static("x-tether-affinity");
+/// On failover, the endpoint the session came from.
+pub static X_TETHER_PREVIOUS: HeaderName = HeaderName::from_static("x-tether-previous-endpoint");
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const HOP_BY_HOP: [&HeaderName; 6] = [
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding` (hyper re-frames the body) and
+/// `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+}
+
+/// Removes every client-supplied `x-tether-*` header, so backends can trust the ones
+/// tether sets. Allocates only when such a header is present.
+pub fn strip_tether_headers(headers: &mut HeaderMap) {
+    let is_ours = |n: &HeaderName| n.as_str().starts_with("x-tether-");
+    if !headers.keys().any(is_ours) {
+        return;
+    }
+    let ours: Vec<HeaderName> = headers.keys().filter(|n| is_ours(n)).cloned().collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (the latter two describe this hop, so client values are replaced).
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<&HeaderValue>) {
+    let peer = peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
+        Some(h) => {
+            headers.insert(&X_FORWARDED_HOST, h.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_and_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_tether_headers_are_removed_and_forwarded_set() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tether-session", HeaderValue::from_static("spoof"));
+        h.insert("X-Tether-Affinity", HeaderValue::from_static("sticky"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        strip_tether_headers(&mut h);
+        set_forwarded(&mut h, "127.0.0.2".parse().unwrap(), Some(&HeaderValue::from_static("a.example")));
+        assert!(!h.contains_key("x-tether-session") && !h.contains_key("x-tether-affinity"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+    }
+}

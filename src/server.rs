@@ -1,0 +1,209 @@
+//! Listeners, connection handling and graceful shutdown.
+//!
+//! [`start`] binds the proxy and admin listeners (port 0 works: tests and the demo read
+//! the bound addresses back), starts discovery, and serves until [`Running::shutdown`]:
+//! readiness turns false, listeners close, in-flight requests get the grace period.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminHook};
+use crate::affinity::KeyRing;
+use crate::config::Config;
+use crate::discovery::static_list::StaticList;
+use crate::discovery::Discovery;
+use crate::proxy::{Proxy, State};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
+/// Slowloris guard: a client must finish sending request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running proxy.
+pub struct Running {
+    /// Where the proxy listener is bound.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// The proxy, for embedding programs and tests (e.g. to publish endpoints).
+    pub proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Binds listeners, publishes the configured endpoints, and starts serving.
+pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<Running, Error> {
+    let keys = Arc::new(KeyRing::from_config(&config.keys));
+    if keys.is_ephemeral() {
+        tracing::warn!(
+            "no [[keys]] configured: signing cookies with an EPHEMERAL key; sessions will not \
+             survive a restart and replicas will not agree. Generate one with `tether keygen`."
+        );
+    }
+    let proxy = Arc::new(Proxy::new(State::new(config, keys)));
+    let state = proxy.state();
+    for (backend, settings) in state.backends.iter().zip(&config.backends) {
+        StaticList {
+            endpoints: settings.endpoints.clone(),
+        }
+        .run(backend.clone())
+        .await;
+    }
+
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })
+    };
+    let proxy_listener = bind(config.server.listen).await?;
+    let admin_listener = bind(config.server.admin).await?;
+    let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| Error::Bind { addr, source });
+    let proxy_addr = local(&proxy_listener, config.server.listen)?;
+    let admin_addr = local(&admin_listener, config.server.admin)?;
+
+    let (shutdown, rx) = watch::channel(false);
+    let grace = config.server.shutdown_grace;
+    let p = proxy.clone();
+    let proxy_task = tokio::spawn(serve(proxy_listener, rx.clone(), grace, move |peer| {
+        let p = p.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let p = p.clone();
+            async move { Ok::<_, Infallible>(p.handle(req, peer).await) }
+        })
+    }));
+    let p = proxy.clone();
+    let admin_task = tokio::spawn(serve(admin_listener, rx, grace, move |_peer| {
+        let p = p.clone();
+        let hook = hook.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let r = admin::handle(&req, &p, hook.as_ref());
+            async move { Ok::<_, Infallible>(r) }
+        })
+    }));
+    tracing::info!(%proxy_addr, %admin_addr, "tether listening");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        proxy,
+        shutdown,
+        tasks: vec![proxy_task, admin_task],
+        grace,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish within the grace period, returns.
+    pub async fn shutdown(self) {
+        self.proxy.begin_shutdown();
+        let _ = self.shutdown.send(true);
+        let deadline = self.grace + Duration::from_secs(1);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(deadline, t).await;
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!(grace = ?self.grace, "shutting down");
+        self.shutdown().await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Accepts connections until shutdown, then drains them for at most `grace`.
+async fn serve<F, S, B>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+    make_service: F,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = builder.serve_connection(TokioIo::new(stream), make_service(peer));
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "grace period over with requests still in flight");
+    }
+}
+
