@@ -1,0 +1,259 @@
+//! Shared test harness: real hyper backends, a real proxy, and an HTTP client, all on
+//! 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use tether::server::Running;
+
+/// A test signing key (base64 of 32 bytes).
+pub const KEY_1: &str = "a2V5LW9uZS1rZXktb25lLWtleS1vbmUta2V5LW9uZSE=";
+/// Another one.
+pub const KEY_2: &str = "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3byE=";
+
+// === backends ===
+
+type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>> + Send + Sync>;
+
+/// Response body type test backends produce.
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A real hyper HTTP/1.1 server standing in for a pod.
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    stop: Mutex<Option<watch::Sender<bool>>>,
+    handler: Handler,
+}
+
+impl TestBackend {
+    /// A backend that answers every request with [`echo`].
+    pub async fn echo(name: &str) -> Arc<TestBackend> {
+        let n = name.to_string();
+        Self::with_handler(name, move |req| {
+            let n = n.clone();
+            async move { echo(&n, req).await }
+        })
+        .await
+    }
+
+    /// A backend with a custom handler.
+    pub async fn with_handler<F, Fut>(name: &str, f: F) -> Arc<TestBackend>
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = Arc::new(TestBackend {
+            name: name.to_string(),
+            addr: listener.local_addr().unwrap(),
+            hits: Arc::new(AtomicU64::new(0)),
+            stop: Mutex::new(None),
+            handler: Arc::new(move |req| Box::pin(f(req))),
+        });
+        b.serve(listener);
+        b
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (tx, mut rx) = watch::channel(false);
+        *self.stop.lock().unwrap() = Some(tx);
+        let handler = self.handler.clone();
+        let hits = self.hits.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Ok((stream, _)) = listener.accept() => {
+                        let handler = handler.clone();
+                        let hits = hits.clone();
+                        let mut stop = rx.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                hits.fetch_add(1, Ordering::Relaxed);
+                                let f = handler(req);
+                                async move { Ok::<_, Infallible>(f.await) }
+                            });
+                            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! { _ = conn => {}, _ = stop.changed() => {} }
+                        });
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        });
+    }
+
+    /// Stops listening and drops every open connection, like a killed pod.
+    pub fn stop(&self) {
+        if let Some(tx) = self.stop.lock().unwrap().take() {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// A `{ name, address }` endpoint entry for a config.
+    pub fn entry(&self) -> String {
+        format!("{{ name = \"{}\", address = \"{}\" }}", self.name, self.addr)
+    }
+}
+
+/// Answers with JSON describing the request: the backend name, method, path, every
+/// header (lowercase names; repeated headers joined with ", ") and the body length.
+pub async fn echo(name: &str, req: Request<Incoming>) -> Response<BoxBody> {
+    let (parts, body) = req.into_parts();
+    let mut headers = BTreeMap::new();
+    for (k, v) in parts.headers.iter() {
+        let v = v.to_str().unwrap_or("<binary>").to_string();
+        headers
+            .entry(k.as_str().to_string())
+            .and_modify(|e: &mut String| {
+                e.push_str(", ");
+                e.push_str(&v)
+            })
+            .or_insert(v);
+    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let v = json!({
+        "pod": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("x-pod", name)
+        .body(full(v.to_string()))
+        .unwrap()
+}
+
+/// A boxed full body.
+pub fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+// === proxy ===
+
+/// Config text for one backend `app` over `backends`, with the given `[[keys]]` secrets
+/// (ids k1, k2, ... in order) and extra lines appended to `[[backend]]`.
+pub fn config(backends: &[&TestBackend], keys: &[(&str, &str)], backend_extra: &str) -> String {
+    let mut t = String::from("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n");
+    for (id, secret) in keys {
+        t.push_str(&format!("[[keys]]\nid = \"{id}\"\nsecret = \"{secret}\"\n\n"));
+    }
+    let eps: Vec<_> = backends.iter().map(|b| b.entry()).collect();
+    t.push_str(&format!(
+        "[[backend]]\nname = \"app\"\nendpoints = [{}]\nconnect_timeout = \"500ms\"\n{backend_extra}\n",
+        eps.join(", ")
+    ));
+    t
+}
+
+/// Starts a proxy from config text.
+pub async fn proxy(config: &str) -> Running {
+    let c = tether::config::Config::parse(config, "<test>", Path::new(".")).unwrap();
+    tether::server::start(&c, None).await.unwrap()
+}
+
+// === client ===
+
+/// A response with its body parsed as JSON when possible.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    /// Which backend answered (from the echo body).
+    pub fn pod(&self) -> String {
+        self.json()["pod"].as_str().unwrap_or("").to_string()
+    }
+    /// A header the backend received.
+    pub fn seen(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_string)
+    }
+    /// Every Set-Cookie header.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+    /// The value of the affinity cookie set by this response, if any.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().iter().find_map(|s| {
+            let c = cookie::Cookie::parse(s.clone()).ok()?;
+            (c.name() == name).then(|| c.value().to_string())
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A pooled HTTP/1.1 client.
+#[derive(Clone)]
+pub struct TestClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for TestClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        TestClient {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// GET `path` on `addr`, with an optional `tether` cookie.
+    pub async fn get(&self, addr: SocketAddr, path: &str, cookie: Option<&str>) -> Reply {
+        let mut b = Request::get(format!("http://{addr}{path}"));
+        if let Some(c) = cookie {
+            b = b.header("cookie", format!("tether={c}"));
+        }
+        self.send(b.body(Full::default()).unwrap()).await
+    }
+
+    /// Sends any request.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = self.client.request(req).await.expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body failed").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
