@@ -1,1 +1,168 @@
-fn main(){}
+//! Criterion benches for the pure hot paths: table lookup and build, cookie sign and
+//! verify, route match, and the whole per-request affinity decision without I/O.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use http::{HeaderMap, HeaderValue};
+use tether::affinity::{self, cookie, Claims, KeyRing, SessionId};
+use tether::backend::{Backend, EndpointSpec, EndpointState};
+use tether::balance::{hash, Member, Ring};
+use tether::config::{Config, KeyMaterial, RouteSettings};
+use tether::proxy::route::RouteTable;
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("app-7d9f8b6c4-{i:05}")).collect()
+}
+
+fn members(names: &[String]) -> Vec<Member<'_>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Member {
+            identity: n,
+            weight: 1,
+            index: i as u32,
+        })
+        .collect()
+}
+
+fn ring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring_lookup");
+    for n in [10, 100, 1_000, 10_000] {
+        let names = names(n);
+        let r = Ring::build(&members(&names));
+        let mut k = 0u64;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &r, |b, r| {
+            b.iter(|| {
+                k = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                black_box(r.owner(black_box(k)))
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("ring_build");
+    g.sample_size(10);
+    for n in [10, 100, 1_000, 10_000] {
+        let names = names(n);
+        let m = members(&names);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &m, |b, m| {
+            b.iter(|| black_box(Ring::build(black_box(m))))
+        });
+    }
+    g.finish();
+}
+
+fn keys() -> KeyRing {
+    KeyRing::from_config(&[KeyMaterial {
+        id: "k1".into(),
+        secret: vec![42; 32],
+    }])
+}
+
+fn cookies(c: &mut Criterion) {
+    let keys = keys();
+    let claims = Claims {
+        session: SessionId([7; 16]),
+        endpoint_token: 0x0123_4567_89ab_cdef,
+        issued: 1_790_000_000,
+    };
+    c.bench_function("cookie_sign", |b| {
+        b.iter(|| black_box(cookie::encode(keys.signer(), black_box(&claims))))
+    });
+    let value = cookie::encode(keys.signer(), &claims);
+    c.bench_function("cookie_verify", |b| {
+        b.iter(|| black_box(cookie::decode(&keys, black_box(&value))))
+    });
+    c.bench_function("session_hash", |b| {
+        b.iter(|| black_box(hash::session(black_box(&[9; 16]))))
+    });
+}
+
+fn routes(c: &mut Criterion) {
+    let r = |host: Option<&str>, p: &str, backend| RouteSettings {
+        host: host.map(Into::into),
+        path_prefix: p.into(),
+        backend,
+    };
+    let table = RouteTable::new(&[
+        r(None, "/", 0),
+        r(None, "/static", 1),
+        r(Some("api.example.com"), "/v1", 2),
+        r(Some("api.example.com"), "/v2", 3),
+        r(Some("app.example.com"), "/", 4),
+        r(Some("app.example.com"), "/admin", 5),
+    ]);
+    c.bench_function("route_match", |b| {
+        b.iter(|| {
+            black_box(table.find(
+                black_box(Some("api.example.com:443")),
+                black_box("/v2/users/42"),
+            ))
+        })
+    });
+}
+
+fn decision(c: &mut Criterion) {
+    let config = Config::parse(
+        "[[backend]]\nname='app'\nendpoints=['127.0.0.1:1']\n",
+        "bench",
+        Path::new("."),
+    )
+    .expect("bench config");
+    let keys = Arc::new(keys());
+    let backend = Backend::new(config.backends[0].clone(), keys.clone());
+    backend.publish(
+        (0..100u16)
+            .map(|i| EndpointSpec {
+                identity: format!("app-{i}").into(),
+                address: SocketAddr::from(([10, 0, 0, 1], 8000 + i)),
+                weight: 1,
+                state: EndpointState::Ready,
+            })
+            .collect(),
+    );
+    let snapshot = backend.snapshot();
+    let first = affinity::decide(&keys, &snapshot, None, 1_790_000_000);
+    let value = first.cookie_value(&keys, 3, &snapshot);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "cookie",
+        HeaderValue::from_str(&format!("_ga=GA1.2.3; theme=dark; tether={value}; lang=en"))
+            .expect("header"),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    c.bench_function("decide_sticky_100_endpoints", |b| {
+        b.iter(|| {
+            let d = affinity::decide(
+                &keys,
+                &snapshot,
+                affinity::cookie_values(black_box(&headers), "tether"),
+                1_790_000_000,
+            );
+            black_box(snapshot.candidates(d.pinned(), d.key, tokio::time::Instant::now()))
+        })
+    });
+    let empty = HeaderMap::new();
+    c.bench_function("decide_new_100_endpoints", |b| {
+        b.iter(|| {
+            let d = affinity::decide(
+                &keys,
+                &snapshot,
+                affinity::cookie_values(black_box(&empty), "tether"),
+                1,
+            );
+            black_box(snapshot.candidates(d.pinned(), d.key, tokio::time::Instant::now()))
+        })
+    });
+}
+
+criterion_group!(benches, ring, cookies, routes, decision);
+criterion_main!(benches);

@@ -228,10 +228,13 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// What an endpoint keeps across snapshots: its passive health and its idle connections.
+type Carried = (Arc<PassiveHealth>, Arc<Pool>);
+
 #[derive(Default)]
 struct BuilderState {
     /// Health and pool of each (identity, address) seen in the current snapshot.
-    shared: AHashMap<(Arc<str>, SocketAddr), (Arc<PassiveHealth>, Arc<Pool>)>,
+    shared: AHashMap<(Arc<str>, SocketAddr), Carried>,
     /// Identities that left, oldest first.
     departed: VecDeque<Arc<str>>,
     generation: u64,
@@ -291,10 +294,7 @@ impl Backend {
                 let (health, pool) = state.shared.get(&k).cloned().unwrap_or_else(|| {
                     (
                         Arc::new(PassiveHealth::new()),
-                        Arc::new(Pool::new(
-                            s.address,
-                            self.settings.max_idle_per_endpoint,
-                        )),
+                        Arc::new(Pool::new(s.address, self.settings.max_idle_per_endpoint)),
                     )
                 });
                 shared.insert(k, (health.clone(), pool.clone()));
@@ -447,7 +447,9 @@ mod tests {
         ]);
         let s = b.snapshot();
         assert_eq!(s.ring_members, 1);
-        assert!((0..1000u64).all(|k| s.ring.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) == Some(1)));
+        assert!(
+            (0..1000u64).all(|k| s.ring.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) == Some(1))
+        );
         b.publish(vec![spec("a", 1, EndpointState::Draining)]);
         assert!(b.snapshot().has_eligible());
     }

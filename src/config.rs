@@ -261,9 +261,13 @@ impl Config {
     /// `secret_file` paths are resolved against `base`.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             ConfigError {
                 file: file.to_string(),
                 field: match line {
@@ -328,8 +332,11 @@ impl Validator<'_> {
             Some(n) if (1..=1024).contains(&n) => Some(n as usize),
             Some(n) => return Err(self.err("server.workers", format!("must be 1..=1024, got {n}"))),
         };
-        let shutdown_grace =
-            self.duration("server.shutdown_grace", raw.shutdown_grace.as_deref(), "30s")?;
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            "30s",
+        )?;
         Ok(ServerSettings {
             listen,
             admin,
@@ -376,7 +383,9 @@ impl Validator<'_> {
                     return Err(self.err(field("secret"), "set secret or secret_file, not both"))
                 }
                 (None, None) => {
-                    return Err(self.err(field("secret"), "one of secret or secret_file is required"))
+                    return Err(
+                        self.err(field("secret"), "one of secret or secret_file is required")
+                    )
                 }
             };
             let secret = decode_secret(encoded.trim()).ok_or_else(|| {
@@ -401,7 +410,10 @@ impl Validator<'_> {
         if raw.name.is_empty() || raw.name.chars().any(|c| c.is_whitespace() || c == '/') {
             return Err(self.err(
                 f("name"),
-                format!("must be non-empty without spaces or '/', got {:?}", raw.name),
+                format!(
+                    "must be non-empty without spaces or '/', got {:?}",
+                    raw.name
+                ),
             ));
         }
         if raw.endpoints.is_empty() {
@@ -435,17 +447,15 @@ impl Validator<'_> {
                 }
             };
             if let Some(n) = &name {
-                if n.is_empty() || n.len() > 253 || n.chars().any(|c| c.is_control() || c == ' ')
-                {
+                if n.is_empty() || n.len() > 253 || n.chars().any(|c| c.is_control() || c == ' ') {
                     return Err(self.err(
                         f(&format!("endpoints[{j}].name")),
                         format!("must be 1..=253 printable characters without spaces, got {n:?}"),
                     ));
                 }
             }
-            let identity = |e: &StaticEndpoint| {
-                e.name.clone().unwrap_or_else(|| e.address.to_string())
-            };
+            let identity =
+                |e: &StaticEndpoint| e.name.clone().unwrap_or_else(|| e.address.to_string());
             let candidate = StaticEndpoint {
                 name,
                 address,
@@ -455,10 +465,7 @@ impl Validator<'_> {
                 .iter()
                 .find(|o| o.address == address || identity(o) == identity(&candidate))
             {
-                return Err(self.err(
-                    at,
-                    format!("duplicates endpoint {:?}", identity(dup)),
-                ));
+                return Err(self.err(at, format!("duplicates endpoint {:?}", identity(dup))));
             }
             endpoints.push(candidate);
         }
@@ -474,8 +481,16 @@ impl Validator<'_> {
             }
         };
         Ok(BackendSettings {
-            connect_timeout: self.duration(&f("connect_timeout"), raw.connect_timeout.as_deref(), "1s")?,
-            response_timeout: self.duration(&f("response_timeout"), raw.response_timeout.as_deref(), "60s")?,
+            connect_timeout: self.duration(
+                &f("connect_timeout"),
+                raw.connect_timeout.as_deref(),
+                "1s",
+            )?,
+            response_timeout: self.duration(
+                &f("response_timeout"),
+                raw.response_timeout.as_deref(),
+                "60s",
+            )?,
             down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
             max_idle_per_endpoint: max_idle,
             name: raw.name,
@@ -499,14 +514,25 @@ impl Validator<'_> {
         }
         let path = raw.path.unwrap_or_else(|| "/".into());
         if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
-            return Err(self.err(f("path"), format!("must start with '/' and contain no ';', got {path:?}")));
+            return Err(self.err(
+                f("path"),
+                format!("must start with '/' and contain no ';', got {path:?}"),
+            ));
         }
         if let Some(d) = &raw.domain {
-            if d.is_empty() || d.bytes().any(|b| b == b';' || b == b' ' || b.is_ascii_control()) {
+            if d.is_empty()
+                || d.bytes()
+                    .any(|b| b == b';' || b == b' ' || b.is_ascii_control())
+            {
                 return Err(self.err(f("domain"), format!("{d:?} is not a valid cookie domain")));
             }
         }
-        let same_site = match raw.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let same_site = match raw
+            .same_site
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("lax") => SameSite::Lax,
             Some("strict") => SameSite::Strict,
             Some("none") => SameSite::None,
@@ -529,7 +555,10 @@ impl Validator<'_> {
             Some(s) => {
                 let d = self.duration(&f("max_age"), Some(s), "0s")?;
                 if d.as_secs() == 0 {
-                    return Err(self.err(f("max_age"), "must be at least 1s; omit it for a session cookie"));
+                    return Err(self.err(
+                        f("max_age"),
+                        "must be at least 1s; omit it for a session cookie",
+                    ));
                 }
                 Some(d)
             }
@@ -547,7 +576,11 @@ impl Validator<'_> {
         })
     }
 
-    fn routes(&self, raw: Vec<RawRoute>, backends: &[BackendSettings]) -> Result<Vec<RouteSettings>> {
+    fn routes(
+        &self,
+        raw: Vec<RawRoute>,
+        backends: &[BackendSettings],
+    ) -> Result<Vec<RouteSettings>> {
         if raw.is_empty() {
             if backends.len() == 1 {
                 return Ok(vec![RouteSettings {
@@ -570,19 +603,27 @@ impl Validator<'_> {
                 .ok_or_else(|| {
                     self.err(
                         f("backend"),
-                        format!("unknown backend {:?} (no [[backend]] has that name)", r.backend),
+                        format!(
+                            "unknown backend {:?} (no [[backend]] has that name)",
+                            r.backend
+                        ),
                     )
                 })?;
             let path_prefix = r.path_prefix.unwrap_or_else(|| "/".into());
             if !path_prefix.starts_with('/') {
-                return Err(self.err(f("path_prefix"), format!("must start with '/', got {path_prefix:?}")));
+                return Err(self.err(
+                    f("path_prefix"),
+                    format!("must start with '/', got {path_prefix:?}"),
+                ));
             }
             let host = match r.host {
                 None => None,
                 Some(h) => {
                     if h.is_empty()
                         || h.contains(':')
-                        || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._*".contains(&b))
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._*".contains(&b))
                     {
                         return Err(self.err(
                             f("host"),
@@ -655,7 +696,10 @@ mod tests {
         assert_eq!(e[0].name, None);
         assert_eq!(e[1].name.as_deref(), Some("pod-b"));
         assert_eq!(e[1].weight, 3);
-        assert_eq!(c.backends[0].affinity.cookie.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            c.backends[0].affinity.cookie.max_age,
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(c.keys[0].secret.len(), 32);
     }
 
@@ -687,7 +731,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_their_line() {
-        let e = parse("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\ncookie='x'\n").unwrap_err();
+        let e =
+            parse("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\ncookie='x'\n").unwrap_err();
         assert!(e.reason.contains("unknown field `cookie`"), "{e}");
         assert_eq!(e.field, "line 4");
     }

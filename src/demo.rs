@@ -195,7 +195,10 @@ impl AdminHook for DemoPods {
 }
 
 /// Starts three pods and the proxy in front of them.
-pub async fn start(listen: SocketAddr, admin: SocketAddr) -> Result<(Running, Arc<DemoPods>), Error> {
+pub async fn start(
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<(Running, Arc<DemoPods>), Error> {
     let mut pods = Vec::new();
     for name in ["pod-a", "pod-b", "pod-c"] {
         pods.push(DemoPod::spawn(name, SocketAddr::from(([127, 0, 0, 1], 0))).await?);

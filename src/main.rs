@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use tether::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tether", version, about = "A sticky-session aware L7 reverse proxy for Kubernetes")]
+#[command(
+    name = "tether",
+    version,
+    about = "A sticky-session aware L7 reverse proxy for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,7 +114,9 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     if let Some(n) = workers {
         b.worker_threads(n);
     }
-    b.enable_all().build().context("cannot start the tokio runtime")
+    b.enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

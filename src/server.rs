@@ -81,7 +81,10 @@ pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<
     };
     let proxy_listener = bind(config.server.listen).await?;
     let admin_listener = bind(config.server.admin).await?;
-    let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| Error::Bind { addr, source });
+    let local = |l: &TcpListener, addr| {
+        l.local_addr()
+            .map_err(|source| Error::Bind { addr, source })
+    };
     let proxy_addr = local(&proxy_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.server.admin)?;
 
@@ -165,8 +168,11 @@ async fn serve<F, S, B>(
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
-        + Send
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
@@ -202,8 +208,10 @@ async fn serve<F, S, B>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "grace period over with requests still in flight");
     }
 }
-

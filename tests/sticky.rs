@@ -53,7 +53,10 @@ async fn first_request_sets_one_cookie_and_fifty_follow_ups_stick() {
     assert_eq!(set.path(), Some("/"));
     assert_eq!(set.http_only(), Some(true));
     assert_eq!(set.same_site(), Some(::cookie::SameSite::Lax));
-    assert!(set.max_age().is_none() && set.expires().is_none(), "session cookie");
+    assert!(
+        set.max_age().is_none() && set.expires().is_none(),
+        "session cookie"
+    );
     assert_eq!(first.seen("x-tether-affinity").as_deref(), Some("new"));
     let session = first.seen("x-tether-session").unwrap();
     assert_eq!(session.len(), 32);
@@ -65,7 +68,10 @@ async fn first_request_sets_one_cookie_and_fifty_follow_ups_stick() {
         assert_eq!(r.status, 200);
         assert_eq!(r.pod(), pinned);
         assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
-        assert_eq!(r.seen("x-tether-session").as_deref(), Some(session.as_str()));
+        assert_eq!(
+            r.seen("x-tether-session").as_deref(),
+            Some(session.as_str())
+        );
         assert!(r.set_cookies().is_empty(), "sticky responses set no cookie");
     }
     p.shutdown().await;
@@ -147,7 +153,11 @@ async fn tampered_truncated_oversized_and_garbage_cookies_are_new_sessions() {
     for v in bad {
         let r = c.get(p.proxy_addr, "/", Some(&v)).await;
         assert_eq!(r.status, 200, "cookie {v:?}");
-        assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("new"), "cookie {v:?}");
+        assert_eq!(
+            r.seen("x-tether-affinity").as_deref(),
+            Some("new"),
+            "cookie {v:?}"
+        );
         let new_session = r.seen("x-tether-session").unwrap();
         assert_ne!(new_session, session, "cookie {v:?} kept the session");
         assert!(r.cookie("tether").is_some(), "a new session gets a cookie");
@@ -170,7 +180,10 @@ async fn unknown_key_is_a_new_session_and_second_key_is_reissued_under_the_first
     let r = c.get(rotated.proxy_addr, "/", Some(&value)).await;
     assert_eq!(r.pod(), minted.pod());
     assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
-    assert_eq!(r.seen("x-tether-session").as_deref(), Some(session.as_str()));
+    assert_eq!(
+        r.seen("x-tether-session").as_deref(),
+        Some(session.as_str())
+    );
     let reissued = r.cookie("tether").expect("re-issued under the first key");
     let v = cookie::decode(&ring(&keys), &reissued).unwrap();
     assert_eq!(v.key_index, 0);
@@ -206,8 +219,14 @@ async fn failover_keeps_session_id_when_the_pinned_pod_stops() {
     assert_eq!(r.status, 200);
     assert_ne!(r.pod(), pinned);
     assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("failover"));
-    assert_eq!(r.seen("x-tether-session").as_deref(), Some(session.as_str()));
-    assert_eq!(r.seen("x-tether-previous-endpoint").as_deref(), Some(pinned.as_str()));
+    assert_eq!(
+        r.seen("x-tether-session").as_deref(),
+        Some(session.as_str())
+    );
+    assert_eq!(
+        r.seen("x-tether-previous-endpoint").as_deref(),
+        Some(pinned.as_str())
+    );
     let new_value = r.cookie("tether").expect("failover re-issues the cookie");
     assert_ne!(new_value, value);
     let survivor = r.pod();
@@ -216,7 +235,10 @@ async fn failover_keeps_session_id_when_the_pinned_pod_stops() {
         let r = c.get(p.proxy_addr, "/", Some(&new_value)).await;
         assert_eq!(r.pod(), survivor);
         assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
-        assert_eq!(r.seen("x-tether-session").as_deref(), Some(session.as_str()));
+        assert_eq!(
+            r.seen("x-tether-session").as_deref(),
+            Some(session.as_str())
+        );
         assert!(r.set_cookies().is_empty());
     }
     p.shutdown().await;
@@ -234,7 +256,9 @@ async fn connect_failure_retries_a_post_with_its_body_on_the_next_pod() {
 
     let req = http::Request::post(format!("http://{}/orders", p.proxy_addr))
         .header("cookie", format!("tether={value}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{\"qty\":3}")))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"qty\":3}",
+        )))
         .unwrap();
     let r = c.send(req).await;
     assert_eq!(r.status, 200);
@@ -284,7 +308,11 @@ async fn two_replicas_agree_on_placement_and_on_failover_targets() {
     }
     for (value, pod) in &sessions {
         let r = c.get(b.proxy_addr, "/", Some(value)).await;
-        assert_eq!(&r.pod(), pod, "replica b routed a cookie of replica a elsewhere");
+        assert_eq!(
+            &r.pod(),
+            pod,
+            "replica b routed a cookie of replica a elsewhere"
+        );
         assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
     }
 
@@ -312,7 +340,10 @@ async fn two_replicas_agree_on_placement_and_on_failover_targets() {
             moved += 1;
             assert_ne!(ra.pod(), "pod-c");
             assert_eq!(ra.seen("x-tether-affinity").as_deref(), Some("failover"));
-            assert_eq!(ra.seen("x-tether-previous-endpoint").as_deref(), Some("pod-c"));
+            assert_eq!(
+                ra.seen("x-tether-previous-endpoint").as_deref(),
+                Some("pod-c")
+            );
         } else {
             assert_eq!(&ra.pod(), pod, "a session of another pod moved");
             assert_eq!(ra.seen("x-tether-affinity").as_deref(), Some("sticky"));
@@ -341,7 +372,9 @@ async fn ten_thousand_new_sessions_spread_within_ten_percent_over_four_pods() {
             for _ in 0..1250 {
                 let r = c.get(addr, "/", None).await;
                 assert_eq!(r.status, 200);
-                *counts.entry(r.headers["x-pod"].to_str().unwrap().to_string()).or_default() += 1;
+                *counts
+                    .entry(r.headers["x-pod"].to_str().unwrap().to_string())
+                    .or_default() += 1;
             }
             counts
         }));
@@ -354,7 +387,10 @@ async fn ten_thousand_new_sessions_spread_within_ten_percent_over_four_pods() {
     }
     assert_eq!(total.len(), 4, "{total:?}");
     for (pod, n) in &total {
-        assert!((2250..=2750).contains(n), "{pod} got {n} of 10000: {total:?}");
+        assert!(
+            (2250..=2750).contains(n),
+            "{pod} got {n} of 10000: {total:?}"
+        );
     }
     p.shutdown().await;
 }

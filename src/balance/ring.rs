@@ -110,7 +110,10 @@ impl Ring {
         } else {
             (key % len as u64) as usize
         };
-        self.table[start..].iter().chain(&self.table[..start]).copied()
+        self.table[start..]
+            .iter()
+            .chain(&self.table[..start])
+            .copied()
     }
 
     /// Slots owned by each endpoint index, for diagnostics (share = slots / total).

@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn connection_named_headers_and_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
@@ -112,7 +115,11 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         strip_tether_headers(&mut h);
-        set_forwarded(&mut h, "127.0.0.2".parse().unwrap(), Some(&HeaderValue::from_static("a.example")));
+        set_forwarded(
+            &mut h,
+            "127.0.0.2".parse().unwrap(),
+            Some(&HeaderValue::from_static("a.example")),
+        );
         assert!(!h.contains_key("x-tether-session") && !h.contains_key("x-tether-affinity"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");

@@ -161,13 +161,18 @@ impl Proxy {
         }
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response<ProxyBody>> {
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>> {
         let (backend, keys) = {
             let state = self.state.load();
-            let host = req
-                .uri()
-                .host()
-                .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+            let host = req.uri().host().or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            });
             let i = state
                 .routes
                 .find(host, req.uri().path())
@@ -199,7 +204,10 @@ impl Proxy {
             let placement = decision.placement(i, &snapshot);
             {
                 let h = req.headers_mut();
-                h.insert(&X_TETHER_AFFINITY, HeaderValue::from_static(placement.outcome.as_str()));
+                h.insert(
+                    &X_TETHER_AFFINITY,
+                    HeaderValue::from_static(placement.outcome.as_str()),
+                );
                 match placement
                     .previous
                     .and_then(|p| HeaderValue::from_str(p).ok())
@@ -216,7 +224,9 @@ impl Proxy {
                 let mut conn = match endpoint.pool.checkout(settings.connect_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
-                        let n = endpoint.health.mark_down(Instant::now(), settings.down_cooloff);
+                        let n = endpoint
+                            .health
+                            .mark_down(Instant::now(), settings.down_cooloff);
                         tracing::warn!(
                             backend = %settings.name,
                             endpoint = %endpoint.identity,

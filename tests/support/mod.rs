@@ -32,8 +32,11 @@ pub const KEY_2: &str = "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3byE=";
 
 // === backends ===
 
-type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Response body type test backends produce.
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -113,7 +116,10 @@ impl TestBackend {
 
     /// A `{ name, address }` endpoint entry for a config.
     pub fn entry(&self) -> String {
-        format!("{{ name = \"{}\", address = \"{}\" }}", self.name, self.addr)
+        format!(
+            "{{ name = \"{}\", address = \"{}\" }}",
+            self.name, self.addr
+        )
     }
 }
 
@@ -132,7 +138,11 @@ pub async fn echo(name: &str, req: Request<Incoming>) -> Response<BoxBody> {
             })
             .or_insert(v);
     }
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let v = json!({
         "pod": name,
         "method": parts.method.as_str(),
@@ -157,9 +167,13 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
 /// Config text for one backend `app` over `backends`, with the given `[[keys]]` secrets
 /// (ids k1, k2, ... in order) and extra lines appended to `[[backend]]`.
 pub fn config(backends: &[&TestBackend], keys: &[(&str, &str)], backend_extra: &str) -> String {
-    let mut t = String::from("[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n");
+    let mut t = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n",
+    );
     for (id, secret) in keys {
-        t.push_str(&format!("[[keys]]\nid = \"{id}\"\nsecret = \"{secret}\"\n\n"));
+        t.push_str(&format!(
+            "[[keys]]\nid = \"{id}\"\nsecret = \"{secret}\"\n\n"
+        ));
     }
     let eps: Vec<_> = backends.iter().map(|b| b.entry()).collect();
     t.push_str(&format!(
@@ -255,5 +269,30 @@ impl TestClient {
             headers: parts.headers,
             body,
         }
+    }
+}
+
+/// A response body fed chunk by chunk through a channel; ends when the sender drops.
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ChannelBody { rx }
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|c| c.map(|b| Ok(http_body::Frame::data(b))))
     }
 }

@@ -1,0 +1,243 @@
+//! The `tether` binary: check, keygen, demo, run.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+fn check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "error names the file: {stderr}"
+        );
+    }
+    (out.status.success(), stderr)
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config/tether.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_rejects_an_unknown_backend_naming_the_field() {
+    let (ok, err) = check(
+        "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\"]\n\
+         [[route]]\npath_prefix = \"/\"\nbackend = \"nope\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("route[0].backend") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_rejects_a_bad_address_naming_the_field() {
+    let (ok, err) = check(
+        "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\", { name = \"b\", address = \"pod-b:80:80\" }]\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("backend[0].endpoints[1].address"), "{err}");
+}
+
+#[test]
+fn check_rejects_a_short_key_naming_the_field() {
+    let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    let (ok, err) = check(&format!(
+        "[[keys]]\nid = \"k1\"\nsecret = \"{short}\"\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\"]\n"
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("keys[0].secret") && err.contains("16 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reads_secret_files_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k1.key"), format!("{KEY_1}\n")).unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(
+        &path,
+        "[[keys]]\nid = \"k1\"\nsecret_file = \"k1.key\"\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn keygen_prints_a_fresh_32_byte_key() {
+    let run = || {
+        let out = Command::new(BIN).arg("keygen").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (a, b) = (run(), run());
+    assert_ne!(a, b);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&a)
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+}
+
+/// Spawns the binary and reads its printed proxy and admin addresses.
+async fn spawn_and_read_addrs(args: &[&str]) -> (tokio::process::Child, String, String) {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the binary prints its addresses")
+        .unwrap()
+        .unwrap();
+    let word_after = |tag: &str| {
+        let i = line.find(tag).unwrap_or_else(|| panic!("{tag} in {line}")) + tag.len();
+        line[i..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string()
+    };
+    let (proxy, admin) = (word_after("proxy "), word_after("admin "));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, proxy, admin)
+}
+
+#[tokio::test]
+async fn demo_serves_sticky_sessions_and_fails_over_when_a_pod_is_stopped() {
+    let (mut child, proxy, admin) =
+        spawn_and_read_addrs(&["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]).await;
+    let proxy: std::net::SocketAddr = proxy.parse().unwrap();
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    let c = TestClient::new();
+
+    let first = c.get(proxy, "/hello", None).await;
+    assert_eq!(first.status, 200);
+    let body = first.json();
+    assert_eq!(body["affinity"], "new");
+    assert_eq!(body["path"], "/hello");
+    let pod = body["pod"].as_str().unwrap().to_string();
+    let session = body["session"].as_str().unwrap().to_string();
+    let value = first.cookie("tether").unwrap();
+    for _ in 0..10 {
+        let r = c.get(proxy, "/hello", Some(&value)).await.json();
+        assert_eq!(r["pod"], pod.as_str());
+        assert_eq!(r["affinity"], "sticky");
+    }
+
+    let stop = http::Request::post(format!("http://{admin}/demo/pods/{pod}/stop"))
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(c.send(stop).await.status, 200);
+    let r = c.get(proxy, "/hello", Some(&value)).await.json();
+    assert_ne!(r["pod"], pod.as_str());
+    assert_eq!(r["affinity"], "failover");
+    assert_eq!(r["session"], session.as_str());
+    assert_eq!(r["previous"], pod.as_str());
+    assert_eq!(c.get(admin, "/readyz", None).await.status, 200);
+
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_serves_from_a_config_file_and_exits_zero_on_sigterm() {
+    let pod = TestBackend::echo("pod-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    // Free ports for the binary: bind, read, release.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\nworkers = 1\n\
+             [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [{}]\n",
+            pod.entry()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let c = TestClient::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok()
+            && c.get(admin, "/readyz", None).await.status == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "tether run became ready");
+    let r = c.get(listen, "/", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.pod(), "pod-a");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

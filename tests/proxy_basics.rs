@@ -1,0 +1,262 @@
+//! Proxy basics: routing, error statuses, header hygiene, streaming, readiness, shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use support::*;
+use tokio::sync::{mpsc, Notify};
+
+#[tokio::test]
+async fn routes_by_exact_host_and_longest_prefix_and_404s_the_rest() {
+    let web = TestBackend::echo("web").await;
+    let api = TestBackend::echo("api").await;
+    let admin = TestBackend::echo("admin").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"web\"\nendpoints = [\"{}\"]\n\
+         [[backend]]\nname = \"api\"\nendpoints = [\"{}\"]\n\
+         [[backend]]\nname = \"admin\"\nendpoints = [\"{}\"]\n\
+         [[route]]\nhost = \"app.example.com\"\npath_prefix = \"/\"\nbackend = \"web\"\n\
+         [[route]]\nhost = \"app.example.com\"\npath_prefix = \"/api\"\nbackend = \"api\"\n\
+         [[route]]\npath_prefix = \"/admin\"\nbackend = \"admin\"\n",
+        web.addr, api.addr, admin.addr
+    );
+    let p = proxy(&cfg).await;
+    let c = TestClient::new();
+    let get = |host: &'static str, path: &'static str| {
+        let c = c.clone();
+        let addr = p.proxy_addr;
+        async move {
+            c.send(
+                http::Request::get(format!("http://{addr}{path}"))
+                    .header("host", host)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(get("app.example.com", "/").await.pod(), "web");
+    assert_eq!(get("APP.example.com:8080", "/api/v1/x").await.pod(), "api");
+    assert_eq!(get("app.example.com", "/apix").await.pod(), "web");
+    assert_eq!(
+        get("other.example.com", "/admin/users").await.pod(),
+        "admin"
+    );
+    let miss = get("other.example.com", "/").await;
+    assert_eq!(miss.status, 404);
+    assert_eq!(miss.text(), "no route\n");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_endpoint_is_503_and_readiness_follows() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    let c = TestClient::new();
+    assert_eq!(c.get(p.admin_addr, "/readyz", None).await.status, 200);
+    assert_eq!(c.get(p.admin_addr, "/healthz", None).await.status, 200);
+    p.proxy.backend("app").unwrap().publish(vec![]);
+    let r = c.get(p.proxy_addr, "/", None).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "no endpoint available\n");
+    assert_eq!(c.get(p.admin_addr, "/readyz", None).await.status, 503);
+    assert_eq!(c.get(p.admin_addr, "/healthz", None).await.status, 200);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_endpoint_refusing_is_502() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    pod.stop();
+    let r = TestClient::new().get(p.proxy_addr, "/", None).await;
+    assert_eq!(r.status, 502);
+    assert!(r.set_cookies().is_empty());
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_dying_after_the_request_was_sent_is_502_and_not_retried() {
+    use tokio::io::AsyncReadExt;
+    // A raw TCP "pod" that reads the request, then closes without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    let other = TestBackend::echo("healthy").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"app\"\nendpoints = [{{ name = \"dying\", address = \"{addr}\" }}, {}]\n",
+        other.entry()
+    );
+    let p = proxy(&cfg).await;
+    let c = TestClient::new();
+    // Find a session the table places on the dying pod; it must get a 502, not a retry.
+    let mut saw_502 = false;
+    for _ in 0..64 {
+        let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let healthy_before = other.hits.load(std::sync::atomic::Ordering::SeqCst);
+        let req = http::Request::post(format!("http://{}/pay", p.proxy_addr))
+            .body(http_body_util::Full::new(Bytes::from_static(b"once")))
+            .unwrap();
+        let r = c.send(req).await;
+        if accepted.load(std::sync::atomic::Ordering::SeqCst) > before {
+            assert_eq!(r.status, 502);
+            assert_eq!(r.text(), "upstream error\n");
+            let healthy_after = other.hits.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(
+                healthy_after, healthy_before,
+                "a sent POST was retried elsewhere"
+            );
+            saw_502 = true;
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    assert!(saw_502, "no session was placed on the dying pod");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_slower_than_the_response_timeout_is_504() {
+    let slow = TestBackend::with_handler("slow", |_req| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        http::Response::new(full("late"))
+    })
+    .await;
+    let p = proxy(&config(&[&slow], &[], "response_timeout = \"200ms\"")).await;
+    let r = TestClient::new().get(p.proxy_addr, "/", None).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.text(), "upstream timeout\n");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
+    let pod = TestBackend::with_handler("pod-a", |req| async move {
+        let mut r = echo("pod-a", req).await;
+        r.headers_mut()
+            .insert("connection", "x-internal".parse().unwrap());
+        r.headers_mut()
+            .insert("x-internal", "secret".parse().unwrap());
+        r.headers_mut()
+            .insert("keep-alive", "timeout=5".parse().unwrap());
+        r
+    })
+    .await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    let req = http::Request::get(format!("http://{}/x?q=1", p.proxy_addr))
+        .header("host", "shop.example.com")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .header("proxy-authorization", "Basic eA==")
+        .header("te", "trailers")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("x-kept", "yes")
+        .body(Default::default())
+        .unwrap();
+    let r = TestClient::new().send(req).await;
+    assert_eq!(r.status, 200);
+    let seen = |h: &str| r.seen(h);
+    assert_eq!(seen("x-hop"), None);
+    assert_eq!(seen("proxy-authorization"), None);
+    assert_eq!(seen("te"), None);
+    assert_eq!(seen("x-kept").as_deref(), Some("yes"));
+    assert_eq!(seen("host").as_deref(), Some("shop.example.com"));
+    assert_eq!(
+        seen("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(seen("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen("x-forwarded-host").as_deref(),
+        Some("shop.example.com")
+    );
+    assert_eq!(r.json()["path"], "/x");
+    assert!(r.headers.get("x-internal").is_none());
+    assert!(r.headers.get("keep-alive").is_none());
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn response_bodies_stream_through_without_buffering() {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
+    let pod = TestBackend::with_handler("stream", move |_req| {
+        let rx = rx.lock().unwrap().take().expect("one request");
+        async move { http::Response::new(ChannelBody::new(rx).boxed()) }
+    })
+    .await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let resp = client.get(format!("http://{}/", p.proxy_addr).parse().unwrap());
+    tx.send(Bytes::from_static(b"first ")).await.unwrap();
+    // The upstream has not finished its body: a buffering proxy would hang here.
+    let mut body = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("response head arrives before the body is complete")
+        .unwrap()
+        .into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first chunk arrives while the upstream is still sending")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first ");
+    tx.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_turns_readiness_off_and_lets_in_flight_requests_finish() {
+    let release = Arc::new(Notify::new());
+    let arrived = Arc::new(Notify::new());
+    let (r2, a2) = (release.clone(), arrived.clone());
+    let pod = TestBackend::with_handler("slow", move |req| {
+        let (release, arrived) = (r2.clone(), a2.clone());
+        async move {
+            arrived.notify_one();
+            release.notified().await;
+            echo("slow", req).await
+        }
+    })
+    .await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    let (proxy_addr, admin_addr) = (p.proxy_addr, p.admin_addr);
+    let c = TestClient::new();
+    let in_flight = tokio::spawn({
+        let c = c.clone();
+        async move { c.get(proxy_addr, "/", None).await }
+    });
+    arrived.notified().await;
+    let proxy = p.proxy.clone();
+    let stopping = tokio::spawn(p.shutdown());
+    while proxy.is_ready() {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completed");
+    stopping.await.unwrap();
+    // The listeners are closed.
+    assert!(tokio::net::TcpStream::connect(proxy_addr).await.is_err());
+    assert!(tokio::net::TcpStream::connect(admin_addr).await.is_err());
+}
