@@ -114,7 +114,7 @@ fn decision(c: &mut Criterion) {
     )
     .expect("bench config");
     let keys = Arc::new(keys());
-    let backend = Backend::new(config.backends[0].clone(), keys.clone());
+    let backend = Backend::new(config.backends[0].clone(), keys.clone(), None);
     backend.publish(
         (0..100u16)
             .map(|i| EndpointSpec {
@@ -147,7 +147,7 @@ fn decision(c: &mut Criterion) {
                 affinity::cookie_values(black_box(&headers), "tether"),
                 1_790_000_000,
             );
-            black_box(snapshot.candidates(d.pinned(), d.key, tokio::time::Instant::now()))
+            black_box(snapshot.candidates(d.pinned(), d.is_fresh(), d.key, tokio::time::Instant::now()))
         })
     });
     let empty = HeaderMap::new();
@@ -159,7 +159,7 @@ fn decision(c: &mut Criterion) {
                 affinity::cookie_values(black_box(&empty), "tether"),
                 1,
             );
-            black_box(snapshot.candidates(d.pinned(), d.key, tokio::time::Instant::now()))
+            black_box(snapshot.candidates(d.pinned(), d.is_fresh(), d.key, tokio::time::Instant::now()))
         })
     });
 }

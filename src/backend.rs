@@ -16,8 +16,8 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::affinity::KeyRing;
-use crate::balance::{Member, Ring};
-use crate::config::BackendSettings;
+use crate::balance::{LoadTracker, Member, Ring};
+use crate::config::{BackendSettings, Source};
 use crate::health::PassiveHealth;
 use crate::proxy::pool::Pool;
 
@@ -69,6 +69,9 @@ pub struct Endpoint {
     pub health: Arc<PassiveHealth>,
     /// Idle upstream connections, shared across snapshots so a rebuild keeps them warm.
     pub pool: Arc<Pool>,
+    /// Sessions placed here recently (the load the bound is checked against), shared
+    /// across snapshots.
+    pub load: Arc<LoadTracker>,
 }
 
 /// What a cookie's endpoint token resolves to.
@@ -93,8 +96,14 @@ pub struct Snapshot {
     by_token: Box<[AHashMap<u64, u32>]>,
     /// Token → identity of departed endpoints, one map per key index.
     departed: Arc<[AHashMap<u64, Arc<str>>]>,
-    /// Increases with every publish; for diagnostics.
+    /// Increases with every publish; 0 until discovery published its first full list.
     pub generation: u64,
+    /// The endpoint this tether runs next to (`prefer_local`), if it is in the table.
+    pub local: Option<u32>,
+    /// Placements on the whole backend, for the mean of the load bound.
+    pub total_load: Arc<LoadTracker>,
+    /// ε of the load bound.
+    pub load_factor: f64,
 }
 
 /// Up to [`MAX_ATTEMPTS`] distinct endpoint indices, in the order to try them.
@@ -130,7 +139,7 @@ impl Candidates {
 // === impl Snapshot ===
 
 impl Snapshot {
-    fn empty(keys: usize) -> Self {
+    fn empty(keys: usize, total_load: Arc<LoadTracker>, load_factor: f64) -> Self {
         Snapshot {
             endpoints: Box::new([]),
             ring: Ring::build(&[]),
@@ -138,7 +147,25 @@ impl Snapshot {
             by_token: vec![AHashMap::new(); keys].into_boxed_slice(),
             departed: vec![AHashMap::new(); keys].into(),
             generation: 0,
+            local: None,
+            total_load,
+            load_factor,
         }
+    }
+
+    /// Whether endpoint `i` can take one more new session without exceeding
+    /// (1 + ε) × the mean load of the eligible endpoints.
+    pub fn within_bound(&self, i: u32, now: Instant) -> bool {
+        let members = self.ring_members.max(1) as f64;
+        let mean = (self.total_load.load(now) + 1) as f64 / members;
+        let load = self.endpoints[i as usize].load.load(now) + 1;
+        load as f64 <= ((1.0 + self.load_factor) * mean).max(1.0)
+    }
+
+    /// Counts a session placed on endpoint `i` (new or re-pinned).
+    pub fn record_placement(&self, i: u32, now: Instant) {
+        self.endpoints[i as usize].load.record(now);
+        self.total_load.record(now);
     }
 
     /// Resolves a verified cookie's endpoint token under key `key_index`.
@@ -159,12 +186,23 @@ impl Snapshot {
     /// session, then the distinct endpoints of the key's ring order, skipping those in
     /// passive-health cool-off. When everything is cooling off, the pinned endpoint and
     /// the ring owner are tried anyway: a stale "down" must not turn into an outage.
-    pub fn candidates(&self, pinned: Option<u32>, key: u64, now: Instant) -> Candidates {
+    ///
+    /// A new session (`fresh`) goes to the local endpoint first when `prefer_local` named
+    /// one, it is ready and up, and it is within the load bound.
+    pub fn candidates(&self, pinned: Option<u32>, fresh: bool, key: u64, now: Instant) -> Candidates {
         let mut out = Candidates::default();
         let up = |e: u32| !self.endpoints[e as usize].health.is_down(now);
         if let Some(p) = pinned {
             if up(p) {
                 out.push(p);
+            }
+        }
+        if let (true, Some(l)) = (fresh, self.local) {
+            if self.endpoints[l as usize].state == EndpointState::Ready
+                && up(l)
+                && self.within_bound(l, now)
+            {
+                out.push(l);
             }
         }
         // Bounded walk: stop once enough candidates are found or every member was seen.
@@ -201,6 +239,11 @@ impl Snapshot {
     pub fn has_eligible(&self) -> bool {
         !self.ring.is_empty()
     }
+
+    /// Whether discovery has published a complete endpoint list yet.
+    pub fn is_synced(&self) -> bool {
+        self.generation > 0
+    }
 }
 
 // === impl Backend ===
@@ -218,6 +261,10 @@ pub struct Backend {
     builder: Mutex<BuilderState>,
     /// Precomputed `Set-Cookie` attributes (everything after the value).
     cookie_attributes: Box<str>,
+    /// Identity of the endpoint this tether runs next to, when `prefer_local` is on.
+    local: Option<Arc<str>>,
+    /// Placements on the whole backend (see [`Snapshot::total_load`]).
+    total_load: Arc<LoadTracker>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -228,8 +275,8 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// What an endpoint keeps across snapshots: its passive health and its idle connections.
-type Carried = (Arc<PassiveHealth>, Arc<Pool>);
+/// What an endpoint keeps across snapshots: passive health, idle connections, load.
+type Carried = (Arc<PassiveHealth>, Arc<Pool>, Arc<LoadTracker>);
 
 #[derive(Default)]
 struct BuilderState {
@@ -241,16 +288,34 @@ struct BuilderState {
 }
 
 impl Backend {
-    /// A backend with no endpoints yet.
-    pub fn new(settings: BackendSettings, keys: Arc<KeyRing>) -> Self {
+    /// A backend with no endpoints yet. `pod_name` is this tether's own pod (the downward
+    /// API's `POD_NAME`); it matters only with `prefer_local`.
+    pub fn new(settings: BackendSettings, keys: Arc<KeyRing>, pod_name: Option<&str>) -> Self {
         let cookie_attributes = crate::affinity::cookie_attributes(&settings.affinity.cookie);
+        let local = match (settings.affinity.prefer_local, pod_name, &settings.source) {
+            (true, Some(pod), Source::Kubernetes(k)) => Some(format!("{}/{pod}", k.namespace).into()),
+            (true, Some(pod), Source::Static(_)) => Some(pod.into()),
+            _ => None,
+        };
+        let total_load = Arc::new(LoadTracker::new(settings.affinity.session_idle, Instant::now()));
         Backend {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(keys.len())),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(
+                keys.len(),
+                total_load.clone(),
+                settings.affinity.load_factor,
+            )),
             keys,
-            settings,
             builder: Mutex::new(BuilderState::default()),
             cookie_attributes,
+            local,
+            total_load,
+            settings,
         }
+    }
+
+    /// The identity of the local endpoint (`prefer_local`), if configured.
+    pub fn local_identity(&self) -> Option<&str> {
+        self.local.as_deref()
     }
 
     /// The backend's name.
@@ -291,13 +356,17 @@ impl Backend {
             .iter()
             .map(|s| {
                 let k = (s.identity.clone(), s.address);
-                let (health, pool) = state.shared.get(&k).cloned().unwrap_or_else(|| {
+                let (health, pool, load) = state.shared.get(&k).cloned().unwrap_or_else(|| {
                     (
                         Arc::new(PassiveHealth::new()),
                         Arc::new(Pool::new(s.address, self.settings.max_idle_per_endpoint)),
+                        Arc::new(LoadTracker::new(
+                            self.settings.affinity.session_idle,
+                            Instant::now(),
+                        )),
                     )
                 });
-                shared.insert(k, (health.clone(), pool.clone()));
+                shared.insert(k, (health.clone(), pool.clone(), load.clone()));
                 Endpoint {
                     identity: s.identity.clone(),
                     address: s.address,
@@ -308,6 +377,7 @@ impl Backend {
                         .collect(),
                     health,
                     pool,
+                    load,
                 }
             })
             .collect();
@@ -366,6 +436,12 @@ impl Backend {
         drop(members);
 
         state.generation += 1;
+        let local = self.local.as_ref().and_then(|id| {
+            endpoints
+                .iter()
+                .position(|e| &e.identity == id)
+                .map(|i| i as u32)
+        });
         let snapshot = Snapshot {
             endpoints,
             ring,
@@ -373,6 +449,9 @@ impl Backend {
             by_token: by_token.into_boxed_slice(),
             departed,
             generation: state.generation,
+            local,
+            total_load: self.total_load.clone(),
+            load_factor: self.settings.affinity.load_factor,
         };
         tracing::info!(
             backend = %self.settings.name,
@@ -399,7 +478,7 @@ mod tests {
             Path::new("."),
         )
         .unwrap();
-        Backend::new(c.backends[0].clone(), Arc::new(KeyRing::ephemeral()))
+        Backend::new(c.backends[0].clone(), Arc::new(KeyRing::ephemeral()), None)
     }
 
     fn spec(name: &str, port: u16, state: EndpointState) -> EndpointSpec {
@@ -463,13 +542,13 @@ mod tests {
         ]);
         let s = b.snapshot();
         let now = Instant::now();
-        assert_eq!(s.candidates(Some(0), 7, now).as_slice().len(), 2);
-        assert_eq!(s.candidates(Some(0), 7, now).as_slice()[0], 0);
+        assert_eq!(s.candidates(Some(0), false, 7, now).as_slice().len(), 2);
+        assert_eq!(s.candidates(Some(0), false, 7, now).as_slice()[0], 0);
         s.endpoints[0].health.mark_down(now, Duration::from_secs(5));
-        assert_eq!(s.candidates(Some(0), 7, now).as_slice(), &[1]);
+        assert_eq!(s.candidates(Some(0), false, 7, now).as_slice(), &[1]);
         s.endpoints[1].health.mark_down(now, Duration::from_secs(5));
-        assert!(!s.candidates(Some(0), 7, now).is_empty());
+        assert!(!s.candidates(Some(0), false, 7, now).is_empty());
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(s.candidates(Some(0), 7, Instant::now()).as_slice().len(), 2);
+        assert_eq!(s.candidates(Some(0), false, 7, Instant::now()).as_slice().len(), 2);
     }
 }

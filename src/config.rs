@@ -48,6 +48,20 @@ pub struct Config {
     pub backends: Vec<BackendSettings>,
     /// Routes in file order (an implicit catch-all route when the file has none).
     pub routes: Vec<RouteSettings>,
+    /// How to reach the Kubernetes API, for backends discovered from EndpointSlices.
+    pub kubernetes: KubernetesSettings,
+}
+
+/// `[kubernetes]`: the API client for EndpointSlice discovery.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    /// A kubeconfig file to use instead of the standard inference (in-cluster service
+    /// account, else `$KUBECONFIG`, else `~/.kube/config`). Relative to the config file.
+    pub kubeconfig: Option<PathBuf>,
+    /// First retry delay after an API error.
+    pub backoff_min: Duration,
+    /// Longest retry delay after repeated API errors.
+    pub backoff_max: Duration,
 }
 
 /// `[server]`.
@@ -87,8 +101,8 @@ impl std::fmt::Debug for KeyMaterial {
 pub struct BackendSettings {
     /// Name routes refer to; also a label in logs and headers.
     pub name: String,
-    /// Statically configured endpoints.
-    pub endpoints: Vec<StaticEndpoint>,
+    /// Where the endpoints come from.
+    pub source: Source,
     /// Cookie and stickiness settings.
     pub affinity: AffinitySettings,
     /// Upper bound on establishing a TCP connection to an endpoint; past it the attempt
@@ -100,6 +114,38 @@ pub struct BackendSettings {
     pub down_cooloff: Duration,
     /// Idle keep-alive connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+}
+
+/// Where a backend's endpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Listed in the config file.
+    Static(Vec<StaticEndpoint>),
+    /// The EndpointSlices of a Kubernetes Service.
+    Kubernetes(KubernetesSource),
+}
+
+/// `kubernetes = { namespace, service, port }` on a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSource {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name (EndpointSlices are selected by `kubernetes.io/service-name`).
+    pub service: String,
+    /// Which port of the endpoints to use.
+    pub port: PortRef,
+}
+
+/// A port of a Service's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRef {
+    /// A Service port name; resolved per slice, since one name can map to different
+    /// numbers in different slices.
+    Name(String),
+    /// A port number on the endpoints (the target port), used as is.
+    Number(u16),
+    /// Not configured: the slice's only port (slices with several are skipped).
+    Only,
 }
 
 /// A static endpoint from the config file.
@@ -118,6 +164,14 @@ pub struct StaticEndpoint {
 pub struct AffinitySettings {
     /// How the affinity cookie looks to browsers.
     pub cookie: CookieSettings,
+    /// Place new sessions on the pod this tether runs in (sidecar mode, `POD_NAME` from
+    /// the downward API) while that pod is within the load bound.
+    pub prefer_local: bool,
+    /// ε of the load bound: an endpoint is "within the bound" while its load is at most
+    /// (1 + ε) × the mean.
+    pub load_factor: f64,
+    /// How long a session counts towards its endpoint's load after its last placement.
+    pub session_idle: Duration,
 }
 
 /// The attributes of the affinity cookie.
@@ -174,6 +228,31 @@ struct RawConfig {
     backends: Vec<RawBackend>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    kubernetes: RawKubernetes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    kubeconfig: Option<PathBuf>,
+    backoff_min: Option<String>,
+    backoff_max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubeSource {
+    namespace: Option<String>,
+    service: String,
+    port: Option<RawPort>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Name(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,8 +276,8 @@ struct RawKey {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     name: String,
-    #[serde(default)]
-    endpoints: Vec<RawEndpoint>,
+    endpoints: Option<Vec<RawEndpoint>>,
+    kubernetes: Option<RawKubeSource>,
     #[serde(default)]
     affinity: RawAffinity,
     connect_timeout: Option<String>,
@@ -232,6 +311,9 @@ struct RawAffinity {
     http_only: Option<bool>,
     same_site: Option<String>,
     max_age: Option<String>,
+    prefer_local: Option<bool>,
+    load_factor: Option<f64>,
+    session_idle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,11 +398,31 @@ impl Validator<'_> {
             return Err(self.err("backend", "at least one [[backend]] is required"));
         }
         let routes = self.routes(raw.routes, &backends)?;
+        let kubernetes = KubernetesSettings {
+            kubeconfig: raw.kubernetes.kubeconfig.map(|p| self.base.join(p)),
+            backoff_min: self.duration(
+                "kubernetes.backoff_min",
+                raw.kubernetes.backoff_min.as_deref(),
+                "800ms",
+            )?,
+            backoff_max: self.duration(
+                "kubernetes.backoff_max",
+                raw.kubernetes.backoff_max.as_deref(),
+                "30s",
+            )?,
+        };
+        if kubernetes.backoff_min.is_zero() || kubernetes.backoff_min > kubernetes.backoff_max {
+            return Err(self.err(
+                "kubernetes.backoff_min",
+                "must be non-zero and at most kubernetes.backoff_max",
+            ));
+        }
         Ok(Config {
             server,
             keys,
             backends,
             routes,
+            kubernetes,
         })
     }
 
@@ -416,11 +518,86 @@ impl Validator<'_> {
                 ),
             ));
         }
-        if raw.endpoints.is_empty() {
+        let source = match (raw.endpoints, raw.kubernetes) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    f("kubernetes"),
+                    "set endpoints or kubernetes, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(self.err(
+                    f("endpoints"),
+                    "one of endpoints (a static list) or kubernetes (a Service) is required",
+                ))
+            }
+            (None, Some(k)) => Source::Kubernetes(self.kube_source(i, k)?),
+            (Some(list), None) => Source::Static(self.static_endpoints(i, list)?),
+        };
+        let affinity = self.affinity(i, raw.affinity)?;
+        let max_idle = match raw.max_idle_per_endpoint {
+            None => 256,
+            Some(n) if (0..=100_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(self.err(
+                    f("max_idle_per_endpoint"),
+                    format!("must be 0..=100000, got {n}"),
+                ))
+            }
+        };
+        Ok(BackendSettings {
+            connect_timeout: self.duration(&f("connect_timeout"), raw.connect_timeout.as_deref(), "1s")?,
+            response_timeout: self.duration(&f("response_timeout"), raw.response_timeout.as_deref(), "60s")?,
+            down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
+            max_idle_per_endpoint: max_idle,
+            name: raw.name,
+            source,
+            affinity,
+        })
+    }
+
+    fn kube_source(&self, i: usize, raw: RawKubeSource) -> Result<KubernetesSource> {
+        let f = |s: &str| format!("backend[{i}].kubernetes.{s}");
+        let dns_label = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 253
+                && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        let namespace = raw.namespace.unwrap_or_else(|| "default".into());
+        if !dns_label(&namespace) {
+            return Err(self.err(f("namespace"), format!("{namespace:?} is not a Kubernetes namespace name")));
+        }
+        if !dns_label(&raw.service) {
+            return Err(self.err(f("service"), format!("{:?} is not a Kubernetes Service name", raw.service)));
+        }
+        let port = match raw.port {
+            None => PortRef::Only,
+            Some(RawPort::Number(n)) => match u16::try_from(n) {
+                Ok(p) if p > 0 => PortRef::Number(p),
+                _ => return Err(self.err(f("port"), format!("must be 1..=65535, got {n}"))),
+            },
+            Some(RawPort::Name(n)) if n.parse::<u16>().is_ok() => {
+                PortRef::Number(n.parse().unwrap_or_default())
+            }
+            Some(RawPort::Name(n)) if !n.is_empty() && n.len() <= 63 => PortRef::Name(n),
+            Some(RawPort::Name(n)) => {
+                return Err(self.err(f("port"), format!("{n:?} is not a port name or number")))
+            }
+        };
+        Ok(KubernetesSource {
+            namespace,
+            service: raw.service,
+            port,
+        })
+    }
+
+    fn static_endpoints(&self, i: usize, raw: Vec<RawEndpoint>) -> Result<Vec<StaticEndpoint>> {
+        let f = |s: &str| format!("backend[{i}].{s}");
+        if raw.is_empty() {
             return Err(self.err(f("endpoints"), "at least one endpoint is required"));
         }
-        let mut endpoints: Vec<StaticEndpoint> = Vec::with_capacity(raw.endpoints.len());
-        for (j, e) in raw.endpoints.into_iter().enumerate() {
+        let mut endpoints: Vec<StaticEndpoint> = Vec::with_capacity(raw.len());
+        for (j, e) in raw.into_iter().enumerate() {
             let (name, address, weight, at) = match e {
                 RawEndpoint::Address(a) => (None, a, None, f(&format!("endpoints[{j}]"))),
                 RawEndpoint::Full(t) => (
@@ -469,34 +646,7 @@ impl Validator<'_> {
             }
             endpoints.push(candidate);
         }
-        let affinity = self.affinity(i, raw.affinity)?;
-        let max_idle = match raw.max_idle_per_endpoint {
-            None => 256,
-            Some(n) if (0..=100_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(self.err(
-                    f("max_idle_per_endpoint"),
-                    format!("must be 0..=100000, got {n}"),
-                ))
-            }
-        };
-        Ok(BackendSettings {
-            connect_timeout: self.duration(
-                &f("connect_timeout"),
-                raw.connect_timeout.as_deref(),
-                "1s",
-            )?,
-            response_timeout: self.duration(
-                &f("response_timeout"),
-                raw.response_timeout.as_deref(),
-                "60s",
-            )?,
-            down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
-            max_idle_per_endpoint: max_idle,
-            name: raw.name,
-            endpoints,
-            affinity,
-        })
+        Ok(endpoints)
     }
 
     fn affinity(&self, i: usize, raw: RawAffinity) -> Result<AffinitySettings> {
@@ -563,7 +713,18 @@ impl Validator<'_> {
                 Some(d)
             }
         };
+        let load_factor = raw.load_factor.unwrap_or(0.25);
+        if !(0.0..=100.0).contains(&load_factor) || load_factor.is_nan() {
+            return Err(self.err(f("load_factor"), format!("must be 0..=100, got {load_factor}")));
+        }
+        let session_idle = self.duration(&f("session_idle"), raw.session_idle.as_deref(), "30m")?;
+        if session_idle.as_secs() < 1 {
+            return Err(self.err(f("session_idle"), "must be at least 1s"));
+        }
         Ok(AffinitySettings {
+            prefer_local: raw.prefer_local.unwrap_or(false),
+            load_factor,
+            session_idle,
             cookie: CookieSettings {
                 name,
                 path,
@@ -692,7 +853,9 @@ mod tests {
             "[[keys]]\nid='k1'\nsecret='{KEY}'\n[[backend]]\nname='app'\nendpoints=['127.0.0.1:1', {{ name='pod-b', address='127.0.0.1:2', weight=3 }}]\n[backend.affinity]\ncookie='sid'\nmax_age='1h'\n"
         ))
         .unwrap();
-        let e = &c.backends[0].endpoints;
+        let Source::Static(e) = &c.backends[0].source else {
+            panic!("static")
+        };
         assert_eq!(e[0].name, None);
         assert_eq!(e[1].name.as_deref(), Some("pod-b"));
         assert_eq!(e[1].weight, 3);
@@ -727,6 +890,25 @@ mod tests {
             assert_eq!(e.field, field, "{e}");
             assert!(e.to_string().starts_with("t.toml: "), "{e}");
         }
+    }
+
+    #[test]
+    fn kubernetes_backends_parse_named_and_numbered_ports() {
+        let c = parse("[[backend]]\nname='a'\nkubernetes={ namespace='shop', service='cart', port='http' }\n[[backend]]\nname='b'\nkubernetes={ service='cart', port=8080 }\n[[route]]\nbackend='a'\n").unwrap();
+        assert_eq!(
+            c.backends[0].source,
+            Source::Kubernetes(KubernetesSource {
+                namespace: "shop".into(),
+                service: "cart".into(),
+                port: PortRef::Name("http".into())
+            })
+        );
+        let Source::Kubernetes(k) = &c.backends[1].source else { panic!() };
+        assert_eq!((k.namespace.as_str(), &k.port), ("default", &PortRef::Number(8080)));
+        let e = parse("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\nkubernetes={ service='x' }\n").unwrap_err();
+        assert_eq!(e.field, "backend[0].kubernetes");
+        let e = parse("[[backend]]\nname='a'\nkubernetes={ service='Bad_Name' }\n").unwrap_err();
+        assert_eq!(e.field, "backend[0].kubernetes.service");
     }
 
     #[test]

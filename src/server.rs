@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminHook};
 use crate::affinity::KeyRing;
-use crate::config::Config;
+use crate::config::{Config, Source};
+use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
 use crate::proxy::{Proxy, State};
@@ -29,6 +30,12 @@ use crate::proxy::{Proxy, State};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The Kubernetes API client could not be configured.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::discovery::kubernetes::Error),
+    /// `prefer_local` is on but the pod name is unknown.
+    #[error("backend {0}: prefer_local needs the POD_NAME environment variable (set it from the downward API: fieldRef metadata.name)")]
+    NoPodName(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -52,6 +59,8 @@ pub struct Running {
     pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Discovery watchers; aborted at shutdown.
+    discovery: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -64,14 +73,44 @@ pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<
              survive a restart and replicas will not agree. Generate one with `tether keygen`."
         );
     }
-    let proxy = Arc::new(Proxy::new(State::new(config, keys)));
+    let pod_name = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
+    if let Some(b) = config
+        .backends
+        .iter()
+        .find(|b| b.affinity.prefer_local && pod_name.is_none())
+    {
+        return Err(Error::NoPodName(b.name.clone()));
+    }
+    let proxy = Arc::new(Proxy::new(State::new(config, keys, pod_name.as_deref())));
     let state = proxy.state();
+    let mut tasks = Vec::new();
+    let mut kube_client = None;
     for (backend, settings) in state.backends.iter().zip(&config.backends) {
-        StaticList {
-            endpoints: settings.endpoints.clone(),
+        match &settings.source {
+            Source::Static(endpoints) => {
+                StaticList {
+                    endpoints: endpoints.clone(),
+                }
+                .run(backend.clone())
+                .await
+            }
+            Source::Kubernetes(source) => {
+                let client = match &kube_client {
+                    Some(c) => Clone::clone(c),
+                    None => {
+                        let c = kubernetes::client(&config.kubernetes).await?;
+                        kube_client = Some(c.clone());
+                        c
+                    }
+                };
+                let discovery = KubernetesDiscovery {
+                    client,
+                    source: source.clone(),
+                    backoff: (config.kubernetes.backoff_min, config.kubernetes.backoff_max),
+                };
+                tasks.push(tokio::spawn(discovery.run(backend.clone())));
+            }
         }
-        .run(backend.clone())
-        .await;
     }
 
     let bind = |addr: SocketAddr| async move {
@@ -87,6 +126,7 @@ pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<
     };
     let proxy_addr = local(&proxy_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.server.admin)?;
+    let discovery = std::mem::take(&mut tasks);
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
@@ -114,6 +154,7 @@ pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<
         proxy,
         shutdown,
         tasks: vec![proxy_task, admin_task],
+        discovery,
         grace,
     })
 }
@@ -123,6 +164,9 @@ impl Running {
     pub async fn shutdown(self) {
         self.proxy.begin_shutdown();
         let _ = self.shutdown.send(true);
+        for d in &self.discovery {
+            d.abort();
+        }
         let deadline = self.grace + Duration::from_secs(1);
         for t in self.tasks {
             let _ = tokio::time::timeout(deadline, t).await;

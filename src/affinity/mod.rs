@@ -101,6 +101,11 @@ impl Decision {
         }
     }
 
+    /// Whether this is a new session (no valid cookie).
+    pub fn is_fresh(&self) -> bool {
+        matches!(self.prior, Prior::Fresh { .. })
+    }
+
     /// What it means for the session if endpoint `actual` serves the request.
     pub fn placement<'a>(&'a self, actual: u32, snapshot: &'a Snapshot) -> Placement<'a> {
         match &self.prior {

@@ -6,6 +6,8 @@
 //! functions, never with the process-seeded hashers used for in-process maps.
 
 pub mod hash;
+pub mod load;
 pub mod ring;
 
+pub use load::LoadTracker;
 pub use ring::{Member, Ring};

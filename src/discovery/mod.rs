@@ -6,6 +6,7 @@
 //! config file ([`static_list`]); the Kubernetes EndpointSlice watcher is the other
 //! source.
 
+pub mod kubernetes;
 pub mod static_list;
 
 use std::future::Future;

@@ -88,13 +88,13 @@ pub struct State {
 impl State {
     /// Builds the state for a config; backends start with no endpoints until discovery
     /// publishes them.
-    pub fn new(config: &Config, keys: Arc<KeyRing>) -> Self {
+    pub fn new(config: &Config, keys: Arc<KeyRing>, pod_name: Option<&str>) -> Self {
         State {
             routes: RouteTable::new(&config.routes),
             backends: config
                 .backends
                 .iter()
-                .map(|b| Arc::new(Backend::new(b.clone(), keys.clone())))
+                .map(|b| Arc::new(Backend::new(b.clone(), keys.clone(), pod_name)))
                 .collect(),
             keys,
         }
@@ -138,8 +138,8 @@ impl Proxy {
         self.shutting_down.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the proxy can take traffic: not shutting down, and every backend has an
-    /// endpoint for new sessions.
+    /// Whether the proxy can take traffic: not shutting down, and every backend has its
+    /// first complete endpoint list and an endpoint for new sessions.
     pub fn is_ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
             && self
@@ -147,7 +147,10 @@ impl Proxy {
                 .load()
                 .backends
                 .iter()
-                .all(|b| b.snapshot().has_eligible())
+                .all(|b| {
+                    let s = b.snapshot();
+                    s.is_synced() && s.has_eligible()
+                })
     }
 
     /// Handles one request from `peer`. Never fails: errors become 404/502/503/504.
@@ -187,7 +190,12 @@ impl Proxy {
             affinity::cookie_values(req.headers(), &settings.affinity.cookie.name),
             unix_now(),
         );
-        let candidates = snapshot.candidates(decision.pinned(), decision.key, Instant::now());
+        let candidates = snapshot.candidates(
+            decision.pinned(),
+            decision.is_fresh(),
+            decision.key,
+            Instant::now(),
+        );
         if candidates.is_empty() {
             return Err(Error::NoEndpoint);
         }
@@ -258,6 +266,7 @@ impl Proxy {
             };
 
             if placement.outcome != Outcome::Sticky {
+                snapshot.record_placement(i, Instant::now());
                 tracing::debug!(
                     backend = %settings.name,
                     endpoint = %endpoint.identity,
