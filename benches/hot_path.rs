@@ -147,7 +147,12 @@ fn decision(c: &mut Criterion) {
                 affinity::cookie_values(black_box(&headers), "tether"),
                 1_790_000_000,
             );
-            black_box(snapshot.candidates(d.pinned(), d.is_fresh(), d.key, tokio::time::Instant::now()))
+            black_box(snapshot.candidates(
+                d.pinned(),
+                d.is_fresh(),
+                d.key,
+                tokio::time::Instant::now(),
+            ))
         })
     });
     let empty = HeaderMap::new();
@@ -159,7 +164,12 @@ fn decision(c: &mut Criterion) {
                 affinity::cookie_values(black_box(&empty), "tether"),
                 1,
             );
-            black_box(snapshot.candidates(d.pinned(), d.is_fresh(), d.key, tokio::time::Instant::now()))
+            black_box(snapshot.candidates(
+                d.pinned(),
+                d.is_fresh(),
+                d.key,
+                tokio::time::Instant::now(),
+            ))
         })
     });
 }

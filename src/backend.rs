@@ -189,7 +189,13 @@ impl Snapshot {
     ///
     /// A new session (`fresh`) goes to the local endpoint first when `prefer_local` named
     /// one, it is ready and up, and it is within the load bound.
-    pub fn candidates(&self, pinned: Option<u32>, fresh: bool, key: u64, now: Instant) -> Candidates {
+    pub fn candidates(
+        &self,
+        pinned: Option<u32>,
+        fresh: bool,
+        key: u64,
+        now: Instant,
+    ) -> Candidates {
         let mut out = Candidates::default();
         let up = |e: u32| !self.endpoints[e as usize].health.is_down(now);
         if let Some(p) = pinned {
@@ -293,11 +299,16 @@ impl Backend {
     pub fn new(settings: BackendSettings, keys: Arc<KeyRing>, pod_name: Option<&str>) -> Self {
         let cookie_attributes = crate::affinity::cookie_attributes(&settings.affinity.cookie);
         let local = match (settings.affinity.prefer_local, pod_name, &settings.source) {
-            (true, Some(pod), Source::Kubernetes(k)) => Some(format!("{}/{pod}", k.namespace).into()),
+            (true, Some(pod), Source::Kubernetes(k)) => {
+                Some(format!("{}/{pod}", k.namespace).into())
+            }
             (true, Some(pod), Source::Static(_)) => Some(pod.into()),
             _ => None,
         };
-        let total_load = Arc::new(LoadTracker::new(settings.affinity.session_idle, Instant::now()));
+        let total_load = Arc::new(LoadTracker::new(
+            settings.affinity.session_idle,
+            Instant::now(),
+        ));
         Backend {
             snapshot: ArcSwap::from_pointee(Snapshot::empty(
                 keys.len(),
@@ -549,6 +560,11 @@ mod tests {
         s.endpoints[1].health.mark_down(now, Duration::from_secs(5));
         assert!(!s.candidates(Some(0), false, 7, now).is_empty());
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(s.candidates(Some(0), false, 7, Instant::now()).as_slice().len(), 2);
+        assert_eq!(
+            s.candidates(Some(0), false, 7, Instant::now())
+                .as_slice()
+                .len(),
+            2
+        );
     }
 }

@@ -520,10 +520,7 @@ impl Validator<'_> {
         }
         let source = match (raw.endpoints, raw.kubernetes) {
             (Some(_), Some(_)) => {
-                return Err(self.err(
-                    f("kubernetes"),
-                    "set endpoints or kubernetes, not both",
-                ))
+                return Err(self.err(f("kubernetes"), "set endpoints or kubernetes, not both"))
             }
             (None, None) => {
                 return Err(self.err(
@@ -546,8 +543,16 @@ impl Validator<'_> {
             }
         };
         Ok(BackendSettings {
-            connect_timeout: self.duration(&f("connect_timeout"), raw.connect_timeout.as_deref(), "1s")?,
-            response_timeout: self.duration(&f("response_timeout"), raw.response_timeout.as_deref(), "60s")?,
+            connect_timeout: self.duration(
+                &f("connect_timeout"),
+                raw.connect_timeout.as_deref(),
+                "1s",
+            )?,
+            response_timeout: self.duration(
+                &f("response_timeout"),
+                raw.response_timeout.as_deref(),
+                "60s",
+            )?,
             down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
             max_idle_per_endpoint: max_idle,
             name: raw.name,
@@ -561,14 +566,21 @@ impl Validator<'_> {
         let dns_label = |v: &str| {
             !v.is_empty()
                 && v.len() <= 253
-                && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         };
         let namespace = raw.namespace.unwrap_or_else(|| "default".into());
         if !dns_label(&namespace) {
-            return Err(self.err(f("namespace"), format!("{namespace:?} is not a Kubernetes namespace name")));
+            return Err(self.err(
+                f("namespace"),
+                format!("{namespace:?} is not a Kubernetes namespace name"),
+            ));
         }
         if !dns_label(&raw.service) {
-            return Err(self.err(f("service"), format!("{:?} is not a Kubernetes Service name", raw.service)));
+            return Err(self.err(
+                f("service"),
+                format!("{:?} is not a Kubernetes Service name", raw.service),
+            ));
         }
         let port = match raw.port {
             None => PortRef::Only,
@@ -715,7 +727,10 @@ impl Validator<'_> {
         };
         let load_factor = raw.load_factor.unwrap_or(0.25);
         if !(0.0..=100.0).contains(&load_factor) || load_factor.is_nan() {
-            return Err(self.err(f("load_factor"), format!("must be 0..=100, got {load_factor}")));
+            return Err(self.err(
+                f("load_factor"),
+                format!("must be 0..=100, got {load_factor}"),
+            ));
         }
         let session_idle = self.duration(&f("session_idle"), raw.session_idle.as_deref(), "30m")?;
         if session_idle.as_secs() < 1 {
@@ -903,9 +918,16 @@ mod tests {
                 port: PortRef::Name("http".into())
             })
         );
-        let Source::Kubernetes(k) = &c.backends[1].source else { panic!() };
-        assert_eq!((k.namespace.as_str(), &k.port), ("default", &PortRef::Number(8080)));
-        let e = parse("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\nkubernetes={ service='x' }\n").unwrap_err();
+        let Source::Kubernetes(k) = &c.backends[1].source else {
+            panic!()
+        };
+        assert_eq!(
+            (k.namespace.as_str(), &k.port),
+            ("default", &PortRef::Number(8080))
+        );
+        let e =
+            parse("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\nkubernetes={ service='x' }\n")
+                .unwrap_err();
         assert_eq!(e.field, "backend[0].kubernetes");
         let e = parse("[[backend]]\nname='a'\nkubernetes={ service='Bad_Name' }\n").unwrap_err();
         assert_eq!(e.field, "backend[0].kubernetes.service");

@@ -215,7 +215,14 @@ pub async fn start(
     );
     let config = Config::parse(&text, "<demo>", Path::new("."))?;
     let pods = Arc::new(DemoPods { pods });
-    let running = server::start(&config, Some(pods.clone() as Arc<dyn AdminHook>)).await?;
+    let running = server::start(
+        &config,
+        server::Options {
+            admin_hook: Some(pods.clone() as Arc<dyn AdminHook>),
+            pod_name: None,
+        },
+    )
+    .await?;
     Ok((running, pods))
 }
 

@@ -120,7 +120,7 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let running = tether::server::start(&config, None).await?;
+    let running = tether::server::start(&config, tether::server::Options::from_env()).await?;
     running.run_until_signal().await;
     Ok(())
 }

@@ -64,8 +64,31 @@ pub struct Running {
     grace: Duration,
 }
 
-/// Binds listeners, publishes the configured endpoints, and starts serving.
-pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<Running, Error> {
+/// What the embedding program adds to a config.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Extra admin routes (the demo's pod controls).
+    pub admin_hook: Option<Arc<dyn AdminHook>>,
+    /// This tether's pod name, for `prefer_local` (the downward API's `POD_NAME`).
+    pub pod_name: Option<String>,
+}
+
+impl Options {
+    /// Options from the environment: `POD_NAME`.
+    pub fn from_env() -> Self {
+        Options {
+            admin_hook: None,
+            pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
+        }
+    }
+}
+
+/// Binds listeners, starts discovery, and starts serving.
+pub async fn start(config: &Config, options: Options) -> Result<Running, Error> {
+    let Options {
+        admin_hook: hook,
+        pod_name,
+    } = options;
     let keys = Arc::new(KeyRing::from_config(&config.keys));
     if keys.is_ephemeral() {
         tracing::warn!(
@@ -73,7 +96,6 @@ pub async fn start(config: &Config, hook: Option<Arc<dyn AdminHook>>) -> Result<
              survive a restart and replicas will not agree. Generate one with `tether keygen`."
         );
     }
-    let pod_name = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
     if let Some(b) = config
         .backends
         .iter()

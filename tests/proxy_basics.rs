@@ -260,3 +260,75 @@ async fn shutdown_turns_readiness_off_and_lets_in_flight_requests_finish() {
     assert!(tokio::net::TcpStream::connect(proxy_addr).await.is_err());
     assert!(tokio::net::TcpStream::connect(admin_addr).await.is_err());
 }
+
+/// A raw HTTP/1.1 upstream whose every connection answers its first request, then
+/// closes without answering the second: the keep-alive race a proxy meets when a pod
+/// closes an idle connection just as a request is written to it.
+async fn closes_after_first_response() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // Read the first request head (and its body, if any, up to what arrived).
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-pod: raw\r\n\r\nok")
+                    .await;
+                // The next request arrives: close without a word.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test]
+async fn a_get_on_a_keep_alive_connection_closed_under_it_is_replayed_on_a_fresh_one() {
+    let (addr, answered) = closes_after_first_response().await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"{addr}\"]\n"
+    );
+    let p = proxy(&cfg).await;
+    let c = TestClient::new();
+    for i in 1..=3 {
+        let r = c.get(p.proxy_addr, "/", None).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_post_on_a_keep_alive_connection_closed_under_it_is_not_replayed() {
+    let (addr, answered) = closes_after_first_response().await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"{addr}\"]\n"
+    );
+    let p = proxy(&cfg).await;
+    let c = TestClient::new();
+    assert_eq!(c.get(p.proxy_addr, "/", None).await.status, 200);
+    let post = http::Request::post(format!("http://{}/pay", p.proxy_addr))
+        .body(http_body_util::Full::new(Bytes::from_static(b"once")))
+        .unwrap();
+    let r = c.send(post).await;
+    assert_eq!(r.status, 502, "a written POST is never sent twice");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    p.shutdown().await;
+}

@@ -85,6 +85,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(t.load(Instant::now()), 0);
         t.record(Instant::now());
-        assert_eq!(t.load(Instant::now()), 1, "a recycled bucket starts from zero");
+        assert_eq!(
+            t.load(Instant::now()),
+            1,
+            "a recycled bucket starts from zero"
+        );
     }
 }

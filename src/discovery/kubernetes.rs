@@ -119,7 +119,11 @@ struct ExpBackoff {
 
 impl ExpBackoff {
     fn new(min: Duration, max: Duration) -> Self {
-        ExpBackoff { min, max, next: min }
+        ExpBackoff {
+            min,
+            max,
+            next: min,
+        }
     }
 }
 
@@ -171,7 +175,9 @@ impl SliceSet {
             }
             Event::InitApply(slice) => {
                 let (name, eps) = self.resolve(&slice);
-                self.pending.get_or_insert_with(BTreeMap::new).insert(name, eps);
+                self.pending
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(name, eps);
                 false
             }
             Event::InitDone => {
@@ -205,7 +211,8 @@ impl SliceSet {
         for e in self.current.values().flatten() {
             match merged.get_mut(&e.identity) {
                 Some(existing) => {
-                    if existing.state == EndpointState::Draining && e.state == EndpointState::Ready {
+                    if existing.state == EndpointState::Draining && e.state == EndpointState::Ready
+                    {
                         *existing = e.clone();
                     }
                 }
@@ -226,7 +233,11 @@ pub fn slice_endpoints(slice: &EndpointSlice, source: &KubernetesSource) -> Vec<
     match slice.address_type.as_str() {
         "IPv4" | "IPv6" => {}
         other => {
-            tracing::warn!(slice = name, address_type = other, "ignoring EndpointSlice: only IPv4 and IPv6 are supported");
+            tracing::warn!(
+                slice = name,
+                address_type = other,
+                "ignoring EndpointSlice: only IPv4 and IPv6 are supported"
+            );
             return Vec::new();
         }
     }
@@ -330,9 +341,21 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("shop/cart-a".into(), "10.0.0.1:8080".into(), EndpointState::Ready),
-                ("shop/cart-b".into(), "10.0.0.2:8080".into(), EndpointState::Draining),
-                ("10.0.0.5:8080".into(), "10.0.0.5:8080".into(), EndpointState::Ready),
+                (
+                    "shop/cart-a".into(),
+                    "10.0.0.1:8080".into(),
+                    EndpointState::Ready
+                ),
+                (
+                    "shop/cart-b".into(),
+                    "10.0.0.2:8080".into(),
+                    EndpointState::Draining
+                ),
+                (
+                    "10.0.0.5:8080".into(),
+                    "10.0.0.5:8080".into(),
+                    EndpointState::Ready
+                ),
             ]
         );
     }
@@ -348,18 +371,45 @@ mod tests {
             }))
         };
         let named = source(PortRef::Name("http".into()));
-        assert_eq!(slice_endpoints(&mk("a", 8080, "IPv4"), &named)[0].address.port(), 8080);
-        assert_eq!(slice_endpoints(&mk("b", 9000, "IPv4"), &named)[0].address.port(), 9000);
         assert_eq!(
-            slice_endpoints(&mk("c", 8080, "IPv6"), &named)[0].address.to_string(),
+            slice_endpoints(&mk("a", 8080, "IPv4"), &named)[0]
+                .address
+                .port(),
+            8080
+        );
+        assert_eq!(
+            slice_endpoints(&mk("b", 9000, "IPv4"), &named)[0]
+                .address
+                .port(),
+            9000
+        );
+        assert_eq!(
+            slice_endpoints(&mk("c", 8080, "IPv6"), &named)[0]
+                .address
+                .to_string(),
             "[fd00::1]:8080"
         );
         assert!(slice_endpoints(&mk("d", 8080, "FQDN"), &named).is_empty());
-        assert!(slice_endpoints(&mk("e", 8080, "IPv4"), &source(PortRef::Name("grpc".into()))).is_empty());
-        assert_eq!(slice_endpoints(&mk("f", 8080, "IPv4"), &source(PortRef::Only))[0].address.port(), 8080);
-        assert_eq!(slice_endpoints(&mk("g", 8080, "IPv4"), &source(PortRef::Number(7000)))[0].address.port(), 7000);
+        assert!(slice_endpoints(
+            &mk("e", 8080, "IPv4"),
+            &source(PortRef::Name("grpc".into()))
+        )
+        .is_empty());
+        assert_eq!(
+            slice_endpoints(&mk("f", 8080, "IPv4"), &source(PortRef::Only))[0]
+                .address
+                .port(),
+            8080
+        );
+        assert_eq!(
+            slice_endpoints(&mk("g", 8080, "IPv4"), &source(PortRef::Number(7000)))[0]
+                .address
+                .port(),
+            7000
+        );
         // endpoints: null is legal.
-        let empty = slice(json!({"metadata": {"name": "h"}, "addressType": "IPv4", "endpoints": null}));
+        let empty =
+            slice(json!({"metadata": {"name": "h"}, "addressType": "IPv4", "endpoints": null}));
         assert!(slice_endpoints(&empty, &named).is_empty());
     }
 }

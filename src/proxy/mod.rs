@@ -25,8 +25,10 @@ use tokio::time::Instant;
 use crate::affinity::{self, KeyRing, Outcome};
 use crate::backend::Backend;
 use crate::config::Config;
-use body::{PooledBody, ProxyBody};
+use body::{PooledBody, ProxyBody, RequestBody};
 use headers::{X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+use http::Method;
+use http_body::Body as _;
 use route::RouteTable;
 
 /// Why a request could not be proxied; each maps to one status deliberately.
@@ -142,15 +144,10 @@ impl Proxy {
     /// first complete endpoint list and an endpoint for new sessions.
     pub fn is_ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
-            && self
-                .state
-                .load()
-                .backends
-                .iter()
-                .all(|b| {
-                    let s = b.snapshot();
-                    s.is_synced() && s.has_eligible()
-                })
+            && self.state.load().backends.iter().all(|b| {
+                let s = b.snapshot();
+                s.is_synced() && s.has_eligible()
+            })
     }
 
     /// Handles one request from `peer`. Never fails: errors become 404/502/503/504.
@@ -166,9 +163,10 @@ impl Proxy {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>> {
+        let mut req = req.map(RequestBody::Client);
         let (backend, keys) = {
             let state = self.state.load();
             let host = req.uri().host().or_else(|| {
@@ -224,8 +222,10 @@ impl Proxy {
                     None => h.remove(&X_TETHER_PREVIOUS),
                 };
             }
-            // One fresh-connection retry when a reused connection turned out closed
-            // before the request was written.
+            // A reused keep-alive connection can be closed by the upstream just as the
+            // request goes out. Once per endpoint, such a request is tried again on a
+            // fresh connection: always when it was not written, and when it was, only if
+            // it is idempotent and bodyless, so replaying it is safe.
             let mut tries = 0;
             let attempt = loop {
                 tries += 1;
@@ -246,6 +246,9 @@ impl Proxy {
                     }
                 };
                 endpoint.health.mark_up();
+                let replay = (conn.reused && tries < 2)
+                    .then(|| replayable(&req))
+                    .flatten();
                 let exchange = conn.sender.try_send_request(req);
                 match tokio::time::timeout(settings.response_timeout, exchange).await {
                     Err(_) => return Err(Error::Timeout),
@@ -253,7 +256,13 @@ impl Proxy {
                     Ok(Err(mut e)) => match e.take_message() {
                         Some(unsent) if conn.reused && tries < 2 => req = unsent,
                         Some(unsent) => break Err(unsent),
-                        None => return Err(Error::Upstream(e.into_error())),
+                        None => match replay {
+                            Some(again) => {
+                                tracing::debug!(error = %e.error(), "stale upstream connection; replaying an idempotent request");
+                                req = again;
+                            }
+                            None => return Err(Error::Upstream(e.into_error())),
+                        },
                     },
                 }
             };
@@ -296,8 +305,25 @@ impl Proxy {
     }
 }
 
+/// A copy of a request that is safe to send twice: idempotent method, no body.
+fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 /// Rewrites a client request into an upstream HTTP/1.1 request in place.
-fn prepare_request(req: &mut Request<Incoming>, peer: SocketAddr) {
+fn prepare_request(req: &mut Request<RequestBody>, peer: SocketAddr) {
     if !req.headers().contains_key(header::HOST) {
         if let Some(v) = req
             .uri()

@@ -12,13 +12,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// The request body type sent upstream.
-pub type UpstreamBody = Incoming;
+pub use super::body::RequestBody as UpstreamBody;
 
 /// A connection ready to take one request.
 pub type Sender = http1::SendRequest<UpstreamBody>;

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -47,6 +49,7 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     stop: Mutex<Option<watch::Sender<bool>>>,
+    accept_loop: Mutex<Option<tokio::task::JoinHandle<()>>>,
     handler: Handler,
 }
 
@@ -61,6 +64,17 @@ impl TestBackend {
         .await
     }
 
+    /// An echo backend bound to `addr` (e.g. `127.0.0.12:PORT`, to share a port number
+    /// across pods the way an EndpointSlice does).
+    pub async fn echo_at(name: &str, addr: SocketAddr) -> std::io::Result<Arc<TestBackend>> {
+        let n = name.to_string();
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self::from_listener(name, listener, move |req| {
+            let n = n.clone();
+            async move { echo(&n, req).await }
+        }))
+    }
+
     /// A backend with a custom handler.
     pub async fn with_handler<F, Fut>(name: &str, f: F) -> Arc<TestBackend>
     where
@@ -68,11 +82,20 @@ impl TestBackend {
         Fut: Future<Output = Response<BoxBody>> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::from_listener(name, listener, f)
+    }
+
+    fn from_listener<F, Fut>(name: &str, listener: TcpListener, f: F) -> Arc<TestBackend>
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
         let b = Arc::new(TestBackend {
             name: name.to_string(),
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicU64::new(0)),
             stop: Mutex::new(None),
+            accept_loop: Mutex::new(None),
             handler: Arc::new(move |req| Box::pin(f(req))),
         });
         b.serve(listener);
@@ -84,7 +107,7 @@ impl TestBackend {
         *self.stop.lock().unwrap() = Some(tx);
         let handler = self.handler.clone();
         let hits = self.hits.clone();
-        tokio::spawn(async move {
+        *self.accept_loop.lock().unwrap() = Some(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     Ok((stream, _)) = listener.accept() => {
@@ -104,7 +127,16 @@ impl TestBackend {
                     _ = rx.changed() => break,
                 }
             }
-        });
+        }));
+    }
+
+    /// Stops, and returns once the listening socket is closed (its address is free).
+    pub async fn stop_and_wait(&self) {
+        self.stop();
+        let handle = self.accept_loop.lock().unwrap().take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
     }
 
     /// Stops listening and drops every open connection, like a killed pod.
@@ -162,6 +194,40 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
 
+/// Echo pods on distinct loopback addresses (127.0.0.10, .11, ...) sharing one port,
+/// like the endpoints of one EndpointSlice. Returns the pods and the port.
+pub async fn pods_on_one_port(names: &[&str]) -> (Vec<Arc<TestBackend>>, u16) {
+    'retry: for _ in 0..20 {
+        let first = TestBackend::echo_at(names[0], "127.0.0.10:0".parse().unwrap())
+            .await
+            .unwrap();
+        let port = first.addr.port();
+        let mut pods = vec![first];
+        for (i, n) in names.iter().enumerate().skip(1) {
+            let addr = SocketAddr::from(([127, 0, 0, 10 + i as u8], port));
+            match TestBackend::echo_at(n, addr).await {
+                Ok(p) => pods.push(p),
+                Err(_) => continue 'retry,
+            }
+        }
+        return (pods, port);
+    }
+    panic!("no common free port");
+}
+
+/// Polls `cond` until it holds (a change propagating through sockets and tasks), or
+/// panics after 20 s. Not a timing assertion: only a bound on waiting.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 // === proxy ===
 
 /// Config text for one backend `app` over `backends`, with the given `[[keys]]` secrets
@@ -185,8 +251,13 @@ pub fn config(backends: &[&TestBackend], keys: &[(&str, &str)], backend_extra: &
 
 /// Starts a proxy from config text.
 pub async fn proxy(config: &str) -> Running {
+    proxy_with(config, Default::default()).await
+}
+
+/// Starts a proxy from config text with options (e.g. a pod name for prefer_local).
+pub async fn proxy_with(config: &str, options: tether::server::Options) -> Running {
     let c = tether::config::Config::parse(config, "<test>", Path::new(".")).unwrap();
-    tether::server::start(&c, None).await.unwrap()
+    tether::server::start(&c, options).await.unwrap()
 }
 
 // === client ===

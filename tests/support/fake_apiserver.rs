@@ -1,0 +1,462 @@
+//! A fake Kubernetes API server for EndpointSlices that speaks the real wire protocol:
+//! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
+//! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
+//! ERROR event inside the stream; label selectors; kube's `?&` query strings.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::{full, BoxBody, ChannelBody};
+
+const PREFIX: &str = "/apis/discovery.k8s.io/v1/namespaces/";
+
+struct Watcher {
+    namespace: String,
+    selector: Vec<(String, String)>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    /// Oldest resourceVersion a watch may resume from; older ones get 410.
+    compacted: u64,
+    objects: BTreeMap<(String, String), Value>,
+    /// (rv, type, object) of delivered events, for watches resuming from an older rv.
+    history: Vec<(u64, &'static str, Value)>,
+    watchers: Vec<Watcher>,
+    /// When set, changes are made but not delivered (events lost in a gap).
+    muted: bool,
+    /// When set, LIST requests wait for `release_lists`.
+    hold_lists: bool,
+    lists: usize,
+    watches: usize,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    stop: Mutex<Option<watch::Sender<bool>>>,
+    lists_released: Notify,
+}
+
+/// The fake API server.
+#[derive(Clone)]
+pub struct FakeApiServer {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl FakeApiServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = FakeApiServer {
+            addr: listener.local_addr().unwrap(),
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    rv: 100,
+                    ..State::default()
+                }),
+                stop: Mutex::new(None),
+                lists_released: Notify::new(),
+            }),
+        };
+        s.serve(listener);
+        s
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (tx, mut rx) = watch::channel(false);
+        *self.inner.stop.lock().unwrap() = Some(tx);
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Ok((stream, _)) = listener.accept() => {
+                        let this = this.clone();
+                        let mut stop = rx.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let this = this.clone();
+                                async move { Ok::<_, Infallible>(this.handle(req).await) }
+                            });
+                            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! { _ = conn => {}, _ = stop.changed() => {} }
+                        });
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        });
+    }
+
+    /// A kubeconfig file pointing at this server over plain http.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+                 current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    // === changes ===
+
+    /// Creates or replaces an object (ADDED or MODIFIED).
+    pub fn apply(&self, mut obj: Value) {
+        let mut st = self.inner.state.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let key = key_of(&obj);
+        let ty = if st.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.objects.insert(key, obj.clone());
+        deliver(&mut st, rv, ty, obj);
+    }
+
+    /// Deletes an object (DELETED).
+    pub fn delete(&self, namespace: &str, name: &str) {
+        let mut st = self.inner.state.lock().unwrap();
+        let Some(mut obj) = st
+            .objects
+            .remove(&(namespace.to_string(), name.to_string()))
+        else {
+            return;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        deliver(&mut st, rv, "DELETED", obj);
+    }
+
+    /// Sends a BOOKMARK to every watcher.
+    pub fn bookmark(&self) {
+        let mut st = self.inner.state.lock().unwrap();
+        let rv = st.rv;
+        let ev = json!({"type": "BOOKMARK", "object": {
+            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"resourceVersion": rv.to_string()}}});
+        send_all(&mut st, &ev, |_| true);
+    }
+
+    /// While muted, changes are made but never delivered nor replayable: a gap.
+    pub fn mute(&self, on: bool) {
+        self.inner.state.lock().unwrap().muted = on;
+    }
+
+    /// Expires every watch: an ERROR 410 event inside the stream, then the stream ends;
+    /// resuming from any earlier resourceVersion gets 410 too, forcing a re-list.
+    pub fn expire_watches(&self) {
+        let mut st = self.inner.state.lock().unwrap();
+        st.compacted = st.rv;
+        st.history.clear();
+        let ev = gone_event();
+        for w in std::mem::take(&mut st.watchers) {
+            let _ = w.tx.try_send(line(&ev));
+        }
+    }
+
+    /// Holds LIST requests until [`FakeApiServer::release_lists`].
+    pub fn hold_lists(&self) {
+        self.inner.state.lock().unwrap().hold_lists = true;
+    }
+
+    pub fn release_lists(&self) {
+        self.inner.state.lock().unwrap().hold_lists = false;
+        self.inner.lists_released.notify_waiters();
+    }
+
+    /// Goes down: closes the listener and every connection and stream.
+    pub fn stop(&self) {
+        if let Some(tx) = self.inner.stop.lock().unwrap().take() {
+            let _ = tx.send(true);
+        }
+        self.inner.state.lock().unwrap().watchers.clear();
+    }
+
+    /// Comes back on the same address.
+    pub async fn restart(&self) {
+        let std = std::net::TcpListener::bind(self.addr).unwrap();
+        std.set_nonblocking(true).unwrap();
+        self.serve(TcpListener::from_std(std).unwrap());
+    }
+
+    /// Number of LIST and WATCH requests served.
+    pub fn requests(&self) -> (usize, usize) {
+        let st = self.inner.state.lock().unwrap();
+        (st.lists, st.watches)
+    }
+
+    // === protocol ===
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        let path = req.uri().path().to_string();
+        let query = parse_query(req.uri().query().unwrap_or(""));
+        let _ = req.into_body().collect().await;
+        let Some(namespace) = path
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_suffix("/endpointslices"))
+            .map(str::to_string)
+        else {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("{path} not found"),
+            );
+        };
+        let selector: Vec<(String, String)> = query
+            .get("labelSelector")
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.trim_end_matches('=').to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if query.get("watch").map(String::as_str) == Some("true") {
+            let from: u64 = query
+                .get("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return self.watch(namespace, selector, from);
+        }
+        loop {
+            let released = self.inner.lists_released.notified();
+            if !self.inner.state.lock().unwrap().hold_lists {
+                break;
+            }
+            released.await;
+        }
+        let mut st = self.inner.state.lock().unwrap();
+        st.lists += 1;
+        let items: Vec<Value> = st
+            .objects
+            .iter()
+            .filter(|((ns, _), o)| *ns == namespace && matches(o, &selector))
+            .map(|(_, o)| o.clone())
+            .collect();
+        let body = json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSliceList",
+            "metadata": {"resourceVersion": st.rv.to_string()},
+            "items": items,
+        });
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(full(body.to_string()))
+            .unwrap()
+    }
+
+    fn watch(
+        &self,
+        namespace: String,
+        selector: Vec<(String, String)>,
+        from: u64,
+    ) -> Response<BoxBody> {
+        let (tx, rx) = mpsc::channel(4096);
+        let mut st = self.inner.state.lock().unwrap();
+        st.watches += 1;
+        if from < st.compacted {
+            let _ = tx.try_send(line(&gone_event()));
+        } else {
+            for (rv, ty, obj) in &st.history {
+                if *rv > from
+                    && obj["metadata"]["namespace"] == namespace.as_str()
+                    && matches(obj, &selector)
+                {
+                    let _ = tx.try_send(line(&json!({"type": ty, "object": obj})));
+                }
+            }
+            st.watchers.push(Watcher {
+                namespace,
+                selector,
+                tx,
+            });
+        }
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(ChannelBody::new(rx).boxed())
+            .unwrap()
+    }
+}
+
+fn deliver(st: &mut State, rv: u64, ty: &'static str, obj: Value) {
+    if st.muted {
+        return;
+    }
+    st.history.push((rv, ty, obj.clone()));
+    let ev = json!({"type": ty, "object": obj});
+    let (ns, _) = key_of(&obj);
+    send_all(st, &ev, |w| w.namespace == ns && matches(&obj, &w.selector));
+}
+
+fn send_all(st: &mut State, ev: &Value, filter: impl Fn(&Watcher) -> bool) {
+    let bytes = line(ev);
+    st.watchers
+        .retain(|w| !filter(w) || w.tx.try_send(bytes.clone()).is_ok());
+}
+
+fn line(v: &Value) -> Bytes {
+    Bytes::from(format!("{v}\n"))
+}
+
+fn gone_event() -> Value {
+    json!({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "reason": "Expired", "code": 410,
+        "message": "too old resource version"}})
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<BoxBody> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": reason, "message": message, "code": code.as_u16()});
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(full(body.to_string()))
+        .unwrap()
+}
+
+fn key_of(obj: &Value) -> (String, String) {
+    (
+        obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string(),
+        obj["metadata"]["name"].as_str().unwrap().to_string(),
+    )
+}
+
+fn matches(obj: &Value, selector: &[(String, String)]) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| obj["metadata"]["labels"][k.as_str()] == v.as_str())
+}
+
+/// Parses a query string, tolerating kube's leading `?&` and empty pairs.
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// === object builders ===
+
+/// One endpoint of a slice.
+#[derive(Clone)]
+pub struct Ep {
+    pub ip: String,
+    pub pod: Option<String>,
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+impl Ep {
+    /// A ready endpoint of pod `pod` at `ip`.
+    pub fn pod(pod: &str, ip: &str) -> Ep {
+        Ep {
+            ip: ip.into(),
+            pod: Some(pod.into()),
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+        }
+    }
+
+    /// The same endpoint, terminating but still serving.
+    pub fn terminating(mut self) -> Ep {
+        self.ready = Some(false);
+        self.serving = Some(true);
+        self.terminating = Some(true);
+        self
+    }
+}
+
+/// An EndpointSlice of Service `service` in `namespace` with one named port.
+pub fn slice(
+    namespace: &str,
+    name: &str,
+    service: &str,
+    port_name: &str,
+    port: u16,
+    eps: &[Ep],
+) -> Value {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|e| {
+            let mut v = json!({
+                "addresses": [e.ip],
+                "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
+            });
+            if let Some(p) = &e.pod {
+                v["targetRef"] = json!({"kind": "Pod", "namespace": namespace, "name": p, "uid": format!("uid-{p}")});
+            }
+            v
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    })
+}
