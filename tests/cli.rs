@@ -241,3 +241,64 @@ async fn run_serves_from_a_config_file_and_exits_zero_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn run_discovers_a_service_through_the_kubeconfig_environment_variable() {
+    use support::fake_apiserver::{slice, Ep, FakeApiServer};
+    let (pods, port) = pods_on_one_port(&["web-0"]).await;
+    let api = FakeApiServer::start().await;
+    api.apply(slice(
+        "default",
+        "web-1",
+        "web",
+        "http",
+        port,
+        &[Ep::pod("web-0", "127.0.0.10")],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let path = dir.path().join("tether.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\n\
+             [[backend]]\nname = \"web\"\nkubernetes = {{ service = \"web\", port = \"http\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let c = TestClient::new();
+    let mut ready = false;
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok()
+            && c.get(admin, "/readyz", None).await.status == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        ready,
+        "tether became ready from the fake API server's EndpointSlices"
+    );
+    let r = c.get(listen, "/", None).await;
+    assert_eq!(r.pod(), pods[0].name);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
