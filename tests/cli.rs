@@ -117,6 +117,19 @@ fn keygen_prints_a_fresh_32_byte_key() {
     assert_eq!(bytes.len(), 32);
 }
 
+/// Waits (bounded) until a spawned binary's admin listener answers /readyz with 200.
+async fn wait_until_ready(c: &TestClient, admin: std::net::SocketAddr) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok()
+            && c.get(admin, "/readyz", None).await.status == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("tether at {admin} did not become ready");
+}
+
 /// Spawns the binary and reads its printed proxy and admin addresses.
 async fn spawn_and_read_addrs(args: &[&str]) -> (tokio::process::Child, String, String) {
     let mut child = tokio::process::Command::new(BIN)
@@ -214,17 +227,7 @@ async fn run_serves_from_a_config_file_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let c = TestClient::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(admin).await.is_ok()
-            && c.get(admin, "/readyz", None).await.status == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "tether run became ready");
+    wait_until_ready(&c, admin).await;
     let r = c.get(listen, "/", None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.pod(), "pod-a");
@@ -283,20 +286,7 @@ async fn run_discovers_a_service_through_the_kubeconfig_environment_variable() {
         .spawn()
         .unwrap();
     let c = TestClient::new();
-    let mut ready = false;
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(admin).await.is_ok()
-            && c.get(admin, "/readyz", None).await.status == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        ready,
-        "tether became ready from the fake API server's EndpointSlices"
-    );
+    wait_until_ready(&c, admin).await;
     let r = c.get(listen, "/", None).await;
     assert_eq!(r.pod(), pods[0].name);
     child.start_kill().unwrap();

@@ -68,6 +68,18 @@ impl Cluster {
         v
     }
 
+    /// A cookie for a new session that the table placed on `pod`.
+    async fn session_on(&self, pod: &str) -> String {
+        let c = TestClient::new();
+        for _ in 0..200 {
+            let r = c.get(self.proxy.proxy_addr, "/", None).await;
+            if r.pod() == pod {
+                return r.cookie("tether").unwrap();
+            }
+        }
+        panic!("no new session landed on {pod}");
+    }
+
     /// Waits until the proxy's table lists exactly these pods.
     async fn wait_for_pods(&self, pods: &[&str]) {
         let want: Vec<String> = pods.iter().map(|p| format!("{NS}/{p}")).collect();
@@ -300,15 +312,7 @@ async fn a_new_pod_reusing_a_departed_pods_ip_does_not_get_its_sessions() {
     k.publish("cart-1", &[k.ep(0), k.ep(1)]);
     k.wait_for_pods(&["cart-a", "cart-b"]).await;
     let c = TestClient::new();
-    let mut value = None;
-    for _ in 0..100 {
-        let r = c.get(k.proxy.proxy_addr, "/", None).await;
-        if r.pod() == "cart-a" {
-            value = r.cookie("tether");
-            break;
-        }
-    }
-    let value = value.expect("a session on cart-a");
+    let value = k.session_on("cart-a").await;
 
     // cart-a dies; cart-z is scheduled on its IP and port.
     let ip = k.pods[0].addr;
@@ -343,15 +347,7 @@ async fn a_statefulset_pod_that_comes_back_under_its_name_gets_its_sessions_back
     k.publish("web", &[k.ep(0), k.ep(1)]);
     k.wait_for_pods(&["web-0", "web-1"]).await;
     let c = TestClient::new();
-    let mut value = None;
-    for _ in 0..100 {
-        let r = c.get(k.proxy.proxy_addr, "/", None).await;
-        if r.pod() == "web-0" {
-            value = r.cookie("tether");
-            break;
-        }
-    }
-    let value = value.expect("a session on web-0");
+    let value = k.session_on("web-0").await;
     // web-0 is rescheduled: gone for a moment, then back under its name on a new IP.
     k.publish("web", &[k.ep(1)]);
     k.wait_for_pods(&["web-1"]).await;
