@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue};
 use tether::affinity::{self, cookie, Claims, KeyRing, SessionId};
 use tether::backend::{Backend, EndpointSpec, EndpointState};
 use tether::balance::{hash, Member, Ring};
+use tether::clock::Clock;
 use tether::config::{Config, KeyMaterial, RouteSettings};
 use tether::proxy::route::RouteTable;
 
@@ -69,6 +70,8 @@ fn cookies(c: &mut Criterion) {
         session: SessionId([7; 16]),
         endpoint_token: 0x0123_4567_89ab_cdef,
         issued: 1_790_000_000,
+        placed: 1_790_000_000,
+        seen: 1_790_000_000,
     };
     c.bench_function("cookie_sign", |b| {
         b.iter(|| black_box(cookie::encode(keys.signer(), black_box(&claims))))
@@ -113,8 +116,19 @@ fn decision(c: &mut Criterion) {
         Path::new("."),
     )
     .expect("bench config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
     let keys = Arc::new(keys());
-    let backend = Backend::new(config.backends[0].clone(), keys.clone(), None);
+    let settings = config.backends[0].clone();
+    let backend = Backend::with_clock(
+        settings.clone(),
+        keys.clone(),
+        None,
+        Clock::at(1_790_000_000),
+    );
     backend.publish(
         (0..100u16)
             .map(|i| EndpointSpec {
@@ -126,50 +140,54 @@ fn decision(c: &mut Criterion) {
             .collect(),
     );
     let snapshot = backend.snapshot();
-    let first = affinity::decide(&keys, &snapshot, None, 1_790_000_000);
-    let value = first.cookie_value(&keys, 3, &snapshot);
+    let affinity = &settings.affinity;
+    // 100,000 live sessions placed through the real path: the per-request cost must not
+    // depend on how many sessions exist (tether keeps no per-session state).
+    let mut value = String::new();
+    for _ in 0..100_000 {
+        let now = backend.clock().now();
+        let d = affinity::decide(&keys, &snapshot, None, affinity, now);
+        let i = d.candidates(&snapshot).as_slice()[0];
+        d.commit(i, &snapshot);
+        value = d.cookie_value(&keys, i, &snapshot);
+    }
+    let now = backend.clock().now();
+    assert_eq!(snapshot.sessions.live(now.unix), 100_000);
+    eprintln!(
+        "live sessions: {}; server-side bytes per live session: 0 (counters are per endpoint: {} bytes each, {} bytes for this backend of 100 endpoints)",
+        snapshot.sessions.live(now.unix),
+        std::mem::size_of::<tether::balance::SessionCounter>(),
+        101 * std::mem::size_of::<tether::balance::SessionCounter>(),
+    );
     let mut headers = HeaderMap::new();
     headers.insert(
         "cookie",
         HeaderValue::from_str(&format!("_ga=GA1.2.3; theme=dark; tether={value}; lang=en"))
             .expect("header"),
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let _guard = rt.enter();
-    c.bench_function("decide_sticky_100_endpoints", |b| {
+    c.bench_function("decide_sticky_100_endpoints_100k_sessions", |b| {
         b.iter(|| {
             let d = affinity::decide(
                 &keys,
                 &snapshot,
                 affinity::cookie_values(black_box(&headers), "tether"),
-                1_790_000_000,
+                affinity,
+                backend.clock().now(),
             );
-            black_box(snapshot.candidates(
-                d.pinned(),
-                d.is_fresh(),
-                d.key,
-                tokio::time::Instant::now(),
-            ))
+            black_box(d.candidates(&snapshot))
         })
     });
     let empty = HeaderMap::new();
-    c.bench_function("decide_new_100_endpoints", |b| {
+    c.bench_function("decide_new_bounded_100_endpoints_100k_sessions", |b| {
         b.iter(|| {
             let d = affinity::decide(
                 &keys,
                 &snapshot,
                 affinity::cookie_values(black_box(&empty), "tether"),
-                1,
+                affinity,
+                backend.clock().now(),
             );
-            black_box(snapshot.candidates(
-                d.pinned(),
-                d.is_fresh(),
-                d.key,
-                tokio::time::Instant::now(),
-            ))
+            black_box(d.candidates(&snapshot))
         })
     });
 }

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
-use tokio::time::Instant;
 
 use crate::affinity::KeyRing;
-use crate::balance::{LoadTracker, Member, Ring};
+use crate::balance::{Member, RateLimiter, Ring, SessionCounter};
+use crate::clock::{Clock, Now};
 use crate::config::{BackendSettings, Source};
 use crate::health::PassiveHealth;
 use crate::proxy::pool::Pool;
@@ -61,17 +61,26 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// Relative share of new sessions.
     pub weight: u32,
-    /// Eligibility for new sessions.
+    /// Eligibility for new sessions (after any operator drain).
     pub state: EndpointState,
+    /// Whether an operator drained it through the admin API.
+    pub admin_drained: bool,
+    /// When it started draining (unix seconds); its sessions fail over `drain_timeout`
+    /// after this.
+    pub draining_since: Option<u64>,
+    /// When this replica first saw it (unix seconds); 0 for endpoints of the first full
+    /// list, so a restart of tether does not look like a scale-out.
+    pub added: u64,
     /// Cookie token of this endpoint under each key of the ring (index = key index).
     pub tokens: Box<[u64]>,
     /// Passive health, shared across snapshots so a rebuild does not forget failures.
     pub health: Arc<PassiveHealth>,
     /// Idle upstream connections, shared across snapshots so a rebuild keeps them warm.
     pub pool: Arc<Pool>,
-    /// Sessions placed here recently (the load the bound is checked against), shared
-    /// across snapshots.
-    pub load: Arc<LoadTracker>,
+    /// Live sessions pinned here, shared across snapshots.
+    pub sessions: Arc<SessionCounter>,
+    /// Paces rebalancing moves into this endpoint (`gradual`).
+    pub moves: Arc<RateLimiter>,
 }
 
 /// What a cookie's endpoint token resolves to.
@@ -92,6 +101,8 @@ pub struct Snapshot {
     pub ring: Ring,
     /// Number of distinct endpoints in `ring`.
     pub ring_members: usize,
+    /// Sum of the weights of the ring members.
+    pub ring_weight: u64,
     /// Token → endpoint index, one map per key index.
     by_token: Box<[AHashMap<u64, u32>]>,
     /// Token → identity of departed endpoints, one map per key index.
@@ -100,8 +111,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// The endpoint this tether runs next to (`prefer_local`), if it is in the table.
     pub local: Option<u32>,
-    /// Placements on the whole backend, for the mean of the load bound.
-    pub total_load: Arc<LoadTracker>,
+    /// Live sessions of the whole backend, for the mean of the load bound.
+    pub sessions: Arc<SessionCounter>,
     /// ε of the load bound.
     pub load_factor: f64,
 }
@@ -139,33 +150,31 @@ impl Candidates {
 // === impl Snapshot ===
 
 impl Snapshot {
-    fn empty(keys: usize, total_load: Arc<LoadTracker>, load_factor: f64) -> Self {
+    fn empty(keys: usize, sessions: Arc<SessionCounter>, load_factor: f64) -> Self {
         Snapshot {
             endpoints: Box::new([]),
             ring: Ring::build(&[]),
             ring_members: 0,
+            ring_weight: 0,
             by_token: vec![AHashMap::new(); keys].into_boxed_slice(),
             departed: vec![AHashMap::new(); keys].into(),
             generation: 0,
             local: None,
-            total_load,
+            sessions,
             load_factor,
         }
     }
 
-    /// Whether endpoint `i` can take one more new session without exceeding
-    /// (1 + ε) × the mean load of the eligible endpoints.
-    pub fn within_bound(&self, i: u32, now: Instant) -> bool {
-        let members = self.ring_members.max(1) as f64;
-        let mean = (self.total_load.load(now) + 1) as f64 / members;
-        let load = self.endpoints[i as usize].load.load(now) + 1;
-        load as f64 <= ((1.0 + self.load_factor) * mean).max(1.0)
-    }
-
-    /// Counts a session placed on endpoint `i` (new or re-pinned).
-    pub fn record_placement(&self, i: u32, now: Instant) {
-        self.endpoints[i as usize].load.record(now);
-        self.total_load.record(now);
+    /// Whether endpoint `i` can take one more session within the load bound: its live
+    /// sessions + 1 at most ⌈(1 + ε) × (total + 1) × its weight share⌉ (consistent hashing
+    /// with bounded loads, Mirrokni et al.). After any placement no endpoint holds more
+    /// than (1 + ε) × its weighted mean + 1.
+    pub fn within_bound(&self, i: u32, unix: u64) -> bool {
+        let e = &self.endpoints[i as usize];
+        let share = f64::from(e.weight) / self.ring_weight.max(1) as f64;
+        let capacity =
+            ((1.0 + self.load_factor) * (self.sessions.live(unix) + 1) as f64 * share).ceil();
+        (e.sessions.live(unix) + 1) as f64 <= capacity
     }
 
     /// Resolves a verified cookie's endpoint token under key `key_index`.
@@ -182,56 +191,48 @@ impl Snapshot {
         )
     }
 
-    /// Where to send a request, in order: the pinned endpoint if it can take the
-    /// session, then the distinct endpoints of the key's ring order, skipping those in
-    /// passive-health cool-off. When everything is cooling off, the pinned endpoint and
-    /// the ring owner are tried anyway: a stale "down" must not turn into an outage.
-    ///
-    /// A new session (`fresh`) goes to the local endpoint first when `prefer_local` named
-    /// one, it is ready and up, and it is within the load bound.
-    pub fn candidates(
-        &self,
-        pinned: Option<u32>,
-        fresh: bool,
-        key: u64,
-        now: Instant,
-    ) -> Candidates {
+    /// Where to send a request, in order: `first` (the endpoint the affinity policy
+    /// chose: the pinned one, a rebalancing target, the local pod) if it is up, then the
+    /// distinct endpoints of the key's ring order, skipping those in passive-health
+    /// cool-off and, when `bounded`, those over the load bound. When the bound rules out
+    /// everyone it is dropped; when everything is cooling off, `first` and the ring owner
+    /// are tried anyway: a stale "down" must not turn into an outage.
+    pub fn candidates(&self, first: Option<u32>, bounded: bool, key: u64, now: Now) -> Candidates {
         let mut out = Candidates::default();
-        let up = |e: u32| !self.endpoints[e as usize].health.is_down(now);
-        if let Some(p) = pinned {
+        let up = |e: u32| !self.endpoints[e as usize].health.is_down(now.instant);
+        if let Some(p) = first {
             if up(p) {
                 out.push(p);
             }
         }
-        if let (true, Some(l)) = (fresh, self.local) {
-            if self.endpoints[l as usize].state == EndpointState::Ready
-                && up(l)
-                && self.within_bound(l, now)
-            {
-                out.push(l);
+        let walk = |out: &mut Candidates, bounded: bool| {
+            // Bounded walk: stop once enough candidates are found or every member was seen.
+            let mut seen = [0u32; 16];
+            let mut seen_len = 0;
+            for (steps, e) in self.ring.walk(key).enumerate() {
+                if out.len == MAX_ATTEMPTS || seen_len == self.ring_members || steps > 4096 {
+                    break;
+                }
+                if seen[..seen_len].contains(&e) {
+                    continue;
+                }
+                if seen_len == seen.len() {
+                    break;
+                }
+                seen[seen_len] = e;
+                seen_len += 1;
+                if up(e) && (!bounded || self.within_bound(e, now.unix)) {
+                    out.push(e);
+                }
             }
-        }
-        // Bounded walk: stop once enough candidates are found or every member was seen.
-        let mut seen = [0u32; 16];
-        let mut seen_len = 0;
-        for (steps, e) in self.ring.walk(key).enumerate() {
-            if out.len == MAX_ATTEMPTS || seen_len == self.ring_members || steps > 4096 {
-                break;
-            }
-            if seen[..seen_len].contains(&e) {
-                continue;
-            }
-            if seen_len == seen.len() {
-                break;
-            }
-            seen[seen_len] = e;
-            seen_len += 1;
-            if up(e) {
-                out.push(e);
-            }
+        };
+        let before = out.len;
+        walk(&mut out, bounded);
+        if bounded && out.len == before {
+            walk(&mut out, false);
         }
         if out.is_empty() {
-            if let Some(p) = pinned {
+            if let Some(p) = first {
                 out.push(p);
             }
             if let Some(owner) = self.ring.owner(key) {
@@ -263,14 +264,16 @@ pub struct Backend {
     /// The current snapshot; requests `load()` it, [`Backend::publish`] replaces it.
     snapshot: ArcSwap<Snapshot>,
     /// Rebuild state carried between publishes. A mutex is right here: only discovery
-    /// takes it, never a request.
+    /// and the admin API take it, never a request.
     builder: Mutex<BuilderState>,
     /// Precomputed `Set-Cookie` attributes (everything after the value).
     cookie_attributes: Box<str>,
     /// Identity of the endpoint this tether runs next to, when `prefer_local` is on.
     local: Option<Arc<str>>,
-    /// Placements on the whole backend (see [`Snapshot::total_load`]).
-    total_load: Arc<LoadTracker>,
+    /// Live sessions of the whole backend (see [`Snapshot::sessions`]).
+    sessions: Arc<SessionCounter>,
+    /// The time session logic reads.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Backend {
@@ -281,13 +284,28 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// What an endpoint keeps across snapshots: passive health, idle connections, load.
-type Carried = (Arc<PassiveHealth>, Arc<Pool>, Arc<LoadTracker>);
+/// What an endpoint keeps across snapshots: passive health, idle connections, live
+/// sessions, the rebalancing pace.
+#[derive(Clone)]
+struct Carried {
+    health: Arc<PassiveHealth>,
+    pool: Arc<Pool>,
+    sessions: Arc<SessionCounter>,
+    moves: Arc<RateLimiter>,
+}
 
 #[derive(Default)]
 struct BuilderState {
-    /// Health and pool of each (identity, address) seen in the current snapshot.
-    shared: AHashMap<(Arc<str>, SocketAddr), Carried>,
+    /// What each (identity, address) carries between snapshots.
+    carried: AHashMap<(Arc<str>, SocketAddr), Carried>,
+    /// When each present identity was first seen (0 = in the first full list).
+    added: AHashMap<Arc<str>, u64>,
+    /// When each draining identity started draining.
+    draining_since: AHashMap<Arc<str>, u64>,
+    /// Identities an operator drained.
+    admin_drained: ahash::AHashSet<Arc<str>>,
+    /// The last list discovery published, so an operator drain can re-publish it.
+    last_specs: Vec<EndpointSpec>,
     /// Identities that left, oldest first.
     departed: VecDeque<Arc<str>>,
     generation: u64,
@@ -297,6 +315,16 @@ impl Backend {
     /// A backend with no endpoints yet. `pod_name` is this tether's own pod (the downward
     /// API's `POD_NAME`); it matters only with `prefer_local`.
     pub fn new(settings: BackendSettings, keys: Arc<KeyRing>, pod_name: Option<&str>) -> Self {
+        Self::with_clock(settings, keys, pod_name, Clock::new())
+    }
+
+    /// Like [`Backend::new`], reading time from `clock`.
+    pub fn with_clock(
+        settings: BackendSettings,
+        keys: Arc<KeyRing>,
+        pod_name: Option<&str>,
+        clock: Clock,
+    ) -> Self {
         let cookie_attributes = crate::affinity::cookie_attributes(&settings.affinity.cookie);
         let local = match (settings.affinity.prefer_local, pod_name, &settings.source) {
             (true, Some(pod), Source::Kubernetes(k)) => {
@@ -305,21 +333,22 @@ impl Backend {
             (true, Some(pod), Source::Static(_)) => Some(pod.into()),
             _ => None,
         };
-        let total_load = Arc::new(LoadTracker::new(
+        let sessions = Arc::new(SessionCounter::new(
             settings.affinity.session_idle,
-            Instant::now(),
+            settings.affinity.refresh_interval(),
         ));
         Backend {
             snapshot: ArcSwap::from_pointee(Snapshot::empty(
                 keys.len(),
-                total_load.clone(),
+                sessions.clone(),
                 settings.affinity.load_factor,
             )),
             keys,
             builder: Mutex::new(BuilderState::default()),
             cookie_attributes,
             local,
-            total_load,
+            sessions,
+            clock,
             settings,
         }
     }
@@ -339,6 +368,11 @@ impl Backend {
         &self.keys
     }
 
+    /// The clock session logic reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// `Set-Cookie` attributes after the value, e.g. `; Path=/; HttpOnly; SameSite=Lax`.
     pub fn cookie_attributes(&self) -> &str {
         &self.cookie_attributes
@@ -350,49 +384,111 @@ impl Backend {
         self.snapshot.load_full()
     }
 
-    /// Replaces the endpoint set. Builds the new snapshot here, on the caller's task,
-    /// and publishes it with one atomic store.
-    pub fn publish(&self, mut specs: Vec<EndpointSpec>) {
-        specs.sort_by(|a, b| a.identity.cmp(&b.identity));
-        specs.dedup_by(|a, b| a.identity == b.identity);
-        let mut state = match self.builder.lock() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BuilderState> {
+        match self.builder.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// Drains (or undrains) an endpoint by identity, as an operator: it keeps its
+    /// sessions until `drain_timeout` and takes no new ones. Returns false when no such
+    /// endpoint exists. Survives later discovery updates until undrained.
+    pub fn set_drained(&self, identity: &str, drained: bool) -> bool {
+        let mut state = self.lock();
+        if !state.last_specs.iter().any(|s| &*s.identity == identity) {
+            return false;
+        }
+        if drained {
+            state.admin_drained.insert(identity.into());
+        } else {
+            state.admin_drained.remove(identity);
+        }
+        let specs = state.last_specs.clone();
+        self.rebuild(&mut state, specs);
+        true
+    }
+
+    /// Replaces the endpoint set. Builds the new snapshot here, on the caller's task,
+    /// and publishes it with one atomic store.
+    pub fn publish(&self, specs: Vec<EndpointSpec>) {
+        let mut state = self.lock();
+        self.rebuild(&mut state, specs);
+    }
+
+    fn rebuild(&self, state: &mut BuilderState, mut specs: Vec<EndpointSpec>) {
+        specs.sort_by(|a, b| a.identity.cmp(&b.identity));
+        specs.dedup_by(|a, b| a.identity == b.identity);
         let previous = self.snapshot.load_full();
         let nkeys = self.keys.len();
+        let now = self.clock.now();
+        let first_list = state.generation == 0;
+        let affinity = &self.settings.affinity;
 
-        let mut shared = AHashMap::with_capacity(specs.len());
+        let mut carried = AHashMap::with_capacity(specs.len());
+        let mut added = AHashMap::with_capacity(specs.len());
+        let mut draining_since = AHashMap::new();
         let endpoints: Box<[Endpoint]> = specs
             .iter()
             .map(|s| {
                 let k = (s.identity.clone(), s.address);
-                let (health, pool, load) = state.shared.get(&k).cloned().unwrap_or_else(|| {
-                    (
-                        Arc::new(PassiveHealth::new()),
-                        Arc::new(Pool::new(s.address, self.settings.max_idle_per_endpoint)),
-                        Arc::new(LoadTracker::new(
-                            self.settings.affinity.session_idle,
-                            Instant::now(),
-                        )),
-                    )
+                let c = state.carried.get(&k).cloned().unwrap_or_else(|| Carried {
+                    health: Arc::new(PassiveHealth::new()),
+                    pool: Arc::new(Pool::new(s.address, self.settings.max_idle_per_endpoint)),
+                    sessions: Arc::new(SessionCounter::new(
+                        affinity.session_idle,
+                        affinity.refresh_interval(),
+                    )),
+                    moves: Arc::new(RateLimiter::new(affinity.rebalance_rate, now.instant)),
                 });
-                shared.insert(k, (health.clone(), pool.clone(), load.clone()));
+                carried.insert(k, c.clone());
+                let first_seen = match state.added.get(&s.identity) {
+                    Some(&t) => t,
+                    None if first_list => 0,
+                    None => now.unix,
+                };
+                added.insert(s.identity.clone(), first_seen);
+                let admin_drained = state.admin_drained.contains(&s.identity);
+                let st = if admin_drained {
+                    EndpointState::Draining
+                } else {
+                    s.state
+                };
+                let since = (st == EndpointState::Draining).then(|| {
+                    state
+                        .draining_since
+                        .get(&s.identity)
+                        .copied()
+                        .unwrap_or(now.unix)
+                });
+                if let Some(t) = since {
+                    draining_since.insert(s.identity.clone(), t);
+                }
                 Endpoint {
                     identity: s.identity.clone(),
                     address: s.address,
                     weight: s.weight.max(1),
-                    state: s.state,
+                    state: st,
+                    admin_drained,
+                    draining_since: since,
+                    added: first_seen,
                     tokens: (0..nkeys)
                         .map(|i| self.keys.endpoint_token(i, &s.identity))
                         .collect(),
-                    health,
-                    pool,
-                    load,
+                    health: c.health,
+                    pool: c.pool,
+                    sessions: c.sessions,
+                    moves: c.moves,
                 }
             })
             .collect();
-        state.shared = shared;
+        state.carried = carried;
+        state.added = added;
+        state.draining_since = draining_since;
+        state
+            .admin_drained
+            .retain(|id| specs.iter().any(|s| &s.identity == id));
+        state.last_specs = specs;
 
         let mut by_token = vec![AHashMap::with_capacity(endpoints.len()); nkeys];
         for (i, e) in endpoints.iter().enumerate() {
@@ -444,6 +540,7 @@ impl Backend {
             .collect();
         let ring = Ring::build(&members);
         let ring_members = members.len();
+        let ring_weight = members.iter().map(|m| u64::from(m.weight)).sum();
         drop(members);
 
         state.generation += 1;
@@ -457,12 +554,13 @@ impl Backend {
             endpoints,
             ring,
             ring_members,
+            ring_weight,
             by_token: by_token.into_boxed_slice(),
             departed,
             generation: state.generation,
             local,
-            total_load: self.total_load.clone(),
-            load_factor: self.settings.affinity.load_factor,
+            sessions: self.sessions.clone(),
+            load_factor: affinity.load_factor,
         };
         tracing::info!(
             backend = %self.settings.name,
@@ -481,6 +579,7 @@ mod tests {
     use crate::config::Config;
     use std::path::Path;
     use std::time::Duration;
+    use tokio::time::Instant;
 
     fn backend() -> Backend {
         let c = Config::parse(
@@ -553,17 +652,72 @@ mod tests {
         ]);
         let s = b.snapshot();
         let now = Instant::now();
-        assert_eq!(s.candidates(Some(0), false, 7, now).as_slice().len(), 2);
-        assert_eq!(s.candidates(Some(0), false, 7, now).as_slice()[0], 0);
+        assert_eq!(
+            s.candidates(
+                Some(0),
+                false,
+                7,
+                Now {
+                    unix: 0,
+                    instant: now
+                }
+            )
+            .as_slice()
+            .len(),
+            2
+        );
+        assert_eq!(
+            s.candidates(
+                Some(0),
+                false,
+                7,
+                Now {
+                    unix: 0,
+                    instant: now
+                }
+            )
+            .as_slice()[0],
+            0
+        );
         s.endpoints[0].health.mark_down(now, Duration::from_secs(5));
-        assert_eq!(s.candidates(Some(0), false, 7, now).as_slice(), &[1]);
+        assert_eq!(
+            s.candidates(
+                Some(0),
+                false,
+                7,
+                Now {
+                    unix: 0,
+                    instant: now
+                }
+            )
+            .as_slice(),
+            &[1]
+        );
         s.endpoints[1].health.mark_down(now, Duration::from_secs(5));
-        assert!(!s.candidates(Some(0), false, 7, now).is_empty());
+        assert!(!s
+            .candidates(
+                Some(0),
+                false,
+                7,
+                Now {
+                    unix: 0,
+                    instant: now
+                }
+            )
+            .is_empty());
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(
-            s.candidates(Some(0), false, 7, Instant::now())
-                .as_slice()
-                .len(),
+            s.candidates(
+                Some(0),
+                false,
+                7,
+                Now {
+                    unix: 0,
+                    instant: Instant::now()
+                }
+            )
+            .as_slice()
+            .len(),
             2
         );
     }

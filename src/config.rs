@@ -170,8 +170,41 @@ pub struct AffinitySettings {
     /// ε of the load bound: an endpoint is "within the bound" while its load is at most
     /// (1 + ε) × the mean.
     pub load_factor: f64,
-    /// How long a session counts towards its endpoint's load after its last placement.
+    /// How long a session counts as live (towards its endpoint's load) after its last
+    /// request.
     pub session_idle: Duration,
+    /// What happens to live sessions when endpoints are added.
+    pub rebalance: Rebalance,
+    /// `gradual`: a session moves only after being idle this long.
+    pub rebalance_idle: Duration,
+    /// `gradual`: at most this many sessions per second move to one endpoint.
+    pub rebalance_rate: f64,
+    /// A session idle longer than this is over: its next request starts a new one.
+    pub idle_timeout: Option<Duration>,
+    /// A session older than this is over, however active.
+    pub absolute_timeout: Option<Duration>,
+    /// How long a draining endpoint keeps its sessions before they fail over.
+    pub drain_timeout: Duration,
+}
+
+impl AffinitySettings {
+    /// How often an active session's cookie is refreshed with a new `seen` time: often
+    /// enough to know idleness within a quarter of `rebalance_idle`, at most once a minute.
+    pub fn refresh_interval(&self) -> Duration {
+        (self.rebalance_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+/// `[backend.affinity] rebalance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebalance {
+    /// A live session never moves while its endpoint is eligible; the load bound fills
+    /// new endpoints with new sessions.
+    Persistent,
+    /// Sessions whose ring owner is a newly added endpoint move there at their next request.
+    Balanced,
+    /// Like balanced, but only sessions idle for `rebalance_idle`, at `rebalance_rate`.
+    Gradual,
 }
 
 /// The attributes of the affinity cookie.
@@ -314,6 +347,12 @@ struct RawAffinity {
     prefer_local: Option<bool>,
     load_factor: Option<f64>,
     session_idle: Option<String>,
+    rebalance: Option<String>,
+    rebalance_idle: Option<String>,
+    rebalance_rate: Option<f64>,
+    idle_timeout: Option<String>,
+    absolute_timeout: Option<String>,
+    drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -736,7 +775,47 @@ impl Validator<'_> {
         if session_idle.as_secs() < 1 {
             return Err(self.err(f("session_idle"), "must be at least 1s"));
         }
+        let rebalance = match raw.rebalance.as_deref() {
+            None | Some("gradual") => Rebalance::Gradual,
+            Some("balanced") => Rebalance::Balanced,
+            Some("persistent") => Rebalance::Persistent,
+            Some(other) => {
+                return Err(self.err(
+                    f("rebalance"),
+                    format!("must be \"gradual\", \"balanced\" or \"persistent\", got {other:?}"),
+                ))
+            }
+        };
+        let rebalance_idle =
+            self.duration(&f("rebalance_idle"), raw.rebalance_idle.as_deref(), "60s")?;
+        let rebalance_rate = raw.rebalance_rate.unwrap_or(5.0);
+        if !(rebalance_rate > 0.0 && rebalance_rate <= 1e6) {
+            return Err(self.err(
+                f("rebalance_rate"),
+                format!("must be > 0 sessions per second, got {rebalance_rate}"),
+            ));
+        }
+        let optional = |name: &str, v: Option<String>| -> Result<Option<Duration>> {
+            v.map(|v| self.duration(&f(name), Some(&v), "0s"))
+                .transpose()
+                .and_then(|d| match d {
+                    Some(d) if d.as_secs() == 0 => {
+                        Err(self.err(f(name), "must be at least 1s; omit it for no limit"))
+                    }
+                    d => Ok(d),
+                })
+        };
+        let idle_timeout = optional("idle_timeout", raw.idle_timeout)?;
+        let absolute_timeout = optional("absolute_timeout", raw.absolute_timeout)?;
+        let drain_timeout =
+            self.duration(&f("drain_timeout"), raw.drain_timeout.as_deref(), "5m")?;
         Ok(AffinitySettings {
+            rebalance,
+            rebalance_idle,
+            rebalance_rate,
+            idle_timeout,
+            absolute_timeout,
+            drain_timeout,
             prefer_local: raw.prefer_local.unwrap_or(false),
             load_factor,
             session_idle,

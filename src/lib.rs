@@ -14,6 +14,7 @@ pub mod admin;
 pub mod affinity;
 pub mod backend;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod discovery;

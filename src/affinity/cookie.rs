@@ -1,14 +1,22 @@
 //! The affinity cookie codec: a compact, signed, opaque session token.
 //!
-//! Wire layout (then base64url without padding):
+//! Wire layout, version 2 (then base64url without padding):
 //!
 //! ```text
-//! version u8 = 1 | key id length u8 | key id (1..=16 bytes)
-//! | session id (16 bytes) | endpoint token (u64 BE) | issued (u64 BE, unix seconds)
+//! version u8 = 2 | key id length u8 | key id (1..=16 bytes)
+//! | session id (16 bytes) | endpoint token (u64 BE)
+//! | issued, placed, seen (u32 BE each, unix seconds)
 //! | HMAC-SHA256 over all of the above, truncated to 16 bytes
 //! ```
 //!
-//! At most 66 raw bytes, 88 characters encoded. Decoding never allocates, rejects
+//! `issued` is when the session started (absolute timeout), `placed` when it was pinned
+//! to its current endpoint (rebalancing moves only sessions placed before an endpoint
+//! was added), `seen` its last activity as of the last refresh (idle timeout, live-session
+//! accounting, gradual rebalancing). All three are signed, so a client cannot extend or
+//! re-date its session. Version 1 cookies (one u64 `issued`) still decode, with
+//! `placed = seen = issued`, so upgrading tether keeps every session.
+//!
+//! At most 70 raw bytes, 94 characters encoded. Decoding never allocates, rejects
 //! anything longer than [`MAX_ENCODED_LEN`] before looking at it, and verifies the tag in
 //! constant time. Every failure is an [`Invalid`] reason: the caller treats the request as
 //! a new session, never as an error.
@@ -21,10 +29,12 @@ use super::keys::{KeyRing, SigningKey};
 use crate::config::MAX_KEY_ID_BYTES;
 
 /// Format version written as the first byte.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Truncated MAC length: 128 bits, well above the 80-bit floor of RFC 2104 §5.
 pub const TAG_LEN: usize = 16;
-const FIXED_LEN: usize = 1 + 1 + 16 + 8 + 8 + TAG_LEN;
+const FIXED_LEN: usize = 1 + 1 + 16 + 8 + 12 + TAG_LEN;
+const FIXED_LEN_V1: usize = 1 + 1 + 16 + 8 + 8 + TAG_LEN;
+/// Version 2 is the longer layout (three u32 times against version 1's one u64).
 const MAX_RAW_LEN: usize = FIXED_LEN + MAX_KEY_ID_BYTES;
 /// Longest cookie value accepted (and the longest ever produced).
 pub const MAX_ENCODED_LEN: usize = MAX_RAW_LEN.div_ceil(3) * 4;
@@ -79,6 +89,10 @@ pub struct Claims {
     pub endpoint_token: u64,
     /// When the session started (unix seconds); kept across re-pins.
     pub issued: u64,
+    /// When the session was pinned to its current endpoint (unix seconds).
+    pub placed: u64,
+    /// The session's last activity as of the last cookie refresh (unix seconds).
+    pub seen: u64,
 }
 
 /// A cookie that verified, and which key verified it.
@@ -102,6 +116,9 @@ pub enum Invalid {
     /// The tag does not match: tampered or forged.
     #[error("bad signature")]
     BadSignature,
+    /// Genuine, but past the idle or absolute session timeout.
+    #[error("expired session")]
+    Expired,
 }
 
 /// Encodes and signs claims with `key`.
@@ -117,7 +134,10 @@ pub fn encode(key: &SigningKey, claims: &Claims) -> String {
     put(id);
     put(&claims.session.0);
     put(&claims.endpoint_token.to_be_bytes());
-    put(&claims.issued.to_be_bytes());
+    for t in [claims.issued, claims.placed, claims.seen] {
+        // u32 seconds last until 2106.
+        put(&(t.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+    }
     let mut mac = key.mac();
     mac.update(&raw[..n]);
     let tag = mac.finalize().into_bytes();
@@ -128,7 +148,7 @@ pub fn encode(key: &SigningKey, claims: &Claims) -> String {
 
 /// Decodes and verifies a cookie value against every key in the ring.
 pub fn decode(keys: &KeyRing, value: &str) -> Result<Verified, Invalid> {
-    if value.len() > MAX_ENCODED_LEN || value.len() < FIXED_LEN {
+    if value.len() > MAX_ENCODED_LEN || value.len() < FIXED_LEN_V1 {
         return Err(Invalid::Malformed);
     }
     let mut raw = [0u8; MAX_RAW_LEN + 3];
@@ -136,11 +156,16 @@ pub fn decode(keys: &KeyRing, value: &str) -> Result<Verified, Invalid> {
         .decode_slice(value.as_bytes(), &mut raw)
         .map_err(|_| Invalid::Malformed)?;
     let raw = &raw[..n];
-    if n < FIXED_LEN + 1 || raw[0] != VERSION {
+    let fixed = match raw.first() {
+        Some(&VERSION) => FIXED_LEN,
+        Some(1) => FIXED_LEN_V1,
+        _ => return Err(Invalid::Malformed),
+    };
+    if n < fixed + 1 {
         return Err(Invalid::Malformed);
     }
     let id_len = raw[1] as usize;
-    if id_len == 0 || id_len > MAX_KEY_ID_BYTES || n != FIXED_LEN + id_len {
+    if id_len == 0 || id_len > MAX_KEY_ID_BYTES || n != fixed + id_len {
         return Err(Invalid::Malformed);
     }
     let id = &raw[2..2 + id_len];
@@ -156,14 +181,26 @@ pub fn decode(keys: &KeyRing, value: &str) -> Result<Verified, Invalid> {
     let mut word = [0u8; 8];
     word.copy_from_slice(&rest[16..24]);
     let endpoint_token = u64::from_be_bytes(word);
-    word.copy_from_slice(&rest[24..32]);
-    let issued = u64::from_be_bytes(word);
+    let (issued, placed, seen) = if raw[0] == VERSION {
+        let t = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&rest[24 + 4 * i..28 + 4 * i]);
+            u64::from(u32::from_be_bytes(w))
+        };
+        (t(0), t(1), t(2))
+    } else {
+        word.copy_from_slice(&rest[24..32]);
+        let issued = u64::from_be_bytes(word);
+        (issued, issued, issued)
+    };
     Ok(Verified {
         key_index,
         claims: Claims {
             session: SessionId(session),
             endpoint_token,
             issued,
+            placed,
+            seen,
         },
     })
 }
@@ -189,6 +226,8 @@ mod tests {
             session: SessionId([7; 16]),
             endpoint_token: 0x0123_4567_89ab_cdef,
             issued: 1_790_000_000,
+            placed: 1_790_000_100,
+            seen: 1_790_000_200,
         }
     }
 
@@ -255,6 +294,26 @@ mod tests {
             secret: vec![9; 32],
         }]);
         assert_eq!(decode(&forged, &v), Err(Invalid::BadSignature));
+    }
+
+    #[test]
+    fn version_1_cookies_still_decode() {
+        let keys = ring(&["k1"]);
+        let mut raw = vec![1u8, 2, b'k', b'1'];
+        raw.extend_from_slice(&[7; 16]);
+        raw.extend_from_slice(&42u64.to_be_bytes());
+        raw.extend_from_slice(&1_790_000_000u64.to_be_bytes());
+        let mut mac = keys.signer().mac();
+        mac.update(&raw);
+        raw.extend_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        let v = decode(&keys, &URL_SAFE_NO_PAD.encode(&raw)).unwrap();
+        assert_eq!(v.claims.endpoint_token, 42);
+        assert_eq!(
+            (v.claims.issued, v.claims.placed, v.claims.seen),
+            (1_790_000_000, 1_790_000_000, 1_790_000_000)
+        );
+        raw[5] ^= 1;
+        assert!(decode(&keys, &URL_SAFE_NO_PAD.encode(&raw)).is_err());
     }
 
     #[test]

@@ -19,9 +19,10 @@ use http::HeaderMap;
 pub use cookie::{Claims, Invalid, SessionId, Verified};
 pub use keys::KeyRing;
 
-use crate::backend::{Resolved, Snapshot};
+use crate::backend::{Candidates, EndpointState, Resolved, Snapshot};
 use crate::balance::hash;
-use crate::config::{CookieSettings, SameSite};
+use crate::clock::Now;
+use crate::config::{AffinitySettings, CookieSettings, Rebalance, SameSite};
 
 /// What happened to a session on this request; sent as `x-tether-affinity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +31,10 @@ pub enum Outcome {
     New,
     /// The session went to the endpoint it is pinned to.
     Sticky,
-    /// The pinned endpoint is gone, down or refused: the session was re-pinned.
+    /// The pinned endpoint is gone, down, refused or done draining: re-pinned.
     Failover,
+    /// Moved to a newly added endpoint by the rebalancing policy.
+    Rebalanced,
 }
 
 impl Outcome {
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::New => "new",
             Outcome::Sticky => "sticky",
             Outcome::Failover => "failover",
+            Outcome::Rebalanced => "rebalanced",
         }
     }
 }
@@ -59,11 +63,15 @@ pub enum Prior {
         endpoint: u32,
         /// The key that verified the cookie (0 = current signer).
         key_index: usize,
+        /// What the cookie said.
+        claims: Claims,
     },
     /// The cookie names an endpoint that left the table.
     Departed {
         /// Its identity, when remembered.
         previous: Option<Arc<str>>,
+        /// What the cookie said.
+        claims: Claims,
     },
 }
 
@@ -78,17 +86,29 @@ pub struct Decision {
     pub key: u64,
     /// What the cookie said.
     pub prior: Prior,
+    /// Where the policy sends the session first: its pinned endpoint, a rebalancing
+    /// target, or the local pod; `None` = its owner in ring order.
+    pub target: Option<u32>,
+    /// Whether ring placement must respect the load bound (new sessions and rebalancing
+    /// moves; failovers stay on the plain ring so replicas agree).
+    pub bounded: bool,
+    /// A newly added endpoint the rebalancing policy moves this session to.
+    pub rebalance_to: Option<u32>,
+    /// Whether the cookie's `seen` time is due for a refresh.
+    pub refresh_due: bool,
+    /// When the decision was made.
+    pub now: Now,
 }
 
 /// The outcome for the endpoint that actually serves the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement<'a> {
-    /// new, sticky or failover.
+    /// new, sticky, failover or rebalanced.
     pub outcome: Outcome,
-    /// On failover, the identity of the endpoint the session came from.
+    /// On failover and rebalance, the identity of the endpoint the session came from.
     pub previous: Option<&'a str>,
-    /// Whether the response must carry a new cookie (new session, re-pin, or a cookie
-    /// signed with an older key).
+    /// Whether the response must carry a new cookie (new session, re-pin, a cookie signed
+    /// with an older key, or a due activity refresh).
     pub set_cookie: bool,
 }
 
@@ -106,8 +126,14 @@ impl Decision {
         matches!(self.prior, Prior::Fresh { .. })
     }
 
+    /// Where to try the request, in order.
+    pub fn candidates(&self, snapshot: &Snapshot) -> Candidates {
+        snapshot.candidates(self.target, self.bounded, self.key, self.now)
+    }
+
     /// What it means for the session if endpoint `actual` serves the request.
     pub fn placement<'a>(&'a self, actual: u32, snapshot: &'a Snapshot) -> Placement<'a> {
+        let name = |i: u32| snapshot.endpoints.get(i as usize).map(|e| &*e.identity);
         match &self.prior {
             Prior::Fresh { .. } => Placement {
                 outcome: Outcome::New,
@@ -117,20 +143,22 @@ impl Decision {
             Prior::Pinned {
                 endpoint,
                 key_index,
+                ..
             } if *endpoint == actual => Placement {
                 outcome: Outcome::Sticky,
                 previous: None,
-                set_cookie: *key_index != 0,
+                set_cookie: *key_index != 0 || self.refresh_due,
             },
             Prior::Pinned { endpoint, .. } => Placement {
-                outcome: Outcome::Failover,
-                previous: snapshot
-                    .endpoints
-                    .get(*endpoint as usize)
-                    .map(|e| &*e.identity),
+                outcome: if self.rebalance_to == Some(actual) {
+                    Outcome::Rebalanced
+                } else {
+                    Outcome::Failover
+                },
+                previous: name(*endpoint),
                 set_cookie: true,
             },
-            Prior::Departed { previous } => Placement {
+            Prior::Departed { previous, .. } => Placement {
                 outcome: Outcome::Failover,
                 previous: Some(previous.as_deref().unwrap_or("unknown")),
                 set_cookie: true,
@@ -138,59 +166,199 @@ impl Decision {
         }
     }
 
-    /// The cookie value naming endpoint `actual`, signed with the current key.
+    /// Records the session's load once endpoint `actual` answered: counted where it now
+    /// lives, at the `seen` time its (possibly new) cookie carries.
+    pub fn commit(&self, actual: u32, snapshot: &Snapshot) {
+        let now = self.now.unix;
+        let Some(target) = snapshot.endpoints.get(actual as usize) else {
+            return;
+        };
+        let set_cookie = self.placement(actual, snapshot).set_cookie;
+        match &self.prior {
+            Prior::Fresh { .. } => {
+                target.sessions.add(now);
+                snapshot.sessions.add(now);
+            }
+            Prior::Pinned {
+                endpoint, claims, ..
+            } => {
+                if !set_cookie {
+                    return;
+                }
+                if let Some(old) = snapshot.endpoints.get(*endpoint as usize) {
+                    old.sessions.remove(claims.seen);
+                }
+                snapshot.sessions.remove(claims.seen);
+                target.sessions.add(now);
+                snapshot.sessions.add(now);
+            }
+            Prior::Departed { claims, .. } => {
+                snapshot.sessions.remove(claims.seen);
+                target.sessions.add(now);
+                snapshot.sessions.add(now);
+            }
+        }
+    }
+
+    /// The cookie value naming endpoint `actual`, signed with the current key: the same
+    /// session and start time, `placed` kept while the session stays put, `seen` now.
     pub fn cookie_value(&self, keys: &KeyRing, actual: u32, snapshot: &Snapshot) -> String {
         let token = snapshot
             .endpoints
             .get(actual as usize)
             .map_or(0, |e| e.tokens[0]);
+        let placed = match &self.prior {
+            Prior::Pinned {
+                endpoint, claims, ..
+            } if *endpoint == actual => claims.placed,
+            _ => self.now.unix,
+        };
         cookie::encode(
             keys.signer(),
             &Claims {
                 session: self.session,
                 endpoint_token: token,
                 issued: self.issued,
+                placed,
+                seen: self.now.unix,
             },
         )
     }
 }
 
 /// Decides the session for a request from its candidate cookie values (the first that
-/// verifies wins). `now` is unix seconds, the issue time of a new session.
+/// verifies wins), the backend's affinity settings and the time.
 pub fn decide<'v>(
     keys: &KeyRing,
     snapshot: &Snapshot,
     values: impl IntoIterator<Item = &'v str>,
-    now: u64,
+    settings: &AffinitySettings,
+    now: Now,
 ) -> Decision {
     let mut invalid = None;
     for value in values {
         match cookie::decode(keys, value) {
-            Ok(v) => {
-                let prior = match snapshot.resolve(v.key_index, v.claims.endpoint_token) {
-                    Resolved::Present(endpoint) => Prior::Pinned {
-                        endpoint,
-                        key_index: v.key_index,
-                    },
-                    Resolved::Departed(previous) => Prior::Departed { previous },
-                };
-                return Decision {
-                    session: v.claims.session,
-                    issued: v.claims.issued,
-                    key: hash::session(&v.claims.session.0),
-                    prior,
-                };
+            Ok(v) if expired(&v.claims, settings, now.unix) => {
+                invalid = invalid.or(Some(Invalid::Expired))
             }
+            Ok(v) => return existing(snapshot, v, settings, now),
             Err(e) => invalid = invalid.or(Some(e)),
         }
     }
     let session = SessionId::random();
+    let key = hash::session(&session.0);
+    let target = snapshot.local.filter(|&l| {
+        let e = &snapshot.endpoints[l as usize];
+        e.state == EndpointState::Ready
+            && !e.health.is_down(now.instant)
+            && snapshot.within_bound(l, now.unix)
+    });
     Decision {
         session,
-        issued: now,
-        key: hash::session(&session.0),
+        issued: now.unix,
+        key,
         prior: Prior::Fresh { invalid },
+        target,
+        bounded: true,
+        rebalance_to: None,
+        refresh_due: false,
+        now,
     }
+}
+
+/// Past the absolute timeout, or idle for longer than the idle timeout. `seen` lags the
+/// last request by less than one refresh interval, which the idle check allows for, so
+/// a session is never cut short.
+fn expired(c: &Claims, s: &AffinitySettings, now: u64) -> bool {
+    let past = |t: u64, limit: Option<std::time::Duration>| {
+        limit.is_some_and(|d| now.saturating_sub(t) > d.as_secs())
+    };
+    past(c.issued, s.absolute_timeout)
+        || past(c.seen, s.idle_timeout.map(|d| d + s.refresh_interval()))
+}
+
+fn existing(snapshot: &Snapshot, v: Verified, s: &AffinitySettings, now: Now) -> Decision {
+    let claims = v.claims;
+    let key = hash::session(&claims.session.0);
+    let refresh = s.refresh_interval().as_secs();
+    let mut d = Decision {
+        session: claims.session,
+        issued: claims.issued,
+        key,
+        prior: Prior::Fresh { invalid: None },
+        target: None,
+        // Failovers follow the plain ring order, so every replica picks the same target
+        // whatever load it has seen; Maglev already spreads a lost endpoint's sessions
+        // over all survivors in proportion to their weights, so there is no stampede
+        // onto one neighbour for a load bound to prevent.
+        bounded: false,
+        rebalance_to: None,
+        refresh_due: now.unix.saturating_sub(claims.seen) >= refresh,
+        now,
+    };
+    match snapshot.resolve(v.key_index, claims.endpoint_token) {
+        Resolved::Departed(previous) => d.prior = Prior::Departed { previous, claims },
+        Resolved::Present(p) => {
+            d.prior = Prior::Pinned {
+                endpoint: p,
+                key_index: v.key_index,
+                claims,
+            };
+            let pinned = &snapshot.endpoints[p as usize];
+            let sticky = match pinned.state {
+                EndpointState::Ready => true,
+                EndpointState::Draining => pinned
+                    .draining_since
+                    .is_none_or(|t| now.unix.saturating_sub(t) < s.drain_timeout.as_secs()),
+            };
+            if sticky {
+                d.target = Some(p);
+                if pinned.state == EndpointState::Ready {
+                    d.rebalance_to = rebalance_target(snapshot, p, &claims, key, s, now);
+                    if let Some(o) = d.rebalance_to {
+                        d.target = Some(o);
+                        d.bounded = true;
+                    }
+                }
+            }
+        }
+    }
+    d
+}
+
+/// The newly added endpoint a sticky session should move to under the rebalancing
+/// policy, if any: its ring owner, when that owner joined after the session was placed,
+/// is up and within the load bound, and (gradual) the session has been idle long enough
+/// and the owner's move rate allows one more.
+fn rebalance_target(
+    snapshot: &Snapshot,
+    pinned: u32,
+    c: &Claims,
+    key: u64,
+    s: &AffinitySettings,
+    now: Now,
+) -> Option<u32> {
+    if s.rebalance == Rebalance::Persistent {
+        return None;
+    }
+    let owner = snapshot.ring.owner(key)?;
+    let o = &snapshot.endpoints[owner as usize];
+    if owner == pinned
+        || o.added <= c.placed
+        || o.health.is_down(now.instant)
+        || !snapshot.within_bound(owner, now.unix)
+    {
+        return None;
+    }
+    if s.rebalance == Rebalance::Gradual {
+        // `seen` can lag the last request by up to one refresh interval: wait that much
+        // longer, so a session in mid-conversation never moves.
+        let idle_for = (s.rebalance_idle + s.refresh_interval()).as_secs();
+        if now.unix.saturating_sub(c.seen) < idle_for || !o.moves.try_acquire(now.instant) {
+            return None;
+        }
+    }
+    Some(owner)
 }
 
 /// The values of every cookie called `name` in the request's `Cookie` headers (HTTP/2

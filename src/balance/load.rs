@@ -1,65 +1,93 @@
-//! Per-endpoint load as this replica sees it: sessions placed on the endpoint within the
-//! session idle window.
+//! Load as this replica sees it: live sessions per endpoint, counted without any
+//! per-session state, and a lock-free rate limiter for session moves.
 //!
-//! A ring of time buckets of atomic counters: recording is one or two relaxed atomic
-//! operations, reading sums [`BUCKETS`] counters, nothing takes a lock and memory is
-//! fixed per endpoint. A bucket is recycled lazily by the first writer that finds it
-//! stale, so the count can be off by the placements of one bucket's width at a
-//! window edge (1/[`BUCKETS`] of the window): the stated error of this approximation.
+//! Every session's cookie carries a signed `seen` time, refreshed at most once per
+//! refresh interval. A [`SessionCounter`] keeps a ring of time buckets; a session is
+//! counted in the bucket of its current `seen`: placing it adds one there, refreshing its
+//! cookie moves it (remove at the old `seen`, add at the new), moving it to another
+//! endpoint removes it from the old counter. A session is live while its bucket is
+//! within the idle window; one that never comes back falls out of the window by itself.
+//!
+//! Cost: two or four relaxed atomic operations per placement or refresh, nothing per
+//! sticky request between refreshes; memory is [`BUCKETS`] × 16 bytes per endpoint and
+//! zero bytes per session. Error: a session is counted at the resolution of one bucket,
+//! so it stays live up to one bucket width past the idle window; a client replaying an
+//! older cookie after a refresh is counted once more until that bucket ages out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Buckets per window.
-pub const BUCKETS: usize = 30;
+/// Buckets per counter.
+pub const BUCKETS: usize = 64;
 
-/// A sliding-window counter.
+/// Live sessions of one endpoint (or of a whole backend), by the bucket of their `seen`.
 #[derive(Debug)]
-pub struct LoadTracker {
-    base: Instant,
-    /// Bucket width in nanoseconds (window / BUCKETS).
+pub struct SessionCounter {
+    /// Bucket width in seconds.
     width: u64,
-    /// Bucket number each slot currently counts for.
+    /// Buckets that make up the idle window.
+    window: u64,
+    /// Absolute bucket number each slot currently counts for.
     epochs: [AtomicU64; BUCKETS],
     counts: [AtomicU64; BUCKETS],
 }
 
-impl LoadTracker {
-    /// A tracker over a window of `window`.
-    pub fn new(window: Duration, now: Instant) -> Self {
-        LoadTracker {
-            base: now,
-            width: (window.as_nanos() as u64 / BUCKETS as u64).max(1),
-            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
+impl SessionCounter {
+    /// A counter for sessions idle at most `idle`, refreshed every `refresh` at most.
+    pub fn new(idle: Duration, refresh: Duration) -> Self {
+        let idle = idle.as_secs().max(1);
+        // Fine enough for the refresh interval, coarse enough for the window to fit.
+        let width = refresh
+            .as_secs()
+            .max(1)
+            .max(idle.div_ceil(BUCKETS as u64 - 1));
+        SessionCounter {
+            width,
+            window: idle.div_ceil(width),
+            epochs: std::array::from_fn(|_| AtomicU64::new(u64::MAX)),
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
-    fn bucket(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.base).as_nanos() as u64 / self.width
+    fn slot(&self, unix: u64) -> (usize, u64) {
+        let b = unix / self.width;
+        ((b % BUCKETS as u64) as usize, b)
     }
 
-    /// Counts one placement at `now`.
-    pub fn record(&self, now: Instant) {
-        let b = self.bucket(now);
-        let slot = (b % BUCKETS as u64) as usize;
-        let seen = self.epochs[slot].load(Ordering::Relaxed);
-        if seen != b
-            && self.epochs[slot]
-                .compare_exchange(seen, b, Ordering::Relaxed, Ordering::Relaxed)
+    /// Counts a session whose `seen` is `unix`.
+    pub fn add(&self, unix: u64) {
+        let (slot, b) = self.slot(unix);
+        let epoch = self.epochs[slot].load(Ordering::Relaxed);
+        if epoch != b {
+            if epoch != u64::MAX && epoch > b {
+                // The slot already counts a newer bucket: this session is too old to be live.
+                return;
+            }
+            if self.epochs[slot]
+                .compare_exchange(epoch, b, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        {
-            self.counts[slot].store(0, Ordering::Relaxed);
+            {
+                self.counts[slot].store(0, Ordering::Relaxed);
+            }
         }
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Placements within the window ending at `now`.
-    pub fn load(&self, now: Instant) -> u64 {
-        let b = self.bucket(now);
-        let oldest = b.saturating_sub(BUCKETS as u64 - 1);
+    /// Uncounts a session whose `seen` was `unix` (it was refreshed or moved).
+    pub fn remove(&self, unix: u64) {
+        let (slot, b) = self.slot(unix);
+        if self.epochs[slot].load(Ordering::Relaxed) == b {
+            let _ = self.counts[slot]
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+        }
+    }
+
+    /// Sessions live at `unix`: counted in a bucket within the idle window.
+    pub fn live(&self, unix: u64) -> u64 {
+        let b = unix / self.width;
+        let oldest = b.saturating_sub(self.window);
         (0..BUCKETS)
             .filter(|&i| (oldest..=b).contains(&self.epochs[i].load(Ordering::Relaxed)))
             .map(|i| self.counts[i].load(Ordering::Relaxed))
@@ -67,28 +95,93 @@ impl LoadTracker {
     }
 }
 
+/// A GCRA rate limiter: at most `rate` events per second, with a burst of one second's
+/// worth. One atomic compare-and-swap per allowed event.
+#[derive(Debug)]
+pub struct RateLimiter {
+    base: Instant,
+    /// Nanoseconds between events.
+    interval: u64,
+    /// Theoretical arrival time of the next event, in nanoseconds after `base`.
+    tat: AtomicU64,
+}
+
+impl RateLimiter {
+    /// A limiter for `rate` events per second (`rate` > 0).
+    pub fn new(rate: f64, now: Instant) -> Self {
+        RateLimiter {
+            base: now,
+            interval: (1e9 / rate.max(1e-6)) as u64,
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one event if the rate allows it now.
+    pub fn try_acquire(&self, now: Instant) -> bool {
+        let t = now.saturating_duration_since(self.base).as_nanos() as u64;
+        let burst = self.interval.max(1_000_000_000);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(t) + self.interval;
+            if next - t > burst {
+                return false;
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(current) => tat = current,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn placements_age_out_after_the_window() {
-        let t = LoadTracker::new(Duration::from_secs(60), Instant::now());
-        for _ in 0..5 {
-            t.record(Instant::now());
+    #[test]
+    fn sessions_are_live_until_the_idle_window_passes_and_moves_do_not_double_count() {
+        let c = SessionCounter::new(Duration::from_secs(1800), Duration::from_secs(15));
+        let t0 = 1_790_000_000;
+        for _ in 0..100 {
+            c.add(t0);
         }
-        tokio::time::advance(Duration::from_secs(30)).await;
-        t.record(Instant::now());
-        assert_eq!(t.load(Instant::now()), 6);
-        tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(t.load(Instant::now()), 1, "the first five aged out");
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(t.load(Instant::now()), 0);
-        t.record(Instant::now());
-        assert_eq!(
-            t.load(Instant::now()),
-            1,
-            "a recycled bucket starts from zero"
-        );
+        assert_eq!(c.live(t0), 100);
+        // 40 sessions come back a minute later and refresh their cookies.
+        for _ in 0..40 {
+            c.remove(t0);
+            c.add(t0 + 60);
+        }
+        assert_eq!(c.live(t0 + 60), 100);
+        // The 60 that never came back age out after the window; the 40 a minute later.
+        assert_eq!(c.live(t0 + 1800 + 60), 40);
+        assert_eq!(c.live(t0 + 1800 + 120), 0);
+        // A recycled bucket starts from zero.
+        c.add(t0 + 64 * 60);
+        assert_eq!(c.live(t0 + 64 * 60), 1);
+    }
+
+    #[test]
+    fn removals_never_underflow_and_stale_adds_are_ignored() {
+        let c = SessionCounter::new(Duration::from_secs(600), Duration::from_secs(15));
+        c.remove(1000);
+        c.add(100_000);
+        c.add(100_000 - 15 * 64);
+        assert_eq!(c.live(100_000), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_allows_the_rate_and_a_second_of_burst() {
+        let r = RateLimiter::new(5.0, Instant::now());
+        let taken = (0..20).filter(|_| r.try_acquire(Instant::now())).count();
+        assert_eq!(taken, 5);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let taken = (0..20).filter(|_| r.try_acquire(Instant::now())).count();
+        assert!((5..=6).contains(&taken), "{taken}");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(r.try_acquire(Instant::now()));
+        assert!(!r.try_acquire(Instant::now()));
     }
 }

@@ -9,5 +9,5 @@ pub mod hash;
 pub mod load;
 pub mod ring;
 
-pub use load::LoadTracker;
+pub use load::{RateLimiter, SessionCounter};
 pub use ring::{Member, Ring};

@@ -14,7 +14,6 @@ pub mod route;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
@@ -182,18 +181,15 @@ impl Proxy {
         };
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
+        let now = backend.clock().now();
         let decision = affinity::decide(
             &keys,
             &snapshot,
             affinity::cookie_values(req.headers(), &settings.affinity.cookie.name),
-            unix_now(),
+            &settings.affinity,
+            now,
         );
-        let candidates = snapshot.candidates(
-            decision.pinned(),
-            decision.is_fresh(),
-            decision.key,
-            Instant::now(),
-        );
+        let candidates = decision.candidates(&snapshot);
         if candidates.is_empty() {
             return Err(Error::NoEndpoint);
         }
@@ -274,8 +270,8 @@ impl Proxy {
                 }
             };
 
+            decision.commit(i, &snapshot);
             if placement.outcome != Outcome::Sticky {
-                snapshot.record_placement(i, Instant::now());
                 tracing::debug!(
                     backend = %settings.name,
                     endpoint = %endpoint.identity,
@@ -350,11 +346,4 @@ fn prepare_request(req: &mut Request<RequestBody>, peer: SocketAddr) {
     headers::strip_hop_by_hop(h);
     headers::strip_tether_headers(h);
     headers::set_forwarded(h, peer.ip(), host.as_ref());
-}
-
-/// Wall-clock seconds, for cookie issue times.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
