@@ -1,5 +1,10 @@
-//! The admin listener: liveness, readiness, and extension routes (the demo's pod
-//! controls; later metrics and debug pages).
+//! The admin listener: liveness, readiness, operator drains, a JSON view of every
+//! backend, and extension routes (the demo's pod controls).
+//!
+//! - `GET /healthz`, `GET /readyz`
+//! - `POST /admin/backends/{backend}/endpoints/{endpoint}/drain` and `.../undrain`
+//!   (`{endpoint}` is the identity, e.g. `shop/cart-0`, `/` included, or percent-encoded)
+//! - `GET /debug/backends`
 
 use std::sync::Arc;
 
@@ -7,6 +12,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::backend::EndpointState;
 use crate::proxy::Proxy;
 
 /// Extra admin routes supplied by the embedding program.
@@ -53,8 +59,110 @@ pub fn handle<B>(
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
+        (&Method::GET, "/debug/backends") => json(StatusCode::OK, &debug_backends(proxy)),
+        (method, p) if p.starts_with("/admin/backends/") => drain(method, p, proxy),
         _ => hook
             .and_then(|h| h.handle(req.method(), path))
             .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
     }
+}
+
+/// `POST /admin/backends/{backend}/endpoints/{endpoint}/drain|undrain`.
+fn drain(method: &Method, path: &str, proxy: &Proxy) -> Response<Full<Bytes>> {
+    let parsed = path.strip_prefix("/admin/backends/").and_then(|rest| {
+        let (backend, rest) = rest.split_once("/endpoints/")?;
+        let (endpoint, action) = rest.rsplit_once('/')?;
+        Some((backend, percent_decode(endpoint), action))
+    });
+    let Some((backend, endpoint, action)) = parsed else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "use /admin/backends/{backend}/endpoints/{endpoint}/drain or /undrain\n",
+        );
+    };
+    let drained = match action {
+        "drain" => true,
+        "undrain" => false,
+        _ => return text(StatusCode::NOT_FOUND, "actions: drain, undrain\n"),
+    };
+    if method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+    }
+    let Some(b) = proxy.backend(backend) else {
+        return text(StatusCode::NOT_FOUND, format!("no backend {backend:?}\n"));
+    };
+    if !b.set_drained(&endpoint, drained) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("backend {backend:?} has no endpoint {endpoint:?}\n"),
+        );
+    }
+    tracing::info!(backend, endpoint = %endpoint, drained, "operator drain changed");
+    text(StatusCode::OK, format!("{endpoint} {action}ed\n"))
+}
+
+/// Per backend and endpoint: identity, address, state, weight, live sessions, ring share.
+pub fn debug_backends(proxy: &Proxy) -> serde_json::Value {
+    let state = proxy.state();
+    let backends: Vec<_> = state
+        .backends
+        .iter()
+        .map(|b| {
+            let s = b.snapshot();
+            let now = b.clock().now();
+            let slots = s.ring.slots();
+            let total = s.ring.len().max(1) as f64;
+            let endpoints: Vec<_> = s
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let share = slots.get(&(i as u32)).copied().unwrap_or(0) as f64 / total;
+                    serde_json::json!({
+                        "identity": &*e.identity,
+                        "address": e.address.to_string(),
+                        "state": match e.state {
+                            EndpointState::Ready => "ready",
+                            EndpointState::Draining => "draining",
+                        },
+                        "admin_drained": e.admin_drained,
+                        "draining_since": e.draining_since,
+                        "down": e.health.is_down(now.instant),
+                        "weight": e.weight,
+                        "live_sessions": e.sessions.live(now.unix),
+                        "ring_share": (share * 10_000.0).round() / 10_000.0,
+                        "idle_connections": e.pool.idle(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": b.name(),
+                "generation": s.generation,
+                "synced": s.is_synced(),
+                "live_sessions": s.sessions.live(now.unix),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    serde_json::json!({ "backends": backends })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = || std::str::from_utf8(b.get(i + 1..i + 3)?).ok();
+        match (b[i], hex().and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -245,7 +245,15 @@ pub fn decide<'v>(
             Err(e) => invalid = invalid.or(Some(e)),
         }
     }
-    let session = SessionId::random();
+    let mut d = new_session(snapshot, SessionId::random(), now);
+    d.prior = Prior::Fresh { invalid };
+    d
+}
+
+/// The decision for a new session with id `session`: the local pod when `prefer_local`
+/// named one and it is ready, up and within the load bound, else the session's owner in
+/// ring order among the endpoints within the load bound.
+pub fn new_session(snapshot: &Snapshot, session: SessionId, now: Now) -> Decision {
     let key = hash::session(&session.0);
     let target = snapshot.local.filter(|&l| {
         let e = &snapshot.endpoints[l as usize];
@@ -257,7 +265,7 @@ pub fn decide<'v>(
         session,
         issued: now.unix,
         key,
-        prior: Prior::Fresh { invalid },
+        prior: Prior::Fresh { invalid: None },
         target,
         bounded: true,
         rebalance_to: None,

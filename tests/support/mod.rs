@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod sim;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,0 +1,173 @@
+//! The admin API over real sockets: operator drains and the backend view; and the
+//! rebalancing headers a backend receives.
+
+mod support;
+
+use std::sync::Arc;
+
+use support::*;
+
+async fn post(c: &TestClient, addr: std::net::SocketAddr, path: &str) -> Reply {
+    c.send(
+        http::Request::post(format!("http://{addr}{path}"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await
+}
+
+fn endpoint<'a>(debug: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    debug["backends"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identity"] == id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn operators_drain_and_undrain_endpoints_and_see_them_in_debug_backends() {
+    let pods: Vec<Arc<TestBackend>> = vec![
+        TestBackend::echo("pod-a").await,
+        TestBackend::echo("pod-b").await,
+        TestBackend::echo("pod-c").await,
+    ];
+    let refs: Vec<&TestBackend> = pods.iter().map(|p| &**p).collect();
+    let p = proxy(&config(&refs, &[("k1", KEY_1)], "")).await;
+    let c = TestClient::new();
+    let mut on_b = None;
+    for _ in 0..200 {
+        let r = c.get(p.proxy_addr, "/", None).await;
+        if r.pod() == "pod-b" {
+            on_b = r.cookie("tether");
+            break;
+        }
+    }
+    let on_b = on_b.expect("a session on pod-b");
+
+    let r = post(
+        &c,
+        p.admin_addr,
+        "/admin/backends/app/endpoints/pod-b/drain",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let debug = c.get(p.admin_addr, "/debug/backends", None).await.json();
+    let b = endpoint(&debug, "pod-b");
+    assert_eq!(b["state"], "draining");
+    assert_eq!(b["admin_drained"], true);
+    assert_eq!(b["ring_share"], 0.0);
+    assert_eq!(endpoint(&debug, "pod-a")["state"], "ready");
+    assert!(debug["backends"][0]["live_sessions"].as_u64().unwrap() >= 1);
+    assert!(endpoint(&debug, "pod-b")["live_sessions"].as_u64().unwrap() >= 1);
+    assert_eq!(endpoint(&debug, "pod-a")["weight"], 1);
+
+    for _ in 0..100 {
+        assert_ne!(c.get(p.proxy_addr, "/", None).await.pod(), "pod-b");
+    }
+    let r = c.get(p.proxy_addr, "/", Some(&on_b)).await;
+    assert_eq!(r.pod(), "pod-b", "a drained endpoint keeps its sessions");
+
+    let r = post(
+        &c,
+        p.admin_addr,
+        "/admin/backends/app/endpoints/pod-b/undrain",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let debug = c.get(p.admin_addr, "/debug/backends", None).await.json();
+    assert_eq!(endpoint(&debug, "pod-b")["state"], "ready");
+
+    assert_eq!(
+        post(
+            &c,
+            p.admin_addr,
+            "/admin/backends/app/endpoints/pod-z/drain"
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        post(
+            &c,
+            p.admin_addr,
+            "/admin/backends/nope/endpoints/pod-b/drain"
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        c.get(
+            p.admin_addr,
+            "/admin/backends/app/endpoints/pod-b/drain",
+            None
+        )
+        .await
+        .status,
+        405
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn balanced_rebalancing_tells_the_backend_where_the_session_came_from() {
+    let pods: Vec<Arc<TestBackend>> = vec![
+        TestBackend::echo("pod-a").await,
+        TestBackend::echo("pod-b").await,
+        TestBackend::echo("pod-c").await,
+        TestBackend::echo("pod-d").await,
+    ];
+    let three: Vec<&TestBackend> = pods[..3].iter().map(|p| &**p).collect();
+    let p = proxy(&config(
+        &three,
+        &[("k1", KEY_1)],
+        "[backend.affinity]\nrebalance = \"balanced\"\n",
+    ))
+    .await;
+    let c = TestClient::new();
+    let mut sessions = Vec::new();
+    for _ in 0..200 {
+        let r = c.get(p.proxy_addr, "/", None).await;
+        sessions.push((
+            r.cookie("tether").unwrap(),
+            r.pod(),
+            r.seen("x-tether-session").unwrap(),
+        ));
+    }
+    // A second later pod-d joins (cookie times have one-second resolution).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    p.proxy.backend("app").unwrap().publish(
+        pods.iter()
+            .map(|x| tether::backend::EndpointSpec {
+                identity: x.name.as_str().into(),
+                address: x.addr,
+                weight: 1,
+                state: tether::backend::EndpointState::Ready,
+            })
+            .collect(),
+    );
+    let mut moved = 0;
+    for (value, pod, session) in &sessions {
+        let r = c.get(p.proxy_addr, "/", Some(value)).await;
+        assert_eq!(
+            r.seen("x-tether-session").as_deref(),
+            Some(session.as_str())
+        );
+        if &r.pod() != pod {
+            moved += 1;
+            assert_eq!(r.pod(), "pod-d");
+            assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("rebalanced"));
+            assert_eq!(
+                r.seen("x-tether-previous-endpoint").as_deref(),
+                Some(pod.as_str())
+            );
+            assert!(r.cookie("tether").is_some());
+        } else {
+            assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
+        }
+    }
+    assert!((25..=75).contains(&moved), "{moved} of 200 moved");
+    p.shutdown().await;
+}
