@@ -75,6 +75,17 @@ pub struct ServerSettings {
     pub workers: Option<usize>,
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// How long the listeners keep accepting after SIGTERM (readiness is already 503),
+    /// so Kubernetes can take the pod out of its Service first.
+    pub shutdown_delay: Duration,
+    /// Slowloris guard: a client must finish its request head within this time.
+    pub header_timeout: Duration,
+    /// Largest request head accepted; larger heads get 431.
+    pub max_header_bytes: usize,
+    /// Concurrent client connections; `None` = unlimited.
+    pub max_connections: Option<usize>,
+    /// Largest request body accepted (413 beyond); `None` = unlimited.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// One `[[keys]]` entry with its secret decoded.
@@ -185,6 +196,21 @@ pub struct AffinitySettings {
     pub absolute_timeout: Option<Duration>,
     /// How long a draining endpoint keeps its sessions before they fail over.
     pub drain_timeout: Duration,
+    /// What places a session: the cookie, a request header, or the client address.
+    pub key: AffinityKey,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are believed (`key = "client-ip"`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `[backend.affinity] key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AffinityKey {
+    /// The signed affinity cookie (default).
+    Cookie,
+    /// Consistent hashing on this header's value; the cookie when it is absent.
+    Header(http::HeaderName),
+    /// Consistent hashing on the client address (from trusted proxies' headers).
+    ClientIp,
 }
 
 impl AffinitySettings {
@@ -295,6 +321,11 @@ struct RawServer {
     admin: Option<String>,
     workers: Option<i64>,
     shutdown_grace: Option<String>,
+    shutdown_delay: Option<String>,
+    header_timeout: Option<String>,
+    max_header_bytes: Option<i64>,
+    max_connections: Option<i64>,
+    max_body_bytes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +384,8 @@ struct RawAffinity {
     idle_timeout: Option<String>,
     absolute_timeout: Option<String>,
     drain_timeout: Option<String>,
+    key: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -478,11 +511,56 @@ impl Validator<'_> {
             raw.shutdown_grace.as_deref(),
             "30s",
         )?;
+        let shutdown_delay =
+            self.duration("server.shutdown_delay", raw.shutdown_delay.as_deref(), "0s")?;
+        let header_timeout = self.duration(
+            "server.header_timeout",
+            raw.header_timeout.as_deref(),
+            "10s",
+        )?;
+        if header_timeout.is_zero() {
+            return Err(self.err("server.header_timeout", "must be non-zero"));
+        }
+        let max_header_bytes = match raw.max_header_bytes {
+            None => 64 * 1024,
+            Some(n) if (8192..=16 * 1024 * 1024).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(self.err(
+                    "server.max_header_bytes",
+                    format!("must be 8192..=16777216, got {n}"),
+                ))
+            }
+        };
+        let max_connections = match raw.max_connections {
+            None => None,
+            Some(n) if n >= 1 => Some(n as usize),
+            Some(n) => {
+                return Err(self.err(
+                    "server.max_connections",
+                    format!("must be at least 1, got {n}"),
+                ))
+            }
+        };
+        let max_body_bytes = match raw.max_body_bytes {
+            None => None,
+            Some(n) if n >= 0 => Some(n as u64),
+            Some(n) => {
+                return Err(self.err(
+                    "server.max_body_bytes",
+                    format!("must not be negative, got {n}"),
+                ))
+            }
+        };
         Ok(ServerSettings {
             listen,
             admin,
             workers,
             shutdown_grace,
+            shutdown_delay,
+            header_timeout,
+            max_header_bytes,
+            max_connections,
+            max_body_bytes,
         })
     }
 
@@ -809,7 +887,38 @@ impl Validator<'_> {
         let absolute_timeout = optional("absolute_timeout", raw.absolute_timeout)?;
         let drain_timeout =
             self.duration(&f("drain_timeout"), raw.drain_timeout.as_deref(), "5m")?;
+        let key = match raw.key.as_deref() {
+            None | Some("cookie") => AffinityKey::Cookie,
+            Some("client-ip") => AffinityKey::ClientIp,
+            Some(k) => match k
+                .strip_prefix("header:")
+                .map(|h| http::HeaderName::from_bytes(h.trim().as_bytes()))
+            {
+                Some(Ok(h)) => AffinityKey::Header(h),
+                _ => {
+                    return Err(self.err(
+                        f("key"),
+                        format!("must be \"cookie\", \"client-ip\" or \"header:NAME\", got {k:?}"),
+                    ))
+                }
+            },
+        };
+        let mut trusted_proxies = Vec::new();
+        for (j, cidr) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+            let net = cidr
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    self.err(
+                        f(&format!("trusted_proxies[{j}]")),
+                        format!("{cidr:?} is not a CIDR like 10.0.0.0/8 or an IP"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
         Ok(AffinitySettings {
+            key,
+            trusted_proxies,
             rebalance,
             rebalance_idle,
             rebalance_rate,

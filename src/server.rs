@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ use crate::config::{Config, Source};
 use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
-use crate::proxy::{Proxy, State};
+use crate::proxy::{Connection, Proxy, State};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +46,6 @@ pub enum Error {
     },
 }
 
-/// Slowloris guard: a client must finish sending request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A running proxy.
 pub struct Running {
     /// Where the proxy listener is bound.
@@ -62,6 +59,8 @@ pub struct Running {
     /// Discovery watchers; aborted at shutdown.
     discovery: Vec<JoinHandle<()>>,
     grace: Duration,
+    /// Listeners keep accepting this long after shutdown begins.
+    delay: Duration,
 }
 
 /// What the embedding program adds to a config.
@@ -152,23 +151,48 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
+    let limits = Limits {
+        header_timeout: config.server.header_timeout,
+        max_header_bytes: config.server.max_header_bytes,
+        max_connections: config.server.max_connections,
+    };
     let p = proxy.clone();
-    let proxy_task = tokio::spawn(serve(proxy_listener, rx.clone(), grace, move |peer| {
-        let p = p.clone();
-        service_fn(move |req: Request<Incoming>| {
+    let proxy_task = tokio::spawn(serve(
+        proxy_listener,
+        rx.clone(),
+        grace,
+        limits,
+        move |peer| {
             let p = p.clone();
-            async move { Ok::<_, Infallible>(p.handle(req, peer).await) }
-        })
-    }));
+            // Per connection: until a cookie exists, an HTTP/2 connection's concurrent first
+            // requests share one session (and so one endpoint).
+            let conn = Arc::new(Connection::new(peer));
+            service_fn(move |req: Request<Incoming>| {
+                let p = p.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(p.handle(req, &conn).await) }
+            })
+        },
+    ));
     let p = proxy.clone();
-    let admin_task = tokio::spawn(serve(admin_listener, rx, grace, move |_peer| {
-        let p = p.clone();
-        let hook = hook.clone();
-        service_fn(move |req: Request<Incoming>| {
-            let r = admin::handle(&req, &p, hook.as_ref());
-            async move { Ok::<_, Infallible>(r) }
-        })
-    }));
+    let admin_limits = Limits {
+        max_connections: Some(256),
+        ..limits
+    };
+    let admin_task = tokio::spawn(serve(
+        admin_listener,
+        rx,
+        grace,
+        admin_limits,
+        move |_peer| {
+            let p = p.clone();
+            let hook = hook.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let r = admin::handle(&req, &p, hook.as_ref());
+                async move { Ok::<_, Infallible>(r) }
+            })
+        },
+    ));
     tracing::info!(%proxy_addr, %admin_addr, "tether listening");
     Ok(Running {
         proxy_addr,
@@ -178,21 +202,28 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         tasks: vec![proxy_task, admin_task],
         discovery,
         grace,
+        delay: config.server.shutdown_delay,
     })
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish within the grace period, returns.
+    /// Turns readiness off at once, keeps accepting for `shutdown_delay` (so the
+    /// Service stops sending new connections here), stops accepting, then lets in-flight
+    /// requests and upgraded connections finish within the grace period.
     pub async fn shutdown(self) {
         self.proxy.begin_shutdown();
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let _ = self.shutdown.send(true);
         for d in &self.discovery {
             d.abort();
         }
-        let deadline = self.grace + Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + self.grace + Duration::from_secs(1);
         for t in self.tasks {
-            let _ = tokio::time::timeout(deadline, t).await;
+            let _ = tokio::time::timeout_at(deadline, t).await;
         }
+        self.proxy.close_tunnels(deadline).await;
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
@@ -226,11 +257,24 @@ async fn wait_for_signal() {
     }
 }
 
-/// Accepts connections until shutdown, then drains them for at most `grace`.
+/// Per-listener connection settings.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Slowloris guard: a client must finish sending request headers within this time.
+    header_timeout: Duration,
+    /// Largest request head accepted (431 beyond).
+    max_header_bytes: usize,
+    /// Concurrent connections accepted; more wait in the kernel's accept queue.
+    max_connections: Option<usize>,
+}
+
+/// Accepts connections (HTTP/1.1 and cleartext HTTP/2 by prior knowledge, with
+/// upgrades) until shutdown, then drains them for at most `grace`.
 async fn serve<F, S, B>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    limits: Limits,
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
@@ -246,22 +290,43 @@ async fn serve<F, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024)
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .keep_alive_interval(Duration::from_secs(30));
+    let permits = limits
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     loop {
+        let permit = match &permits {
+            Some(p) => tokio::select! {
+                permit = p.clone().acquire_owned() => permit.ok(),
+                _ = shutdown.changed() => break,
+            },
+            None => None,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = builder.serve_connection(TokioIo::new(stream), make_service(peer));
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), make_service(peer))
+                        .into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => {

@@ -56,6 +56,15 @@ pub enum Prior {
     Fresh {
         /// Why a cookie that was present was not accepted.
         invalid: Option<Invalid>,
+        /// Whether this request starts the session (false when it joins a session its
+        /// HTTP/2 connection already started), so it is counted once.
+        counted: bool,
+    },
+    /// Placed by a request attribute (`key = "header:..."` or `"client-ip"`): the ring
+    /// owner of that value, sticky without a cookie.
+    Keyed {
+        /// The value's ring owner (its failover target when it cannot take it).
+        owner: Option<u32>,
     },
     /// The cookie names an endpoint in the current snapshot.
     Pinned {
@@ -126,6 +135,19 @@ impl Decision {
         matches!(self.prior, Prior::Fresh { .. })
     }
 
+    /// Makes a fresh decision join `session` (shared by the requests of one HTTP/2
+    /// connection until a cookie exists); `first` says whether this request started it.
+    pub fn join(&mut self, snapshot: &Snapshot, session: SessionId, first: bool) {
+        if let Prior::Fresh { invalid, .. } = self.prior {
+            let mut d = new_session(snapshot, session, self.now);
+            d.prior = Prior::Fresh {
+                invalid,
+                counted: first,
+            };
+            *self = d;
+        }
+    }
+
     /// Where to try the request, in order.
     pub fn candidates(&self, snapshot: &Snapshot) -> Candidates {
         snapshot.candidates(self.target, self.bounded, self.key, self.now)
@@ -139,6 +161,15 @@ impl Decision {
                 outcome: Outcome::New,
                 previous: None,
                 set_cookie: true,
+            },
+            Prior::Keyed { owner } => Placement {
+                outcome: if *owner == Some(actual) {
+                    Outcome::Sticky
+                } else {
+                    Outcome::Failover
+                },
+                previous: owner.filter(|&o| o != actual).and_then(name),
+                set_cookie: false,
             },
             Prior::Pinned {
                 endpoint,
@@ -175,10 +206,14 @@ impl Decision {
         };
         let set_cookie = self.placement(actual, snapshot).set_cookie;
         match &self.prior {
-            Prior::Fresh { .. } => {
-                target.sessions.add(now);
-                snapshot.sessions.add(now);
+            Prior::Fresh { counted, .. } => {
+                if *counted {
+                    target.sessions.add(now);
+                    snapshot.sessions.add(now);
+                }
             }
+            // Keyed sessions carry no timestamps to count them by.
+            Prior::Keyed { .. } => {}
             Prior::Pinned {
                 endpoint, claims, ..
             } => {
@@ -246,8 +281,33 @@ pub fn decide<'v>(
         }
     }
     let mut d = new_session(snapshot, SessionId::random(), now);
-    d.prior = Prior::Fresh { invalid };
+    d.prior = Prior::Fresh {
+        invalid,
+        counted: true,
+    };
     d
+}
+
+/// The decision for a request placed by an attribute value (a header, the client IP):
+/// the value's ring owner, deterministic on every replica, with the usual failover
+/// order when it is down. The session id is derived from the value, so the backend sees
+/// one stable `x-tether-session` per value.
+pub fn keyed(snapshot: &Snapshot, value: &[u8], now: Now) -> Decision {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(value, hash::SESSION_SEED);
+    let session = SessionId(h.to_be_bytes());
+    let key = hash::key(value);
+    let owner = snapshot.ring.owner(key);
+    Decision {
+        session,
+        issued: now.unix,
+        key,
+        prior: Prior::Keyed { owner },
+        target: owner,
+        bounded: false,
+        rebalance_to: None,
+        refresh_due: false,
+        now,
+    }
 }
 
 /// The decision for a new session with id `session`: the local pod when `prefer_local`
@@ -265,7 +325,10 @@ pub fn new_session(snapshot: &Snapshot, session: SessionId, now: Now) -> Decisio
         session,
         issued: now.unix,
         key,
-        prior: Prior::Fresh { invalid: None },
+        prior: Prior::Fresh {
+            invalid: None,
+            counted: true,
+        },
         target,
         bounded: true,
         rebalance_to: None,
@@ -293,7 +356,10 @@ fn existing(snapshot: &Snapshot, v: Verified, s: &AffinitySettings, now: Now) ->
         session: claims.session,
         issued: claims.issued,
         key,
-        prior: Prior::Fresh { invalid: None },
+        prior: Prior::Fresh {
+            invalid: None,
+            counted: true,
+        },
         target: None,
         // Failovers follow the plain ring order, so every replica picks the same target
         // whatever load it has seen; Maglev already spreads a lost endpoint's sessions

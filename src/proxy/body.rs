@@ -110,39 +110,61 @@ impl Body for ProxyBody {
     }
 }
 
-/// A request body sent upstream: the client's, streamed, or nothing (a bodyless request
-/// replayed after a stale keep-alive connection failed under it).
+/// A request body sent upstream: the client's, streamed (optionally with a size limit),
+/// or nothing (a bodyless request replayed after a stale keep-alive connection failed
+/// under it).
 pub enum RequestBody {
     /// The client's body.
     Client(Incoming),
+    /// The client's body, of which at most this many more bytes are accepted.
+    Limited(Incoming, u64),
     /// No body.
     Empty,
 }
 
+/// The request body went past `max_body_bytes` while streaming (the client gets 413).
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_body_bytes")]
+pub struct BodyTooLarge;
+
+/// Errors a request body can end with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Limited(b, remaining) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if n > *remaining {
+                        return Poll::Ready(Some(Err(BodyTooLarge.into())));
+                    }
+                    *remaining -= n;
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                other => other.map_err(Into::into),
+            },
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Client(b) | RequestBody::Limited(b, _) => b.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Client(b) | RequestBody::Limited(b, _) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

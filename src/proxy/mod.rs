@@ -11,9 +11,9 @@ pub mod headers;
 pub mod pool;
 pub mod route;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
@@ -21,14 +21,18 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::affinity::{self, KeyRing, Outcome};
-use crate::backend::Backend;
-use crate::config::Config;
+use crate::affinity::{self, Decision, KeyRing, Outcome, SessionId};
+use crate::backend::{Backend, Snapshot};
+use crate::clock::Now;
+use crate::config::{AffinityKey, Config};
 use body::{PooledBody, ProxyBody, RequestBody};
 use headers::{X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use http::Method;
 use http_body::Body as _;
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
 use route::RouteTable;
+use tokio_util::task::TaskTracker;
 
 /// Why a request could not be proxied; each maps to one status deliberately.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,9 @@ pub enum Error {
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
+    /// The request body is larger than `max_body_bytes`.
+    #[error("request body too large")]
+    BodyTooLarge,
     /// The backend has no endpoint that can take the request.
     #[error("no endpoint available")]
     NoEndpoint,
@@ -58,6 +65,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect | Error::Upstream(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -71,6 +79,10 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if matches!(self, Error::BodyTooLarge) {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }
@@ -84,6 +96,8 @@ pub struct State {
     pub backends: Vec<Arc<Backend>>,
     /// Cookie keys.
     pub keys: Arc<KeyRing>,
+    /// Largest request body accepted.
+    pub max_body_bytes: Option<u64>,
 }
 
 impl State {
@@ -98,6 +112,27 @@ impl State {
                 .map(|b| Arc::new(Backend::new(b.clone(), keys.clone(), pod_name)))
                 .collect(),
             keys,
+            max_body_bytes: config.server.max_body_bytes,
+        }
+    }
+}
+
+/// One client connection, as the proxy sees it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The session an HTTP/2 connection's cookieless requests share, so concurrent first
+    /// requests land on one endpoint (set by the first of them).
+    shared_session: OnceLock<SessionId>,
+}
+
+impl Connection {
+    /// A new connection from `peer`.
+    pub fn new(peer: SocketAddr) -> Self {
+        Connection {
+            peer,
+            shared_session: OnceLock::new(),
         }
     }
 }
@@ -108,6 +143,8 @@ pub struct Proxy {
     state: ArcSwap<State>,
     /// Set when shutdown begins, so readiness turns false at once.
     shutting_down: AtomicBool,
+    /// Upgraded connections (WebSockets) being spliced, so shutdown can wait for them.
+    tunnels: TaskTracker,
 }
 
 impl Proxy {
@@ -116,6 +153,7 @@ impl Proxy {
         Proxy {
             state: ArcSwap::from_pointee(state),
             shutting_down: AtomicBool::new(false),
+            tunnels: TaskTracker::new(),
         }
     }
 
@@ -139,6 +177,20 @@ impl Proxy {
         self.shutting_down.store(true, Ordering::Relaxed);
     }
 
+    /// Waits until every upgraded connection has closed, or `deadline`.
+    pub async fn close_tunnels(&self, deadline: Instant) {
+        self.tunnels.close();
+        if tokio::time::timeout_at(deadline, self.tunnels.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tunnels.len(),
+                "grace period over with upgraded connections open"
+            );
+        }
+    }
+
     /// Whether the proxy can take traffic: not shutting down, and every backend has its
     /// first complete endpoint list and an endpoint for new sessions.
     pub fn is_ready(&self) -> bool {
@@ -149,9 +201,9 @@ impl Proxy {
             })
     }
 
-    /// Handles one request from `peer`. Never fails: errors become 404/502/503/504.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        match self.forward(req, peer).await {
+    /// Handles one request. Never fails: errors become 404/413/502/503/504.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
+        match self.forward(req, conn).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
@@ -162,11 +214,10 @@ impl Proxy {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
+        mut req: Request<Incoming>,
+        conn: &Connection,
     ) -> Result<Response<ProxyBody>> {
-        let mut req = req.map(RequestBody::Client);
-        let (backend, keys) = {
+        let (backend, keys, max_body) = {
             let state = self.state.load();
             let host = req.uri().host().or_else(|| {
                 req.headers()
@@ -177,24 +228,39 @@ impl Proxy {
                 .routes
                 .find(host, req.uri().path())
                 .ok_or(Error::NoRoute)?;
-            (state.backends[i].clone(), state.keys.clone())
+            (
+                state.backends[i].clone(),
+                state.keys.clone(),
+                state.max_body_bytes,
+            )
         };
+        if let Some(max) = max_body {
+            if req.body().size_hint().lower() > max {
+                return Err(Error::BodyTooLarge);
+            }
+        }
+        let upgrade =
+            upgrade_request(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+        let mut req = req.map(|b| match max_body {
+            Some(max) => RequestBody::Limited(b, max),
+            None => RequestBody::Client(b),
+        });
+
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
         let now = backend.clock().now();
-        let decision = affinity::decide(
-            &keys,
-            &snapshot,
-            affinity::cookie_values(req.headers(), &settings.affinity.cookie.name),
-            &settings.affinity,
-            now,
-        );
+        let decision = self.decide(&req, conn, &backend, &keys, &snapshot, now);
         let candidates = decision.candidates(&snapshot);
         if candidates.is_empty() {
             return Err(Error::NoEndpoint);
         }
 
-        prepare_request(&mut req, peer);
+        prepare_request(&mut req, conn.peer);
+        if let Some((protocol, _)) = &upgrade {
+            let h = req.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, protocol.clone());
+        }
         let session = decision.session.to_hex();
         req.headers_mut().insert(
             &X_TETHER_SESSION,
@@ -242,7 +308,7 @@ impl Proxy {
                     }
                 };
                 endpoint.health.mark_up();
-                let replay = (conn.reused && tries < 2)
+                let replay = (conn.reused && tries < 2 && upgrade.is_none())
                     .then(|| replayable(&req))
                     .flatten();
                 let exchange = conn.sender.try_send_request(req);
@@ -257,12 +323,15 @@ impl Proxy {
                                 tracing::debug!(error = %e.error(), "stale upstream connection; replaying an idempotent request");
                                 req = again;
                             }
+                            None if caused_by_body_limit(e.error()) => {
+                                return Err(Error::BodyTooLarge)
+                            }
                             None => return Err(Error::Upstream(e.into_error())),
                         },
                     },
                 }
             };
-            let (resp, sender) = match attempt {
+            let (mut resp, sender) = match attempt {
                 Ok(done) => done,
                 Err(unsent) => {
                     req = unsent;
@@ -280,7 +349,12 @@ impl Proxy {
                     "session placed"
                 );
             }
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
             let (mut parts, body) = resp.into_parts();
+            let upgraded_to = switching
+                .then(|| parts.headers.get(header::UPGRADE).cloned())
+                .flatten();
             headers::strip_hop_by_hop(&mut parts.headers);
             if placement.set_cookie {
                 let value = decision.cookie_value(&keys, i, &snapshot);
@@ -294,11 +368,160 @@ impl Proxy {
                     parts.headers.append(header::SET_COOKIE, v);
                 }
             }
+            if let (Some(up), Some((_, client)), Some(protocol)) =
+                (upstream_upgrade, upgrade, upgraded_to)
+            {
+                // The upstream agreed: splice the two upgraded connections, and never
+                // return this upstream connection to the pool.
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, protocol);
+                drop(sender);
+                self.tunnels.spawn(tunnel(client, up));
+                return Ok(Response::from_parts(parts, ProxyBody::Full(None)));
+            }
             let body = PooledBody::new(body, sender, endpoint.pool.clone());
             return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
         }
         Err(Error::Connect)
     }
+
+    /// The affinity decision for a request, by the backend's affinity key.
+    fn decide(
+        &self,
+        req: &Request<RequestBody>,
+        conn: &Connection,
+        backend: &Backend,
+        keys: &KeyRing,
+        snapshot: &Snapshot,
+        now: Now,
+    ) -> Decision {
+        let affinity = &backend.settings.affinity;
+        match &affinity.key {
+            AffinityKey::Header(name) => {
+                if let Some(v) = req.headers().get(name).filter(|v| !v.is_empty()) {
+                    return affinity::keyed(snapshot, v.as_bytes(), now);
+                }
+            }
+            AffinityKey::ClientIp => {
+                let ip = client_ip(req.headers(), conn.peer.ip(), &affinity.trusted_proxies);
+                let bytes = match ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                };
+                return affinity::keyed(snapshot, &bytes, now);
+            }
+            AffinityKey::Cookie => {}
+        }
+        let mut d = affinity::decide(
+            keys,
+            snapshot,
+            affinity::cookie_values(req.headers(), &affinity.cookie.name),
+            affinity,
+            now,
+        );
+        if d.is_fresh() && req.version() == Version::HTTP_2 {
+            let mut first = false;
+            let shared = *conn.shared_session.get_or_init(|| {
+                first = true;
+                d.session
+            });
+            d.join(snapshot, shared, first);
+        }
+        d
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` +
+/// `Upgrade: ...`), e.g. `websocket`.
+fn upgrade_request<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let wants = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    wants
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Splices an upgraded client connection with an upgraded upstream one until either
+/// side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Whether an upstream error was our request-body limit tripping.
+fn caused_by_body_limit(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<body::BodyTooLarge>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The client address for `key = "client-ip"`: the peer, unless the peer is a trusted
+/// proxy, in which case the rightmost address in `X-Forwarded-For` (or `Forwarded:
+/// for=`) that is not itself a trusted proxy.
+pub fn client_ip(headers: &http::HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    if hops.is_empty() {
+        hops = headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split([',', ';']))
+            .filter_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                if !k.eq_ignore_ascii_case("for") {
+                    return None;
+                }
+                let v = v.trim_matches('"');
+                let v = v
+                    .strip_prefix('[')
+                    .map_or(v, |x| x.split(']').next().unwrap_or(x));
+                v.parse()
+                    .ok()
+                    .or_else(|| v.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+            })
+            .collect();
+    }
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// A copy of a request that is safe to send twice: idempotent method, no body.
@@ -346,4 +569,36 @@ fn prepare_request(req: &mut Request<RequestBody>, peer: SocketAddr) {
     headers::strip_hop_by_hop(h);
     headers::strip_tether_headers(h);
     headers::set_forwarded(h, peer.ip(), host.as_ref());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.1.2.3"),
+        );
+        let lb: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.50".parse().unwrap();
+        assert_eq!(
+            client_ip(&h, lb, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(&h, stranger, &trusted), stranger);
+        let mut f = http::HeaderMap::new();
+        f.insert(
+            "forwarded",
+            HeaderValue::from_static("for=\"[2001:db8::1]:4711\";proto=https"),
+        );
+        assert_eq!(
+            client_ip(&f, lb, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(&http::HeaderMap::new(), lb, &trusted), lb);
+    }
 }

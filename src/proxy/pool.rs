@@ -123,7 +123,8 @@ impl Pool {
             .await
             .map_err(|source| ConnectError::Handshake { addr, source })?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // With upgrades, a 101 hands the socket to the tunnel instead of closing it.
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
             }
         });
