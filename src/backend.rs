@@ -194,9 +194,9 @@ impl Snapshot {
     /// Where to send a request, in order: `first` (the endpoint the affinity policy
     /// chose: the pinned one, a rebalancing target, the local pod) if it is up, then the
     /// distinct endpoints of the key's ring order, skipping those in passive-health
-    /// cool-off and, when `bounded`, those over the load bound. When the bound rules out
-    /// everyone it is dropped; when everything is cooling off, `first` and the ring owner
-    /// are tried anyway: a stale "down" must not turn into an outage.
+    /// cool-off and, when `bounded`, those over the load bound (the remaining attempts then
+    /// follow the plain ring order). When everything is cooling off, `first` and the ring
+    /// owner are tried anyway: a stale "down" must not turn into an outage.
     pub fn candidates(&self, first: Option<u32>, bounded: bool, key: u64, now: Now) -> Candidates {
         let mut out = Candidates::default();
         let up = |e: u32| !self.endpoints[e as usize].health.is_down(now.instant);
@@ -226,9 +226,10 @@ impl Snapshot {
                 }
             }
         };
-        let before = out.len;
         walk(&mut out, bounded);
-        if bounded && out.len == before {
+        if bounded {
+            // The bound chooses where the session goes; retries after a failure may go
+            // to any endpoint that is up, in ring order.
             walk(&mut out, false);
         }
         if out.is_empty() {
@@ -274,6 +275,8 @@ pub struct Backend {
     sessions: Arc<SessionCounter>,
     /// The time session logic reads.
     clock: Clock,
+    /// Limits retries to a fraction of requests.
+    pub retry_budget: crate::proxy::retry::RetryBudget,
 }
 
 impl std::fmt::Debug for Backend {
@@ -349,6 +352,7 @@ impl Backend {
             local,
             sessions,
             clock,
+            retry_budget: crate::proxy::retry::RetryBudget::new(settings.retry_budget),
             settings,
         }
     }

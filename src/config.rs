@@ -125,6 +125,24 @@ pub struct BackendSettings {
     pub down_cooloff: Duration,
     /// Idle keep-alive connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// Which upstream answers make an idempotent request worth one retry on the next
+    /// endpoint (connect failures and resets always are).
+    pub retry_on: RetryOn,
+    /// Retries may add at most this fraction of extra requests (the retry budget).
+    pub retry_budget: f64,
+    /// Consecutive failed exchanges (5xx, resets) that eject an endpoint.
+    pub outlier_failures: u64,
+    /// First ejection time; each repeat ejection lasts one more multiple (up to 10×).
+    pub outlier_base: Duration,
+}
+
+/// `retry_on`: upstream statuses that are retried (idempotent requests only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Retry on 502 Bad Gateway.
+    pub bad_gateway: bool,
+    /// Retry on 503 Service Unavailable.
+    pub unavailable: bool,
 }
 
 /// Where a backend's endpoints come from.
@@ -348,6 +366,10 @@ struct RawBackend {
     response_timeout: Option<String>,
     down_cooloff: Option<String>,
     max_idle_per_endpoint: Option<i64>,
+    retry_on: Option<Vec<String>>,
+    retry_budget: Option<f64>,
+    outlier_failures: Option<i64>,
+    outlier_base: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -672,6 +694,41 @@ impl Validator<'_> {
             )?,
             down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
             max_idle_per_endpoint: max_idle,
+            retry_on: {
+                let mut r = RetryOn::default();
+                for (j, v) in raw.retry_on.unwrap_or_default().iter().enumerate() {
+                    match v.as_str() {
+                        "502" => r.bad_gateway = true,
+                        "503" => r.unavailable = true,
+                        "reset" | "connect-failure" => {}
+                        other => {
+                            return Err(self.err(
+                                f(&format!("retry_on[{j}]")),
+                                format!("must be \"502\", \"503\", \"reset\" or \"connect-failure\", got {other:?}"),
+                            ))
+                        }
+                    }
+                }
+                r
+            },
+            retry_budget: match raw.retry_budget {
+                None => 0.2,
+                Some(b) if (0.0..=1.0).contains(&b) => b,
+                Some(b) => {
+                    return Err(self.err(f("retry_budget"), format!("must be 0..=1, got {b}")))
+                }
+            },
+            outlier_failures: match raw.outlier_failures {
+                None => 5,
+                Some(n) if n >= 1 => n as u64,
+                Some(n) => {
+                    return Err(self.err(
+                        f("outlier_failures"),
+                        format!("must be at least 1, got {n}"),
+                    ))
+                }
+            },
+            outlier_base: self.duration(&f("outlier_base"), raw.outlier_base.as_deref(), "30s")?,
             name: raw.name,
             source,
             affinity,

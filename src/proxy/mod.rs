@@ -9,6 +9,7 @@
 pub mod body;
 pub mod headers;
 pub mod pool;
+pub mod retry;
 pub mod route;
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,9 +23,9 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::affinity::{self, Decision, KeyRing, Outcome, SessionId};
-use crate::backend::{Backend, Snapshot};
+use crate::backend::{Backend, Endpoint, Snapshot};
 use crate::clock::Now;
-use crate::config::{AffinityKey, Config};
+use crate::config::{AffinityKey, BackendSettings, Config};
 use body::{PooledBody, ProxyBody, RequestBody};
 use headers::{X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use http::Method;
@@ -267,8 +268,11 @@ impl Proxy {
             HeaderValue::from_str(session.as_str()).map_err(|_| Error::NoEndpoint)?,
         );
 
-        for &i in candidates.as_slice() {
+        backend.retry_budget.deposit();
+        let last = candidates.as_slice().len() - 1;
+        for (n, &i) in candidates.as_slice().iter().enumerate() {
             let endpoint = &snapshot.endpoints[i as usize];
+            let another = n < last;
             let placement = decision.placement(i, &snapshot);
             {
                 let h = req.headers_mut();
@@ -308,25 +312,55 @@ impl Proxy {
                     }
                 };
                 endpoint.health.mark_up();
-                let replay = (conn.reused && tries < 2 && upgrade.is_none())
-                    .then(|| replayable(&req))
-                    .flatten();
+                // Only an idempotent, bodyless request can be sent twice; keep a copy.
+                let replay = upgrade.is_none().then(|| replayable(&req)).flatten();
                 let exchange = conn.sender.try_send_request(req);
                 match tokio::time::timeout(settings.response_timeout, exchange).await {
                     Err(_) => return Err(Error::Timeout),
-                    Ok(Ok(resp)) => break Ok((resp, conn.sender)),
+                    Ok(Ok(resp)) => {
+                        let status = resp.status();
+                        if status.is_server_error() {
+                            self.exchange_failed(&snapshot, endpoint, settings);
+                        } else {
+                            endpoint.health.exchange_succeeded();
+                        }
+                        let retry_status = (status == StatusCode::BAD_GATEWAY
+                            && settings.retry_on.bad_gateway)
+                            || (status == StatusCode::SERVICE_UNAVAILABLE
+                                && settings.retry_on.unavailable);
+                        match replay {
+                            Some(again)
+                                if retry_status && another && backend.retry_budget.try_spend() =>
+                            {
+                                tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
+                                break Err(again);
+                            }
+                            _ => break Ok((resp, conn.sender)),
+                        }
+                    }
                     Ok(Err(mut e)) => match e.take_message() {
                         Some(unsent) if conn.reused && tries < 2 => req = unsent,
                         Some(unsent) => break Err(unsent),
                         None => match replay {
-                            Some(again) => {
+                            // A reused keep-alive connection closed under the request:
+                            // once more on a fresh connection to the same endpoint.
+                            Some(again) if conn.reused && tries < 2 => {
                                 tracing::debug!(error = %e.error(), "stale upstream connection; replaying an idempotent request");
                                 req = again;
                             }
-                            None if caused_by_body_limit(e.error()) => {
+                            // Reset or failed after sending: once on the next endpoint.
+                            Some(again) if another && backend.retry_budget.try_spend() => {
+                                self.exchange_failed(&snapshot, endpoint, settings);
+                                tracing::debug!(endpoint = %endpoint.identity, error = %e.error(), "retrying an idempotent request on the next endpoint");
+                                break Err(again);
+                            }
+                            _ if caused_by_body_limit(e.error()) => {
                                 return Err(Error::BodyTooLarge)
                             }
-                            None => return Err(Error::Upstream(e.into_error())),
+                            _ => {
+                                self.exchange_failed(&snapshot, endpoint, settings);
+                                return Err(Error::Upstream(e.into_error()));
+                            }
                         },
                     },
                 }
@@ -385,6 +419,31 @@ impl Proxy {
             return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
         }
         Err(Error::Connect)
+    }
+
+    /// Counts a failed exchange; ejects the endpoint after `outlier_failures` in a row,
+    /// unless half of the backend is ejected already.
+    fn exchange_failed(
+        &self,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+    ) {
+        let n = endpoint.health.exchange_failed();
+        if n < settings.outlier_failures {
+            return;
+        }
+        let now = Instant::now();
+        let ejected = snapshot
+            .endpoints
+            .iter()
+            .filter(|e| e.health.is_down(now))
+            .count();
+        if (ejected + 1) * 2 > snapshot.endpoints.len() {
+            return;
+        }
+        let d = endpoint.health.eject(now, settings.outlier_base);
+        tracing::warn!(backend = %settings.name, endpoint = %endpoint.identity, consecutive = n, ejected_for = ?d, "endpoint ejected as an outlier");
     }
 
     /// The affinity decision for a request, by the backend's affinity key.

@@ -255,8 +255,19 @@ pub async fn proxy(config: &str) -> Running {
     proxy_with(config, Default::default()).await
 }
 
+/// Routes tether's logs to the test output when RUST_LOG is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+}
+
 /// Starts a proxy from config text with options (e.g. a pod name for prefer_local).
 pub async fn proxy_with(config: &str, options: tether::server::Options) -> Running {
+    init_logs();
     let c = tether::config::Config::parse(config, "<test>", Path::new(".")).unwrap();
     tether::server::start(&c, options).await.unwrap()
 }
