@@ -86,6 +86,17 @@ pub struct ServerSettings {
     pub max_connections: Option<usize>,
     /// Largest request body accepted (413 beyond); `None` = unlimited.
     pub max_body_bytes: Option<u64>,
+    /// TLS termination on the proxy listener; `None` = cleartext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain (relative to the config file).
+    pub cert_file: PathBuf,
+    /// PEM private key (relative to the config file).
+    pub key_file: PathBuf,
 }
 
 /// One `[[keys]]` entry with its secret decoded.
@@ -344,6 +355,14 @@ struct RawServer {
     max_header_bytes: Option<i64>,
     max_connections: Option<i64>,
     max_body_bytes: Option<i64>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -583,6 +602,19 @@ impl Validator<'_> {
             max_header_bytes,
             max_connections,
             max_body_bytes,
+            tls: match raw.tls {
+                None => None,
+                Some(t) => {
+                    let tls = TlsSettings {
+                        cert_file: self.base.join(t.cert_file),
+                        key_file: self.base.join(t.key_file),
+                    };
+                    if let Err(e) = crate::tls::Tls::load(&tls.cert_file, &tls.key_file) {
+                        return Err(self.err("server.tls", e.to_string()));
+                    }
+                    Some(tls)
+                }
+            },
         })
     }
 

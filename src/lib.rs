@@ -21,3 +21,4 @@ pub mod discovery;
 pub mod health;
 pub mod proxy;
 pub mod server;
+pub mod tls;

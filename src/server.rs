@@ -26,6 +26,7 @@ use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
 use crate::proxy::{Connection, Proxy, State};
+use crate::tls::Tls;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum Error {
     /// `prefer_local` is on but the pod name is unknown.
     #[error("backend {0}: prefer_local needs the POD_NAME environment variable (set it from the downward API: fieldRef metadata.name)")]
     NoPodName(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -147,7 +151,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     };
     let proxy_addr = local(&proxy_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.server.admin)?;
-    let discovery = std::mem::take(&mut tasks);
+    let mut discovery = std::mem::take(&mut tasks);
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
@@ -157,16 +161,25 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         max_connections: config.server.max_connections,
     };
     let p = proxy.clone();
+    let tls = match &config.server.tls {
+        Some(t) => {
+            let tls = Arc::new(Tls::load(&t.cert_file, &t.key_file)?);
+            discovery.push(tokio::spawn(tls.clone().watch(Duration::from_secs(2))));
+            Some(tls)
+        }
+        None => None,
+    };
     let proxy_task = tokio::spawn(serve(
         proxy_listener,
         rx.clone(),
         grace,
         limits,
-        move |peer| {
+        tls,
+        move |peer, secure| {
             let p = p.clone();
             // Per connection: until a cookie exists, an HTTP/2 connection's concurrent first
             // requests share one session (and so one endpoint).
-            let conn = Arc::new(Connection::new(peer));
+            let conn = Arc::new(Connection::new(peer, secure));
             service_fn(move |req: Request<Incoming>| {
                 let p = p.clone();
                 let conn = conn.clone();
@@ -184,7 +197,8 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         rx,
         grace,
         admin_limits,
-        move |_peer| {
+        None,
+        move |_peer, _secure| {
             let p = p.clone();
             let hook = hook.clone();
             service_fn(move |req: Request<Incoming>| {
@@ -275,9 +289,10 @@ async fn serve<F, S, B>(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     make_service: F,
 ) where
-    F: Fn(SocketAddr) -> S,
+    F: Fn(SocketAddr, bool) -> S,
     S: hyper::service::Service<
             Request<Incoming>,
             Response = hyper::Response<B>,
@@ -318,12 +333,35 @@ async fn serve<F, S, B>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), make_service(peer))
-                        .into_owned();
-                    let conn = graceful.watch(conn);
+                    let svc = make_service(peer, tls.is_some());
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let handshake = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let result = match handshake {
+                            None => {
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                // The handshake runs here, off the accept loop, bounded like
+                                // a request head so a silent client cannot hold a slot.
+                                let tls_stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "tls handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                        };
+                        if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         drop(permit);

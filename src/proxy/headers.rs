@@ -66,7 +66,12 @@ pub fn strip_tether_headers(headers: &mut HeaderMap) {
 
 /// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the latter two describe this hop, so client values are replaced).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    secure: bool,
+    host: Option<&HeaderValue>,
+) {
     let peer = peer.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
@@ -75,7 +80,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: Option<&Header
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if secure { "https" } else { "http" }),
+    );
     match host {
         Some(h) => {
             headers.insert(&X_FORWARDED_HOST, h.clone());
@@ -118,6 +126,7 @@ mod tests {
         set_forwarded(
             &mut h,
             "127.0.0.2".parse().unwrap(),
+            false,
             Some(&HeaderValue::from_static("a.example")),
         );
         assert!(!h.contains_key("x-tether-session") && !h.contains_key("x-tether-affinity"));

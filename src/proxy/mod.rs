@@ -123,6 +123,8 @@ impl State {
 pub struct Connection {
     /// The client's address.
     pub peer: SocketAddr,
+    /// Whether the client connected over TLS (sets `X-Forwarded-Proto`).
+    pub secure: bool,
     /// The session an HTTP/2 connection's cookieless requests share, so concurrent first
     /// requests land on one endpoint (set by the first of them).
     shared_session: OnceLock<SessionId>,
@@ -130,9 +132,10 @@ pub struct Connection {
 
 impl Connection {
     /// A new connection from `peer`.
-    pub fn new(peer: SocketAddr) -> Self {
+    pub fn new(peer: SocketAddr, secure: bool) -> Self {
         Connection {
             peer,
+            secure,
             shared_session: OnceLock::new(),
         }
     }
@@ -256,7 +259,7 @@ impl Proxy {
             return Err(Error::NoEndpoint);
         }
 
-        prepare_request(&mut req, conn.peer);
+        prepare_request(&mut req, conn);
         if let Some((protocol, _)) = &upgrade {
             let h = req.headers_mut();
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -601,7 +604,7 @@ fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
 }
 
 /// Rewrites a client request into an upstream HTTP/1.1 request in place.
-fn prepare_request(req: &mut Request<RequestBody>, peer: SocketAddr) {
+fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
     if !req.headers().contains_key(header::HOST) {
         if let Some(v) = req
             .uri()
@@ -627,7 +630,7 @@ fn prepare_request(req: &mut Request<RequestBody>, peer: SocketAddr) {
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h);
     headers::strip_tether_headers(h);
-    headers::set_forwarded(h, peer.ip(), host.as_ref());
+    headers::set_forwarded(h, conn.peer.ip(), conn.secure, host.as_ref());
 }
 
 #[cfg(test)]
