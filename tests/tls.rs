@@ -90,7 +90,7 @@ async fn get(
 
 #[tokio::test]
 async fn http2_over_tls_is_sticky_and_certificates_reload_when_the_files_change() {
-    let pods = vec![
+    let pods = [
         TestBackend::echo("pod-a").await,
         TestBackend::echo("pod-b").await,
         TestBackend::echo("pod-c").await,
