@@ -136,6 +136,7 @@ fn decision(c: &mut Criterion) {
                 address: SocketAddr::from(([10, 0, 0, 1], 8000 + i)),
                 weight: 1,
                 state: EndpointState::Ready,
+                h2c: false,
             })
             .collect(),
     );

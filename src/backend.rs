@@ -50,6 +50,9 @@ pub struct EndpointSpec {
     pub weight: u32,
     /// Eligibility for new sessions.
     pub state: EndpointState,
+    /// Speak h2c to it (backend `protocol = "h2c"`, or EndpointSlice appProtocol
+    /// `kubernetes.io/h2c`).
+    pub h2c: bool,
 }
 
 /// One endpoint inside a snapshot.
@@ -300,7 +303,7 @@ struct Carried {
 #[derive(Default)]
 struct BuilderState {
     /// What each (identity, address) carries between snapshots.
-    carried: AHashMap<(Arc<str>, SocketAddr), Carried>,
+    carried: AHashMap<(Arc<str>, SocketAddr, bool), Carried>,
     /// When each present identity was first seen (0 = in the first full list).
     added: AHashMap<Arc<str>, u64>,
     /// When each draining identity started draining.
@@ -435,10 +438,14 @@ impl Backend {
         let endpoints: Box<[Endpoint]> = specs
             .iter()
             .map(|s| {
-                let k = (s.identity.clone(), s.address);
+                let k = (s.identity.clone(), s.address, s.h2c);
                 let c = state.carried.get(&k).cloned().unwrap_or_else(|| Carried {
                     health: Arc::new(PassiveHealth::new()),
-                    pool: Arc::new(Pool::new(s.address, self.settings.max_idle_per_endpoint)),
+                    pool: Arc::new(Pool::new(
+                        s.address,
+                        self.settings.max_idle_per_endpoint,
+                        s.h2c,
+                    )),
                     sessions: Arc::new(SessionCounter::new(
                         affinity.session_idle,
                         affinity.refresh_interval(),
@@ -601,6 +608,7 @@ mod tests {
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             weight: 1,
             state,
+            h2c: false,
         }
     }
 

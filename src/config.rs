@@ -136,6 +136,8 @@ pub struct BackendSettings {
     pub down_cooloff: Duration,
     /// Idle keep-alive connections kept per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// How to speak to the endpoints: HTTP/1.1, or h2c (HTTP/2 by prior knowledge).
+    pub h2c: bool,
     /// Which upstream answers make an idempotent request worth one retry on the next
     /// endpoint (connect failures and resets always are).
     pub retry_on: RetryOn,
@@ -385,6 +387,7 @@ struct RawBackend {
     response_timeout: Option<String>,
     down_cooloff: Option<String>,
     max_idle_per_endpoint: Option<i64>,
+    protocol: Option<String>,
     retry_on: Option<Vec<String>>,
     retry_budget: Option<f64>,
     outlier_failures: Option<i64>,
@@ -726,6 +729,16 @@ impl Validator<'_> {
             )?,
             down_cooloff: self.duration(&f("down_cooloff"), raw.down_cooloff.as_deref(), "10s")?,
             max_idle_per_endpoint: max_idle,
+            h2c: match raw.protocol.as_deref() {
+                None | Some("http1") => false,
+                Some("h2c") => true,
+                Some(other) => {
+                    return Err(self.err(
+                        f("protocol"),
+                        format!("must be \"http1\" or \"h2c\", got {other:?}"),
+                    ))
+                }
+            },
             retry_on: {
                 let mut r = RetryOn::default();
                 for (j, v) in raw.retry_on.unwrap_or_default().iter().enumerate() {

@@ -115,6 +115,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             Source::Static(endpoints) => {
                 StaticList {
                     endpoints: endpoints.clone(),
+                    h2c: settings.h2c,
                 }
                 .run(backend.clone())
                 .await
@@ -130,6 +131,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 };
                 let discovery = KubernetesDiscovery {
                     client,
+                    h2c: settings.h2c,
                     source: source.clone(),
                     backoff: (config.kubernetes.backoff_min, config.kubernetes.backoff_max),
                 };

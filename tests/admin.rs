@@ -145,6 +145,7 @@ async fn balanced_rebalancing_tells_the_backend_where_the_session_came_from() {
                 address: x.addr,
                 weight: 1,
                 state: tether::backend::EndpointState::Ready,
+                h2c: false,
             })
             .collect(),
     );

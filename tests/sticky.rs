@@ -327,6 +327,7 @@ async fn two_replicas_agree_on_placement_and_on_failover_targets() {
                 address: x.addr,
                 weight: 1,
                 state: tether::backend::EndpointState::Ready,
+                h2c: false,
             })
             .collect();
         backend.publish(remaining);

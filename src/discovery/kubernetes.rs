@@ -69,6 +69,9 @@ pub struct KubernetesDiscovery {
     pub client: Client,
     /// Which Service and port.
     pub source: KubernetesSource,
+    /// Whether the backend speaks h2c to every endpoint (a port's appProtocol
+    /// `kubernetes.io/h2c` also selects it).
+    pub h2c: bool,
     /// Retry delays after API errors.
     pub backoff: (Duration, Duration),
 }
@@ -80,7 +83,7 @@ impl Discovery for KubernetesDiscovery {
         let stream = watcher::watcher(api, watcher::Config::default().labels(&selector))
             .backoff(ExpBackoff::new(self.backoff.0, self.backoff.1));
         let mut stream = std::pin::pin!(stream);
-        let mut slices = SliceSet::new(self.source.clone());
+        let mut slices = SliceSet::new(self.source.clone(), self.h2c);
         let mut failing = false;
         while let Some(item) = stream.next().await {
             match item {
@@ -149,6 +152,7 @@ impl Backoff for ExpBackoff {
 #[derive(Debug)]
 pub struct SliceSet {
     source: KubernetesSource,
+    h2c: bool,
     /// Resolved endpoints per slice name.
     current: BTreeMap<String, Vec<EndpointSpec>>,
     /// A re-list in progress (between `Init` and `InitDone`).
@@ -157,9 +161,10 @@ pub struct SliceSet {
 
 impl SliceSet {
     /// An empty set for `source`.
-    pub fn new(source: KubernetesSource) -> Self {
+    pub fn new(source: KubernetesSource, h2c: bool) -> Self {
         SliceSet {
             source,
+            h2c,
             current: BTreeMap::new(),
             pending: None,
         }
@@ -200,7 +205,7 @@ impl SliceSet {
     fn resolve(&self, slice: &EndpointSlice) -> (String, Vec<EndpointSpec>) {
         (
             slice.metadata.name.clone().unwrap_or_default(),
-            slice_endpoints(slice, &self.source),
+            slice_endpoints(slice, &self.source, self.h2c),
         )
     }
 
@@ -228,7 +233,11 @@ impl SliceSet {
 /// The endpoints of one slice, with the port resolved for this slice and the conditions
 /// mapped to states: ready → [`EndpointState::Ready`], serving and terminating →
 /// [`EndpointState::Draining`], anything else → left out (its sessions fail over).
-pub fn slice_endpoints(slice: &EndpointSlice, source: &KubernetesSource) -> Vec<EndpointSpec> {
+pub fn slice_endpoints(
+    slice: &EndpointSlice,
+    source: &KubernetesSource,
+    h2c: bool,
+) -> Vec<EndpointSpec> {
     let name = slice.metadata.name.as_deref().unwrap_or("");
     match slice.address_type.as_str() {
         "IPv4" | "IPv6" => {}
@@ -242,6 +251,14 @@ pub fn slice_endpoints(slice: &EndpointSlice, source: &KubernetesSource) -> Vec<
         }
     }
     let ports = slice.ports.as_deref().unwrap_or(&[]);
+    let chosen = match &source.port {
+        PortRef::Number(n) => ports.iter().find(|p| p.port == Some(i32::from(*n))),
+        PortRef::Name(want) => ports
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == want),
+        PortRef::Only => ports.first().filter(|_| ports.len() == 1),
+    };
+    let h2c = h2c || chosen.and_then(|p| p.app_protocol.as_deref()) == Some("kubernetes.io/h2c");
     let port = match &source.port {
         PortRef::Number(n) => Some(*n),
         PortRef::Name(want) => ports
@@ -296,6 +313,7 @@ pub fn slice_endpoints(slice: &EndpointSlice, source: &KubernetesSource) -> Vec<
             address,
             weight: 1,
             state,
+            h2c,
         });
     }
     out
@@ -312,6 +330,23 @@ mod tests {
             service: "cart".into(),
             port,
         }
+    }
+
+    fn eps(s: &EndpointSlice, src: &KubernetesSource) -> Vec<EndpointSpec> {
+        slice_endpoints(s, src, false)
+    }
+
+    #[test]
+    fn app_protocol_h2c_selects_h2c() {
+        let s = slice(json!({
+            "metadata": {"name": "grpc-1"},
+            "addressType": "IPv4",
+            "ports": [{"name": "grpc", "port": 9000, "appProtocol": "kubernetes.io/h2c"}, {"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}]
+        }));
+        assert!(eps(&s, &source(PortRef::Name("grpc".into())))[0].h2c);
+        assert!(!eps(&s, &source(PortRef::Name("http".into())))[0].h2c);
+        assert!(slice_endpoints(&s, &source(PortRef::Name("http".into())), true)[0].h2c);
     }
 
     fn slice(v: serde_json::Value) -> EndpointSlice {
@@ -333,7 +368,7 @@ mod tests {
                 {"addresses": ["10.0.0.5"]}
             ]
         }));
-        let eps = slice_endpoints(&s, &source(PortRef::Name("http".into())));
+        let eps = eps(&s, &source(PortRef::Name("http".into())));
         let got: Vec<_> = eps
             .iter()
             .map(|e| (e.identity.to_string(), e.address.to_string(), e.state))
@@ -371,38 +406,26 @@ mod tests {
             }))
         };
         let named = source(PortRef::Name("http".into()));
+        assert_eq!(eps(&mk("a", 8080, "IPv4"), &named)[0].address.port(), 8080);
+        assert_eq!(eps(&mk("b", 9000, "IPv4"), &named)[0].address.port(), 9000);
         assert_eq!(
-            slice_endpoints(&mk("a", 8080, "IPv4"), &named)[0]
-                .address
-                .port(),
-            8080
-        );
-        assert_eq!(
-            slice_endpoints(&mk("b", 9000, "IPv4"), &named)[0]
-                .address
-                .port(),
-            9000
-        );
-        assert_eq!(
-            slice_endpoints(&mk("c", 8080, "IPv6"), &named)[0]
-                .address
-                .to_string(),
+            eps(&mk("c", 8080, "IPv6"), &named)[0].address.to_string(),
             "[fd00::1]:8080"
         );
-        assert!(slice_endpoints(&mk("d", 8080, "FQDN"), &named).is_empty());
-        assert!(slice_endpoints(
+        assert!(eps(&mk("d", 8080, "FQDN"), &named).is_empty());
+        assert!(eps(
             &mk("e", 8080, "IPv4"),
             &source(PortRef::Name("grpc".into()))
         )
         .is_empty());
         assert_eq!(
-            slice_endpoints(&mk("f", 8080, "IPv4"), &source(PortRef::Only))[0]
+            eps(&mk("f", 8080, "IPv4"), &source(PortRef::Only))[0]
                 .address
                 .port(),
             8080
         );
         assert_eq!(
-            slice_endpoints(&mk("g", 8080, "IPv4"), &source(PortRef::Number(7000)))[0]
+            eps(&mk("g", 8080, "IPv4"), &source(PortRef::Number(7000)))[0]
                 .address
                 .port(),
             7000
@@ -410,6 +433,6 @@ mod tests {
         // endpoints: null is legal.
         let empty =
             slice(json!({"metadata": {"name": "h"}, "addressType": "IPv4", "endpoints": null}));
-        assert!(slice_endpoints(&empty, &named).is_empty());
+        assert!(eps(&empty, &named).is_empty());
     }
 }

@@ -11,6 +11,8 @@ use crate::config::StaticEndpoint;
 pub struct StaticList {
     /// The configured endpoints.
     pub endpoints: Vec<StaticEndpoint>,
+    /// Whether the backend speaks h2c to them.
+    pub h2c: bool,
 }
 
 impl StaticList {
@@ -27,6 +29,7 @@ impl StaticList {
                 address: e.address,
                 weight: e.weight,
                 state: EndpointState::Ready,
+                h2c: self.h2c,
             })
             .collect()
     }

@@ -315,6 +315,7 @@ impl Proxy {
                     }
                 };
                 endpoint.health.mark_up();
+                fit_request(&mut req, conn.sender.is_h2());
                 // Only an idempotent, bodyless request can be sent twice; keep a copy.
                 let replay = upgrade.is_none().then(|| replayable(&req)).flatten();
                 let exchange = conn.sender.try_send_request(req);
@@ -603,6 +604,43 @@ fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     Some(copy)
 }
 
+/// Shapes the request for the connection it goes out on: HTTP/1.1 with an origin-form
+/// target, or HTTP/2 with the authority in the URI (hyper's h2 client sends `:authority`
+/// and `:scheme` from it; a `Host` header has no place in HTTP/2).
+fn fit_request(req: &mut Request<RequestBody>, h2: bool) {
+    if h2 && req.version() != Version::HTTP_2 {
+        let host = req.headers_mut().remove(header::HOST);
+        let authority = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = format!("http://{authority}{pq}").parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+    } else if !h2 && req.version() != Version::HTTP_11 {
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(v) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_11;
+    }
+}
+
 /// Rewrites a client request into an upstream HTTP/1.1 request in place.
 fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
     if !req.headers().contains_key(header::HOST) {
@@ -627,8 +665,19 @@ fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
     }
     *req.version_mut() = Version::HTTP_11;
     let host = req.headers().get(header::HOST).cloned();
+    // `TE: trailers` is the one TE value worth keeping: gRPC requires it end to end.
+    let trailers = req
+        .headers()
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h);
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::strip_tether_headers(h);
     headers::set_forwarded(h, conn.peer.ip(), conn.secure, host.as_ref());
 }

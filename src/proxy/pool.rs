@@ -1,4 +1,6 @@
-//! Upstream HTTP/1.1 connections, pooled per endpoint.
+//! Upstream connections, pooled per endpoint: HTTP/1.1 connections one request at a
+//! time from a lock-free idle queue, or one multiplexed h2c connection shared by all
+//! requests (for gRPC and other HTTP/2 upstreams).
 //!
 //! Why not hyper-util's pooled `Client`: tether must retry a request on the next endpoint
 //! when the connection could not be made, for any method, and for that it must still own
@@ -11,15 +13,51 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub use super::body::RequestBody as UpstreamBody;
 
 /// A connection ready to take one request.
-pub type Sender = http1::SendRequest<UpstreamBody>;
+pub enum Sender {
+    /// An HTTP/1.1 connection, exclusively ours until the response body ends.
+    H1(http1::SendRequest<UpstreamBody>),
+    /// A handle on the endpoint's shared HTTP/2 connection.
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Sender {
+    /// Sends a request; an unsent request comes back inside the error.
+    pub async fn try_send_request(
+        &mut self,
+        req: http::Request<UpstreamBody>,
+    ) -> Result<
+        http::Response<hyper::body::Incoming>,
+        hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+    > {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Whether requests go out as HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+}
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +83,26 @@ pub enum ConnectError {
     },
 }
 
-/// Idle connections to one endpoint address.
-#[derive(Debug)]
+/// Connections to one endpoint address.
 pub struct Pool {
     address: SocketAddr,
-    /// `None` when pooling is disabled (`max_idle_per_endpoint = 0`).
-    idle: Option<ArrayQueue<Sender>>,
+    /// Speak h2c (prior knowledge) to this endpoint.
+    h2c: bool,
+    /// Idle HTTP/1.1 connections; `None` when pooling is disabled
+    /// (`max_idle_per_endpoint = 0`).
+    idle: Option<ArrayQueue<http1::SendRequest<UpstreamBody>>>,
+    /// The shared HTTP/2 connection of an h2c endpoint.
+    shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("address", &self.address)
+            .field("h2c", &self.h2c)
+            .field("idle", &self.idle())
+            .finish()
+    }
 }
 
 /// A checked-out connection.
@@ -63,11 +115,14 @@ pub struct Checkout {
 }
 
 impl Pool {
-    /// An empty pool keeping up to `max_idle` idle connections.
-    pub fn new(address: SocketAddr, max_idle: usize) -> Self {
+    /// An empty pool keeping up to `max_idle` idle HTTP/1.1 connections, or one shared
+    /// connection when `h2c`.
+    pub fn new(address: SocketAddr, max_idle: usize, h2c: bool) -> Self {
         Pool {
             address,
-            idle: (max_idle > 0).then(|| ArrayQueue::new(max_idle)),
+            h2c,
+            idle: (max_idle > 0 && !h2c).then(|| ArrayQueue::new(max_idle)),
+            shared: ArcSwapOption::empty(),
         }
     }
 
@@ -83,6 +138,22 @@ impl Pool {
 
     /// An idle connection if one is usable, else a new one.
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<Checkout, ConnectError> {
+        if self.h2c {
+            if let Some(s) = self.shared.load_full() {
+                if !s.is_closed() {
+                    return Ok(Checkout {
+                        sender: Sender::H2((*s).clone()),
+                        reused: true,
+                    });
+                }
+            }
+            let s = self.connect_h2(connect_timeout).await?;
+            self.shared.store(Some(std::sync::Arc::new(s.clone())));
+            return Ok(Checkout {
+                sender: Sender::H2(s),
+                reused: false,
+            });
+        }
         if let Some(idle) = &self.idle {
             while let Some(mut sender) = idle.pop() {
                 if sender.is_closed() {
@@ -97,20 +168,19 @@ impl Pool {
                     )
                 {
                     return Ok(Checkout {
-                        sender,
+                        sender: Sender::H1(sender),
                         reused: true,
                     });
                 }
             }
         }
         self.connect(connect_timeout).await.map(|sender| Checkout {
-            sender,
+            sender: Sender::H1(sender),
             reused: false,
         })
     }
 
-    /// Opens a new connection.
-    pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+    async fn tcp(&self, connect_timeout: Duration) -> Result<TcpStream, ConnectError> {
         let addr = self.address;
         let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ConnectError::Timeout(addr)),
@@ -118,6 +188,36 @@ impl Pool {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect_h2(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<http2::SendRequest<UpstreamBody>, ConnectError> {
+        let addr = self.address;
+        let stream = self.tcp(connect_timeout).await?;
+        let handshake = http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(stream));
+        let (sender, conn) = match tokio::time::timeout(connect_timeout, handshake).await {
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+            Ok(Err(source)) => return Err(ConnectError::Handshake { addr, source }),
+            Ok(Ok(pair)) => pair,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Opens a new HTTP/1.1 connection.
+    pub async fn connect(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
+        let addr = self.address;
+        let stream = self.tcp(connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -133,6 +233,8 @@ impl Pool {
 
     /// Returns a connection whose last response completed.
     pub fn checkin(&self, sender: Sender) {
+        // A shared HTTP/2 handle needs no return.
+        let Sender::H1(sender) = sender else { return };
         if sender.is_closed() {
             return;
         }

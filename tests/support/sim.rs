@@ -68,6 +68,7 @@ impl Sim {
                     address: SocketAddr::from(([10, 0, 0, 1 + i as u8], 8080)),
                     weight: w,
                     state: EndpointState::Ready,
+                    h2c: false,
                 })
                 .collect(),
         );

@@ -1,0 +1,118 @@
+//! h2c upstreams: a gRPC-style unary call with trailers passes through unchanged.
+
+mod support;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+
+/// A gRPC-like h2c server: answers `/echo.Echo/Say` with the request message reversed,
+/// trailers `grpc-status: 0`, `grpc-message`, and what it saw as headers.
+async fn grpc_pod(name: &'static str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let version = format!("{:?}", req.version());
+                        let te = req.headers().get("te").cloned();
+                        let ct = req.headers().get("content-type").cloned();
+                        let mut msg = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                        msg[5..].reverse();
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                        trailers.insert("grpc-message", HeaderValue::from_static("all%20good"));
+                        trailers.insert("x-pod", HeaderValue::from_static(name));
+                        trailers.insert("x-seen-version", HeaderValue::from_str(&version).unwrap());
+                        if let Some(te) = te {
+                            trailers.insert("x-seen-te", te);
+                        }
+                        if let Some(ct) = ct {
+                            trailers.insert("x-seen-content-type", ct);
+                        }
+                        let frames = vec![
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(msg))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let body = StreamBody::new(futures::stream::iter(frames));
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_grpc_unary_call_with_trailers_passes_through_h2c_unchanged() {
+    let a = grpc_pod("grpc-a").await;
+    let b = grpc_pod("grpc-b").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n\
+         [[backend]]\nname = \"grpc\"\nprotocol = \"h2c\"\nendpoints = [{{ name = \"grpc-a\", address = \"{a}\" }}, {{ name = \"grpc-b\", address = \"{b}\" }}]\n"
+    );
+    let p = proxy(&cfg).await;
+    let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.unwrap();
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+
+    let mut cookie: Option<String> = None;
+    let mut pods = std::collections::HashSet::new();
+    for i in 0..20 {
+        let text = format!("hello {i}");
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        framed.extend_from_slice(text.as_bytes());
+        let mut req = http::Request::post(format!("http://{}/echo.Echo/Say", p.proxy_addr))
+            .version(http::Version::HTTP_2)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(c) = &cookie {
+            req = req.header("cookie", c.as_str());
+        }
+        client.ready().await.unwrap();
+        let resp = client
+            .send_request(req.body(Full::new(Bytes::from(framed.clone()))).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        if let Some(set) = resp.headers().get("set-cookie") {
+            cookie = Some(set.to_str().unwrap().split(';').next().unwrap().to_string());
+        }
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers arrive");
+        let body = collected.to_bytes();
+        let mut expected = framed.clone();
+        expected[5..].reverse();
+        assert_eq!(body.as_ref(), &expected[..], "the message is unchanged");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["grpc-message"], "all%20good");
+        assert_eq!(trailers["x-seen-version"], "HTTP/2.0", "upstream spoke h2c");
+        assert_eq!(trailers["x-seen-te"], "trailers");
+        assert_eq!(trailers["x-seen-content-type"], "application/grpc");
+        pods.insert(trailers["x-pod"].to_str().unwrap().to_string());
+    }
+    assert_eq!(pods.len(), 1, "the call is sticky: {pods:?}");
+    p.shutdown().await;
+}
