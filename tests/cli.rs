@@ -292,3 +292,174 @@ async fn run_discovers_a_service_through_the_kubeconfig_environment_variable() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+/// Peak resident memory of a process, from /proc (Linux), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Writes a config for the binary in front of `entries`, on free ports.
+fn binary_config(
+    dir: &std::path::Path,
+    entries: &str,
+    server_extra: &str,
+) -> (std::path::PathBuf, std::net::SocketAddr, std::net::SocketAddr) {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (listen, admin) = (free(), free());
+    let path = dir.join("tether.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{listen}\"\nadmin = \"{admin}\"\nworkers = 2\n{server_extra}\n\
+             [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [{entries}]\n"
+        ),
+    )
+    .unwrap();
+    (path, listen, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_fails_no_request_started_before_it_and_exits_zero() {
+    let slow = TestBackend::with_handler("slow", |req| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        echo("slow", req).await
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin) = binary_config(
+        dir.path(),
+        &slow.entry(),
+        "shutdown_grace = \"10s\"\nshutdown_delay = \"500ms\"",
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let c = TestClient::new();
+    wait_until_ready(&c, admin).await;
+    let mut inflight = Vec::new();
+    for _ in 0..50 {
+        let c = TestClient::new();
+        inflight.push(tokio::spawn(async move { c.get(listen, "/", None).await.status }));
+    }
+    while slow.hits.load(std::sync::atomic::Ordering::SeqCst) < 50 {
+        tokio::task::yield_now().await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // Readiness turns 503 at once, while the listener still accepts (shutdown_delay).
+    let mut saw_not_ready = false;
+    for _ in 0..50 {
+        if c.get(admin, "/readyz", None).await.status == 503 {
+            saw_not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_not_ready, "readiness did not turn 503 after SIGTERM");
+    for t in inflight {
+        assert_eq!(t.await.unwrap(), 200, "a request in flight at SIGTERM failed");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_each_way_streams_through_with_bounded_memory() {
+    use http_body_util::BodyExt;
+    const GIB: u64 = 1 << 30;
+    const CHUNK: usize = 1 << 20;
+    // Upstream: counts what it receives, and streams 1 GiB back for GET /download.
+    let sink = TestBackend::with_handler("sink", |req| async move {
+        if req.uri().path() == "/download" {
+            let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+            tokio::spawn(async move {
+                let chunk = bytes::Bytes::from(vec![7u8; CHUNK]);
+                for _ in 0..(GIB as usize / CHUNK) {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            return http::Response::new(ChannelBody::new(rx).boxed());
+        }
+        let mut body = req.into_body();
+        let mut n = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            n += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        http::Response::new(full(n.to_string()))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin) = binary_config(dir.path(), &sink.entry(), "");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let c = TestClient::new();
+    wait_until_ready(&c, admin).await;
+    let idle_rss = peak_rss_kib(pid).unwrap_or(0);
+
+    // Upload: 1 GiB, chunked, from a channel-fed body.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![1u8; CHUNK]);
+        for _ in 0..(GIB as usize / CHUNK) {
+            if tx.send(chunk.clone()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<ChannelBody>();
+    let up = client
+        .request(
+            http::Request::post(format!("http://{listen}/upload"))
+                .body(ChannelBody::new(rx))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let got = up.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got, GIB.to_string(), "the upstream received the whole upload");
+
+    // Download: 1 GiB, counted as it arrives.
+    let down = TestClient::new();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>()
+        .get(format!("http://{listen}/download").parse().unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        n += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(n, GIB);
+    drop(down);
+
+    let peak = peak_rss_kib(pid).unwrap_or(0);
+    eprintln!("tether peak RSS: idle {idle_rss} KiB, after 1 GiB up + 1 GiB down {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB: bodies were buffered");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
