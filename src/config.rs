@@ -472,7 +472,12 @@ impl Config {
                     Some(l) => format!("line {l}"),
                     None => "(syntax)".into(),
                 },
-                reason: e.message().trim().to_string(),
+                // toml leaves the message empty for some lexical errors (e.g. a
+                // control character in a comment): never answer with nothing.
+                reason: match e.message().trim() {
+                    "" => "invalid TOML syntax (a control character or stray byte?)".to_string(),
+                    m => m.to_string(),
+                },
             }
         })?;
         Validator { file, base }.config(raw)
@@ -1221,6 +1226,16 @@ mod tests {
         assert_eq!(e.field, "backend[0].kubernetes");
         let e = parse("[[backend]]\nname='a'\nkubernetes={ service='Bad_Name' }\n").unwrap_err();
         assert_eq!(e.field, "backend[0].kubernetes.service");
+    }
+
+    #[test]
+    fn a_control_character_in_a_comment_gets_a_reason() {
+        // Found by the config_parse fuzz target.
+        let e =
+            parse("[server]\n# a \u{1}comment\n[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n")
+                .unwrap_err();
+        assert_eq!(e.field, "line 2");
+        assert!(!e.reason.is_empty());
     }
 
     #[test]

@@ -310,8 +310,17 @@ fn binary_config(
     dir: &std::path::Path,
     entries: &str,
     server_extra: &str,
-) -> (std::path::PathBuf, std::net::SocketAddr, std::net::SocketAddr) {
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+) -> (
+    std::path::PathBuf,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
     let (listen, admin) = (free(), free());
     let path = dir.join("tether.toml");
     std::fs::write(
@@ -351,13 +360,19 @@ async fn sigterm_under_load_fails_no_request_started_before_it_and_exits_zero() 
     let mut inflight = Vec::new();
     for _ in 0..50 {
         let c = TestClient::new();
-        inflight.push(tokio::spawn(async move { c.get(listen, "/", None).await.status }));
+        inflight.push(tokio::spawn(async move {
+            c.get(listen, "/", None).await.status
+        }));
     }
     while slow.hits.load(std::sync::atomic::Ordering::SeqCst) < 50 {
         tokio::task::yield_now().await;
     }
     let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     // Readiness turns 503 at once, while the listener still accepts (shutdown_delay).
     let mut saw_not_ready = false;
     for _ in 0..50 {
@@ -369,7 +384,11 @@ async fn sigterm_under_load_fails_no_request_started_before_it_and_exits_zero() 
     }
     assert!(saw_not_ready, "readiness did not turn 503 after SIGTERM");
     for t in inflight {
-        assert_eq!(t.await.unwrap(), 200, "a request in flight at SIGTERM failed");
+        assert_eq!(
+            t.await.unwrap(),
+            200,
+            "a request in flight at SIGTERM failed"
+        );
     }
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
@@ -440,7 +459,11 @@ async fn a_gigabyte_each_way_streams_through_with_bounded_memory() {
         .await
         .unwrap();
     let got = up.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(got, GIB.to_string(), "the upstream received the whole upload");
+    assert_eq!(
+        got,
+        GIB.to_string(),
+        "the upstream received the whole upload"
+    );
 
     // Download: 1 GiB, counted as it arrives.
     let down = TestClient::new();
@@ -459,7 +482,10 @@ async fn a_gigabyte_each_way_streams_through_with_bounded_memory() {
 
     let peak = peak_rss_kib(pid).unwrap_or(0);
     eprintln!("tether peak RSS: idle {idle_rss} KiB, after 1 GiB up + 1 GiB down {peak} KiB");
-    assert!(peak < 64 * 1024, "peak RSS {peak} KiB: bodies were buffered");
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB: bodies were buffered"
+    );
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }

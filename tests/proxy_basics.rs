@@ -174,7 +174,11 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
     let seen = |h: &str| r.seen(h);
     assert_eq!(seen("x-hop"), None);
     assert_eq!(seen("proxy-authorization"), None);
-    assert_eq!(seen("te").as_deref(), Some("trailers"), "only TE: trailers survives");
+    assert_eq!(
+        seen("te").as_deref(),
+        Some("trailers"),
+        "only TE: trailers survives"
+    );
     assert_eq!(seen("x-kept").as_deref(), Some("yes"));
     assert_eq!(seen("host").as_deref(), Some("shop.example.com"));
     assert_eq!(
