@@ -452,3 +452,32 @@ async fn bodies_over_max_body_bytes_get_413() {
     assert!(r.starts_with("HTTP/1.1 413"), "{r:.80}");
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let pods = three_pods().await;
+    let cfg =
+        config(&refs(&pods), &[], "").replace("[server]\n", "[server]\nmax_connections = 1\n");
+    let p = proxy(&cfg).await;
+    let hog = TcpStream::connect(p.proxy_addr).await.unwrap();
+    // Wait until the proxy has taken the hog's slot (it answers nothing yet).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = TestClient::new();
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        let addr = p.proxy_addr;
+        async move { c.get(addr, "/", None).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second connection was served while the only slot was taken"
+    );
+    drop(hog);
+    let status = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("served once the slot freed")
+        .unwrap();
+    assert_eq!(status, 200);
+    p.shutdown().await;
+}
