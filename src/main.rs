@@ -22,6 +22,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum CookieCommand {
+    /// Verify and decode a cookie value: key id, session, endpoint, ages; exits non-zero
+    /// when it is not valid under the config's keys.
+    Inspect {
+        /// Path to tether.toml (its keys verify; its static endpoints name the token).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The cookie value (without `name=`).
+        value: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the proxy from a config file.
     Run {
@@ -37,6 +50,11 @@ enum Command {
     },
     /// Print a fresh random signing key (base64 of 32 bytes) for `[[keys]] secret`.
     Keygen,
+    /// Work with affinity cookies.
+    Cookie {
+        #[command(subcommand)]
+        command: CookieCommand,
+    },
     /// Start three demo pods and the proxy in front of them; no cluster, no config.
     Demo {
         /// Proxy listener.
@@ -56,6 +74,15 @@ fn main() -> ExitCode {
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
         }
+        Command::Cookie {
+            command: CookieCommand::Inspect { config, value },
+        } => match Config::from_file(&config) {
+            Ok(c) => inspect(&c, value.trim().trim_start_matches("tether=")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { config } => match Config::from_file(&config) {
             Ok(c) => {
                 println!(
@@ -88,6 +115,67 @@ fn main() -> ExitCode {
             exit(runtime(None).and_then(|rt| rt.block_on(demo(listen, admin))))
         }
     }
+}
+
+/// `tether cookie inspect`: what a cookie says, and whether this config accepts it.
+fn inspect(config: &Config, value: &str) -> ExitCode {
+    use tether::affinity::{cookie, KeyRing};
+    if config.keys.is_empty() {
+        eprintln!("invalid: the config has no [[keys]]; cookies signed with an ephemeral key cannot be checked");
+        return ExitCode::from(1);
+    }
+    let keys = KeyRing::from_config(&config.keys);
+    let v = match cookie::decode(&keys, value) {
+        Ok(v) => v,
+        Err(e) => {
+            println!("invalid: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let age =
+        |t: u64| humantime::format_duration(std::time::Duration::from_secs(now.saturating_sub(t)));
+    let key_id = keys
+        .id(v.key_index)
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    // Name the endpoint when the config lists it statically.
+    let endpoint = config
+        .backends
+        .iter()
+        .filter_map(|b| match &b.source {
+            tether::config::Source::Static(eps) => Some((b, eps)),
+            tether::config::Source::Kubernetes(_) => None,
+        })
+        .flat_map(|(b, eps)| eps.iter().map(move |e| (b, e)))
+        .find_map(|(b, e)| {
+            let identity = e.name.clone().unwrap_or_else(|| e.address.to_string());
+            (keys.endpoint_token(v.key_index, &identity) == v.claims.endpoint_token)
+                .then(|| format!("{identity} ({}, backend {})", e.address, b.name))
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "token {:016x} (not a static endpoint of this config: a Kubernetes pod or one that left)",
+                v.claims.endpoint_token
+            )
+        });
+    println!("valid");
+    println!(
+        "key:      {key_id}{}",
+        if v.key_index == 0 {
+            " (current signing key)"
+        } else {
+            " (older key: re-issued on next request)"
+        }
+    );
+    println!("session:  {}", v.claims.session.to_hex().as_str());
+    println!("endpoint: {endpoint}");
+    println!("issued:   {} ago", age(v.claims.issued));
+    println!("placed:   {} ago", age(v.claims.placed));
+    println!("seen:     {} ago", age(v.claims.seen));
+    ExitCode::SUCCESS
 }
 
 fn exit(r: anyhow::Result<()>) -> ExitCode {

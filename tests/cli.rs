@@ -489,3 +489,50 @@ async fn a_gigabyte_each_way_streams_through_with_bounded_memory() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+#[tokio::test]
+async fn cookie_inspect_decodes_a_valid_cookie_and_rejects_a_tampered_one() {
+    let pods = [
+        TestBackend::echo("pod-a").await,
+        TestBackend::echo("pod-b").await,
+    ];
+    let text = config(&[&pods[0], &pods[1]], &[("k1", KEY_1)], "");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, &text).unwrap();
+    let p = proxy(&text).await;
+    let r = TestClient::new().get(p.proxy_addr, "/", None).await;
+    let value = r.cookie("tether").unwrap();
+    let inspect = |v: &str| {
+        Command::new(BIN)
+            .args(["cookie", "inspect", "--config"])
+            .arg(&path)
+            .arg(v)
+            .output()
+            .unwrap()
+    };
+    let out = inspect(&value);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("valid"), "{stdout}");
+    assert!(
+        stdout.contains(&r.seen("x-tether-session").unwrap()),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("endpoint: {} (", r.pod())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("key:      k1 (current signing key)"),
+        "{stdout}"
+    );
+
+    let mut tampered = value.into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let out = inspect(&String::from_utf8(tampered).unwrap());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid: bad signature"));
+    p.shutdown().await;
+}

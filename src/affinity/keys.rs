@@ -114,6 +114,11 @@ impl KeyRing {
         &self.keys[0]
     }
 
+    /// The id of the key at `index`.
+    pub fn id(&self, index: usize) -> Option<&[u8]> {
+        self.keys.get(index).map(|k| k.id())
+    }
+
     /// Finds a key by id, with its index (0 = the signing key).
     pub fn find(&self, id: &[u8]) -> Option<(usize, &SigningKey)> {
         self.keys.iter().enumerate().find(|(_, k)| &*k.id == id)
