@@ -5,6 +5,7 @@
 //! - `POST /admin/backends/{backend}/endpoints/{endpoint}/drain` and `.../undrain`
 //!   (`{endpoint}` is the identity, e.g. `shop/cart-0`, `/` included, or percent-encoded)
 //! - `GET /debug/backends`
+//! - `GET /metrics` (Prometheus / OpenMetrics text)
 
 use std::sync::Arc;
 
@@ -60,6 +61,16 @@ pub fn handle<B>(
             }
         }
         (&Method::GET, "/debug/backends") => json(StatusCode::OK, &debug_backends(proxy)),
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, crate::metrics::render(proxy));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
         (method, p) if p.starts_with("/admin/backends/") => drain(method, p, proxy),
         _ => hook
             .and_then(|h| h.handle(req.method(), path))

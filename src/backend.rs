@@ -84,6 +84,8 @@ pub struct Endpoint {
     pub sessions: Arc<SessionCounter>,
     /// Paces rebalancing moves into this endpoint (`gradual`).
     pub moves: Arc<RateLimiter>,
+    /// Request and error counters, shared across snapshots.
+    pub stats: Arc<crate::metrics::EndpointStats>,
 }
 
 /// What a cookie's endpoint token resolves to.
@@ -280,6 +282,8 @@ pub struct Backend {
     clock: Clock,
     /// Limits retries to a fraction of requests.
     pub retry_budget: crate::proxy::retry::RetryBudget,
+    /// Counters for `/metrics`.
+    pub stats: crate::metrics::BackendStats,
 }
 
 impl std::fmt::Debug for Backend {
@@ -298,6 +302,7 @@ struct Carried {
     pool: Arc<Pool>,
     sessions: Arc<SessionCounter>,
     moves: Arc<RateLimiter>,
+    stats: Arc<crate::metrics::EndpointStats>,
 }
 
 #[derive(Default)]
@@ -356,6 +361,7 @@ impl Backend {
             sessions,
             clock,
             retry_budget: crate::proxy::retry::RetryBudget::new(settings.retry_budget),
+            stats: Default::default(),
             settings,
         }
     }
@@ -421,6 +427,7 @@ impl Backend {
     pub fn publish(&self, specs: Vec<EndpointSpec>) {
         let mut state = self.lock();
         self.rebuild(&mut state, specs);
+        self.stats.discovery_event(self.clock.now().unix);
     }
 
     fn rebuild(&self, state: &mut BuilderState, mut specs: Vec<EndpointSpec>) {
@@ -451,6 +458,7 @@ impl Backend {
                         affinity.refresh_interval(),
                     )),
                     moves: Arc::new(RateLimiter::new(affinity.rebalance_rate, now.instant)),
+                    stats: Arc::default(),
                 });
                 carried.insert(k, c.clone());
                 let first_seen = match state.added.get(&s.identity) {
@@ -490,6 +498,7 @@ impl Backend {
                     pool: c.pool,
                     sessions: c.sessions,
                     moves: c.moves,
+                    stats: c.stats,
                 }
             })
             .collect();

@@ -172,3 +172,167 @@ async fn balanced_rebalancing_tells_the_backend_where_the_session_came_from() {
     assert!((25..=75).contains(&moved), "{moved} of 200 moved");
     p.shutdown().await;
 }
+
+/// Scrapes /metrics and parses it with a real Prometheus text parser; returns the value
+/// of `name` with these labels (0 when absent).
+async fn metric(
+    c: &TestClient,
+    admin: std::net::SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let r = c.get(admin, "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    let lines = r
+        .text()
+        .lines()
+        .map(|l| Ok(l.to_string()))
+        .collect::<Vec<_>>();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_new_sticky_failover_and_invalid_outcomes() {
+    let pods: Vec<Arc<TestBackend>> = vec![
+        TestBackend::echo("pod-a").await,
+        TestBackend::echo("pod-b").await,
+        TestBackend::echo("pod-c").await,
+    ];
+    let refs: Vec<&TestBackend> = pods.iter().map(|p| &**p).collect();
+    let p = proxy(&config(&refs, &[("k1", KEY_1)], "")).await;
+    let c = TestClient::new();
+    let a = p.admin_addr;
+    let outcome =
+        |o: &'static str, r: &'static str| [("backend", "app"), ("outcome", o), ("reason", r)];
+    assert_eq!(
+        metric(&c, a, "tether_affinity_total", &outcome("new", "none")).await,
+        0.0
+    );
+
+    let first = c.get(p.proxy_addr, "/", None).await;
+    let cookie = first.cookie("tether").unwrap();
+    for _ in 0..3 {
+        c.get(p.proxy_addr, "/", Some(&cookie)).await;
+    }
+    c.get(p.proxy_addr, "/", Some("garbage")).await;
+    assert_eq!(
+        metric(&c, a, "tether_affinity_total", &outcome("new", "none")).await,
+        2.0
+    );
+    assert_eq!(
+        metric(&c, a, "tether_affinity_total", &outcome("sticky", "none")).await,
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &c,
+            a,
+            "tether_affinity_total",
+            &outcome("invalid_cookie", "malformed")
+        )
+        .await,
+        1.0
+    );
+
+    // The pinned pod leaves the table: a failover with reason endpoint_gone.
+    let pinned = first.pod();
+    let backend = p.proxy.backend("app").unwrap();
+    backend.publish(
+        pods.iter()
+            .filter(|x| x.name != pinned)
+            .map(|x| tether::backend::EndpointSpec {
+                identity: x.name.as_str().into(),
+                address: x.addr,
+                weight: 1,
+                state: tether::backend::EndpointState::Ready,
+                h2c: false,
+            })
+            .collect(),
+    );
+    let r = c.get(p.proxy_addr, "/", Some(&cookie)).await;
+    assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("failover"));
+    assert_eq!(
+        metric(
+            &c,
+            a,
+            "tether_affinity_total",
+            &outcome("failover", "endpoint_gone")
+        )
+        .await,
+        1.0
+    );
+
+    let served: f64 = {
+        let mut total = 0.0;
+        for pod in ["pod-a", "pod-b", "pod-c"] {
+            total += metric(
+                &c,
+                a,
+                "tether_requests_total",
+                &[("endpoint", pod), ("class", "2xx")],
+            )
+            .await;
+        }
+        total
+    };
+    // The departed pod's series are gone; the survivors served the last request at least.
+    assert!(served >= 1.0);
+    assert_eq!(
+        metric(
+            &c,
+            a,
+            "tether_requests_total",
+            &[("endpoint", pinned.as_str())]
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &c,
+            a,
+            "tether_endpoints",
+            &[("backend", "app"), ("state", "ready")]
+        )
+        .await,
+        2.0
+    );
+    assert!(
+        metric(
+            &c,
+            a,
+            "tether_live_sessions",
+            &[("endpoint", r.pod().as_str())]
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &c,
+            a,
+            "tether_discovery_events_total",
+            &[("backend", "app")]
+        )
+        .await
+            >= 2.0
+    );
+    let scrape = c.get(a, "/metrics", None).await.text();
+    assert!(
+        scrape.contains("tether_request_duration_seconds_bucket"),
+        "{scrape}"
+    );
+    p.shutdown().await;
+}

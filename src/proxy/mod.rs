@@ -13,7 +13,7 @@ pub mod retry;
 pub mod route;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -23,9 +23,10 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::affinity::{self, Decision, KeyRing, Outcome, SessionId};
-use crate::backend::{Backend, Endpoint, Snapshot};
+use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
 use crate::config::{AffinityKey, BackendSettings, Config};
+use crate::metrics::{AffinityEvent, BackendStats};
 use body::{PooledBody, ProxyBody, RequestBody};
 use headers::{X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use http::Method;
@@ -149,6 +150,8 @@ pub struct Proxy {
     shutting_down: AtomicBool,
     /// Upgraded connections (WebSockets) being spliced, so shutdown can wait for them.
     tunnels: TaskTracker,
+    /// Config reloads: [succeeded, failed].
+    reloads: [AtomicU64; 2],
 }
 
 impl Proxy {
@@ -158,6 +161,7 @@ impl Proxy {
             state: ArcSwap::from_pointee(state),
             shutting_down: AtomicBool::new(false),
             tunnels: TaskTracker::new(),
+            reloads: Default::default(),
         }
     }
 
@@ -207,20 +211,7 @@ impl Proxy {
 
     /// Handles one request. Never fails: errors become 404/413/502/503/504.
     pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
-        match self.forward(req, conn).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "request failed");
-                e.response()
-            }
-        }
-    }
-
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        conn: &Connection,
-    ) -> Result<Response<ProxyBody>> {
+        let started = Instant::now();
         let (backend, keys, max_body) = {
             let state = self.state.load();
             let host = req.uri().host().or_else(|| {
@@ -228,16 +219,41 @@ impl Proxy {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
             });
-            let i = state
-                .routes
-                .find(host, req.uri().path())
-                .ok_or(Error::NoRoute)?;
-            (
-                state.backends[i].clone(),
-                state.keys.clone(),
-                state.max_body_bytes,
-            )
+            match state.routes.find(host, req.uri().path()) {
+                Some(i) => (
+                    state.backends[i].clone(),
+                    state.keys.clone(),
+                    state.max_body_bytes,
+                ),
+                None => return Error::NoRoute.response(),
+            }
         };
+        let resp = match self.forward(req, conn, &backend, keys, max_body).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "request failed");
+                let r = e.response();
+                backend.stats.local_response(r.status());
+                r
+            }
+        };
+        backend.stats.observe(started.elapsed());
+        resp
+    }
+
+    /// Counts how many config reloads succeeded (`true`) or failed.
+    pub fn reloads(&self, success: bool) -> u64 {
+        self.reloads[usize::from(!success)].load(Ordering::Relaxed)
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &Connection,
+        backend: &Arc<Backend>,
+        keys: Arc<KeyRing>,
+        max_body: Option<u64>,
+    ) -> Result<Response<ProxyBody>> {
         if let Some(max) = max_body {
             if req.body().size_hint().lower() > max {
                 return Err(Error::BodyTooLarge);
@@ -253,7 +269,7 @@ impl Proxy {
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
         let now = backend.clock().now();
-        let decision = self.decide(&req, conn, &backend, &keys, &snapshot, now);
+        let decision = self.decide(&req, conn, backend, &keys, &snapshot, now);
         let candidates = decision.candidates(&snapshot);
         if candidates.is_empty() {
             return Err(Error::NoEndpoint);
@@ -272,6 +288,7 @@ impl Proxy {
         );
 
         backend.retry_budget.deposit();
+        let mut tried_pinned = false;
         let last = candidates.as_slice().len() - 1;
         for (n, &i) in candidates.as_slice().iter().enumerate() {
             let endpoint = &snapshot.endpoints[i as usize];
@@ -301,6 +318,10 @@ impl Proxy {
                 let mut conn = match endpoint.pool.checkout(settings.connect_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
+                        endpoint.stats.connect_error();
+                        if Some(i) == decision.pinned() {
+                            tried_pinned = true;
+                        }
                         let n = endpoint
                             .health
                             .mark_down(Instant::now(), settings.down_cooloff);
@@ -323,6 +344,7 @@ impl Proxy {
                     Err(_) => return Err(Error::Timeout),
                     Ok(Ok(resp)) => {
                         let status = resp.status();
+                        endpoint.stats.response(status);
                         if status.is_server_error() {
                             self.exchange_failed(&snapshot, endpoint, settings);
                         } else {
@@ -337,6 +359,8 @@ impl Proxy {
                                 if retry_status && another && backend.retry_budget.try_spend() =>
                             {
                                 tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
+                                backend.stats.retry();
+                                tried_pinned |= Some(i) == decision.pinned();
                                 break Err(again);
                             }
                             _ => break Ok((resp, conn.sender)),
@@ -355,6 +379,8 @@ impl Proxy {
                             // Reset or failed after sending: once on the next endpoint.
                             Some(again) if another && backend.retry_budget.try_spend() => {
                                 self.exchange_failed(&snapshot, endpoint, settings);
+                                backend.stats.retry();
+                                tried_pinned |= Some(i) == decision.pinned();
                                 tracing::debug!(endpoint = %endpoint.identity, error = %e.error(), "retrying an idempotent request on the next endpoint");
                                 break Err(again);
                             }
@@ -378,6 +404,13 @@ impl Proxy {
             };
 
             decision.commit(i, &snapshot);
+            count_affinity(
+                &backend.stats,
+                &decision,
+                &placement,
+                &snapshot,
+                tried_pinned,
+            );
             if placement.outcome != Outcome::Sticky {
                 tracing::debug!(
                     backend = %settings.name,
@@ -494,6 +527,46 @@ impl Proxy {
         }
         d
     }
+}
+
+/// Counts the affinity outcome of a served request, with its reason.
+fn count_affinity(
+    stats: &BackendStats,
+    d: &Decision,
+    placement: &affinity::Placement<'_>,
+    snapshot: &Snapshot,
+    tried_pinned: bool,
+) {
+    use affinity::{Invalid, Prior};
+    let event = match (placement.outcome, &d.prior) {
+        (Outcome::New, Prior::Fresh { invalid, .. }) => {
+            if let Some(r) = invalid {
+                stats.affinity(match r {
+                    Invalid::Malformed => AffinityEvent::InvalidMalformed,
+                    Invalid::UnknownKey => AffinityEvent::InvalidUnknownKey,
+                    Invalid::BadSignature => AffinityEvent::InvalidBadSignature,
+                    Invalid::Expired => AffinityEvent::InvalidExpired,
+                });
+            }
+            AffinityEvent::New
+        }
+        (Outcome::New, _) => AffinityEvent::New,
+        (Outcome::Sticky, Prior::Pinned { key_index, .. }) if *key_index != 0 => {
+            stats.affinity(AffinityEvent::KeyRotated);
+            AffinityEvent::Sticky
+        }
+        (Outcome::Sticky, _) => AffinityEvent::Sticky,
+        (Outcome::Rebalanced, _) => AffinityEvent::Rebalanced,
+        (Outcome::Failover, Prior::Departed { .. }) => AffinityEvent::FailoverEndpointGone,
+        (Outcome::Failover, _) if tried_pinned => AffinityEvent::FailoverConnectFailed,
+        (Outcome::Failover, Prior::Pinned { endpoint, .. })
+            if snapshot.endpoints[*endpoint as usize].state == EndpointState::Draining =>
+        {
+            AffinityEvent::FailoverDrained
+        }
+        (Outcome::Failover, _) => AffinityEvent::FailoverEndpointDown,
+    };
+    stats.affinity(event);
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` +
