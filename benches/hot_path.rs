@@ -61,6 +61,7 @@ fn keys() -> KeyRing {
     KeyRing::from_config(&[KeyMaterial {
         id: "k1".into(),
         secret: vec![42; 32],
+        file: None,
     }])
 }
 

@@ -404,6 +404,29 @@ impl Backend {
         }
     }
 
+    /// Takes over `prev`'s endpoints after a config reload: what each endpoint carries
+    /// (health, pool, live sessions, counters), when it was added, drains, departed
+    /// identities; then publishes `prev`'s last endpoint list under this backend's
+    /// settings and keys, so the backend is routable at once and sessions keep their
+    /// endpoints (tokens are identity-derived).
+    pub fn inherit(&self, prev: &Backend) {
+        let specs = {
+            let old = prev.lock();
+            let mut state = self.lock();
+            state.carried = old.carried.clone();
+            state.added = old.added.clone();
+            state.draining_since = old.draining_since.clone();
+            state.admin_drained = old.admin_drained.clone();
+            state.departed = old.departed.clone();
+            state.generation = old.generation;
+            old.last_specs.clone()
+        };
+        if !specs.is_empty() || prev.snapshot().is_synced() {
+            let mut state = self.lock();
+            self.rebuild(&mut state, specs);
+        }
+    }
+
     /// Drains (or undrains) an endpoint by identity, as an operator: it keeps its
     /// sessions until `drain_timeout` and takes no new ones. Returns false when no such
     /// endpoint exists. Survives later discovery updates until undrained.
@@ -531,7 +554,7 @@ impl Backend {
         while state.departed.len() > DEPARTED_MEMORY {
             state.departed.pop_front();
         }
-        let departed = if changed || previous.departed.len() != nkeys {
+        let departed = if changed || previous.departed.len() != nkeys || previous.generation == 0 {
             (0..nkeys)
                 .map(|k| {
                     state

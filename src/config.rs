@@ -106,6 +106,8 @@ pub struct KeyMaterial {
     pub id: String,
     /// The raw secret bytes (at least [`MIN_SECRET_BYTES`]).
     pub secret: Vec<u8>,
+    /// The file the secret came from (`secret_file`), watched for changes.
+    pub file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -648,10 +650,12 @@ impl Validator<'_> {
             if keys.iter().any(|o| o.id == k.id) {
                 return Err(self.err(field("id"), format!("duplicate key id {:?}", k.id)));
             }
+            let mut file = None;
             let (encoded, which) = match (k.secret, k.secret_file) {
                 (Some(s), None) => (s, field("secret")),
                 (None, Some(path)) => {
                     let path = self.base.join(path);
+                    file = Some(path.clone());
                     let text = std::fs::read_to_string(&path).map_err(|e| {
                         self.err(
                             field("secret_file"),
@@ -681,7 +685,11 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            keys.push(KeyMaterial { id: k.id, secret });
+            keys.push(KeyMaterial {
+                id: k.id,
+                secret,
+                file,
+            });
         }
         Ok(keys)
     }

@@ -220,6 +220,7 @@ pub async fn start(
         server::Options {
             admin_hook: Some(pods.clone() as Arc<dyn AdminHook>),
             pod_name: None,
+            config_path: None,
         },
     )
     .await?;

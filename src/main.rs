@@ -101,6 +101,7 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_logging();
+            let config_path = config.clone();
             let config = match Config::from_file(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -108,7 +109,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            exit(runtime(config.server.workers).and_then(|rt| rt.block_on(run(config))))
+            let path = config_path;
+            exit(runtime(config.server.workers).and_then(|rt| rt.block_on(run(config, path))))
         }
         Command::Demo { listen, admin } => {
             init_logging();
@@ -207,8 +209,12 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the tokio runtime")
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let running = tether::server::start(&config, tether::server::Options::from_env()).await?;
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let options = tether::server::Options {
+        config_path: Some(path),
+        ..tether::server::Options::from_env()
+    };
+    let running = tether::server::start(&config, options).await?;
     running.run_until_signal().await;
     Ok(())
 }

@@ -60,8 +60,10 @@ pub struct Running {
     pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// Discovery watchers; aborted at shutdown.
+    /// Background tasks (TLS file watch, reload watch); aborted at shutdown.
     discovery: Vec<JoinHandle<()>>,
+    /// Applies new configs.
+    reloader: Arc<Reloader>,
     grace: Duration,
     /// Listeners keep accepting this long after shutdown begins.
     delay: Duration,
@@ -74,6 +76,8 @@ pub struct Options {
     pub admin_hook: Option<Arc<dyn AdminHook>>,
     /// This tether's pod name, for `prefer_local` (the downward API's `POD_NAME`).
     pub pod_name: Option<String>,
+    /// The config file, re-read on reload (SIGHUP, or when it or a key file changes).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -82,6 +86,7 @@ impl Options {
         Options {
             admin_hook: None,
             pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
+            config_path: None,
         }
     }
 }
@@ -91,6 +96,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     let Options {
         admin_hook: hook,
         pod_name,
+        config_path,
     } = options;
     let keys = Arc::new(KeyRing::from_config(&config.keys));
     if keys.is_ephemeral() {
@@ -107,38 +113,16 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         return Err(Error::NoPodName(b.name.clone()));
     }
     let proxy = Arc::new(Proxy::new(State::new(config, keys, pod_name.as_deref())));
-    let state = proxy.state();
-    let mut tasks = Vec::new();
     let mut kube_client = None;
-    for (backend, settings) in state.backends.iter().zip(&config.backends) {
-        match &settings.source {
-            Source::Static(endpoints) => {
-                StaticList {
-                    endpoints: endpoints.clone(),
-                    h2c: settings.h2c,
-                }
-                .run(backend.clone())
-                .await
-            }
-            Source::Kubernetes(source) => {
-                let client = match &kube_client {
-                    Some(c) => Clone::clone(c),
-                    None => {
-                        let c = kubernetes::client(&config.kubernetes).await?;
-                        kube_client = Some(c.clone());
-                        c
-                    }
-                };
-                let discovery = KubernetesDiscovery {
-                    client,
-                    h2c: settings.h2c,
-                    source: source.clone(),
-                    backoff: (config.kubernetes.backoff_min, config.kubernetes.backoff_max),
-                };
-                tasks.push(tokio::spawn(discovery.run(backend.clone())));
-            }
-        }
-    }
+    let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
+    let reloader = Arc::new(Reloader {
+        proxy: proxy.clone(),
+        pod_name,
+        path: config_path,
+        current: std::sync::Mutex::new(config.clone()),
+        discovery: std::sync::Mutex::new(tasks),
+        kube_client: tokio::sync::Mutex::new(kube_client),
+    });
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -153,7 +137,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     };
     let proxy_addr = local(&proxy_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.server.admin)?;
-    let mut discovery = std::mem::take(&mut tasks);
+    let mut discovery = Vec::new();
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
@@ -217,6 +201,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         shutdown,
         tasks: vec![proxy_task, admin_task],
         discovery,
+        reloader,
         grace,
         delay: config.server.shutdown_delay,
     })
@@ -235,6 +220,7 @@ impl Running {
         for d in &self.discovery {
             d.abort();
         }
+        self.reloader.stop_discovery();
         let deadline = tokio::time::Instant::now() + self.grace + Duration::from_secs(1);
         for t in self.tasks {
             let _ = tokio::time::timeout_at(deadline, t).await;
@@ -242,8 +228,21 @@ impl Running {
         self.proxy.close_tunnels(deadline).await;
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    pub async fn run_until_signal(self) {
+    /// Re-reads the config file and applies it (see [`Reloader::reload`]).
+    pub async fn reload(&self) -> Result<(), String> {
+        self.reloader.reload().await
+    }
+
+    /// Applies `config` as a reload would.
+    pub async fn apply(&self, config: &Config) -> Result<(), String> {
+        self.reloader.apply(config).await
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully; reloads on SIGHUP and
+    /// when the config file or a key file changes.
+    pub async fn run_until_signal(mut self) {
+        let watcher = tokio::spawn(self.reloader.clone().watch(Duration::from_secs(2)));
+        self.discovery.push(watcher);
         wait_for_signal().await;
         tracing::info!(grace = ?self.grace, "shutting down");
         self.shutdown().await;
@@ -270,6 +269,197 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Starts endpoint discovery for every backend of `state`: static lists are published at
+/// once, Kubernetes watchers are spawned (their handles returned).
+async fn start_discovery(
+    state: &State,
+    config: &Config,
+    kube_client: &mut Option<kube::Client>,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    let mut tasks = Vec::new();
+    for (backend, settings) in state.backends.iter().zip(&config.backends) {
+        match &settings.source {
+            Source::Static(endpoints) => {
+                StaticList {
+                    endpoints: endpoints.clone(),
+                    h2c: settings.h2c,
+                }
+                .run(backend.clone())
+                .await
+            }
+            Source::Kubernetes(source) => {
+                let client = match kube_client {
+                    Some(c) => Clone::clone(c),
+                    None => {
+                        let c = kubernetes::client(&config.kubernetes).await?;
+                        *kube_client = Some(c.clone());
+                        c
+                    }
+                };
+                let discovery = KubernetesDiscovery {
+                    client,
+                    h2c: settings.h2c,
+                    source: source.clone(),
+                    backoff: (config.kubernetes.backoff_min, config.kubernetes.backoff_max),
+                };
+                tasks.push(tokio::spawn(discovery.run(backend.clone())));
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// Applies new configs without a restart: routes, backends, affinity settings, keys.
+///
+/// A new routing state is built beside the old one and swapped in with one store, so
+/// in-flight requests finish on the old one. Each backend that exists in both configs
+/// inherits the old one's endpoints and what they carry (health, connection pools, live
+/// session counts, counters), so its sessions keep their endpoints and it is routable at
+/// once; discovery restarts for the new backends. A config that does not validate is
+/// rejected, logged and counted, and the old one keeps serving. Listener addresses,
+/// workers and TLS files are read at start only (a change is logged).
+pub struct Reloader {
+    proxy: Arc<Proxy>,
+    pod_name: Option<String>,
+    path: Option<std::path::PathBuf>,
+    current: std::sync::Mutex<Config>,
+    discovery: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Also serialises reloads.
+    kube_client: tokio::sync::Mutex<Option<kube::Client>>,
+}
+
+impl Reloader {
+    /// Re-reads the config file and applies it.
+    pub async fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.path else {
+            return Err("no config file to reload (started without one)".into());
+        };
+        match Config::from_file(path) {
+            Ok(c) => self.apply(&c).await,
+            Err(e) => Err(self.failed(e.to_string())),
+        }
+    }
+
+    fn failed(&self, reason: String) -> String {
+        self.proxy.count_reload(false);
+        tracing::error!(%reason, "config reload rejected; the previous config keeps serving");
+        reason
+    }
+
+    /// Applies a validated config.
+    pub async fn apply(&self, config: &Config) -> Result<(), String> {
+        let mut kube_client = self.kube_client.lock().await;
+        if let Some(b) = config
+            .backends
+            .iter()
+            .find(|b| b.affinity.prefer_local && self.pod_name.is_none())
+        {
+            return Err(self.failed(Error::NoPodName(b.name.clone()).to_string()));
+        }
+        let old = self.proxy.state();
+        let keys = Arc::new(KeyRing::from_config(&config.keys));
+        let keys = if config.keys.is_empty() && old.keys.is_ephemeral() {
+            // Keep the ephemeral key: replacing it would invalidate every cookie.
+            old.keys.clone()
+        } else {
+            keys
+        };
+        let state = State::new(config, keys, self.pod_name.as_deref());
+        for b in &state.backends {
+            if let Some(prev) = old.backends.iter().find(|o| o.name() == b.name()) {
+                b.inherit(prev);
+            }
+        }
+        let tasks = match start_discovery(&state, config, &mut kube_client).await {
+            Ok(t) => t,
+            Err(e) => return Err(self.failed(e.to_string())),
+        };
+        let previous = match self.current.lock() {
+            Ok(mut c) => std::mem::replace(&mut *c, config.clone()),
+            Err(p) => p.into_inner().clone(),
+        };
+        if previous.server.listen != config.server.listen
+            || previous.server.admin != config.server.admin
+            || previous.server.workers != config.server.workers
+        {
+            tracing::warn!("listen, admin and workers changes take effect at the next restart");
+        }
+        self.proxy.replace_state(state);
+        let old_tasks = match self.discovery.lock() {
+            Ok(mut d) => std::mem::replace(&mut *d, tasks),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), tasks),
+        };
+        for t in old_tasks {
+            t.abort();
+        }
+        self.proxy.count_reload(true);
+        tracing::info!(
+            backends = config.backends.len(),
+            routes = config.routes.len(),
+            keys = config.keys.len(),
+            "config reloaded"
+        );
+        Ok(())
+    }
+
+    fn stop_discovery(&self) {
+        if let Ok(d) = self.discovery.lock() {
+            for t in d.iter() {
+                t.abort();
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP, and when the config file or a key file changes (polled every
+    /// `every`: a Kubernetes Secret or ConfigMap update arrives as a changed file).
+    async fn watch(self: Arc<Self>, every: Duration) {
+        let files = |s: &Reloader| -> Vec<std::path::PathBuf> {
+            let mut v: Vec<_> = s.path.iter().cloned().collect();
+            if let Ok(c) = s.current.lock() {
+                v.extend(c.keys.iter().filter_map(|k| k.file.clone()));
+            }
+            v
+        };
+        let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<std::time::SystemTime>> {
+            files
+                .iter()
+                .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+                .collect()
+        };
+        let mut last = stamp(&files(&self));
+        let mut tick = tokio::time::interval(every);
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = hangup => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let _ = self.reload().await;
+                }
+                _ = tick.tick() => {
+                    let now = stamp(&files(&self));
+                    if now != last {
+                        tracing::info!("config or key file changed: reloading");
+                        let _ = self.reload().await;
+                    }
+                }
+            }
+            last = stamp(&files(&self));
+        }
     }
 }
 

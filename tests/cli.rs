@@ -536,3 +536,42 @@ async fn cookie_inspect_decodes_a_valid_cookie_and_rejects_a_tampered_one() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("invalid: bad signature"));
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn run_reloads_when_the_config_file_changes() {
+    let (a, b) = (
+        TestBackend::echo("pod-a").await,
+        TestBackend::echo("pod-b").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin) = binary_config(dir.path(), &a.entry(), "");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let c = TestClient::new();
+    wait_until_ready(&c, admin).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a distinct mtime
+    std::fs::write(
+        &path,
+        text.replace(&a.entry(), &format!("{}, {}", a.entry(), b.entry())),
+    )
+    .unwrap();
+    let mut reloaded = false;
+    for _ in 0..200 {
+        let debug = c.get(admin, "/debug/backends", None).await.json();
+        if debug["backends"][0]["endpoints"].as_array().map(Vec::len) == Some(2) {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the changed config file was not picked up");
+    assert_eq!(c.get(listen, "/", None).await.status, 200);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}

@@ -29,6 +29,7 @@ fn ring(keys: &[(&str, &str)]) -> KeyRing {
             .map(|(id, s)| KeyMaterial {
                 id: id.to_string(),
                 secret: tether::config::decode_secret(s).unwrap(),
+                file: None,
             })
             .collect::<Vec<_>>(),
     )

@@ -8,8 +8,8 @@ use tether::config::KeyMaterial;
 
 fuzz_target!(|data: &[u8]| {
     let keys = KeyRing::from_config(&[
-        KeyMaterial { id: "k1".into(), secret: vec![1; 32] },
-        KeyMaterial { id: "k2".into(), secret: vec![2; 32] },
+        KeyMaterial { id: "k1".into(), secret: vec![1; 32], file: None },
+        KeyMaterial { id: "k2".into(), secret: vec![2; 32], file: None },
     ]);
     let Ok(value) = std::str::from_utf8(data) else { return };
     if let Ok(v) = cookie::decode(&keys, value) {

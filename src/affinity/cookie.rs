@@ -216,6 +216,7 @@ mod tests {
                 .map(|id| KeyMaterial {
                     id: id.to_string(),
                     secret: format!("secret-of-{id}-padded-to-32-bytes!!").into_bytes(),
+                    file: None,
                 })
                 .collect::<Vec<_>>(),
         )
@@ -292,6 +293,7 @@ mod tests {
         let forged = KeyRing::from_config(&[KeyMaterial {
             id: "k0".into(),
             secret: vec![9; 32],
+            file: None,
         }]);
         assert_eq!(decode(&forged, &v), Err(Invalid::BadSignature));
     }

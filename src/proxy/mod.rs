@@ -241,6 +241,16 @@ impl Proxy {
         resp
     }
 
+    /// Swaps in a new routing state (a reload); in-flight requests keep the old one.
+    pub fn replace_state(&self, state: State) {
+        self.state.store(Arc::new(state));
+    }
+
+    /// Counts a config reload attempt.
+    pub fn count_reload(&self, success: bool) {
+        self.reloads[usize::from(!success)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts how many config reloads succeeded (`true`) or failed.
     pub fn reloads(&self, success: bool) -> u64 {
         self.reloads[usize::from(!success)].load(Ordering::Relaxed)

@@ -38,6 +38,7 @@ impl Sim {
         let keys = Arc::new(KeyRing::from_config(&[KeyMaterial {
             id: "k1".into(),
             secret: vec![7; 32],
+            file: None,
         }]));
         let backend = Arc::new(Backend::with_clock(
             config.backends[0].clone(),
