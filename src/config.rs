@@ -88,6 +88,10 @@ pub struct ServerSettings {
     pub max_body_bytes: Option<u64>,
     /// TLS termination on the proxy listener; `None` = cleartext.
     pub tls: Option<TlsSettings>,
+    /// Fraction of requests written to the access log (0 = off, 1 = every request).
+    pub access_log_sample: f64,
+    /// Log lines as JSON objects instead of text.
+    pub log_json: bool,
 }
 
 /// `[server.tls]`.
@@ -360,6 +364,8 @@ struct RawServer {
     max_connections: Option<i64>,
     max_body_bytes: Option<i64>,
     tls: Option<RawTls>,
+    access_log_sample: Option<f64>,
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -602,7 +608,29 @@ impl Validator<'_> {
                 ))
             }
         };
+        let access_log_sample = match raw.access_log_sample {
+            None => 0.0,
+            Some(f) if (0.0..=1.0).contains(&f) => f,
+            Some(f) => {
+                return Err(self.err(
+                    "server.access_log_sample",
+                    format!("must be 0..=1 (0 = off), got {f}"),
+                ))
+            }
+        };
+        let log_json = match raw.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(self.err(
+                    "server.log_format",
+                    format!("must be \"text\" or \"json\", got {other:?}"),
+                ))
+            }
+        };
         Ok(ServerSettings {
+            access_log_sample,
+            log_json,
             listen,
             admin,
             workers,

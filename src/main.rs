@@ -100,7 +100,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            init_logging();
             let config_path = config.clone();
             let config = match Config::from_file(&config) {
                 Ok(c) => c,
@@ -109,11 +108,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            init_logging(config.server.log_json);
             let path = config_path;
             exit(runtime(config.server.workers).and_then(|rt| rt.block_on(run(config, path))))
         }
         Command::Demo { listen, admin } => {
-            init_logging();
+            init_logging(false);
             exit(runtime(None).and_then(|rt| rt.block_on(demo(listen, admin))))
         }
     }
@@ -190,13 +190,17 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().flatten_event(true).init();
+    } else {
+        fmt.init();
+    }
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -575,3 +575,49 @@ async fn run_reloads_when_the_config_file_changes() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+#[tokio::test]
+async fn the_access_log_writes_one_json_line_per_request_with_the_affinity_outcome() {
+    let pod = TestBackend::echo("pod-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin) = binary_config(
+        dir.path(),
+        &pod.entry(),
+        "access_log_sample = 1.0\nlog_format = \"json\"",
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let c = TestClient::new();
+    wait_until_ready(&c, admin).await;
+    let first = c.get(listen, "/a", None).await;
+    let cookie = first.cookie("tether").unwrap();
+    c.get(listen, "/b", Some(&cookie)).await;
+    let mut access = Vec::new();
+    while access.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line())
+            .await
+            .expect("access log lines")
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if v["target"] == "tether::access" {
+            access.push(v);
+        }
+    }
+    assert_eq!(access[0]["path"], "/a");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["backend"], "app");
+    assert_eq!(access[0]["endpoint"], "pod-a");
+    assert_eq!(access[0]["affinity"], "new");
+    assert_eq!(access[1]["affinity"], "sticky");
+    assert_eq!(access[1]["session"], access[0]["session"]);
+    assert!(access[1]["duration_ms"].as_f64().is_some());
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}

@@ -69,7 +69,7 @@ impl std::fmt::Debug for SessionId {
 }
 
 /// A session id rendered as 32 hex digits, on the stack.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct HexId([u8; 32]);
 
 impl HexId {

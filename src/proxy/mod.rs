@@ -100,6 +100,8 @@ pub struct State {
     pub keys: Arc<KeyRing>,
     /// Largest request body accepted.
     pub max_body_bytes: Option<u64>,
+    /// Fraction of requests written to the access log.
+    pub access_log_sample: f64,
 }
 
 impl State {
@@ -115,8 +117,17 @@ impl State {
                 .collect(),
             keys,
             max_body_bytes: config.server.max_body_bytes,
+            access_log_sample: config.server.access_log_sample,
         }
     }
+}
+
+/// What the access log says about an answered request (like HAProxy's cookie flags).
+#[derive(Debug, Clone)]
+struct AccessInfo {
+    endpoint: Arc<str>,
+    outcome: &'static str,
+    session: affinity::cookie::HexId,
 }
 
 /// One client connection, as the proxy sees it.
@@ -212,7 +223,7 @@ impl Proxy {
     /// Handles one request. Never fails: errors become 404/413/502/503/504.
     pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
         let started = Instant::now();
-        let (backend, keys, max_body) = {
+        let (backend, keys, max_body, sample) = {
             let state = self.state.load();
             let host = req.uri().host().or_else(|| {
                 req.headers()
@@ -224,11 +235,23 @@ impl Proxy {
                     state.backends[i].clone(),
                     state.keys.clone(),
                     state.max_body_bytes,
+                    state.access_log_sample,
                 ),
                 None => return Error::NoRoute.response(),
             }
         };
-        let resp = match self.forward(req, conn, &backend, keys, max_body).await {
+        let logged = sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample);
+        let line = logged.then(|| {
+            (
+                req.method().clone(),
+                req.uri().path().to_owned(),
+                req.version(),
+            )
+        });
+        let resp = match self
+            .forward(req, conn, &backend, keys, max_body, logged)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
@@ -237,7 +260,24 @@ impl Proxy {
                 r
             }
         };
-        backend.stats.observe(started.elapsed());
+        let elapsed = started.elapsed();
+        backend.stats.observe(elapsed);
+        if let Some((method, path, version)) = line {
+            let info = resp.extensions().get::<AccessInfo>();
+            tracing::info!(
+                target: "tether::access",
+                client = %conn.peer.ip(),
+                %method,
+                path,
+                version = ?version,
+                backend = %backend.name(),
+                endpoint = info.map_or("-", |i| &*i.endpoint),
+                status = resp.status().as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                affinity = info.map_or("-", |i| i.outcome),
+                session = info.map_or("-", |i| i.session.as_str()),
+            );
+        }
         resp
     }
 
@@ -263,6 +303,7 @@ impl Proxy {
         backend: &Arc<Backend>,
         keys: Arc<KeyRing>,
         max_body: Option<u64>,
+        logged: bool,
     ) -> Result<Response<ProxyBody>> {
         if let Some(max) = max_body {
             if req.body().size_hint().lower() > max {
@@ -461,6 +502,13 @@ impl Proxy {
                 drop(sender);
                 self.tunnels.spawn(tunnel(client, up));
                 return Ok(Response::from_parts(parts, ProxyBody::Full(None)));
+            }
+            if logged {
+                parts.extensions.insert(AccessInfo {
+                    endpoint: endpoint.identity.clone(),
+                    outcome: placement.outcome.as_str(),
+                    session,
+                });
             }
             let body = PooledBody::new(body, sender, endpoint.pool.clone());
             return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
