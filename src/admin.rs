@@ -1,7 +1,7 @@
 //! The admin listener: liveness, readiness, operator drains, a JSON view of every
 //! backend, and extension routes (the demo's pod controls).
 //!
-//! - `GET /healthz`, `GET /readyz`
+//! - `GET /` (dashboard), `GET /healthz`, `GET /readyz`
 //! - `POST /admin/backends/{backend}/endpoints/{endpoint}/drain` and `.../undrain`
 //!   (`{endpoint}` is the identity, e.g. `shop/cart-0`, `/` included, or percent-encoded)
 //! - `GET /debug/backends`
@@ -15,6 +15,10 @@ use http_body_util::Full;
 
 use crate::backend::EndpointState;
 use crate::proxy::Proxy;
+
+/// The dashboard: one self-contained page (no external assets, works offline in a
+/// cluster) that redraws itself from `/debug/backends`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Extra admin routes supplied by the embedding program.
 pub trait AdminHook: Send + Sync + 'static {
@@ -53,6 +57,14 @@ pub fn handle<B>(
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/") => {
+            let mut r = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
         (&Method::GET, "/readyz") => {
             if proxy.is_ready() {
                 text(StatusCode::OK, "ready\n")
@@ -143,6 +155,8 @@ pub fn debug_backends(proxy: &Proxy) -> serde_json::Value {
                         "live_sessions": e.sessions.live(now.unix),
                         "ring_share": (share * 10_000.0).round() / 10_000.0,
                         "idle_connections": e.pool.idle(),
+                        "requests": e.stats.total(),
+                        "connect_errors": e.stats.connect_errors(),
                     })
                 })
                 .collect();
@@ -151,6 +165,7 @@ pub fn debug_backends(proxy: &Proxy) -> serde_json::Value {
                 "generation": s.generation,
                 "synced": s.is_synced(),
                 "live_sessions": s.sessions.live(now.unix),
+                "affinity": b.stats.affinity_counts().into_iter().map(|(k, v)| (k, v.into())).collect::<serde_json::Map<String, serde_json::Value>>(),
                 "endpoints": endpoints,
             })
         })

@@ -110,6 +110,19 @@ impl EndpointStats {
         self.requests[class].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Responses counted so far (all classes).
+    pub fn total(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Connection attempts that failed so far.
+    pub fn connect_errors(&self) -> u64 {
+        self.connect_errors.load(Ordering::Relaxed)
+    }
+
     /// Counts a failed connection attempt.
     #[inline]
     pub fn connect_error(&self) {
@@ -135,6 +148,22 @@ impl BackendStats {
     #[inline]
     pub fn affinity(&self, e: AffinityEvent) {
         self.affinity[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every affinity counter as ("outcome/reason", count).
+    pub fn affinity_counts(&self) -> Vec<(String, u64)> {
+        AffinityEvent::ALL
+            .iter()
+            .map(|e| {
+                let (o, r) = e.labels();
+                let key = if r == "none" {
+                    o.to_string()
+                } else {
+                    format!("{o}/{r}")
+                };
+                (key, self.affinity[*e as usize].load(Ordering::Relaxed))
+            })
+            .collect()
     }
 
     /// Counts a retry.
