@@ -124,7 +124,8 @@ fn drain(method: &Method, path: &str, proxy: &Proxy) -> Response<Full<Bytes>> {
     text(StatusCode::OK, format!("{endpoint} {action}ed\n"))
 }
 
-/// Per backend and endpoint: identity, address, state, weight, live sessions, ring share.
+/// Per backend and endpoint: identity, address, state, weight, live sessions, ring share,
+/// request and error counts, the last error.
 pub fn debug_backends(proxy: &Proxy) -> serde_json::Value {
     let state = proxy.state();
     let backends: Vec<_> = state
@@ -157,6 +158,7 @@ pub fn debug_backends(proxy: &Proxy) -> serde_json::Value {
                         "idle_connections": e.pool.idle(),
                         "requests": e.stats.total(),
                         "connect_errors": e.stats.connect_errors(),
+                        "last_error": e.stats.last_error(),
                     })
                 })
                 .collect();

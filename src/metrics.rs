@@ -100,6 +100,20 @@ pub struct EndpointStats {
     requests: [AtomicU64; 5],
     /// Failed connection attempts.
     connect_errors: AtomicU64,
+    /// The last failure seen: a [`LastError`] code (0 = none).
+    last_error: std::sync::atomic::AtomicU8,
+}
+
+/// The kinds of failure `/debug/backends` reports as an endpoint's last error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LastError {
+    /// A connection could not be made.
+    Connect = 1,
+    /// The endpoint answered with a 5xx.
+    ServerError = 2,
+    /// The exchange failed after the request was sent (reset, closed).
+    Reset = 3,
 }
 
 impl EndpointStats {
@@ -127,6 +141,23 @@ impl EndpointStats {
     #[inline]
     pub fn connect_error(&self) {
         self.connect_errors.fetch_add(1, Ordering::Relaxed);
+        self.error(LastError::Connect);
+    }
+
+    /// Remembers the latest failure.
+    #[inline]
+    pub fn error(&self, e: LastError) {
+        self.last_error.store(e as u8, Ordering::Relaxed);
+    }
+
+    /// The latest failure, for `/debug/backends`.
+    pub fn last_error(&self) -> Option<&'static str> {
+        match self.last_error.load(Ordering::Relaxed) {
+            1 => Some("connect failed"),
+            2 => Some("5xx response"),
+            3 => Some("reset after send"),
+            _ => None,
+        }
     }
 }
 

@@ -111,6 +111,7 @@ async fn a_pod_answering_500s_is_ejected_and_its_sessions_fail_over() {
         .unwrap()
         .clone();
     assert_eq!(x["down"], true);
+    assert_eq!(x["last_error"], "5xx response");
     p.shutdown().await;
 }
 

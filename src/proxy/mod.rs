@@ -397,6 +397,7 @@ impl Proxy {
                         let status = resp.status();
                         endpoint.stats.response(status);
                         if status.is_server_error() {
+                            endpoint.stats.error(crate::metrics::LastError::ServerError);
                             self.exchange_failed(&snapshot, endpoint, settings);
                         } else {
                             endpoint.health.exchange_succeeded();
@@ -429,6 +430,7 @@ impl Proxy {
                             }
                             // Reset or failed after sending: once on the next endpoint.
                             Some(again) if another && backend.retry_budget.try_spend() => {
+                                endpoint.stats.error(crate::metrics::LastError::Reset);
                                 self.exchange_failed(&snapshot, endpoint, settings);
                                 backend.stats.retry();
                                 tried_pinned |= Some(i) == decision.pinned();
@@ -439,6 +441,7 @@ impl Proxy {
                                 return Err(Error::BodyTooLarge)
                             }
                             _ => {
+                                endpoint.stats.error(crate::metrics::LastError::Reset);
                                 self.exchange_failed(&snapshot, endpoint, settings);
                                 return Err(Error::Upstream(e.into_error()));
                             }
