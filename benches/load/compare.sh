@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# tether vs nginx vs HAProxy on the sticky path, side by side in one run.
+#
+# An nginx upstream serves four "pods" (each answers with an x-pod header). In front of
+# it, with the same worker count: tether (cookie affinity), nginx (`hash $cookie_tether
+# consistent`) and HAProxy (`cookie tether insert indirect nocache dynamic`). wrk runs
+# against each in turn, twice, for three scenarios: one sticky session; 10,000 sticky
+# sessions (each keeping the cookie it was given); every request a new session. Prints
+# req/s, p50, p99, peak RSS per proxy and tether's ratio to the better peer.
+#
+#   benches/load/compare.sh               # workers 1 and 2, 10 s per run
+#   WORKERS="1" DURATION=5 benches/load/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WORKERS="${WORKERS:-1 2}"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-64}"
+THREADS="${THREADS:-2}"
+LOAD=benches/load
+
+need=()
+for bin in wrk nginx haproxy; do command -v "$bin" >/dev/null || need+=("$bin"); done
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin tether
+TETHER="$PWD/target/release/tether"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
+trap cleanup EXIT
+
+# --- upstream: four pods in one nginx (2 workers, shared by every proxy alike) ---
+cat > "$work/upstream.conf" <<CONF
+worker_processes 2;
+pid $work/upstream.pid;
+error_log $work/upstream.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:1808$i; location / { add_header x-pod pod-$i; add_header x-wrk-slot \$http_x_wrk_slot; return 200 \"pod-$i\n\"; } }"; done)
+}
+CONF
+nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+sleep 0.5
+
+start_proxies() {
+  local w=$1
+  # tether
+  cat > "$work/tether.toml" <<CONF
+[server]
+listen = "127.0.0.1:18090"
+admin = "127.0.0.1:18099"
+workers = $w
+[[keys]]
+id = "k1"
+secret = "$("$TETHER" keygen)"
+[[backend]]
+name = "app"
+endpoints = [{ name = "pod-1", address = "127.0.0.1:18081" }, { name = "pod-2", address = "127.0.0.1:18082" }, { name = "pod-3", address = "127.0.0.1:18083" }, { name = "pod-4", address = "127.0.0.1:18084" }]
+[backend.affinity]
+cookie = "tether"
+CONF
+  RUST_LOG=warn "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+  # nginx, sticky by consistent hash on the cookie
+  cat > "$work/nginx.conf" <<CONF
+worker_processes $w;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream pods {
+    hash \$cookie_tether consistent;
+    server 127.0.0.1:18081; server 127.0.0.1:18082; server 127.0.0.1:18083; server 127.0.0.1:18084;
+    keepalive 256;
+  }
+  server { listen 127.0.0.1:18091; location / { proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+  nginx -c "$work/nginx.conf" -g 'daemon off;' & NGINX_PID=$!; pids+=($NGINX_PID)
+  # HAProxy, cookie insert
+  cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread $w
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:18092
+  default_backend pods
+backend pods
+  balance roundrobin
+  cookie tether insert indirect nocache dynamic
+  dynamic-cookie-key tether-bench
+  http-reuse always
+$(for i in 1 2 3 4; do echo "  server pod-$i 127.0.0.1:1808$i"; done)
+CONF
+  haproxy -f "$work/haproxy.cfg" -db & HAPROXY_PID=$!; pids+=($HAPROXY_PID)
+  sleep 1
+}
+
+stop_proxies() {
+  kill "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  wait "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  sleep 0.5
+}
+
+peak_rss_kb() { # sum of VmHWM over a process and its children (nginx workers)
+  local total=0
+  for p in "$1" $(pgrep -P "$1" || true); do
+    local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+# run NAME PORT PID SCENARIO -> "rps p50 p99 sticky"
+run() {
+  local port=$2 scenario=$4 env=()
+  case "$scenario" in
+    one)   env=(WRK_SESSIONS=1) ;;
+    many)  env=(WRK_SESSIONS=5000) ;;  # per thread: 2 threads = 10,000 sessions
+    new)   env=() ;;
+  esac
+  [ "$1" = nginx ] && env+=(WRK_CLIENT_COOKIES=1)
+  local script="$LOAD/sticky.lua"; [ "$scenario" = new ] && script="$LOAD/new-session.lua"
+  local out
+  out=$(env "${env[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$port/" 2>&1)
+  local rps p50 p99 sticky
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  sticky=$(awk '/^sticky:/ {print $2}' <<<"$out"); sticky=${sticky:--}
+  echo "$rps $p50 $p99 $sticky"
+}
+
+printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' workers scenario proxy run "req/s" p50 p99 "rss(KB)" "pinned"
+for w in $WORKERS; do
+  start_proxies "$w"
+  for scenario in one many new; do
+    declare -A best=()
+    for round in 1 2; do
+      for proxy in tether nginx haproxy; do
+        case $proxy in tether) port=18090; pid=$TETHER_PID ;; nginx) port=18091; pid=$NGINX_PID ;; haproxy) port=18092; pid=$HAPROXY_PID ;; esac
+        read -r rps p50 p99 sticky < <(run "$proxy" "$port" "$pid" "$scenario")
+        printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' "$w" "$scenario" "$proxy" "$round" "$rps" "$p50" "$p99" "$(peak_rss_kb "$pid")" "$sticky"
+        cur=${best[$proxy]:-0}
+        best[$proxy]=$(awk -v a="$cur" -v b="$rps" 'BEGIN {print (b > a) ? b : a}')
+      done
+    done
+    peer=$(awk -v a="${best[nginx]}" -v b="${best[haproxy]}" 'BEGIN {print (a > b) ? a : b}')
+    ratio=$(awk -v t="${best[tether]}" -v p="$peer" 'BEGIN {printf "%.2f", (p > 0) ? t / p : 0}')
+    echo "# workers=$w scenario=$scenario: tether ${best[tether]} req/s, better peer $peer req/s, ratio $ratio"
+    unset best
+  done
+  stop_proxies
+done
