@@ -204,10 +204,17 @@ fn init_logging(json: bool) {
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
+    // One worker: a current-thread runtime does the same work without the multi-thread
+    // scheduler's cross-thread wakeups and work-stealing bookkeeping.
+    let mut b = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            b.worker_threads(n);
+        }
+        b
+    };
     b.enable_all()
         .build()
         .context("cannot start the tokio runtime")
