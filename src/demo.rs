@@ -221,6 +221,7 @@ pub async fn start(
             admin_hook: Some(pods.clone() as Arc<dyn AdminHook>),
             pod_name: None,
             config_path: None,
+            accept_threads: 0,
         },
     )
     .await?;

@@ -204,9 +204,11 @@ fn init_logging(json: bool) {
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    // One worker: a current-thread runtime does the same work without the multi-thread
-    // scheduler's cross-thread wakeups and work-stealing bookkeeping.
-    let mut b = if workers == Some(1) {
+    // With `workers` set, the main thread runs a current-thread runtime and the other
+    // workers are accept threads with runtimes of their own (thread per core): no
+    // cross-thread wakeups or work stealing on the request path. Without it, tokio's
+    // multi-thread scheduler, one worker per CPU.
+    let mut b = if workers.is_some() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -223,6 +225,8 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let options = tether::server::Options {
         config_path: Some(path),
+        // The main thread's runtime serves too: `workers` threads in all.
+        accept_threads: config.server.workers.map_or(0, |w| w.saturating_sub(1)),
         ..tether::server::Options::from_env()
     };
     let running = tether::server::start(&config, options).await?;

@@ -78,6 +78,9 @@ pub struct Options {
     pub pod_name: Option<String>,
     /// The config file, re-read on reload (SIGHUP, or when it or a key file changes).
     pub config_path: Option<std::path::PathBuf>,
+    /// Extra threads, each with its own runtime and SO_REUSEPORT listener on the proxy
+    /// address (thread per core); 0 = serve on the calling runtime only.
+    pub accept_threads: usize,
 }
 
 impl Options {
@@ -87,6 +90,7 @@ impl Options {
             admin_hook: None,
             pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
             config_path: None,
+            accept_threads: 0,
         }
     }
 }
@@ -97,6 +101,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         admin_hook: hook,
         pod_name,
         config_path,
+        accept_threads,
     } = options;
     let keys = Arc::new(KeyRing::from_config(&config.keys));
     if keys.is_ephemeral() {
@@ -129,7 +134,12 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             .await
             .map_err(|source| Error::Bind { addr, source })
     };
-    let proxy_listener = bind(config.server.listen).await?;
+    let extra = accept_threads;
+    let proxy_listener = if extra == 0 {
+        bind(config.server.listen).await?
+    } else {
+        reuseport_listener(config.server.listen)?
+    };
     let admin_listener = bind(config.server.admin).await?;
     let local = |l: &TcpListener, addr| {
         l.local_addr()
@@ -146,7 +156,6 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         max_header_bytes: config.server.max_header_bytes,
         max_connections: config.server.max_connections,
     };
-    let p = proxy.clone();
     let tls = match &config.server.tls {
         Some(t) => {
             let tls = Arc::new(Tls::load(&t.cert_file, &t.key_file)?);
@@ -155,12 +164,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         }
         None => None,
     };
-    let proxy_task = tokio::spawn(serve(
-        proxy_listener,
-        rx.clone(),
-        grace,
-        limits,
-        tls,
+    let proxy_service = |p: Arc<Proxy>| {
         move |peer, secure| {
             let p = p.clone();
             // Per connection: until a cookie exists, an HTTP/2 connection's concurrent first
@@ -171,7 +175,55 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 let conn = conn.clone();
                 async move { Ok::<_, Infallible>(p.handle(req, &conn).await) }
             })
-        },
+        }
+    };
+    // Thread per core: each extra thread runs its own current-thread runtime accepting on
+    // its own SO_REUSEPORT listener, so connections spread over threads in the kernel and
+    // a request never crosses threads.
+    let mut threads = Vec::new();
+    for n in 0..extra {
+        let listener = reuseport_std(proxy_addr).map_err(|source| Error::Bind {
+            addr: proxy_addr,
+            source,
+        })?;
+        let (rx, tls, service) = (rx.clone(), tls.clone(), proxy_service(proxy.clone()));
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("tether-accept-{}", n + 1))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start an accept thread's runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve(l, rx, grace, limits, tls, service).await,
+                        Err(e) => tracing::error!(error = %e, "accept thread cannot listen"),
+                    }
+                });
+                let _ = done.send(());
+            })
+            .map_err(|source| Error::Bind {
+                addr: proxy_addr,
+                source,
+            })?;
+        threads.push(tokio::spawn(async move {
+            let _ = finished.await;
+        }));
+    }
+    let proxy_task = tokio::spawn(serve(
+        proxy_listener,
+        rx.clone(),
+        grace,
+        limits,
+        tls,
+        proxy_service(proxy.clone()),
     ));
     let p = proxy.clone();
     let admin_limits = Limits {
@@ -199,7 +251,11 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         admin_addr,
         proxy,
         shutdown,
-        tasks: vec![proxy_task, admin_task],
+        tasks: {
+            let mut t = vec![proxy_task, admin_task];
+            t.extend(threads);
+            t
+        },
         discovery,
         reloader,
         grace,
@@ -270,6 +326,26 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// A std listener on `addr` with SO_REUSEPORT, so several threads can accept on it.
+fn reuseport_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    listener.into_std()
+}
+
+fn reuseport_listener(addr: SocketAddr) -> Result<TcpListener, Error> {
+    reuseport_std(addr)
+        .and_then(TcpListener::from_std)
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Starts endpoint discovery for every backend of `state`: static lists are published at
