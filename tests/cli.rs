@@ -117,6 +117,17 @@ fn keygen_prints_a_fresh_32_byte_key() {
     assert_eq!(bytes.len(), 32);
 }
 
+/// `tether run --config PATH`, its logs discarded, killed when dropped.
+fn spawn_run(path: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(path)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (bounded) until a spawned binary's admin listener answers /readyz with 200.
 async fn wait_until_ready(c: &TestClient, admin: std::net::SocketAddr) {
     for _ in 0..400 {
@@ -219,13 +230,7 @@ async fn run_serves_from_a_config_file_and_exits_zero_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&path);
     let c = TestClient::new();
     wait_until_ready(&c, admin).await;
     let r = c.get(listen, "/", None).await;
@@ -348,13 +353,7 @@ async fn sigterm_under_load_fails_no_request_started_before_it_and_exits_zero() 
         &slow.entry(),
         "shutdown_grace = \"10s\"\nshutdown_delay = \"500ms\"",
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&path);
     let c = TestClient::new();
     wait_until_ready(&c, admin).await;
     let mut inflight = Vec::new();
@@ -426,13 +425,7 @@ async fn a_gigabyte_each_way_streams_through_with_bounded_memory() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, listen, admin) = binary_config(dir.path(), &sink.entry(), "");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&path);
     let pid = child.id().unwrap();
     let c = TestClient::new();
     wait_until_ready(&c, admin).await;
@@ -545,13 +538,7 @@ async fn run_reloads_when_the_config_file_changes() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (path, listen, admin) = binary_config(dir.path(), &a.entry(), "");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&path);
     let c = TestClient::new();
     wait_until_ready(&c, admin).await;
     let text = std::fs::read_to_string(&path).unwrap();
