@@ -20,10 +20,15 @@ use crate::proxy::Proxy;
 /// cluster) that redraws itself from `/debug/backends`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// The answer of an [`AdminHook`]: produced asynchronously, so a hook can wait for what
+/// it started (the demo's "stop" returns once the pod is really down).
+pub type HookResponse =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>>;
+
 /// Extra admin routes supplied by the embedding program.
 pub trait AdminHook: Send + Sync + 'static {
     /// Answers `method path`, or `None` to fall through to 404.
-    fn handle(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>>;
+    fn handle(&self, method: &Method, path: &str) -> Option<HookResponse>;
 }
 
 /// A plain-text response.
@@ -49,7 +54,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Byte
 }
 
 /// Handles one admin request.
-pub fn handle<B>(
+pub async fn handle<B>(
     req: &Request<B>,
     proxy: &Proxy,
     hook: Option<&Arc<dyn AdminHook>>,
@@ -84,9 +89,10 @@ pub fn handle<B>(
             r
         }
         (method, p) if p.starts_with("/admin/backends/") => drain(method, p, proxy),
-        _ => hook
-            .and_then(|h| h.handle(req.method(), path))
-            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
+        _ => match hook.and_then(|h| h.handle(req.method(), path)) {
+            Some(answer) => answer.await,
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
     }
 }
 

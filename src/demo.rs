@@ -23,9 +23,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::{self, AdminHook};
+use crate::admin::{self, AdminHook, HookResponse};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, Running};
+use tokio_util::task::TaskTracker;
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +49,9 @@ pub struct DemoPod {
     pub name: String,
     /// Fixed address, so a restarted pod comes back where the proxy expects it.
     pub addr: SocketAddr,
-    /// Stops the running server when sent; `None` while stopped. Only the demo control
-    /// path takes this lock.
-    running: Mutex<Option<watch::Sender<bool>>>,
+    /// Stops serving when sent, and tracks the pod's tasks so a stop can wait for them;
+    /// `None` while stopped. Only the demo control path takes this lock.
+    running: Mutex<Option<(watch::Sender<bool>, TaskTracker)>>,
     /// Requests answered, shown in responses and `/demo/pods`.
     served: AtomicU64,
 }
@@ -71,18 +72,20 @@ impl DemoPod {
 
     fn serve(self: &Arc<Self>, listener: TcpListener) {
         let (tx, mut rx) = watch::channel(false);
+        let tasks = TaskTracker::new();
         if let Ok(mut slot) = self.running.lock() {
-            *slot = Some(tx);
+            *slot = Some((tx, tasks.clone()));
         }
         let pod = self.clone();
-        tokio::spawn(async move {
+        let connections = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let pod = pod.clone();
                         let mut stop = rx.clone();
-                        tokio::spawn(async move {
+                        connections.spawn(async move {
                             let svc = service_fn(move |req| {
                                 let pod = pod.clone();
                                 async move { Ok::<_, Infallible>(pod.answer(req)) }
@@ -106,11 +109,15 @@ impl DemoPod {
         self.running.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 
-    /// Stops serving: closes the listener and every open connection.
-    pub fn stop(&self) -> bool {
-        match self.running.lock().map(|mut s| s.take()) {
-            Ok(Some(tx)) => {
+    /// Stops serving: closes the listener and every open connection, and returns once
+    /// they are closed, like a killed process whose sockets are gone.
+    pub async fn stop(&self) -> bool {
+        let taken = self.running.lock().ok().and_then(|mut s| s.take());
+        match taken {
+            Some((tx, tasks)) => {
                 let _ = tx.send(true);
+                tasks.close();
+                tasks.wait().await;
                 true
             }
             _ => false,
@@ -162,25 +169,30 @@ pub struct DemoPods {
 }
 
 impl AdminHook for DemoPods {
-    fn handle(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+    fn handle(&self, method: &Method, path: &str) -> Option<HookResponse> {
+        let ready =
+            |r: Response<Full<Bytes>>| -> Option<HookResponse> { Some(Box::pin(async move { r })) };
         if method == Method::GET && path == "/demo/pods" {
             let pods: Vec<_> = self
                 .pods
                 .iter()
                 .map(|p| json!({"pod": p.name, "address": p.addr.to_string(), "running": p.is_running(), "served": p.served.load(Ordering::Relaxed)}))
                 .collect();
-            return Some(admin::json(StatusCode::OK, &json!({ "pods": pods })));
+            return ready(admin::json(StatusCode::OK, &json!({ "pods": pods })));
         }
         let rest = path.strip_prefix("/demo/pods/")?;
         let (name, action) = rest.split_once('/')?;
-        let pod = self.pods.iter().find(|p| p.name == name)?;
+        let pod = self.pods.iter().find(|p| p.name == name)?.clone();
         if method != Method::POST {
-            return Some(admin::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"));
+            return ready(admin::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"));
         }
-        Some(match action {
+        let name = name.to_string();
+        ready(match action {
             "stop" => {
-                pod.stop();
-                admin::text(StatusCode::OK, format!("{name} stopped\n"))
+                return Some(Box::pin(async move {
+                    pod.stop().await;
+                    admin::text(StatusCode::OK, format!("{name} stopped\n"))
+                }))
             }
             "start" => match pod.start() {
                 Ok(_) => admin::text(StatusCode::OK, format!("{name} started\n")),

@@ -240,8 +240,8 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             let p = p.clone();
             let hook = hook.clone();
             service_fn(move |req: Request<Incoming>| {
-                let r = admin::handle(&req, &p, hook.as_ref());
-                async move { Ok::<_, Infallible>(r) }
+                let (p, hook) = (p.clone(), hook.clone());
+                async move { Ok::<_, Infallible>(admin::handle(&req, &p, hook.as_ref()).await) }
             })
         },
     ));

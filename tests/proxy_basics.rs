@@ -73,7 +73,7 @@ async fn no_endpoint_is_503_and_readiness_follows() {
 async fn every_endpoint_refusing_is_502() {
     let pod = TestBackend::echo("pod-a").await;
     let p = proxy(&config(&[&pod], &[], "")).await;
-    pod.stop();
+    pod.stop_and_wait().await;
     let r = TestClient::new().get(p.proxy_addr, "/", None).await;
     assert_eq!(r.status, 502);
     assert!(r.set_cookies().is_empty());

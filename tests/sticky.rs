@@ -216,7 +216,11 @@ async fn failover_keeps_session_id_when_the_pinned_pod_stops() {
     let value = first.cookie("tether").unwrap();
     let session = first.seen("x-tether-session").unwrap();
     let pinned = first.pod();
-    pods.iter().find(|b| b.name == pinned).unwrap().stop();
+    pods.iter()
+        .find(|b| b.name == pinned)
+        .unwrap()
+        .stop_and_wait()
+        .await;
 
     let r = c.get(p.proxy_addr, "/", Some(&value)).await;
     assert_eq!(r.status, 200);
@@ -255,7 +259,11 @@ async fn connect_failure_retries_a_post_with_its_body_on_the_next_pod() {
     let first = c.get(p.proxy_addr, "/", None).await;
     let value = first.cookie("tether").unwrap();
     let pinned = first.pod();
-    pods.iter().find(|b| b.name == pinned).unwrap().stop();
+    pods.iter()
+        .find(|b| b.name == pinned)
+        .unwrap()
+        .stop_and_wait()
+        .await;
 
     let req = http::Request::post(format!("http://{}/orders", p.proxy_addr))
         .header("cookie", format!("tether={value}"))
@@ -276,7 +284,7 @@ async fn connect_failure_retries_a_post_with_its_body_on_the_next_pod() {
 async fn new_session_on_a_dead_owner_lands_elsewhere_and_its_cookie_names_the_survivor() {
     let pods = three_pods().await;
     let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-    pods[0].stop();
+    pods[0].stop_and_wait().await;
     let c = TestClient::new();
     for _ in 0..30 {
         let r = c.get(p.proxy_addr, "/", None).await;

@@ -50,7 +50,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     stop: Mutex<Option<watch::Sender<bool>>>,
-    accept_loop: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The accept loop and every connection task, so a stop can wait for all of them.
+    tasks: Mutex<Option<tokio_util::task::TaskTracker>>,
     handler: Handler,
 }
 
@@ -96,7 +97,7 @@ impl TestBackend {
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicU64::new(0)),
             stop: Mutex::new(None),
-            accept_loop: Mutex::new(None),
+            tasks: Mutex::new(None),
             handler: Arc::new(move |req| Box::pin(f(req))),
         });
         b.serve(listener);
@@ -108,14 +109,17 @@ impl TestBackend {
         *self.stop.lock().unwrap() = Some(tx);
         let handler = self.handler.clone();
         let hits = self.hits.clone();
-        *self.accept_loop.lock().unwrap() = Some(tokio::spawn(async move {
+        let tasks = tokio_util::task::TaskTracker::new();
+        *self.tasks.lock().unwrap() = Some(tasks.clone());
+        let connections = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 tokio::select! {
                     Ok((stream, _)) = listener.accept() => {
                         let handler = handler.clone();
                         let hits = hits.clone();
                         let mut stop = rx.clone();
-                        tokio::spawn(async move {
+                        connections.spawn(async move {
                             let svc = service_fn(move |req| {
                                 hits.fetch_add(1, Ordering::Relaxed);
                                 let f = handler(req);
@@ -128,15 +132,17 @@ impl TestBackend {
                     _ = rx.changed() => break,
                 }
             }
-        }));
+        });
     }
 
-    /// Stops, and returns once the listening socket is closed (its address is free).
+    /// Stops, and returns once the listener and every connection are closed (the
+    /// address is free, and no pooled connection can still reach this pod).
     pub async fn stop_and_wait(&self) {
         self.stop();
-        let handle = self.accept_loop.lock().unwrap().take();
-        if let Some(h) = handle {
-            let _ = h.await;
+        let tasks = self.tasks.lock().unwrap().take();
+        if let Some(t) = tasks {
+            t.close();
+            t.wait().await;
         }
     }
 
