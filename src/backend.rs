@@ -634,6 +634,10 @@ mod tests {
         Backend::new(c.backends[0].clone(), Arc::new(KeyRing::ephemeral()), None)
     }
 
+    fn at(instant: Instant) -> Now {
+        Now { unix: 0, instant }
+    }
+
     fn spec(name: &str, port: u16, state: EndpointState) -> EndpointSpec {
         EndpointSpec {
             identity: name.into(),
@@ -696,72 +700,17 @@ mod tests {
         ]);
         let s = b.snapshot();
         let now = Instant::now();
-        assert_eq!(
-            s.candidates(
-                Some(0),
-                false,
-                7,
-                Now {
-                    unix: 0,
-                    instant: now
-                }
-            )
-            .as_slice()
-            .len(),
-            2
-        );
-        assert_eq!(
-            s.candidates(
-                Some(0),
-                false,
-                7,
-                Now {
-                    unix: 0,
-                    instant: now
-                }
-            )
-            .as_slice()[0],
-            0
-        );
+        assert_eq!(s.candidates(Some(0), false, 7, at(now)).as_slice().len(), 2);
+        assert_eq!(s.candidates(Some(0), false, 7, at(now)).as_slice()[0], 0);
         s.endpoints[0].health.mark_down(now, Duration::from_secs(5));
-        assert_eq!(
-            s.candidates(
-                Some(0),
-                false,
-                7,
-                Now {
-                    unix: 0,
-                    instant: now
-                }
-            )
-            .as_slice(),
-            &[1]
-        );
+        assert_eq!(s.candidates(Some(0), false, 7, at(now)).as_slice(), &[1]);
         s.endpoints[1].health.mark_down(now, Duration::from_secs(5));
-        assert!(!s
-            .candidates(
-                Some(0),
-                false,
-                7,
-                Now {
-                    unix: 0,
-                    instant: now
-                }
-            )
-            .is_empty());
+        assert!(!s.candidates(Some(0), false, 7, at(now)).is_empty());
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(
-            s.candidates(
-                Some(0),
-                false,
-                7,
-                Now {
-                    unix: 0,
-                    instant: Instant::now()
-                }
-            )
-            .as_slice()
-            .len(),
+            s.candidates(Some(0), false, 7, at(Instant::now()))
+                .as_slice()
+                .len(),
             2
         );
     }

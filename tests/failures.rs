@@ -3,21 +3,8 @@
 mod support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use support::*;
-
-async fn pods(names: &[&str]) -> Vec<Arc<TestBackend>> {
-    let mut v = Vec::new();
-    for n in names {
-        v.push(TestBackend::echo(n).await);
-    }
-    v
-}
-
-fn refs(b: &[Arc<TestBackend>]) -> Vec<&TestBackend> {
-    b.iter().map(|b| &**b).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_pinned_pod_under_load_fails_no_idempotent_request() {

@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,18 +15,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-async fn three_pods() -> Vec<Arc<TestBackend>> {
-    vec![
-        TestBackend::echo("pod-a").await,
-        TestBackend::echo("pod-b").await,
-        TestBackend::echo("pod-c").await,
-    ]
-}
-
-fn refs(b: &[Arc<TestBackend>]) -> Vec<&TestBackend> {
-    b.iter().map(|b| &**b).collect()
-}
 
 /// An HTTP/2 (prior knowledge) connection to `addr`.
 async fn h2(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {

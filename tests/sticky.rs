@@ -3,24 +3,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use base64::Engine;
 use support::*;
 use tether::affinity::{cookie, KeyRing};
 use tether::config::KeyMaterial;
-
-async fn three_pods() -> Vec<Arc<TestBackend>> {
-    vec![
-        TestBackend::echo("pod-a").await,
-        TestBackend::echo("pod-b").await,
-        TestBackend::echo("pod-c").await,
-    ]
-}
-
-fn refs(b: &[Arc<TestBackend>]) -> Vec<&TestBackend> {
-    b.iter().map(|b| &**b).collect()
-}
 
 fn ring(keys: &[(&str, &str)]) -> KeyRing {
     KeyRing::from_config(

@@ -201,6 +201,25 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
 
+/// Echo pods with these names, each on its own port.
+pub async fn pods(names: &[&str]) -> Vec<Arc<TestBackend>> {
+    let mut v = Vec::with_capacity(names.len());
+    for n in names {
+        v.push(TestBackend::echo(n).await);
+    }
+    v
+}
+
+/// pod-a, pod-b and pod-c.
+pub async fn three_pods() -> Vec<Arc<TestBackend>> {
+    pods(&["pod-a", "pod-b", "pod-c"]).await
+}
+
+/// Borrows backends for [`config`].
+pub fn refs(b: &[Arc<TestBackend>]) -> Vec<&TestBackend> {
+    b.iter().map(|b| &**b).collect()
+}
+
 /// Echo pods on distinct loopback addresses (127.0.0.10, .11, ...) sharing one port,
 /// like the endpoints of one EndpointSlice. Returns the pods and the port.
 pub async fn pods_on_one_port(names: &[&str]) -> (Vec<Arc<TestBackend>>, u16) {
