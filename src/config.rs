@@ -140,7 +140,8 @@ pub struct BackendSettings {
     pub response_timeout: Duration,
     /// How long an endpoint that refused a connection is skipped (passive health).
     pub down_cooloff: Duration,
-    /// Idle keep-alive connections kept per endpoint.
+    /// Idle keep-alive connections kept per endpoint (per worker thread with `workers`
+    /// > 1, so a thread reuses only connections whose task runs on its own runtime).
     pub max_idle_per_endpoint: usize,
     /// How to speak to the endpoints: HTTP/1.1, or h2c (HTTP/2 by prior knowledge).
     pub h2c: bool,

@@ -117,6 +117,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     {
         return Err(Error::NoPodName(b.name.clone()));
     }
+    crate::proxy::pool::set_worker_threads(accept_threads + 1);
     let proxy = Arc::new(Proxy::new(State::new(config, keys, pod_name.as_deref())));
     let mut kube_client = None;
     let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
@@ -191,6 +192,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         std::thread::Builder::new()
             .name(format!("tether-accept-{}", n + 1))
             .spawn(move || {
+                crate::proxy::pool::bind_worker_thread(n + 1);
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

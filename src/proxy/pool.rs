@@ -9,8 +9,16 @@
 //! failure (retry elsewhere, mark the endpoint down) from a failure after bytes were sent
 //! (502, never retried here). Idle connections sit in a lock-free bounded queue, so
 //! checkout and return take no lock on the request path.
+//!
+//! With thread per core (`workers > 1`), each worker thread has its own idle queue per
+//! endpoint: a connection's task runs on the runtime of the thread that opened it, so a
+//! connection used from another thread would cost a cross-thread wake-up (an eventfd
+//! write and a context switch) on every request. Measured with 2 workers: user CPU per
+//! request fell from ~9 µs to ~5 µs when each thread kept to its own connections.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -21,6 +29,26 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub use super::body::RequestBody as UpstreamBody;
+
+/// How many worker threads keep their own idle queues (only grows; pools made before it
+/// grew map extra threads onto their queues by modulo).
+static WORKER_SLOTS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// This thread's idle queue index; 0 for every thread not bound by the server.
+    static SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Declares that `n` worker threads serve requests; call before discovery builds pools.
+pub fn set_worker_threads(n: usize) {
+    WORKER_SLOTS.fetch_max(n.max(1), Ordering::Relaxed);
+}
+
+/// Binds the calling thread to worker slot `slot`: its requests use and return the idle
+/// connections of that slot.
+pub fn bind_worker_thread(slot: usize) {
+    SLOT.with(|s| s.set(slot));
+}
 
 /// A connection ready to take one request.
 pub enum Sender {
@@ -88,9 +116,9 @@ pub struct Pool {
     address: SocketAddr,
     /// Speak h2c (prior knowledge) to this endpoint.
     h2c: bool,
-    /// Idle HTTP/1.1 connections; `None` when pooling is disabled
-    /// (`max_idle_per_endpoint = 0`).
-    idle: Option<ArrayQueue<http1::SendRequest<UpstreamBody>>>,
+    /// Idle HTTP/1.1 connections, one queue per worker thread; empty when pooling is
+    /// disabled (`max_idle_per_endpoint = 0`).
+    idle: Box<[ArrayQueue<http1::SendRequest<UpstreamBody>>]>,
     /// The shared HTTP/2 connection of an h2c endpoint.
     shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
 }
@@ -121,7 +149,13 @@ impl Pool {
         Pool {
             address,
             h2c,
-            idle: (max_idle > 0 && !h2c).then(|| ArrayQueue::new(max_idle)),
+            idle: if max_idle > 0 && !h2c {
+                (0..WORKER_SLOTS.load(Ordering::Relaxed))
+                    .map(|_| ArrayQueue::new(max_idle))
+                    .collect()
+            } else {
+                Box::default()
+            },
             shared: ArcSwapOption::empty(),
         }
     }
@@ -133,7 +167,16 @@ impl Pool {
 
     /// Number of idle connections (approximate under concurrency).
     pub fn idle(&self) -> usize {
-        self.idle.as_ref().map_or(0, ArrayQueue::len)
+        self.idle.iter().map(ArrayQueue::len).sum()
+    }
+
+    /// The calling thread's idle queue, if pooling is on.
+    fn local(&self) -> Option<&ArrayQueue<http1::SendRequest<UpstreamBody>>> {
+        match self.idle.len() {
+            0 => None,
+            1 => self.idle.first(),
+            n => self.idle.get(SLOT.with(Cell::get) % n),
+        }
     }
 
     /// An idle connection if one is usable, else a new one.
@@ -154,7 +197,7 @@ impl Pool {
                 reused: false,
             });
         }
-        if let Some(idle) = &self.idle {
+        if let Some(idle) = self.local() {
             while let Some(mut sender) = idle.pop() {
                 if sender.is_closed() {
                     continue;
@@ -238,7 +281,7 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        if let Some(idle) = &self.idle {
+        if let Some(idle) = self.local() {
             // A full pool drops the connection, which closes it.
             let _ = idle.push(sender);
         }
