@@ -27,22 +27,45 @@ const HOP_BY_HOP: [&HeaderName; 6] = [
     &header::PROXY_AUTHENTICATE,
 ];
 
+/// Whether `name` is hop-by-hop whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || HOP_BY_HOP.contains(&name)
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding` (hyper re-frames the body) and
 /// `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    // Most messages carry none: one pass of name comparisons (standard names compare as
+    // small integers) instead of nine hashed removals. Measured under callgrind: 6% of
+    // the instructions per proxied request went to the removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if let Some(first) = headers.get(header::CONNECTION) {
+        // Names are removed by `&str`, which HeaderMap parses on the stack; a HeaderName
+        // would allocate for every name it does not know (`keep-alive` among them).
+        let values: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().nth(1) {
+            None => vec![first.clone()],
+            Some(_) => headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect(),
+        };
+        for value in &values {
+            let Ok(v) = value.to_str() else { continue };
+            for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                headers.remove(token);
+            }
         }
         headers.remove(header::CONNECTION);
+        if !headers.keys().any(is_hop_by_hop) {
+            return;
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -64,20 +87,30 @@ pub fn strip_tether_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the peer to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (the latter two describe this hop, so client values are replaced).
+/// A peer address rendered once per connection as a header value, so requests do not
+/// format it again.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Appends the peer (see [`peer_value`]) to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the latter two describe this hop, so
+/// client values are replaced).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     secure: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.trim().is_empty());
+    let xff = match (prior, peer.to_str()) {
+        (Some(prior), Ok(peer)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+        _ => Some(peer.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(
@@ -103,7 +136,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
+            HeaderValue::from_static("keep-alive, X-Secret, b@d name,,"),
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -116,6 +149,16 @@ mod tests {
     }
 
     #[test]
+    fn hop_headers_are_removed_without_a_connection_header() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
     fn client_tether_headers_are_removed_and_forwarded_set() {
         let mut h = HeaderMap::new();
         h.insert("x-tether-session", HeaderValue::from_static("spoof"));
@@ -125,7 +168,7 @@ mod tests {
         strip_tether_headers(&mut h);
         set_forwarded(
             &mut h,
-            "127.0.0.2".parse().unwrap(),
+            &peer_value("127.0.0.2".parse().unwrap()),
             false,
             Some(&HeaderValue::from_static("a.example")),
         );

@@ -137,6 +137,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Whether the client connected over TLS (sets `X-Forwarded-Proto`).
     pub secure: bool,
+    /// The peer's address as an `X-Forwarded-For` value, rendered once.
+    peer_value: HeaderValue,
     /// The session an HTTP/2 connection's cookieless requests share, so concurrent first
     /// requests land on one endpoint (set by the first of them).
     shared_session: OnceLock<SessionId>,
@@ -148,6 +150,7 @@ impl Connection {
         Connection {
             peer,
             secure,
+            peer_value: headers::peer_value(peer.ip()),
             shared_session: OnceLock::new(),
         }
     }
@@ -813,7 +816,7 @@ fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers::strip_tether_headers(h);
-    headers::set_forwarded(h, conn.peer.ip(), conn.secure, host.as_ref());
+    headers::set_forwarded(h, &conn.peer_value, conn.secure, host.as_ref());
 }
 
 #[cfg(test)]
