@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Memory of tether at rest and per idle keep-alive connection.
+#
+# Starts four upstream "pods" (nginx) and tether (release build, workers = $WORKERS),
+# reads tether's RSS when idle, after one request, then opens $CONNS client connections
+# that each send one sticky request and stay open (keep-alive, idle), and reads the RSS
+# again. Prints idle RSS and (RSS with connections - RSS before) / connections.
+#
+#   benches/load/idle-memory.sh            # 10,000 connections, 1 worker
+#   CONNS=20000 WORKERS=2 benches/load/idle-memory.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CONNS="${CONNS:-10000}"
+WORKERS="${WORKERS:-1}"
+command -v nginx >/dev/null || {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq nginx >/dev/null
+}
+ulimit -n $((CONNS * 2 + 1024))
+cargo build --release --quiet --bin tether
+TETHER="$PWD/target/release/tether"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
+trap cleanup EXIT
+
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:1818$i; location / { add_header x-pod pod-$i; return 200 \"pod-$i\n\"; } }"; done)
+}
+CONF
+nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+cat > "$work/tether.toml" <<CONF
+[server]
+listen = "127.0.0.1:18190"
+admin = "127.0.0.1:18199"
+workers = $WORKERS
+[[keys]]
+id = "k1"
+secret = "$("$TETHER" keygen)"
+[[backend]]
+name = "app"
+endpoints = [{ name = "pod-1", address = "127.0.0.1:18181" }, { name = "pod-2", address = "127.0.0.1:18182" }, { name = "pod-3", address = "127.0.0.1:18183" }, { name = "pod-4", address = "127.0.0.1:18184" }]
+CONF
+RUST_LOG=warn "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18199/readyz >/dev/null && break; sleep 0.1; done
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$TETHER_PID/status"; }
+
+idle=$(rss_kb)
+curl -sf http://127.0.0.1:18190/ >/dev/null
+after_one=$(rss_kb)
+# Every connection sends one request (a new session each) and then sits idle.
+python3 - "$CONNS" "$work/ready" <<'PY' & CLIENT=$!; pids+=($CLIENT)
+import asyncio, sys
+n, ready = int(sys.argv[1]), sys.argv[2]
+async def one(held):
+    r, w = await asyncio.open_connection("127.0.0.1", 18190)
+    w.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    await w.drain()
+    head = await r.readuntil(b"\r\n\r\n")
+    length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length"))
+    await r.readexactly(length)
+    held.append((r, w))
+async def main():
+    held, sem = [], asyncio.Semaphore(256)
+    async def limited():
+        async with sem:
+            await one(held)
+    await asyncio.gather(*(limited() for _ in range(n)))
+    open(ready, "w").write(str(len(held)))
+    await asyncio.sleep(3600)
+asyncio.run(main())
+PY
+for _ in $(seq 600); do [ -s "$work/ready" ] && break; sleep 0.1; done
+[ -s "$work/ready" ] || { echo "clients did not connect" >&2; exit 1; }
+sleep 1
+with_conns=$(rss_kb)
+open=$(cat "$work/ready")
+printf 'tether idle RSS:            %6.1f MB\n' "$(awk -v k="$idle" 'BEGIN {print k / 1024}')"
+printf 'after one request:          %6.1f MB\n' "$(awk -v k="$after_one" 'BEGIN {print k / 1024}')"
+printf 'with %d idle connections: %6.1f MB\n' "$open" "$(awk -v k="$with_conns" 'BEGIN {print k / 1024}')"
+printf 'per idle connection:        %6.1f KB\n' "$(awk -v a="$with_conns" -v b="$after_one" -v n="$open" 'BEGIN {print (a - b) / n}')"
