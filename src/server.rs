@@ -607,13 +607,21 @@ async fn serve<F, S, B>(
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
                     let handshake = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
-                    tokio::spawn(async move {
-                        let result = match handshake {
-                            None => {
+                    // Two task shapes: a plaintext connection's task does not carry
+                    // room for a TLS session it never has (task memory is the size of
+                    // its largest state, and TLS made every connection pay ~KBs).
+                    match handshake {
+                        None => {
+                            tokio::spawn(async move {
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                watcher.watch(conn.into_owned()).await
-                            }
-                            Some(acceptor) => {
+                                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                drop(permit);
+                            });
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
                                 // The handshake runs here, off the accept loop, bounded like
                                 // a request head so a silent client cannot hold a slot.
                                 let tls_stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
@@ -628,14 +636,13 @@ async fn serve<F, S, B>(
                                     }
                                 };
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-                                watcher.watch(conn.into_owned()).await
-                            }
-                        };
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                }
+                                drop(permit);
+                            });
                         }
-                        drop(permit);
-                    });
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.

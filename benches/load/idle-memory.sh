@@ -16,7 +16,7 @@ command -v nginx >/dev/null || {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq nginx >/dev/null
 }
-ulimit -n $((CONNS * 2 + 1024))
+ulimit -n "$(( $(ulimit -Hn) < CONNS + 1024 ? $(ulimit -Hn) : CONNS + 1024 ))"
 cargo build --release --quiet --bin tether
 TETHER="$PWD/target/release/tether"
 
