@@ -340,6 +340,33 @@ fn binary_config(
     (path, listen, admin)
 }
 
+#[tokio::test]
+async fn with_two_workers_upstream_connections_are_reused_per_worker_thread() {
+    let pod = TestBackend::echo("pod-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin) = binary_config(dir.path(), &pod.entry(), "");
+    let mut child = spawn_run(&path);
+    let c = TestClient::new();
+    wait_until_ready(&c, admin).await;
+    // 100 requests one after another, each on a fresh client connection, so the kernel
+    // spreads them over both worker threads' listeners.
+    for _ in 0..100 {
+        let r = TestClient::new().get(listen, "/", None).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 100);
+    // Each worker thread opened one upstream connection and reused it: not one per
+    // request or per client connection, and not one connection shared across threads
+    // (that would be 1, with a cross-thread wake-up on every exchange). All 100 client
+    // connections landing on one thread has probability 2^-99.
+    let opened = pod.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        opened, 2,
+        "upstream connections opened for 100 sequential requests over 2 workers"
+    );
+    child.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_fails_no_request_started_before_it_and_exits_zero() {
     let slow = TestBackend::with_handler("slow", |req| async move {

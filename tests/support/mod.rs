@@ -49,6 +49,8 @@ pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    /// TCP connections accepted: how well the proxy reuses upstream connections.
+    pub connections: Arc<AtomicU64>,
     stop: Mutex<Option<watch::Sender<bool>>>,
     /// The accept loop and every connection task, so a stop can wait for all of them.
     tasks: Mutex<Option<tokio_util::task::TaskTracker>>,
@@ -96,6 +98,7 @@ impl TestBackend {
             name: name.to_string(),
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicU64::new(0)),
+            connections: Arc::new(AtomicU64::new(0)),
             stop: Mutex::new(None),
             tasks: Mutex::new(None),
             handler: Arc::new(move |req| Box::pin(f(req))),
@@ -109,6 +112,7 @@ impl TestBackend {
         *self.stop.lock().unwrap() = Some(tx);
         let handler = self.handler.clone();
         let hits = self.hits.clone();
+        let accepted = self.connections.clone();
         let tasks = tokio_util::task::TaskTracker::new();
         *self.tasks.lock().unwrap() = Some(tasks.clone());
         let connections = tasks.clone();
@@ -116,6 +120,7 @@ impl TestBackend {
             loop {
                 tokio::select! {
                     Ok((stream, _)) = listener.accept() => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
                         let handler = handler.clone();
                         let hits = hits.clone();
                         let mut stop = rx.clone();
