@@ -18,34 +18,10 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 LOAD=benches/load
 
-need=()
-for bin in wrk nginx haproxy; do command -v "$bin" >/dev/null || need+=("$bin"); done
-if [ "${#need[@]}" -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin tether
-TETHER="$PWD/target/release/tether"
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-
+. "$LOAD/common.sh"
+setup_load_env wrk nginx haproxy
 # --- upstream: four pods in one nginx (2 workers, shared by every proxy alike) ---
-cat > "$work/upstream.conf" <<CONF
-worker_processes 2;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:1808$i; location / { add_header x-pod pod-$i; add_header x-wrk-slot \$http_x_wrk_slot; return 200 \"pod-$i\n\"; } }"; done)
-}
-CONF
-nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
-sleep 0.5
+start_pods 1808
 
 start_proxies() {
   local w=$1

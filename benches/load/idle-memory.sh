@@ -12,30 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNS="${CONNS:-10000}"
 WORKERS="${WORKERS:-1}"
-command -v nginx >/dev/null || {
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq nginx >/dev/null
-}
 ulimit -n "$(( $(ulimit -Hn) < CONNS + 1024 ? $(ulimit -Hn) : CONNS + 1024 ))"
-cargo build --release --quiet --bin tether
-TETHER="$PWD/target/release/tether"
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:1818$i; location / { add_header x-pod pod-$i; return 200 \"pod-$i\n\"; } }"; done)
-}
-CONF
-nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+. benches/load/common.sh
+setup_load_env nginx
+start_pods 1818
 cat > "$work/tether.toml" <<CONF
 [server]
 listen = "127.0.0.1:18190"

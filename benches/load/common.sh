@@ -1,0 +1,44 @@
+# Shared by the load scripts in benches/load (sourced, not run).
+#
+#   setup_load_env wrk nginx     installs missing Debian packages, builds tether
+#                                (release), sets TETHER, a temporary $work directory
+#                                and a cleanup trap that kills every pid in `pids`
+#   start_pods PORT_PREFIX       four nginx "pods" on 127.0.0.1:${PORT_PREFIX}1..4; each
+#                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua)
+
+setup_load_env() {
+  local need=() bin
+  for bin in "$@"; do command -v "$bin" >/dev/null || need+=("$bin"); done
+  if [ "${#need[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  cargo build --release --quiet --bin tether
+  TETHER="$PWD/target/release/tether"
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  rm -rf "$work"
+}
+
+start_pods() {
+  local prefix=$1 i
+  cat > "$work/upstream.conf" <<CONF
+worker_processes 2;
+pid $work/upstream.pid;
+error_log $work/upstream.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:${prefix}$i; location / { add_header x-pod pod-$i; add_header x-wrk-slot \$http_x_wrk_slot; return 200 \"pod-$i\n\"; } }"; done)
+}
+CONF
+  nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+  sleep 0.5
+}
