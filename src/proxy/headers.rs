@@ -45,17 +45,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(first) = headers.get(header::CONNECTION) {
+    if headers.contains_key(header::CONNECTION) {
         // Names are removed by `&str`, which HeaderMap parses on the stack; a HeaderName
         // would allocate for every name it does not know (`keep-alive` among them).
-        let values: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().nth(1) {
-            None => vec![first.clone()],
-            Some(_) => headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .cloned()
-                .collect(),
-        };
+        let values: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
         for value in &values {
             let Ok(v) = value.to_str() else { continue };
             for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
