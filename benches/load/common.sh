@@ -5,6 +5,9 @@
 #                                and a cleanup trap that kills every pid in `pids`
 #   start_pods PORT_PREFIX       four nginx "pods" on 127.0.0.1:${PORT_PREFIX}1..4; each
 #                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua)
+#   start_tether PORT_PREFIX LISTEN ADMIN WORKERS
+#                                tether (cookie `tether`) on 127.0.0.1:LISTEN, admin on
+#                                ADMIN, in front of those pods; sets TETHER_PID
 
 setup_load_env() {
   local need=() bin
@@ -41,4 +44,23 @@ $(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:${prefix}$i; location /
 CONF
   nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
   sleep 0.5
+}
+
+start_tether() {
+  local prefix=$1 listen=$2 admin=$3 workers=$4
+  cat > "$work/tether.toml" <<CONF
+[server]
+listen = "127.0.0.1:$listen"
+admin = "127.0.0.1:$admin"
+workers = $workers
+[[keys]]
+id = "k1"
+secret = "$("$TETHER" keygen)"
+[[backend]]
+name = "app"
+endpoints = [$(for i in 1 2 3 4; do printf '{ name = "pod-%s", address = "127.0.0.1:%s%s" }%s' "$i" "$prefix" "$i" "$([ "$i" -lt 4 ] && echo ', ')"; done)]
+[backend.affinity]
+cookie = "tether"
+CONF
+  RUST_LOG=warn "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
 }

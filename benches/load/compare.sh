@@ -25,22 +25,7 @@ start_pods 1808
 
 start_proxies() {
   local w=$1
-  # tether
-  cat > "$work/tether.toml" <<CONF
-[server]
-listen = "127.0.0.1:18090"
-admin = "127.0.0.1:18099"
-workers = $w
-[[keys]]
-id = "k1"
-secret = "$("$TETHER" keygen)"
-[[backend]]
-name = "app"
-endpoints = [{ name = "pod-1", address = "127.0.0.1:18081" }, { name = "pod-2", address = "127.0.0.1:18082" }, { name = "pod-3", address = "127.0.0.1:18083" }, { name = "pod-4", address = "127.0.0.1:18084" }]
-[backend.affinity]
-cookie = "tether"
-CONF
-  RUST_LOG=warn "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+  start_tether 1808 18090 18099 "$w"
   # nginx, sticky by consistent hash on the cookie
   cat > "$work/nginx.conf" <<CONF
 worker_processes $w;

@@ -16,19 +16,7 @@ ulimit -n "$(( $(ulimit -Hn) < CONNS + 1024 ? $(ulimit -Hn) : CONNS + 1024 ))"
 . benches/load/common.sh
 setup_load_env nginx
 start_pods 1818
-cat > "$work/tether.toml" <<CONF
-[server]
-listen = "127.0.0.1:18190"
-admin = "127.0.0.1:18199"
-workers = $WORKERS
-[[keys]]
-id = "k1"
-secret = "$("$TETHER" keygen)"
-[[backend]]
-name = "app"
-endpoints = [{ name = "pod-1", address = "127.0.0.1:18181" }, { name = "pod-2", address = "127.0.0.1:18182" }, { name = "pod-3", address = "127.0.0.1:18183" }, { name = "pod-4", address = "127.0.0.1:18184" }]
-CONF
-RUST_LOG=warn "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+start_tether 1818 18190 18199 "$WORKERS"
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18199/readyz >/dev/null && break; sleep 0.1; done
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$TETHER_PID/status"; }
 
