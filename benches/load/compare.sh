@@ -8,6 +8,12 @@
 # sessions (each keeping the cookie it was given); every request a new session. Prints
 # req/s, p50, p99, peak RSS per proxy and tether's ratio to the better peer.
 #
+# A fourth row, "relay", is the ceiling no HTTP proxy can pass on the same cores: HAProxy
+# in TCP mode with the same threads, relaying bytes 1:1 to the pods with no HTTP work at
+# all (no parsing, no stickiness; its "pinned" and RSS columns are left blank).
+# Every proxy pays the same kernel cost per hop; the gap between a proxy and the relay
+# is what its HTTP handling costs. RELAY=0 skips it.
+#
 #   benches/load/compare.sh               # workers 1 and 2, 10 s per run
 #   WORKERS="1" DURATION=5 benches/load/compare.sh
 set -euo pipefail
@@ -16,6 +22,7 @@ WORKERS="${WORKERS:-1 2}"
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
+RELAY="${RELAY:-1}"
 LOAD=benches/load
 
 . "$LOAD/common.sh"
@@ -64,6 +71,14 @@ backend pods
   dynamic-cookie-key tether-bench
   http-reuse always
 $(for i in 1 2 3 4; do echo "  server pod-$i 127.0.0.1:1808$i"; done)
+frontend relay
+  mode tcp
+  bind 127.0.0.1:18093
+  default_backend relay_pods
+backend relay_pods
+  mode tcp
+  balance roundrobin
+$(for i in 1 2 3 4; do echo "  server pod-$i 127.0.0.1:1808$i"; done)
 CONF
   haproxy -f "$work/haproxy.cfg" -db & HAPROXY_PID=$!; pids+=($HAPROXY_PID)
   sleep 1
@@ -104,16 +119,21 @@ run() {
   echo "$rps $p50 $p99 $sticky"
 }
 
+proxies="tether nginx haproxy"; [ "$RELAY" = 1 ] && proxies="$proxies relay"
 printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' workers scenario proxy run "req/s" p50 p99 "rss(KB)" "pinned"
 for w in $WORKERS; do
   start_proxies "$w"
   for scenario in one many new; do
     declare -A best=()
     for round in 1 2; do
-      for proxy in tether nginx haproxy; do
-        case $proxy in tether) port=18090; pid=$TETHER_PID ;; nginx) port=18091; pid=$NGINX_PID ;; haproxy) port=18092; pid=$HAPROXY_PID ;; esac
+      for proxy in $proxies; do
+        case $proxy in tether) port=18090; pid=$TETHER_PID ;; nginx) port=18091; pid=$NGINX_PID ;; haproxy|relay) port=18092; pid=$HAPROXY_PID ;; esac
+        [ "$proxy" = relay ] && port=18093
         read -r rps p50 p99 sticky < <(run "$proxy" "$port" "$pid" "$scenario")
-        printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' "$w" "$scenario" "$proxy" "$round" "$rps" "$p50" "$p99" "$(peak_rss_kb "$pid")" "$sticky"
+        rss=$(peak_rss_kb "$pid")
+        # The relay runs inside the HAProxy process: no stickiness, no RSS of its own.
+        [ "$proxy" = relay ] && sticky=- && rss=-
+        printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' "$w" "$scenario" "$proxy" "$round" "$rps" "$p50" "$p99" "$rss" "$sticky"
         cur=${best[$proxy]:-0}
         best[$proxy]=$(awk -v a="$cur" -v b="$rps" 'BEGIN {print (b > a) ? b : a}')
       done
@@ -121,6 +141,11 @@ for w in $WORKERS; do
     peer=$(awk -v a="${best[nginx]}" -v b="${best[haproxy]}" 'BEGIN {print (a > b) ? a : b}')
     ratio=$(awk -v t="${best[tether]}" -v p="$peer" 'BEGIN {printf "%.2f", (p > 0) ? t / p : 0}')
     echo "# workers=$w scenario=$scenario: tether ${best[tether]} req/s, better peer $peer req/s, ratio $ratio"
+    if [ "$RELAY" = 1 ]; then
+      awk -v t="${best[tether]}" -v p="$peer" -v r="${best[relay]}" 'BEGIN {
+        printf "#   ceiling: relay %s req/s; tether at %.0f%% of it, better peer at %.0f%%; 1.25x the peer would be %.0f%%\n",
+          r, 100 * t / r, 100 * p / r, 125 * p / r }'
+    fi
     unset best
   done
   stop_proxies
