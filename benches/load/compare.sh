@@ -14,6 +14,12 @@
 # Every proxy pays the same kernel cost per hop; the gap between a proxy and the relay
 # is what its HTTP handling costs. RELAY=0 skips it.
 #
+# A fifth row, "floor", is examples/h1_floor.rs: the least HTTP/1 work a proxy on tokio
+# can do (httparse on both heads, one upstream connection per client connection, no
+# stickiness), on the same threads. It shows how close to the relay tether's runtime
+# and thread layout can get, so the rest of tether's gap is its own HTTP machinery.
+# FLOOR=0 skips it.
+#
 #   benches/load/compare.sh               # workers 1 and 2, 10 s per run
 #   WORKERS="1" DURATION=5 benches/load/compare.sh
 set -euo pipefail
@@ -23,12 +29,14 @@ DURATION="${DURATION:-10}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 RELAY="${RELAY:-1}"
+FLOOR="${FLOOR:-1}"
 LOAD=benches/load
 
 . "$LOAD/common.sh"
 setup_load_env wrk nginx haproxy
 # --- upstream: four pods in one nginx (2 workers, shared by every proxy alike) ---
 start_pods 1808
+[ "$FLOOR" = 1 ] && cargo build --release --quiet --example h1_floor
 
 start_proxies() {
   local w=$1
@@ -81,12 +89,17 @@ backend relay_pods
 $(for i in 1 2 3 4; do echo "  server pod-$i 127.0.0.1:1808$i"; done)
 CONF
   haproxy -f "$work/haproxy.cfg" -db & HAPROXY_PID=$!; pids+=($HAPROXY_PID)
+  FLOOR_PID=
+  if [ "$FLOOR" = 1 ]; then
+    target/release/examples/h1_floor 127.0.0.1:18094 "$w" 127.0.0.1:1808{1,2,3,4} 2>"$work/floor.err" &
+    FLOOR_PID=$!; pids+=($FLOOR_PID)
+  fi
   sleep 1
 }
 
 stop_proxies() {
-  kill "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
-  wait "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" 2>/dev/null || true
+  kill "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" $FLOOR_PID 2>/dev/null || true
+  wait "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" $FLOOR_PID 2>/dev/null || true
   sleep 0.5
 }
 
@@ -120,6 +133,7 @@ run() {
 }
 
 proxies="tether nginx haproxy"; [ "$RELAY" = 1 ] && proxies="$proxies relay"
+[ "$FLOOR" = 1 ] && proxies="$proxies floor"
 printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' workers scenario proxy run "req/s" p50 p99 "rss(KB)" "pinned"
 for w in $WORKERS; do
   start_proxies "$w"
@@ -127,12 +141,18 @@ for w in $WORKERS; do
     declare -A best=()
     for round in 1 2; do
       for proxy in $proxies; do
-        case $proxy in tether) port=18090; pid=$TETHER_PID ;; nginx) port=18091; pid=$NGINX_PID ;; haproxy|relay) port=18092; pid=$HAPROXY_PID ;; esac
-        [ "$proxy" = relay ] && port=18093
+        case $proxy in
+          tether) port=18090; pid=$TETHER_PID ;;
+          nginx) port=18091; pid=$NGINX_PID ;;
+          haproxy) port=18092; pid=$HAPROXY_PID ;;
+          relay) port=18093; pid=$HAPROXY_PID ;;
+          floor) port=18094; pid=$FLOOR_PID ;;
+        esac
         read -r rps p50 p99 sticky < <(run "$proxy" "$port" "$pid" "$scenario")
         rss=$(peak_rss_kb "$pid")
-        # The relay runs inside the HAProxy process: no stickiness, no RSS of its own.
-        [ "$proxy" = relay ] && sticky=- && rss=-
+        # Neither is sticky (each pins a connection, not a session); the relay runs
+        # inside the HAProxy process, so it has no RSS of its own.
+        case $proxy in relay) sticky=-; rss=- ;; floor) sticky=- ;; esac
         printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' "$w" "$scenario" "$proxy" "$round" "$rps" "$p50" "$p99" "$rss" "$sticky"
         cur=${best[$proxy]:-0}
         best[$proxy]=$(awk -v a="$cur" -v b="$rps" 'BEGIN {print (b > a) ? b : a}')
@@ -145,6 +165,11 @@ for w in $WORKERS; do
       awk -v t="${best[tether]}" -v p="$peer" -v r="${best[relay]}" 'BEGIN {
         printf "#   ceiling: relay %s req/s; tether at %.0f%% of it, better peer at %.0f%%; 1.25x the peer would be %.0f%%\n",
           r, 100 * t / r, 100 * p / r, 125 * p / r }'
+    fi
+    if [ "$FLOOR" = 1 ]; then
+      awk -v t="${best[tether]}" -v p="$peer" -v f="${best[floor]}" 'BEGIN {
+        printf "#   floor: minimal HTTP/1 proxy on tokio %s req/s, %.2fx the better peer; tether at %.0f%% of it\n",
+          f, f / p, 100 * t / f }'
     fi
     unset best
   done
