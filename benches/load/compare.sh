@@ -6,7 +6,9 @@
 # consistent`) and HAProxy (`cookie tether insert indirect nocache dynamic`). wrk runs
 # against each in turn, twice, for three scenarios: one sticky session; 10,000 sticky
 # sessions (each keeping the cookie it was given); every request a new session. Prints
-# req/s, p50, p99, peak RSS per proxy and tether's ratio to the better peer.
+# req/s, p50, p99, CPU time per request (user + system, the proxy's own processes), peak
+# RSS per proxy and tether's ratio to the better peer. CPU per request is the steadiest
+# column: req/s on a shared VM swings by ~10% between identical runs.
 #
 # A fourth row, "relay", is the ceiling no HTTP proxy can pass on the same cores: HAProxy
 # in TCP mode with the same threads, relaying bytes 1:1 to the pods with no HTTP work at
@@ -112,7 +114,17 @@ peak_rss_kb() { # sum of VmHWM over a process and its children (nginx workers)
   echo "$total"
 }
 
-# run NAME PORT PID SCENARIO -> "rps p50 p99 sticky"
+cpu_ticks() { # user + system clock ticks of a process and its children (nginx workers)
+  local total=0 p t
+  for p in "$1" $(pgrep -P "$1" || true); do
+    t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# run NAME PORT PID SCENARIO -> "rps p50 p99 sticky cpu_us_per_request"
 run() {
   local port=$2 scenario=$4 env=()
   case "$scenario" in
@@ -122,19 +134,22 @@ run() {
   esac
   [ "$1" = nginx ] && env+=(WRK_CLIENT_COOKIES=1)
   local script="$LOAD/sticky.lua"; [ "$scenario" = new ] && script="$LOAD/new-session.lua"
-  local out
+  local out t0 t1
+  t0=$(cpu_ticks "$3")
   out=$(env "${env[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$port/" 2>&1)
-  local rps p50 p99 sticky
+  t1=$(cpu_ticks "$3")
+  local rps p50 p99 sticky cpu
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" '/ requests in / {printf "%.1f", t * 1e6 / hz / $1}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   sticky=$(awk '/^sticky:/ {print $2}' <<<"$out"); sticky=${sticky:--}
-  echo "$rps $p50 $p99 $sticky"
+  echo "$rps $p50 $p99 $sticky ${cpu:--}"
 }
 
 proxies="tether nginx haproxy"; [ "$RELAY" = 1 ] && proxies="$proxies relay"
 [ "$FLOOR" = 1 ] && proxies="$proxies floor"
-printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' workers scenario proxy run "req/s" p50 p99 "rss(KB)" "pinned"
+printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s %10s\n' workers scenario proxy run "req/s" p50 p99 "cpu(us/r)" "rss(KB)" "pinned"
 for w in $WORKERS; do
   start_proxies "$w"
   for scenario in one many new; do
@@ -148,12 +163,12 @@ for w in $WORKERS; do
           relay) port=18093; pid=$HAPROXY_PID ;;
           floor) port=18094; pid=$FLOOR_PID ;;
         esac
-        read -r rps p50 p99 sticky < <(run "$proxy" "$port" "$pid" "$scenario")
+        read -r rps p50 p99 sticky cpu < <(run "$proxy" "$port" "$pid" "$scenario")
         rss=$(peak_rss_kb "$pid")
         # Neither is sticky (each pins a connection, not a session); the relay runs
         # inside the HAProxy process, so it has no RSS of its own.
         case $proxy in relay) sticky=-; rss=- ;; floor) sticky=- ;; esac
-        printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s\n' "$w" "$scenario" "$proxy" "$round" "$rps" "$p50" "$p99" "$rss" "$sticky"
+        printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s %10s\n' "$w" "$scenario" "$proxy" "$round" "$rps" "$p50" "$p99" "$cpu" "$rss" "$sticky"
         cur=${best[$proxy]:-0}
         best[$proxy]=$(awk -v a="$cur" -v b="$rps" 'BEGIN {print (b > a) ? b : a}')
       done
