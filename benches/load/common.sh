@@ -7,7 +7,8 @@
 #                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua)
 #   start_tether PORT_PREFIX LISTEN ADMIN WORKERS
 #                                tether (cookie `tether`) on 127.0.0.1:LISTEN, admin on
-#                                ADMIN, in front of those pods; sets TETHER_PID
+#                                ADMIN, in front of those pods; sets TETHER_PID; runs
+#                                under $TETHER_WRAP when set (e.g. valgrind)
 
 setup_load_env() {
   local need=() bin
@@ -62,5 +63,6 @@ endpoints = [$(for i in 1 2 3 4; do printf '{ name = "pod-%s", address = "127.0.
 [backend.affinity]
 cookie = "tether"
 CONF
-  RUST_LOG=warn "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+  # shellcheck disable=SC2086 # TETHER_WRAP is a command line, split on purpose
+  RUST_LOG=warn ${TETHER_WRAP:-} "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
 }
