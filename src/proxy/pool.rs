@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
+use futures::future::Either;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
@@ -60,16 +61,22 @@ pub enum Sender {
 
 impl Sender {
     /// Sends a request; an unsent request comes back inside the error.
-    pub async fn try_send_request(
+    ///
+    /// Not an `async fn`: hyper has taken the request by the time this returns, and an
+    /// async wrapper would carry room for it (and its own state) inside every
+    /// forwarding future.
+    pub fn try_send_request(
         &mut self,
         req: http::Request<UpstreamBody>,
-    ) -> Result<
-        http::Response<hyper::body::Incoming>,
-        hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+    ) -> impl std::future::Future<
+        Output = Result<
+            http::Response<hyper::body::Incoming>,
+            hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+        >,
     > {
         match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
+            Sender::H1(s) => Either::Left(s.try_send_request(req)),
+            Sender::H2(s) => Either::Right(s.try_send_request(req)),
         }
     }
 
@@ -190,7 +197,10 @@ impl Pool {
                     });
                 }
             }
-            let s = self.connect_h2(connect_timeout).await?;
+            // Boxed, like the HTTP/1.1 connect below: the connect paths are the largest
+            // states of this future and are rarely taken, so keeping them inline would
+            // make every forwarding future (boxed per request) larger.
+            let s = Box::pin(self.connect_h2(connect_timeout)).await?;
             self.shared.store(Some(std::sync::Arc::new(s.clone())));
             return Ok(Checkout {
                 sender: Sender::H2(s),
@@ -217,10 +227,12 @@ impl Pool {
                 }
             }
         }
-        self.connect(connect_timeout).await.map(|sender| Checkout {
-            sender: Sender::H1(sender),
-            reused: false,
-        })
+        Box::pin(self.connect(connect_timeout))
+            .await
+            .map(|sender| Checkout {
+                sender: Sender::H1(sender),
+                reused: false,
+            })
     }
 
     async fn tcp(&self, connect_timeout: Duration) -> Result<TcpStream, ConnectError> {
