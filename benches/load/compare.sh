@@ -22,8 +22,8 @@
 # and thread layout can get, so the rest of tether's gap is its own HTTP machinery.
 # FLOOR=0 skips it.
 #
-#   benches/load/compare.sh               # workers 1 and 2, 10 s per run
-#   WORKERS="1" DURATION=5 benches/load/compare.sh
+#   benches/load/compare.sh               # workers 1 and 2, 10 s per run: ~12 minutes
+#   WORKERS="1" DURATION=5 RELAY=0 FLOOR=0 benches/load/compare.sh   # ~2 minutes
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORKERS="${WORKERS:-1 2}"
