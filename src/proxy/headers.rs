@@ -27,12 +27,17 @@ const HOP_BY_HOP: [&HeaderName; 6] = [
     &header::PROXY_AUTHENTICATE,
 ];
 
+/// Headers removed from every message, whatever `Connection` says (besides `Connection`
+/// itself).
+fn always_removed() -> impl Iterator<Item = &'static HeaderName> {
+    HOP_BY_HOP
+        .into_iter()
+        .chain([&KEEP_ALIVE, &PROXY_CONNECTION])
+}
+
 /// Whether `name` is hop-by-hop whatever `Connection` says.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || HOP_BY_HOP.contains(&name)
-        || *name == KEEP_ALIVE
-        || *name == PROXY_CONNECTION
+    *name == header::CONNECTION || always_removed().any(|n| n == name)
 }
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
@@ -71,29 +76,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.remove(header::CONNECTION).is_some() && !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    for name in HOP_BY_HOP {
+    for name in always_removed() {
         headers.remove(name);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
 }
 
-/// Whether a `Connection` token names a header that the fixed hop-by-hop removal would
-/// not take anyway (`close` names no header at all).
+/// Whether a `Connection` token names a header that [`always_removed`] would not take
+/// anyway (`close` names no header at all).
 fn names_other_header(token: &str) -> bool {
-    const TAKEN_ANYWAY: [&str; 9] = [
-        "keep-alive",
-        "close",
-        "upgrade",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "proxy-connection",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ];
     let t = token.trim();
-    !(t.is_empty() || TAKEN_ANYWAY.iter().any(|k| t.eq_ignore_ascii_case(k)))
+    !(t.is_empty()
+        || t.eq_ignore_ascii_case("close")
+        || always_removed().any(|n| t.eq_ignore_ascii_case(n.as_str())))
 }
 
 /// Removes every client-supplied `x-tether-*` header, so backends can trust the ones
