@@ -3,6 +3,8 @@
 #   setup_load_env wrk nginx     installs missing Debian packages, builds tether
 #                                (release), sets TETHER, a temporary $work directory
 #                                and a cleanup trap that kills every pid in `pids`
+#   nginx_head NAME WORKERS      prints an nginx config's opening lines (pid and error
+#                                log named NAME in $work) up to inside `http {`
 #   start_pods PORT_PREFIX       four nginx "pods" on 127.0.0.1:${PORT_PREFIX}1..4; each
 #                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua)
 #   start_tether PORT_PREFIX LISTEN ADMIN WORKERS
@@ -30,16 +32,22 @@ cleanup() {
   rm -rf "$work"
 }
 
-start_pods() {
-  local prefix=$1 i
-  cat > "$work/upstream.conf" <<CONF
-worker_processes 2;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
+nginx_head() { # NAME WORKERS: the opening of an nginx config, up to inside http { }
+  cat <<CONF
+worker_processes $2;
+pid $work/$1.pid;
+error_log $work/$1.err;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+CONF
+}
+
+start_pods() {
+  local prefix=$1 i
+  cat > "$work/upstream.conf" <<CONF
+$(nginx_head upstream 2)
 $(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:${prefix}$i; location / { add_header x-pod pod-$i; add_header x-wrk-slot \$http_x_wrk_slot; return 200 \"pod-$i\n\"; } }"; done)
 }
 CONF

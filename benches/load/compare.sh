@@ -45,13 +45,7 @@ start_proxies() {
   start_tether 1808 18090 18099 "$w"
   # nginx, sticky by consistent hash on the cookie
   cat > "$work/nginx.conf" <<CONF
-worker_processes $w;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+$(nginx_head nginx "$w")
   upstream pods {
     hash \$cookie_tether consistent;
     server 127.0.0.1:18081; server 127.0.0.1:18082; server 127.0.0.1:18083; server 127.0.0.1:18084;
