@@ -92,6 +92,9 @@ pub struct ServerSettings {
     pub access_log_sample: f64,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
+    /// Serve plaintext HTTP/1.1 requests without a body on the native fast path
+    /// (`proxy::native`); off = every request through hyper.
+    pub http1_fast_path: bool,
 }
 
 /// `[server.tls]`.
@@ -367,6 +370,7 @@ struct RawServer {
     tls: Option<RawTls>,
     access_log_sample: Option<f64>,
     log_format: Option<String>,
+    http1_fast_path: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -632,6 +636,7 @@ impl Validator<'_> {
         Ok(ServerSettings {
             access_log_sample,
             log_json,
+            http1_fast_path: raw.http1_fast_path.unwrap_or(true),
             listen,
             admin,
             workers,

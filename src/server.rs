@@ -25,7 +25,7 @@ use crate::config::{Config, Source};
 use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
-use crate::proxy::{Connection, Proxy, State};
+use crate::proxy::{native, Connection, Proxy, State};
 use crate::tls::Tls;
 
 /// Why the server could not start.
@@ -152,6 +152,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
+    let native = config.server.http1_fast_path;
     let limits = Limits {
         header_timeout: config.server.header_timeout,
         max_header_bytes: config.server.max_header_bytes,
@@ -188,6 +189,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             source,
         })?;
         let (rx, tls, service) = (rx.clone(), tls.clone(), proxy_service(proxy.clone()));
+        let native = native.then(|| proxy.clone());
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("tether-accept-{}", n + 1))
@@ -205,7 +207,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 };
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, rx, grace, limits, tls, service).await,
+                        Ok(l) => serve(l, rx, grace, limits, tls, native, service).await,
                         Err(e) => tracing::error!(error = %e, "accept thread cannot listen"),
                     }
                 });
@@ -225,6 +227,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         grace,
         limits,
         tls,
+        native.then(|| proxy.clone()),
         proxy_service(proxy.clone()),
     ));
     let p = proxy.clone();
@@ -237,6 +240,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         rx,
         grace,
         admin_limits,
+        None,
         None,
         move |_peer, _secure| {
             let p = p.clone();
@@ -553,13 +557,17 @@ struct Limits {
 }
 
 /// Accepts connections (HTTP/1.1 and cleartext HTTP/2 by prior knowledge, with
-/// upgrades) until shutdown, then drains them for at most `grace`.
+/// upgrades) until shutdown, then drains them for at most `grace`. With `native`,
+/// plaintext connections start on the proxy's HTTP/1 fast path and move to hyper at the
+/// first request it does not take.
+#[allow(clippy::too_many_arguments)]
 async fn serve<F, S, B>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     limits: Limits,
     tls: Option<Arc<Tls>>,
+    native: Option<Arc<Proxy>>,
     make_service: F,
 ) where
     F: Fn(SocketAddr, bool) -> S,
@@ -575,6 +583,9 @@ async fn serve<F, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = GracefulShutdown::new();
+    // Fast-path connections, so shutdown waits for them as hyper's watcher does for its
+    // own (a connection handed to hyper leaves this and joins the watcher).
+    let fast = tokio_util::task::TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -610,8 +621,29 @@ async fn serve<F, S, B>(
                     // Two task shapes: a plaintext connection's task does not carry
                     // room for a TLS session it never has (task memory is the size of
                     // its largest state, and TLS made every connection pay ~KBs).
-                    match handshake {
-                        None => {
+                    match (handshake, &native) {
+                        (None, Some(proxy)) => {
+                            let proxy = proxy.clone();
+                            let rx = shutdown.clone();
+                            let token = fast.token();
+                            tokio::spawn(async move {
+                                let conn = Connection::new(peer, false);
+                                let native_limits = native::Limits {
+                                    header_timeout: limits.header_timeout,
+                                    max_header_bytes: limits.max_header_bytes,
+                                };
+                                let handoff = proxy.serve_native(stream, &conn, native_limits, rx).await;
+                                drop(token);
+                                if let native::Handoff::Hyper(stream) = handoff {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                    }
+                                }
+                                drop(permit);
+                            });
+                        }
+                        (None, None) => {
                             tokio::spawn(async move {
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                                 if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -620,7 +652,7 @@ async fn serve<F, S, B>(
                                 drop(permit);
                             });
                         }
-                        Some(acceptor) => {
+                        (Some(acceptor), _) => {
                             tokio::spawn(async move {
                                 // The handshake runs here, off the accept loop, bounded like
                                 // a request head so a silent client cannot hold a slot.
@@ -654,10 +686,12 @@ async fn serve<F, S, B>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    fast.close();
+    let drained = async {
+        graceful.shutdown().await;
+        fast.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "grace period over with requests still in flight");
     }
 }

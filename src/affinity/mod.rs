@@ -14,7 +14,7 @@ pub mod keys;
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use crate::proxy::headers::Fields;
 
 pub use cookie::{Claims, Invalid, SessionId, Verified};
 pub use keys::KeyRing;
@@ -438,11 +438,13 @@ fn rebalance_target(
 /// The values of every cookie called `name` in the request's `Cookie` headers (HTTP/2
 /// clients may split cookies over several headers; a browser may send duplicates when
 /// cookies with different paths exist). Does not allocate.
-pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+pub fn cookie_values<'a, H: Fields + ?Sized>(
+    headers: &'a H,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
     headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values(&http::header::COOKIE)
+        .filter_map(crate::proxy::headers::text)
         .flat_map(|v| v.split(';'))
         .filter_map(move |pair| {
             let (k, v) = pair.split_once('=')?;
@@ -481,7 +483,7 @@ mod tests {
 
     #[test]
     fn cookie_values_finds_every_value_of_the_name() {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         h.append("cookie", HeaderValue::from_static("a=1; tether=x; b=2"));
         h.append("cookie", HeaderValue::from_static("tether=\"y\""));
         let v: Vec<_> = cookie_values(&h, "tether").collect();

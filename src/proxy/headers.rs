@@ -12,11 +12,50 @@ pub static X_TETHER_AFFINITY: HeaderName = HeaderName::from_static("x-tether-aff
 /// On failover, the endpoint the session came from.
 pub static X_TETHER_PREVIOUS: HeaderName = HeaderName::from_static("x-tether-previous-endpoint");
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Read access to a request's header fields, whether hyper parsed them into a
+/// [`HeaderMap`] or the HTTP/1 fast path left them as raw `httparse` fields, so the
+/// affinity decision reads both the same way.
+pub trait Fields {
+    /// Every value of the header `name` (lowercase), in order.
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a;
+
+    /// The first value of `name`.
+    fn first<'a>(&'a self, name: &'a HeaderName) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
+impl Fields for HeaderMap {
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+impl Fields for [httparse::Header<'_>] {
+    fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let name = name.as_str();
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// A header value as text under exactly [`HeaderValue::to_str`]'s rule (visible ASCII,
+/// space and tab), so both request paths accept and ignore the same values.
+pub fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
 
 const HOP_BY_HOP: [&HeaderName; 6] = [
     &header::TE,
@@ -33,6 +72,13 @@ fn always_removed() -> impl Iterator<Item = &'static HeaderName> {
     HOP_BY_HOP
         .into_iter()
         .chain([&KEEP_ALIVE, &PROXY_CONNECTION])
+}
+
+/// Whether `name` (any case) is removed from every message whatever `Connection` says,
+/// `Connection` itself included.
+pub fn is_hop_by_hop_name(name: &str) -> bool {
+    name.eq_ignore_ascii_case(header::CONNECTION.as_str())
+        || always_removed().any(|n| name.eq_ignore_ascii_case(n.as_str()))
 }
 
 /// Whether `name` is hop-by-hop whatever `Connection` says.
@@ -83,7 +129,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Whether a `Connection` token names a header that [`always_removed`] would not take
 /// anyway (`close` names no header at all).
-fn names_other_header(token: &str) -> bool {
+pub fn names_other_header(token: &str) -> bool {
     let t = token.trim();
     !(t.is_empty()
         || t.eq_ignore_ascii_case("close")

@@ -8,9 +8,11 @@
 
 pub mod body;
 pub mod headers;
+pub mod native;
 pub mod pool;
 pub mod retry;
 pub mod route;
+pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +30,7 @@ use crate::clock::Now;
 use crate::config::{AffinityKey, BackendSettings, Config};
 use crate::metrics::{AffinityEvent, BackendStats};
 use body::{PooledBody, ProxyBody, RequestBody};
-use headers::{X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+use headers::{Fields, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use http::Method;
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
@@ -57,6 +59,9 @@ pub enum Error {
     /// The upstream did not answer within the response timeout.
     #[error("upstream timeout")]
     Timeout,
+    /// The upstream's answer on the HTTP/1 fast path could not be read or relayed.
+    #[error("upstream error")]
+    Wire(#[source] wire::Error),
 }
 
 /// Shorthand for results of this module.
@@ -69,7 +74,7 @@ impl Error {
             Error::NoRoute => StatusCode::NOT_FOUND,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Connect | Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::Connect | Error::Upstream(_) | Error::Wire(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -324,7 +329,8 @@ impl Proxy {
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
         let now = backend.clock().now();
-        let decision = self.decide(&req, conn, backend, &keys, &snapshot, now);
+        let h2 = req.version() == Version::HTTP_2;
+        let decision = self.decide(req.headers(), h2, conn, backend, &keys, &snapshot, now);
         let candidates = decision.candidates(&snapshot);
         if candidates.is_empty() {
             return Err(Error::NoEndpoint);
@@ -373,20 +379,8 @@ impl Proxy {
                 let mut conn = match endpoint.pool.checkout(settings.connect_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
-                        endpoint.stats.connect_error();
-                        if Some(i) == decision.pinned() {
-                            tried_pinned = true;
-                        }
-                        let n = endpoint
-                            .health
-                            .mark_down(Instant::now(), settings.down_cooloff);
-                        tracing::warn!(
-                            backend = %settings.name,
-                            endpoint = %endpoint.identity,
-                            error = %e,
-                            consecutive = n,
-                            "upstream connect failed; endpoint cooling off"
-                        );
+                        self.connect_failed(endpoint, settings, &e);
+                        tried_pinned |= Some(i) == decision.pinned();
                         break Err(req);
                     }
                 };
@@ -399,17 +393,8 @@ impl Proxy {
                     Err(_) => return Err(Error::Timeout),
                     Ok(Ok(resp)) => {
                         let status = resp.status();
-                        endpoint.stats.response(status);
-                        if status.is_server_error() {
-                            endpoint.stats.error(crate::metrics::LastError::ServerError);
-                            self.exchange_failed(&snapshot, endpoint, settings);
-                        } else {
-                            endpoint.health.exchange_succeeded();
-                        }
-                        let retry_status = (status == StatusCode::BAD_GATEWAY
-                            && settings.retry_on.bad_gateway)
-                            || (status == StatusCode::SERVICE_UNAVAILABLE
-                                && settings.retry_on.unavailable);
+                        let retry_status =
+                            self.response_seen(&snapshot, endpoint, settings, status);
                         match replay {
                             Some(again)
                                 if retry_status && another && backend.retry_budget.try_spend() =>
@@ -461,23 +446,7 @@ impl Proxy {
                 }
             };
 
-            decision.commit(i, &snapshot);
-            count_affinity(
-                &backend.stats,
-                &decision,
-                &placement,
-                &snapshot,
-                tried_pinned,
-            );
-            if placement.outcome != Outcome::Sticky {
-                tracing::debug!(
-                    backend = %settings.name,
-                    endpoint = %endpoint.identity,
-                    outcome = placement.outcome.as_str(),
-                    previous = placement.previous,
-                    "session placed"
-                );
-            }
+            session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
             let (mut parts, body) = resp.into_parts();
@@ -523,6 +492,46 @@ impl Proxy {
         Err(Error::Connect)
     }
 
+    /// Counts a failed connect and cools the endpoint off.
+    fn connect_failed(
+        &self,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        e: &pool::ConnectError,
+    ) {
+        endpoint.stats.connect_error();
+        let n = endpoint
+            .health
+            .mark_down(Instant::now(), settings.down_cooloff);
+        tracing::warn!(
+            backend = %settings.name,
+            endpoint = %endpoint.identity,
+            error = %e,
+            consecutive = n,
+            "upstream connect failed; endpoint cooling off"
+        );
+    }
+
+    /// Counts an upstream response head and feeds passive health; returns whether its
+    /// status is one the backend retries on another endpoint (`retry_on`).
+    fn response_seen(
+        &self,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        status: StatusCode,
+    ) -> bool {
+        endpoint.stats.response(status);
+        if status.is_server_error() {
+            endpoint.stats.error(crate::metrics::LastError::ServerError);
+            self.exchange_failed(snapshot, endpoint, settings);
+        } else {
+            endpoint.health.exchange_succeeded();
+        }
+        (status == StatusCode::BAD_GATEWAY && settings.retry_on.bad_gateway)
+            || (status == StatusCode::SERVICE_UNAVAILABLE && settings.retry_on.unavailable)
+    }
+
     /// Counts a failed exchange; ejects the endpoint after `outlier_failures` in a row,
     /// unless half of the backend is ejected already.
     fn exchange_failed(
@@ -548,10 +557,13 @@ impl Proxy {
         tracing::warn!(backend = %settings.name, endpoint = %endpoint.identity, consecutive = n, ejected_for = ?d, "endpoint ejected as an outlier");
     }
 
-    /// The affinity decision for a request, by the backend's affinity key.
-    fn decide(
+    /// The affinity decision for a request, by the backend's affinity key; `h2` says
+    /// whether the request came over HTTP/2 (its cookieless requests share a session).
+    #[allow(clippy::too_many_arguments)]
+    fn decide<H: Fields + ?Sized>(
         &self,
-        req: &Request<RequestBody>,
+        headers: &H,
+        h2: bool,
         conn: &Connection,
         backend: &Backend,
         keys: &KeyRing,
@@ -561,12 +573,12 @@ impl Proxy {
         let affinity = &backend.settings.affinity;
         match &affinity.key {
             AffinityKey::Header(name) => {
-                if let Some(v) = req.headers().get(name).filter(|v| !v.is_empty()) {
-                    return affinity::keyed(snapshot, v.as_bytes(), now);
+                if let Some(v) = headers.first(name).filter(|v| !v.is_empty()) {
+                    return affinity::keyed(snapshot, v, now);
                 }
             }
             AffinityKey::ClientIp => {
-                let ip = client_ip(req.headers(), conn.peer.ip(), &affinity.trusted_proxies);
+                let ip = client_ip(headers, conn.peer.ip(), &affinity.trusted_proxies);
                 let bytes = match ip {
                     IpAddr::V4(v4) => v4.octets().to_vec(),
                     IpAddr::V6(v6) => v6.octets().to_vec(),
@@ -578,11 +590,11 @@ impl Proxy {
         let mut d = affinity::decide(
             keys,
             snapshot,
-            affinity::cookie_values(req.headers(), &affinity.cookie.name),
+            affinity::cookie_values(headers, &affinity.cookie.name),
             affinity,
             now,
         );
-        if d.is_fresh() && req.version() == Version::HTTP_2 {
+        if d.is_fresh() && h2 {
             let mut first = false;
             let shared = *conn.shared_session.get_or_init(|| {
                 first = true;
@@ -591,6 +603,29 @@ impl Proxy {
             d.join(snapshot, shared, first);
         }
         d
+    }
+}
+
+/// Records where a session was served: commits the placement (session counts), counts
+/// the outcome, and logs any placement that was not sticky.
+fn session_placed(
+    backend: &Backend,
+    decision: &Decision,
+    placement: &affinity::Placement<'_>,
+    i: u32,
+    snapshot: &Snapshot,
+    tried_pinned: bool,
+) {
+    decision.commit(i, snapshot);
+    count_affinity(&backend.stats, decision, placement, snapshot, tried_pinned);
+    if placement.outcome != Outcome::Sticky {
+        tracing::debug!(
+            backend = %backend.settings.name,
+            endpoint = %snapshot.endpoints[i as usize].identity,
+            outcome = placement.outcome.as_str(),
+            previous = placement.previous,
+            "session placed"
+        );
     }
 }
 
@@ -684,23 +719,21 @@ fn caused_by_body_limit(e: &hyper::Error) -> bool {
 /// The client address for `key = "client-ip"`: the peer, unless the peer is a trusted
 /// proxy, in which case the rightmost address in `X-Forwarded-For` (or `Forwarded:
 /// for=`) that is not itself a trusted proxy.
-pub fn client_ip(headers: &http::HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip<H: Fields + ?Sized>(headers: &H, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
     let mut hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values(&headers::X_FORWARDED_FOR)
+        .filter_map(headers::text)
         .flat_map(|v| v.split(','))
         .filter_map(|h| h.trim().parse().ok())
         .collect();
     if hops.is_empty() {
         hops = headers
-            .get_all(header::FORWARDED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .values(&header::FORWARDED)
+            .filter_map(headers::text)
             .flat_map(|v| v.split([',', ';']))
             .filter_map(|p| {
                 let (k, v) = p.trim().split_once('=')?;

@@ -118,6 +118,27 @@ pub enum ConnectError {
     },
 }
 
+/// One idle queue per worker slot, or none when pooling is off or the endpoint speaks
+/// h2c.
+fn queues<T>(max_idle: usize, h2c: bool) -> Box<[ArrayQueue<T>]> {
+    if max_idle > 0 && !h2c {
+        (0..WORKER_SLOTS.load(Ordering::Relaxed))
+            .map(|_| ArrayQueue::new(max_idle))
+            .collect()
+    } else {
+        Box::default()
+    }
+}
+
+/// The calling thread's queue among `queues`.
+fn local<T>(queues: &[ArrayQueue<T>]) -> Option<&ArrayQueue<T>> {
+    match queues.len() {
+        0 => None,
+        1 => queues.first(),
+        n => queues.get(SLOT.with(Cell::get) % n),
+    }
+}
+
 /// Connections to one endpoint address.
 pub struct Pool {
     address: SocketAddr,
@@ -126,6 +147,9 @@ pub struct Pool {
     /// Idle HTTP/1.1 connections, one queue per worker thread; empty when pooling is
     /// disabled (`max_idle_per_endpoint = 0`).
     idle: Box<[ArrayQueue<http1::SendRequest<UpstreamBody>>]>,
+    /// Idle raw connections of the native HTTP/1 path, one queue per worker thread
+    /// (they carry no hyper task: the request's own task reads and writes them).
+    raw: Box<[ArrayQueue<TcpStream>]>,
     /// The shared HTTP/2 connection of an h2c endpoint.
     shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
 }
@@ -156,13 +180,8 @@ impl Pool {
         Pool {
             address,
             h2c,
-            idle: if max_idle > 0 && !h2c {
-                (0..WORKER_SLOTS.load(Ordering::Relaxed))
-                    .map(|_| ArrayQueue::new(max_idle))
-                    .collect()
-            } else {
-                Box::default()
-            },
+            idle: queues(max_idle, h2c),
+            raw: queues(max_idle, h2c),
             shared: ArcSwapOption::empty(),
         }
     }
@@ -174,15 +193,33 @@ impl Pool {
 
     /// Number of idle connections (approximate under concurrency).
     pub fn idle(&self) -> usize {
-        self.idle.iter().map(ArrayQueue::len).sum()
+        let hyper: usize = self.idle.iter().map(ArrayQueue::len).sum();
+        hyper + self.raw.iter().map(ArrayQueue::len).sum::<usize>()
     }
 
     /// The calling thread's idle queue, if pooling is on.
     fn local(&self) -> Option<&ArrayQueue<http1::SendRequest<UpstreamBody>>> {
-        match self.idle.len() {
-            0 => None,
-            1 => self.idle.first(),
-            n => self.idle.get(SLOT.with(Cell::get) % n),
+        local(&self.idle)
+    }
+
+    /// An idle raw connection for the native HTTP/1 path, else a new one; the flag says
+    /// whether it was reused (and so may have been closed by the upstream a moment ago).
+    pub async fn checkout_raw(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<(TcpStream, bool), ConnectError> {
+        if let Some(s) = local(&self.raw).and_then(ArrayQueue::pop) {
+            return Ok((s, true));
+        }
+        Box::pin(self.tcp(connect_timeout))
+            .await
+            .map(|s| (s, false))
+    }
+
+    /// Returns a raw connection whose last response ended cleanly.
+    pub fn checkin_raw(&self, stream: TcpStream) {
+        if let Some(idle) = local(&self.raw) {
+            let _ = idle.push(stream);
         }
     }
 

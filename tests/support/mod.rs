@@ -280,6 +280,11 @@ pub fn config(backends: &[&TestBackend], keys: &[(&str, &str)], backend_extra: &
     t
 }
 
+/// The same config with the HTTP/1 fast path off: every request goes through hyper.
+pub fn hyper_only(config: &str) -> String {
+    config.replacen("[server]\n", "[server]\nhttp1_fast_path = false\n", 1)
+}
+
 /// Starts a proxy from config text.
 pub async fn proxy(config: &str) -> Running {
     proxy_with(config, Default::default()).await

@@ -1,0 +1,633 @@
+//! The native HTTP/1 fast path: one task per client connection reads request heads,
+//! decides the session, and relays the exchange over a raw pooled upstream connection,
+//! with no `HeaderMap`, no channel and no second task in between.
+//!
+//! Why: hyper's HTTP/1 server and client in their minimal form cost about as much CPU
+//! per request as HAProxy does, and on a machine whose cores are shared by clients,
+//! proxy and pods that CPU is what sets throughput (see `benches/load/` and the README).
+//!
+//! It takes only requests [`wire::parse_request`] accepts (bodyless HTTP/1.1 in origin
+//! form) on plaintext connections to HTTP/1.1 backends. At the first request it does
+//! not take, it hands the connection to hyper together with every byte read so far
+//! ([`Prefixed`]), so hyper answers it exactly as it would have (bodies, upgrades,
+//! HTTP/2 prior knowledge, malformed heads and their 400/431). Routing, affinity,
+//! health, retries, metrics and the access log are the ones the hyper path uses.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::wire::{self, Framing, Parsed, RequestHead, ResponseParsed, MAX_HEADERS};
+use super::{session_placed, Connection, Error, Proxy};
+use crate::affinity::KeyRing;
+use crate::backend::Backend;
+use crate::metrics::LastError;
+
+/// Per-listener limits the fast path enforces itself (hyper enforces them on the rest).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A client must send each request head within this time; an idle keep-alive
+    /// connection is closed after it, as hyper's header timer does.
+    pub header_timeout: Duration,
+    /// Largest request head the fast path reads before handing over (hyper then
+    /// answers 431).
+    pub max_header_bytes: usize,
+}
+
+/// How a connection left the fast path.
+pub enum Handoff {
+    /// Closed: the client left, timed out, asked to close, or shutdown began.
+    Closed,
+    /// A request the fast path does not take: serve the rest of the connection with
+    /// hyper, starting from the buffered bytes.
+    Hyper(Prefixed<TcpStream>),
+}
+
+/// The buffers of one exchange: kept per thread between exchanges, so an idle
+/// keep-alive connection holds only its read buffer.
+#[derive(Default)]
+struct Buffers {
+    /// The upstream request head, then the client response head and first body bytes.
+    out: Vec<u8>,
+    /// Bytes read from the upstream.
+    up: Vec<u8>,
+}
+
+thread_local! {
+    static SPARE: RefCell<Vec<Buffers>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Buffers {
+    fn take() -> Self {
+        SPARE
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| Buffers {
+                out: Vec::with_capacity(1024),
+                up: Vec::with_capacity(UPSTREAM_READ),
+            })
+    }
+
+    fn give_back(mut self) {
+        self.out.clear();
+        self.up.clear();
+        // Buffers grown by a huge head go back to the allocator.
+        if self.out.capacity() > 64 * 1024 || self.up.capacity() > 4 * UPSTREAM_READ {
+            return;
+        }
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 256 {
+                s.push(self);
+            }
+        });
+    }
+}
+
+/// How much is read from an upstream at a time.
+const UPSTREAM_READ: usize = 16 * 1024;
+/// How much room a client read gets.
+const CLIENT_READ: usize = 4096;
+
+/// The end of a head: the offset just past the empty line that ends it, if `buf` holds
+/// one (httparse accepts bare LF line ends, so this does too).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+        let i = from + p + 1;
+        match buf.get(i..) {
+            Some([b'\n', ..]) => return Some(i + 1),
+            Some([b'\r', b'\n', ..]) => return Some(i + 2),
+            _ => from = i,
+        }
+    }
+    None
+}
+
+/// What one exchange ended with, for the connection loop.
+enum Exchanged {
+    /// The response went out; `close` says the connection must end after it.
+    Answered {
+        status: u16,
+        close: bool,
+        log: Option<LogInfo>,
+    },
+    /// Nothing went out: answer with this error.
+    Failed(Error),
+    /// The client connection broke, or a response was cut off midway: close it.
+    Broken,
+}
+
+/// What the access log says about an answered request.
+struct LogInfo {
+    endpoint: Arc<str>,
+    outcome: &'static str,
+}
+
+impl Proxy {
+    /// Serves an HTTP/1 connection on the fast path until it closes or hands over.
+    pub async fn serve_native(
+        &self,
+        mut client: TcpStream,
+        conn: &Connection,
+        limits: Limits,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Handoff {
+        let mut read: Vec<u8> = Vec::new();
+        let timer = tokio::time::sleep(limits.header_timeout);
+        tokio::pin!(timer);
+        loop {
+            // Wait for a complete head.
+            let mut armed = false;
+            let len = loop {
+                if let Some(n) = head_end(&read) {
+                    break n;
+                }
+                if read.len() >= limits.max_header_bytes {
+                    return Handoff::Hyper(Prefixed::new(read, client));
+                }
+                if *shutdown.borrow() && read.is_empty() {
+                    return Handoff::Closed;
+                }
+                if read.capacity() - read.len() < 1024 {
+                    read.reserve(CLIENT_READ);
+                }
+                // Most heads arrive whole: the timer is armed only when one has to be
+                // waited for (one timer entry per request instead of one per read).
+                match client.try_read_buf(&mut read) {
+                    Ok(0) => return Handoff::Closed,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Handoff::Closed,
+                }
+                if !armed {
+                    armed = true;
+                    timer.as_mut().reset(Instant::now() + limits.header_timeout);
+                }
+                tokio::select! {
+                    biased;
+                    r = client.readable() => if r.is_err() { return Handoff::Closed },
+                    _ = &mut timer => {
+                        tracing::debug!(peer = %conn.peer, "request head timed out");
+                        return Handoff::Closed;
+                    }
+                    _ = shutdown.changed(), if read.is_empty() => return Handoff::Closed,
+                }
+            };
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let head = match wire::parse_request(&read[..len], &mut fields) {
+                Parsed::Fast(h) => h,
+                Parsed::Partial | Parsed::Decline => {
+                    return Handoff::Hyper(Prefixed::new(read, client))
+                }
+            };
+            let Some(route) = self.route(head.host, head.path()) else {
+                let close = head.close;
+                if write_error(&mut client, &Error::NoRoute, close)
+                    .await
+                    .is_err()
+                    || close
+                {
+                    return Handoff::Closed;
+                }
+                read.drain(..len);
+                continue;
+            };
+            let (backend, keys, logged) = route;
+            if backend.settings.h2c {
+                return Handoff::Hyper(Prefixed::new(read, client));
+            }
+            let started = Instant::now();
+            let close = head.close || *shutdown.borrow();
+            let line = logged.then(|| (head.method.to_owned(), head.path().to_owned()));
+            let mut bufs = Buffers::take();
+            let exchanged = self
+                .exchange(
+                    &head,
+                    conn,
+                    &backend,
+                    &keys,
+                    &mut client,
+                    &mut bufs,
+                    close,
+                    logged,
+                )
+                .await;
+            bufs.give_back();
+            let (status, close, log) = match exchanged {
+                Exchanged::Answered { status, close, log } => (status, close, log),
+                Exchanged::Failed(e) => {
+                    tracing::debug!(error = %e, "request failed");
+                    backend.stats.local_response(e.status());
+                    let broken = write_error(&mut client, &e, close).await.is_err();
+                    (e.status().as_u16(), close || broken, None)
+                }
+                Exchanged::Broken => return Handoff::Closed,
+            };
+            let elapsed = started.elapsed();
+            backend.stats.observe(elapsed);
+            if let Some((method, path)) = line {
+                tracing::info!(
+                    target: "tether::access",
+                    client = %conn.peer.ip(),
+                    %method,
+                    path,
+                    version = ?http::Version::HTTP_11,
+                    backend = %backend.name(),
+                    endpoint = log.as_ref().map_or("-", |l| &*l.endpoint),
+                    status,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    affinity = log.as_ref().map_or("-", |l| l.outcome),
+                );
+            }
+            if close {
+                return Handoff::Closed;
+            }
+            if read.len() == len {
+                read.clear();
+            } else {
+                read.drain(..len);
+            }
+        }
+    }
+
+    /// The backend for host and path, with the key ring and whether to log the request.
+    fn route(&self, host: &str, path: &str) -> Option<(Arc<Backend>, Arc<KeyRing>, bool)> {
+        let state = self.state.load();
+        let i = state.routes.find(Some(host), path)?;
+        let sample = state.access_log_sample;
+        let logged = sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample);
+        Some((state.backends[i].clone(), state.keys.clone(), logged))
+    }
+
+    /// One request on the fast path: decide, try the candidates in order, relay the
+    /// response. Mirrors [`Proxy::forward`]'s failure handling: connect failures move
+    /// on to the next endpoint, a stale pooled connection is retried once, idempotent
+    /// requests are retried elsewhere within the retry budget.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        head: &RequestHead<'_>,
+        conn: &Connection,
+        backend: &Arc<Backend>,
+        keys: &KeyRing,
+        client: &mut TcpStream,
+        bufs: &mut Buffers,
+        close: bool,
+        logged: bool,
+    ) -> Exchanged {
+        let snapshot = backend.snapshot();
+        let settings = &backend.settings;
+        let now = backend.clock().now();
+        let decision = self.decide(head.fields, false, conn, backend, keys, &snapshot, now);
+        let candidates = decision.candidates(&snapshot);
+        if candidates.is_empty() {
+            return Exchanged::Failed(Error::NoEndpoint);
+        }
+        let session = decision.session.to_hex();
+        let Buffers { out, up } = bufs;
+        wire::write_request(
+            out,
+            head,
+            conn.peer_value.as_bytes(),
+            conn.secure,
+            session.as_str(),
+        );
+        let prefix = out.len();
+        backend.retry_budget.deposit();
+        let mut tried_pinned = false;
+        let last = candidates.as_slice().len() - 1;
+        'candidates: for (n, &i) in candidates.as_slice().iter().enumerate() {
+            let endpoint = &snapshot.endpoints[i as usize];
+            let another = n < last;
+            let placement = decision.placement(i, &snapshot);
+            out.truncate(prefix);
+            wire::write_attempt(out, placement.outcome.as_str(), placement.previous);
+            let mut tries = 0;
+            let (mut upstream, head_len) = loop {
+                tries += 1;
+                let (mut upstream, reused) =
+                    match endpoint.pool.checkout_raw(settings.connect_timeout).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.connect_failed(endpoint, settings, &e);
+                            tried_pinned |= Some(i) == decision.pinned();
+                            continue 'candidates;
+                        }
+                    };
+                endpoint.health.mark_up();
+                up.clear();
+                let sent = send(&mut upstream, out, up);
+                match tokio::time::timeout(settings.response_timeout, sent).await {
+                    Err(_) => return Exchanged::Failed(Error::Timeout),
+                    Ok(Ok(n)) => break (upstream, n),
+                    // A pooled connection the upstream closed while it sat idle: nothing
+                    // came back, so an idempotent request is sent once more on a fresh
+                    // one (the hyper path does the same).
+                    Ok(Err(e)) if reused && tries < 2 && e.nothing_back && head.idempotent() => {
+                        tracing::debug!(error = %e.error, "stale upstream connection; replaying an idempotent request");
+                    }
+                    Ok(Err(e)) => {
+                        endpoint.stats.error(LastError::Reset);
+                        self.exchange_failed(&snapshot, endpoint, settings);
+                        if head.idempotent() && another && backend.retry_budget.try_spend() {
+                            backend.stats.retry();
+                            tried_pinned |= Some(i) == decision.pinned();
+                            tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying an idempotent request on the next endpoint");
+                            continue 'candidates;
+                        }
+                        return Exchanged::Failed(Error::Wire(e.error));
+                    }
+                }
+            };
+
+            // The response head is in `up[..head_len]`.
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let rh = match wire::parse_response(&up[..head_len], &mut fields, head.is_head()) {
+                Ok(ResponseParsed::Head(h)) => h,
+                Ok(_) => return Exchanged::Failed(Error::Wire(wire::Error::Incomplete)),
+                Err(e) => {
+                    endpoint.stats.error(LastError::Reset);
+                    self.exchange_failed(&snapshot, endpoint, settings);
+                    return Exchanged::Failed(Error::Wire(e));
+                }
+            };
+            let status = StatusCode::from_u16(rh.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            if self.response_seen(&snapshot, endpoint, settings, status)
+                && head.idempotent()
+                && another
+                && backend.retry_budget.try_spend()
+            {
+                tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
+                backend.stats.retry();
+                tried_pinned |= Some(i) == decision.pinned();
+                continue 'candidates;
+            }
+
+            session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
+            let cookie = placement.set_cookie.then(|| {
+                format!(
+                    "{}={}{}",
+                    settings.affinity.cookie.name,
+                    decision.cookie_value(keys, i, &snapshot),
+                    backend.cookie_attributes()
+                )
+            });
+            out.clear();
+            wire::write_response(out, &rh, cookie.as_deref().map(str::as_bytes), close);
+            let (framing, mut reusable) = (rh.framing, rh.reusable);
+            let close = close || framing == Framing::Close;
+            let log = logged.then(|| LogInfo {
+                endpoint: endpoint.identity.clone(),
+                outcome: placement.outcome.as_str(),
+            });
+            let answered = Exchanged::Answered {
+                status: status.as_u16(),
+                close,
+                log,
+            };
+
+            // The body: what came with the head goes out in the same write.
+            let mut body = Body::new(framing);
+            let (taken, done) = match body.take(&up[head_len..]) {
+                Ok(t) => t,
+                Err(_) => return Exchanged::Failed(Error::Wire(wire::Error::Chunked)),
+            };
+            out.extend_from_slice(&up[head_len..head_len + taken]);
+            reusable &= head_len + taken == up.len();
+            if client.write_all(out).await.is_err() {
+                return Exchanged::Broken;
+            }
+            let mut done = done;
+            while !done {
+                up.clear();
+                up.reserve(UPSTREAM_READ);
+                match upstream.read_buf(up).await {
+                    Ok(0) if framing == Framing::Close => break,
+                    Ok(0) | Err(_) => {
+                        tracing::debug!(endpoint = %endpoint.identity, "upstream response cut off");
+                        return Exchanged::Broken;
+                    }
+                    Ok(_) => {}
+                }
+                let (taken, end) = match body.take(up) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(endpoint = %endpoint.identity, error = %e, "upstream response body malformed");
+                        return Exchanged::Broken;
+                    }
+                };
+                reusable &= taken == up.len();
+                if client.write_all(&up[..taken]).await.is_err() {
+                    return Exchanged::Broken;
+                }
+                done = end;
+            }
+            if reusable && framing != Framing::Close {
+                endpoint.pool.checkin_raw(upstream);
+            }
+            return answered;
+        }
+        Exchanged::Failed(Error::Connect)
+    }
+}
+
+/// Where the end of a response body is, as its bytes go by.
+enum Body {
+    /// Bytes left.
+    Length(u64),
+    /// The chunked scanner.
+    Chunked(wire::Chunked),
+    /// Until the upstream closes.
+    Close,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => Body::Length(0),
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked(wire::Chunked::default()),
+            Framing::Close => Body::Close,
+        }
+    }
+
+    /// How many of `bytes` belong to the body, and whether it ended.
+    fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), wire::Error> {
+        match self {
+            Body::Length(left) => {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                Ok((n, *left == 0))
+            }
+            Body::Chunked(c) => c.scan(bytes),
+            Body::Close => Ok((bytes.len(), false)),
+        }
+    }
+}
+
+/// Why an upstream exchange failed before a response head arrived.
+struct SendError {
+    error: wire::Error,
+    /// No byte of a response arrived (the connection may just have been stale).
+    nothing_back: bool,
+}
+
+/// Writes the request head and reads until the response head is complete, skipping
+/// informational responses; returns the head's length in `up`.
+async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<usize, SendError> {
+    let io = |e: io::Error, nothing_back| SendError {
+        error: wire::Error::Io(e.kind()),
+        nothing_back,
+    };
+    upstream.write_all(out).await.map_err(|e| io(e, true))?;
+    let mut seen = false;
+    loop {
+        if let Some(n) = head_end(up) {
+            // 1xx: skipped, as hyper's client does (101 is refused by the parser).
+            if up.len() > 12 && up[9] == b'1' && &up[9..12] != b"101" {
+                up.drain(..n);
+                continue;
+            }
+            return Ok(n);
+        }
+        if up.len() >= 64 * 1024 {
+            return Err(SendError {
+                error: wire::Error::HeadTooLarge,
+                nothing_back: false,
+            });
+        }
+        up.reserve(UPSTREAM_READ);
+        match upstream.read_buf(up).await {
+            Ok(0) => {
+                return Err(SendError {
+                    error: wire::Error::Io(io::ErrorKind::UnexpectedEof),
+                    nothing_back: !seen,
+                })
+            }
+            Ok(_) => seen = true,
+            Err(e) => return Err(io(e, !seen)),
+        }
+    }
+}
+
+/// Writes tether's own answer for `e`.
+async fn write_error(client: &mut TcpStream, e: &Error, close: bool) -> io::Result<()> {
+    let status = e.status();
+    let body = format!("{e}\n");
+    let close = close || matches!(e, Error::BodyTooLarge);
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    );
+    client.write_all(head.as_bytes()).await
+}
+
+/// A stream whose first reads return bytes already read from it: how a connection
+/// moves from the fast path to hyper without losing what the client sent.
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner`, with `prefix` read first.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let rest = &this.prefix[this.pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.pos += n;
+            if this.pos == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_finds_the_empty_line_with_either_line_ending() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nrest"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(head_end(b""), None);
+    }
+
+    #[tokio::test]
+    async fn prefixed_stream_replays_the_buffered_bytes_first() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b" world").await.unwrap();
+        drop(a);
+        let mut p = Prefixed::new(b"hello".to_vec(), b);
+        let mut s = String::new();
+        p.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello world");
+    }
+}

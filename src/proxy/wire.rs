@@ -1,0 +1,943 @@
+//! HTTP/1.1 heads and body framing as bytes, for the native fast path ([`super::native`]).
+//!
+//! Owns three things: deciding whether a client request head is one the fast path takes
+//! ([`parse_request`]; everything else goes to hyper untouched), rewriting heads by
+//! copying header lines with the same hygiene as [`super::headers`] (the two are checked
+//! against each other by a unit test and the `h1_head` fuzz target), and finding where
+//! an upstream response body ends ([`Framing`], [`Chunked`]) so bodies are relayed as
+//! bytes without being re-encoded.
+//!
+//! The fast path is deliberately narrow: an HTTP/1.1 request in origin form with exactly
+//! one `Host`, no body (`Content-Length: 0` at most, no `Transfer-Encoding`), and no
+//! `Upgrade` or `Expect`. That is what browsers and API clients send for most sticky
+//! traffic, and it leaves request smuggling questions (bodies, `TE` + `CL`, duplicate
+//! lengths, obsolete line folding) to hyper, whose answers tether already has.
+
+use std::io::Write as _;
+
+use super::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+
+/// Most header fields a head may carry on the fast path (hyper's own default limit).
+pub const MAX_HEADERS: usize = 100;
+
+/// Why an upstream response cannot be relayed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The response head is not valid HTTP/1.x.
+    #[error("malformed response head: {0}")]
+    Head(httparse::Error),
+    /// The response head is larger than the proxy accepts.
+    #[error("response head too large")]
+    HeadTooLarge,
+    /// `Content-Length` values that are not one decimal number.
+    #[error("invalid content-length")]
+    ContentLength,
+    /// A transfer coding other than a lone `chunked`.
+    #[error("unsupported transfer-encoding")]
+    TransferEncoding,
+    /// A response the request did not ask for (101 without an upgrade).
+    #[error("unexpected status {0}")]
+    Status(u16),
+    /// The chunked body is malformed.
+    #[error("malformed chunked body")]
+    Chunked,
+    /// The head ended where httparse says it does not.
+    #[error("incomplete response head")]
+    Incomplete,
+    /// The upstream connection failed.
+    #[error("upstream connection: {0}")]
+    Io(std::io::ErrorKind),
+}
+
+/// A client request head the fast path takes.
+#[derive(Debug)]
+pub struct RequestHead<'b> {
+    /// Bytes the head takes in the buffer (request line to the empty line).
+    pub len: usize,
+    /// The method.
+    pub method: &'b str,
+    /// The request target in origin form (path and query).
+    pub target: &'b str,
+    /// The `Host` value.
+    pub host: &'b str,
+    /// The header fields as the client sent them.
+    pub fields: &'b [httparse::Header<'b>],
+    /// The client asked to close the connection after this response.
+    pub close: bool,
+    /// Whether a `Connection` value names a header to drop besides the fixed hop-by-hop
+    /// ones (rare; only then is every field checked against its tokens).
+    names_others: bool,
+    /// A `TE` value asked for trailers (`TE: trailers` is kept, as gRPC requires).
+    trailers: bool,
+}
+
+impl RequestHead<'_> {
+    /// The path, without the query (what routes match).
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or(self.target)
+    }
+
+    /// Whether the method may be sent twice (the request has no body on this path).
+    pub fn idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        )
+    }
+
+    /// Whether the request is a `HEAD` (its response has no body, whatever it says).
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// What [`parse_request`] found at the start of the buffer.
+#[derive(Debug)]
+pub enum Parsed<'b> {
+    /// A complete head the fast path takes.
+    Fast(RequestHead<'b>),
+    /// The head is not complete yet.
+    Partial,
+    /// Not for the fast path (a body, an upgrade, HTTP/1.0, HTTP/2, an error hyper
+    /// should answer): hand the connection to hyper with the bytes read so far.
+    Decline,
+}
+
+/// Bytes of an origin-form target the fast path passes on as they are: RFC 3986's
+/// unreserved, sub-delims, `:`, `@`, `/`, `?` and `%` (no fragment).
+const URI_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let extra = b"-._~!$&'()*+,;=:@/?%";
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
+/// Parses the request head at the start of `buf`.
+pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) -> Parsed<'b> {
+    let mut req = httparse::Request::new(fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Decline,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Decline;
+    };
+    // Origin form only, in RFC 3986 characters: httparse lets through more than the
+    // URI parser hyper applies (a backtick, braces, raw UTF-8), and those are left for
+    // hyper to accept or refuse.
+    if !target.starts_with('/') || !target.bytes().all(|b| URI_CHAR[b as usize]) {
+        return Parsed::Decline;
+    }
+    let fields: &'b [httparse::Header<'b>] = req.headers;
+    let mut host = None;
+    let mut hosts = 0;
+    let mut close = false;
+    let mut names_others = false;
+    let mut trailers = false;
+    for f in fields {
+        let n = f.name;
+        if n.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            host = headers::text(f.value).filter(|h| !h.is_empty());
+        } else if n.eq_ignore_ascii_case("content-length") {
+            if f.value != b"0" {
+                return Parsed::Decline;
+            }
+        } else if n.eq_ignore_ascii_case("transfer-encoding")
+            || n.eq_ignore_ascii_case("upgrade")
+            || n.eq_ignore_ascii_case("expect")
+        {
+            return Parsed::Decline;
+        } else if n.eq_ignore_ascii_case("connection") {
+            let Some(v) = headers::text(f.value) else {
+                continue;
+            };
+            for t in v.split(',').map(str::trim) {
+                if t.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case("upgrade") {
+                    return Parsed::Decline;
+                }
+                names_others |= headers::names_other_header(t);
+            }
+        } else if n.eq_ignore_ascii_case("te") {
+            trailers |= headers::text(f.value).is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        }
+    }
+    let (1, Some(host)) = (hosts, host) else {
+        return Parsed::Decline;
+    };
+    Parsed::Fast(RequestHead {
+        len,
+        method,
+        target,
+        host,
+        fields,
+        close,
+        names_others,
+        trailers,
+    })
+}
+
+/// Whether any `Connection` value of `fields` names `name` (what `strip_hop_by_hop`
+/// removes by name).
+fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|f| headers::text(f.value))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| !t.is_empty() && t.eq_ignore_ascii_case(name))
+}
+
+/// Whether a client field is dropped on the way upstream: hop-by-hop, named by
+/// `Connection`, or one of the headers tether sets itself.
+fn dropped_upstream(head: &RequestHead<'_>, name: &str) -> bool {
+    headers::is_hop_by_hop_name(name)
+        || (head.names_others && named_by_connection(head.fields, name))
+        || starts_with_ignore_case(name, "x-tether-")
+        || name.eq_ignore_ascii_case("x-forwarded-proto")
+        || name.eq_ignore_ascii_case("x-forwarded-host")
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the upstream request head for `head` into `out`, up to and without the
+/// per-attempt fields ([`write_attempt`] ends the head). Same hygiene as the hyper path
+/// (`prepare_request`): hop-by-hop fields and those `Connection` names dropped (`TE:
+/// trailers` kept), client `x-tether-*` dropped, `X-Forwarded-For` extended with the
+/// peer, `X-Forwarded-Proto` and `X-Forwarded-Host` describing this hop, and the
+/// session id set.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    peer: &[u8],
+    secure: bool,
+    session: &str,
+) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut prior = None;
+    let mut seen_xff = false;
+    for f in head.fields {
+        if dropped_upstream(head, f.name) {
+            continue;
+        }
+        if f.name.eq_ignore_ascii_case("x-forwarded-for") {
+            // Like `HeaderMap::get`: only the first value counts.
+            if !seen_xff {
+                seen_xff = true;
+                prior = headers::text(f.value).filter(|p| !p.trim().is_empty());
+            }
+            continue;
+        }
+        field(out, f.name.as_bytes(), f.value);
+    }
+    if head.trailers {
+        field(out, b"te", b"trailers");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(p) = prior {
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer);
+    out.extend_from_slice(b"\r\n");
+    field(
+        out,
+        b"x-forwarded-proto",
+        if secure { b"https" } else { b"http" },
+    );
+    field(out, b"x-forwarded-host", head.host.as_bytes());
+    field(
+        out,
+        X_TETHER_SESSION.as_str().as_bytes(),
+        session.as_bytes(),
+    );
+}
+
+/// Ends a head written by [`write_request`] with what differs per endpoint tried: the
+/// affinity outcome and, on failover or rebalance, the endpoint the session came from.
+pub fn write_attempt(out: &mut Vec<u8>, outcome: &str, previous: Option<&str>) {
+    field(
+        out,
+        X_TETHER_AFFINITY.as_str().as_bytes(),
+        outcome.as_bytes(),
+    );
+    if let Some(p) = previous.filter(|p| headers::text(p.as_bytes()).is_some()) {
+        field(out, X_TETHER_PREVIOUS.as_str().as_bytes(), p.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the end of a response body is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding, relayed as it is.
+    Chunked,
+    /// Until the upstream closes the connection (HTTP/1.0 style).
+    Close,
+}
+
+/// An upstream response head.
+#[derive(Debug)]
+pub struct ResponseHead<'b> {
+    /// Bytes the head takes.
+    pub len: usize,
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: &'b str,
+    /// The header fields.
+    pub fields: &'b [httparse::Header<'b>],
+    /// How the body ends.
+    pub framing: Framing,
+    /// Whether the upstream connection can take another request afterwards.
+    pub reusable: bool,
+    /// Whether a `Connection` value names another header to drop.
+    names_others: bool,
+}
+
+/// What [`parse_response`] found.
+#[derive(Debug)]
+pub enum ResponseParsed<'b> {
+    /// A final response head.
+    Head(ResponseHead<'b>),
+    /// An informational (1xx) response of this many bytes, to be skipped as hyper's
+    /// client does.
+    Informational(usize),
+    /// Not complete yet.
+    Partial,
+}
+
+/// Parses the upstream response head at the start of `buf` (`head_request`: the
+/// request was a HEAD).
+pub fn parse_response<'b>(
+    buf: &'b [u8],
+    fields: &'b mut [httparse::Header<'b>],
+    head_request: bool,
+) -> Result<ResponseParsed<'b>, Error> {
+    let mut resp = httparse::Response::new(fields);
+    let len = match resp.parse(buf).map_err(Error::Head)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(ResponseParsed::Partial),
+    };
+    let status = resp.code.unwrap_or(0);
+    if status == 101 {
+        return Err(Error::Status(status));
+    }
+    if (100..200).contains(&status) {
+        return Ok(ResponseParsed::Informational(len));
+    }
+    let fields: &'b [httparse::Header<'b>] = resp.headers;
+    let mut reusable = resp.version == Some(1);
+    let mut names_others = false;
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for f in fields {
+        let n = f.name;
+        if n.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(f.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(Error::ContentLength)?;
+            if length.is_some_and(|l| l != v) {
+                return Err(Error::ContentLength);
+            }
+            length = Some(v);
+        } else if n.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked.is_some() || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Error::TransferEncoding);
+            }
+            chunked = Some(());
+        } else if n.eq_ignore_ascii_case("connection") {
+            for t in headers::text(f.value).unwrap_or("").split(',') {
+                reusable &= !t.trim().eq_ignore_ascii_case("close");
+                names_others |= headers::names_other_header(t);
+            }
+            names_others |= headers::text(f.value).is_none();
+        }
+    }
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked.is_some() {
+        // A message with both is suspect: relay it chunked, and never reuse the
+        // connection it came on.
+        reusable &= length.is_none();
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        reusable = false;
+        Framing::Close
+    };
+    Ok(ResponseParsed::Head(ResponseHead {
+        len,
+        status,
+        reason: resp.reason.unwrap_or(""),
+        fields,
+        framing,
+        reusable,
+        names_others,
+    }))
+}
+
+/// Writes the client response head for `head`: hop-by-hop fields (and those
+/// `Connection` names) dropped, the framing restated, `set_cookie` appended, and
+/// `Connection: close` when this is the connection's last response.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    set_cookie: Option<&[u8]>,
+    close: bool,
+) {
+    // Ignoring the result is fine: writing to a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for f in head.fields {
+        if headers::is_hop_by_hop_name(f.name)
+            || (head.names_others && named_by_connection(head.fields, f.name))
+            || (head.framing == Framing::Chunked && f.name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        field(out, f.name.as_bytes(), f.value);
+    }
+    if head.framing == Framing::Chunked {
+        field(out, b"transfer-encoding", b"chunked");
+    }
+    if let Some(c) = set_cookie {
+        field(out, b"set-cookie", c);
+    }
+    if close || head.framing == Framing::Close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Finds the end of a chunked body while its bytes are relayed unchanged.
+///
+/// Strict on purpose (CRLF line ends, hex sizes that fit 64 bits, bounded extension
+/// and trailer lines): the client parses exactly the bytes this accepted.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: State,
+    /// Bytes left in the current chunk, or the size being read.
+    size: u64,
+    /// Digits or line bytes seen in the current line (bounds extensions and trailers).
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Size,
+    SizeWs,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Longest chunk-size line (with extensions) or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+impl Chunked {
+    /// Consumes `input`, the next bytes of the body. Returns how many of them belong to
+    /// the body (all of them unless it ended inside `input`) and whether it ended.
+    pub fn scan(&mut self, input: &[u8]) -> Result<(usize, bool), Error> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        if self.size > u64::MAX >> 4 {
+                            return Err(Error::Chunked);
+                        }
+                        self.size = self.size << 4 | u64::from(d);
+                        self.line += 1;
+                    }
+                    None if self.line == 0 => return Err(Error::Chunked),
+                    None => {
+                        self.state = match b {
+                            b' ' | b'\t' => State::SizeWs,
+                            b';' => State::Ext,
+                            b'\r' => State::SizeLf,
+                            _ => return Err(Error::Chunked),
+                        }
+                    }
+                },
+                State::SizeWs => {
+                    self.state = match b {
+                        b' ' | b'\t' => State::SizeWs,
+                        b';' => State::Ext,
+                        b'\r' => State::SizeLf,
+                        _ => return Err(Error::Chunked),
+                    }
+                }
+                State::Ext => {
+                    self.line += 1;
+                    if self.line > MAX_LINE || (b < 32 && b != b'\t' && b != b'\r') || b == 127 {
+                        return Err(Error::Chunked);
+                    }
+                    if b == b'\r' {
+                        self.state = State::SizeLf;
+                    }
+                }
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(Error::Chunked);
+                    }
+                    self.line = 0;
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
+                }
+                State::Data => {
+                    let take =
+                        (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                State::DataCr => {
+                    self.state = if b == b'\r' {
+                        State::DataLf
+                    } else {
+                        return Err(Error::Chunked);
+                    }
+                }
+                State::DataLf => {
+                    self.state = if b == b'\n' {
+                        State::Size
+                    } else {
+                        return Err(Error::Chunked);
+                    }
+                }
+                State::TrailerStart => {
+                    self.state = if b == b'\r' {
+                        State::EndLf
+                    } else {
+                        self.line = 1;
+                        State::Trailer
+                    }
+                }
+                State::Trailer => {
+                    self.line += 1;
+                    if self.line > MAX_LINE || b == b'\n' {
+                        return Err(Error::Chunked);
+                    }
+                    if b == b'\r' {
+                        self.state = State::TrailerLf;
+                    }
+                }
+                State::TrailerLf => {
+                    self.state = if b == b'\n' {
+                        State::TrailerStart
+                    } else {
+                        return Err(Error::Chunked);
+                    }
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err(Error::Chunked);
+                    }
+                    self.state = State::Done;
+                    return Ok((i + 1, true));
+                }
+                State::Done => return Ok((i, true)),
+            }
+            i += 1;
+        }
+        Ok((input.len(), self.state == State::Done))
+    }
+}
+
+/// Checks the fast path's request hygiene against the hyper path's on one raw head:
+/// both must send the same request line and the same header fields upstream (compared
+/// as a multiset, names lowercased). `Ok(false)`: not a head the fast path takes. For
+/// the unit test below and the `h1_head` fuzz target, so the two paths cannot drift.
+#[doc(hidden)]
+pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
+    use http::header::{HeaderName, HeaderValue};
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Parsed::Fast(head) = parse_request(raw, &mut fields) else {
+        return Ok(false);
+    };
+    let conn = super::Connection::new(([192, 0, 2, 1], 5000).into(), false);
+    let mut out = Vec::new();
+    write_request(&mut out, &head, conn.peer_value.as_bytes(), false, "s1");
+    write_attempt(&mut out, "failover", Some("ep-1"));
+    let mut sent = [httparse::EMPTY_HEADER; MAX_HEADERS * 2];
+    let mut parsed = httparse::Request::new(&mut sent);
+    match parsed.parse(&out) {
+        Ok(httparse::Status::Complete(n)) if n == out.len() => {}
+        other => return Err(format!("fast path wrote an unparsable head ({other:?})")),
+    }
+    let mut fast: Vec<(String, Vec<u8>)> = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+        .collect();
+
+    let mut req = http::Request::new(super::body::RequestBody::Empty);
+    *req.method_mut() =
+        http::Method::from_bytes(head.method.as_bytes()).map_err(|e| e.to_string())?;
+    *req.uri_mut() = head
+        .target
+        .parse()
+        .map_err(|e| format!("hyper would reject the target {:?}: {e}", head.target))?;
+    for f in head.fields {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_bytes(f.value).map_err(|e| e.to_string())?;
+        req.headers_mut().append(name, value);
+    }
+    super::prepare_request(&mut req, &conn);
+    let h = req.headers_mut();
+    h.insert(&X_TETHER_SESSION, HeaderValue::from_static("s1"));
+    h.insert(&X_TETHER_AFFINITY, HeaderValue::from_static("failover"));
+    h.insert(&X_TETHER_PREVIOUS, HeaderValue::from_static("ep-1"));
+    let mut hyper: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    fast.sort();
+    hyper.sort();
+    if parsed.method != Some(req.method().as_str()) || parsed.path != Some(head.target) {
+        return Err(format!(
+            "request line differs: {:?} {:?}",
+            parsed.method, parsed.path
+        ));
+    }
+    if fast != hyper {
+        let show = |v: &[(String, Vec<u8>)]| {
+            v.iter()
+                .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+        };
+        return Err(format!(
+            "fast path sends {:#?}\nhyper path sends {:#?}",
+            show(&fast),
+            show(&hyper)
+        ));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(raw: &[u8]) -> Option<String> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse_request(raw, &mut fields) {
+            Parsed::Fast(h) => {
+                let mut out = Vec::new();
+                write_request(&mut out, &h, b"192.0.2.1", false, "s1");
+                write_attempt(&mut out, "sticky", None);
+                Some(String::from_utf8(out).unwrap())
+            }
+            _ => None,
+        }
+    }
+
+    /// Heads built from the fields where the two paths could disagree: `Connection`
+    /// naming other fields (even `Host` and `X-Forwarded-For`), repeated and blank
+    /// `X-Forwarded-For`, `TE` variants, spoofed `x-tether-*`, values that are not text.
+    #[test]
+    fn fast_path_hygiene_matches_the_hyper_path_on_generated_heads() {
+        const NAMES: &[&str] = &[
+            "Connection",
+            "connection",
+            "Keep-Alive",
+            "TE",
+            "te",
+            "X-Forwarded-For",
+            "x-forwarded-for",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "X-Tether-Session",
+            "x-tether-affinity",
+            "X-Tether-Previous-Endpoint",
+            "X-A",
+            "x-b",
+            "Cookie",
+            "Proxy-Authorization",
+            "Proxy-Connection",
+            "Trailer",
+            "Content-Length",
+            "Accept",
+        ];
+        const VALUES: &[&[u8]] = &[
+            b"keep-alive",
+            b"close",
+            b"x-a",
+            b"X-A, keep-alive",
+            b"host",
+            b"x-forwarded-for",
+            b"X-B,, te",
+            b"",
+            b" , ",
+            b"trailers",
+            b"gzip, Trailers",
+            b"10.0.0.1",
+            b"1.1.1.1, 2.2.2.2",
+            b"caf\xc3\xa9",
+            b"\xff",
+            b"a=b; tether=x",
+            b"0",
+            b"x-tether-session",
+            b"proxy-authorization, x-forwarded-host",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let mut raw = b"GET /p?q HTTP/1.1\r\nHost: a.example\r\n".to_vec();
+            for _ in 0..next(8) {
+                let name = NAMES[next(NAMES.len())];
+                let value = if name.eq_ignore_ascii_case("content-length") {
+                    &b"0"[..]
+                } else {
+                    VALUES[next(VALUES.len())]
+                };
+                raw.extend_from_slice(name.as_bytes());
+                raw.extend_from_slice(b": ");
+                raw.extend_from_slice(value);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            match hygiene_agrees(&raw) {
+                Ok(t) => taken += usize::from(t),
+                Err(e) => panic!("{}\n{e}", String::from_utf8_lossy(&raw)),
+            }
+        }
+        assert!(taken > 15_000, "only {taken} heads took the fast path");
+    }
+
+    #[test]
+    fn bodies_upgrades_and_old_versions_are_left_to_hyper() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert!(fast(raw).is_none(), "{}", String::from_utf8_lossy(raw));
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut fields),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn request_head_is_rewritten_with_the_hyper_paths_hygiene() {
+        let out = fast(
+            b"GET /p?q=1 HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\n\
+              X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers, deflate\r\nX-Tether-Session: spoof\r\n\
+              X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\n\
+              Cookie: a=b\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "GET /p?q=1 HTTP/1.1\r\nHost: a.example\r\nCookie: a=b\r\nContent-Length: 0\r\n\
+             te: trailers\r\nx-forwarded-for: 10.0.0.1, 192.0.2.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: a.example\r\nx-tether-session: s1\r\nx-tether-affinity: sticky\r\n\r\n"
+        );
+    }
+
+    fn response(raw: &[u8], head_request: bool) -> Result<(Framing, bool, String), Error> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse_response(raw, &mut fields, head_request)? {
+            ResponseParsed::Head(h) => {
+                let mut out = Vec::new();
+                write_response(&mut out, &h, Some(b"t=v; Path=/"), false);
+                Ok((h.framing, h.reusable, String::from_utf8(out).unwrap()))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let ok = |raw: &[u8], head| response(raw, head).map(|(f, r, _)| (f, r));
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+            Ok((Framing::Length(5), true))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(5), false))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 304 Not Modified\r\n\r\n", false),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, false))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            Ok((Framing::Close, false))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
+            Ok((Framing::Length(1), false))
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
+        ] {
+            assert!(
+                response(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert!(matches!(
+            parse_response(
+                b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1",
+                &mut fields,
+                false
+            ),
+            Ok(ResponseParsed::Informational(37))
+        ));
+    }
+
+    #[test]
+    fn response_head_drops_hop_by_hop_and_restates_framing() {
+        let (_, _, out) = response(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\n\
+              Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Pod: a\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-Pod: a\r\ntransfer-encoding: chunked\r\nset-cookie: t=v; Path=/\r\n\r\n"
+        );
+        let (_, _, out) = response(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn chunked_scanner_finds_the_end_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for split in 0..body.len() {
+            let mut c = Chunked::default();
+            let (a, done) = c.scan(&body[..split]).unwrap();
+            if done {
+                assert_eq!(a, end);
+                continue;
+            }
+            assert_eq!(a, split);
+            let (b, done) = c.scan(&body[split..]).unwrap();
+            assert!(done, "split {split}");
+            assert_eq!(split + b, end);
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"fffffffffffffffff\r\n",
+            b"\r\n",
+            b"5;a\x01b\r\n",
+            b"0\r\nX: 1\nY: 2\r\n\r\n",
+        ] {
+            assert!(
+                Chunked::default().scan(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
