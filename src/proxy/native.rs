@@ -98,18 +98,46 @@ const UPSTREAM_READ: usize = 16 * 1024;
 const CLIENT_READ: usize = 4096;
 
 /// The end of a head: the offset just past the empty line that ends it, if `buf` holds
-/// one (httparse accepts bare LF line ends, so this does too).
+/// one (httparse accepts bare LF line ends, so this does too). Line ends are found with
+/// SIMD `memchr`: a byte loop here cost ~1,000 instructions per proxied request (two
+/// heads), and `memmem` ~2,500 (it builds a searcher per call).
 fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
-        let i = from + p + 1;
-        match buf.get(i..) {
-            Some([b'\n', ..]) => return Some(i + 1),
-            Some([b'\r', b'\n', ..]) => return Some(i + 2),
-            _ => from = i,
+    memchr::memchr_iter(b'\n', buf).find_map(|i| match buf.get(i + 1..) {
+        Some([b'\n', ..]) => Some(i + 2),
+        Some([b'\r', b'\n', ..]) => Some(i + 3),
+        _ => None,
+    })
+}
+
+/// A timer for deadlines that only move forward, like a connection's successive
+/// header and response deadlines: it stays registered with the runtime and is re-armed
+/// only when it fires before the deadline now wanted, instead of being inserted into
+/// and removed from the timer wheel for every request (measured under callgrind: ~1,500
+/// instructions per proxied request for two per-request timers).
+struct LazyTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LazyTimer {
+    fn new() -> Self {
+        LazyTimer {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
         }
     }
-    None
+
+    /// Completes at `deadline`, never earlier.
+    async fn until(&mut self, deadline: Instant) {
+        if self.sleep.deadline() > deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
 }
 
 /// What one exchange ended with, for the connection loop.
@@ -142,11 +170,16 @@ impl Proxy {
         mut shutdown: watch::Receiver<bool>,
     ) -> Handoff {
         let mut read: Vec<u8> = Vec::new();
-        let timer = tokio::time::sleep(limits.header_timeout);
-        tokio::pin!(timer);
+        let mut timers = [LazyTimer::new(), LazyTimer::new()];
+        let [header_timer, response_timer] = &mut timers;
+        // One wait for the whole connection: a new `changed()` per request would join
+        // and leave the channel's waiter list every time.
+        let stopping = shutdown.clone();
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
         loop {
             // Wait for a complete head.
-            let mut armed = false;
+            let mut deadline = None;
             let len = loop {
                 if let Some(n) = head_end(&read) {
                     break n;
@@ -154,7 +187,7 @@ impl Proxy {
                 if read.len() >= limits.max_header_bytes {
                     return Handoff::Hyper(Prefixed::new(read, client));
                 }
-                if *shutdown.borrow() && read.is_empty() {
+                if read.is_empty() && stopping.has_changed().unwrap_or(true) {
                     return Handoff::Closed;
                 }
                 if read.capacity() - read.len() < 1024 {
@@ -168,18 +201,15 @@ impl Proxy {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return Handoff::Closed,
                 }
-                if !armed {
-                    armed = true;
-                    timer.as_mut().reset(Instant::now() + limits.header_timeout);
-                }
+                let by = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
                 tokio::select! {
                     biased;
                     r = client.readable() => if r.is_err() { return Handoff::Closed },
-                    _ = &mut timer => {
+                    _ = header_timer.until(by) => {
                         tracing::debug!(peer = %conn.peer, "request head timed out");
                         return Handoff::Closed;
                     }
-                    _ = shutdown.changed(), if read.is_empty() => return Handoff::Closed,
+                    _ = &mut stop, if read.is_empty() => return Handoff::Closed,
                 }
             };
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -206,7 +236,7 @@ impl Proxy {
                 return Handoff::Hyper(Prefixed::new(read, client));
             }
             let started = Instant::now();
-            let close = head.close || *shutdown.borrow();
+            let close = head.close || stopping.has_changed().unwrap_or(true);
             let line = logged.then(|| (head.method.to_owned(), head.path().to_owned()));
             let mut bufs = Buffers::take();
             let exchanged = self
@@ -217,6 +247,7 @@ impl Proxy {
                     &keys,
                     &mut client,
                     &mut bufs,
+                    response_timer,
                     close,
                     logged,
                 )
@@ -281,6 +312,7 @@ impl Proxy {
         keys: &KeyRing,
         client: &mut TcpStream,
         bufs: &mut Buffers,
+        timer: &mut LazyTimer,
         close: bool,
         logged: bool,
     ) -> Exchanged {
@@ -325,17 +357,21 @@ impl Proxy {
                     };
                 endpoint.health.mark_up();
                 up.clear();
-                let sent = send(&mut upstream, out, up);
-                match tokio::time::timeout(settings.response_timeout, sent).await {
-                    Err(_) => return Exchanged::Failed(Error::Timeout),
-                    Ok(Ok(n)) => break (upstream, n),
+                let by = Instant::now() + settings.response_timeout;
+                let sent = tokio::select! {
+                    biased;
+                    sent = send(&mut upstream, out, up) => sent,
+                    _ = timer.until(by) => return Exchanged::Failed(Error::Timeout),
+                };
+                match sent {
+                    Ok(n) => break (upstream, n),
                     // A pooled connection the upstream closed while it sat idle: nothing
                     // came back, so an idempotent request is sent once more on a fresh
                     // one (the hyper path does the same).
-                    Ok(Err(e)) if reused && tries < 2 && e.nothing_back && head.idempotent() => {
+                    Err(e) if reused && tries < 2 && e.nothing_back && head.idempotent() => {
                         tracing::debug!(error = %e.error, "stale upstream connection; replaying an idempotent request");
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         endpoint.stats.error(LastError::Reset);
                         self.exchange_failed(&snapshot, endpoint, settings);
                         if head.idempotent() && another && backend.retry_budget.try_spend() {

@@ -13,8 +13,6 @@
 //! traffic, and it leaves request smuggling questions (bodies, `TE` + `CL`, duplicate
 //! lengths, obsolete line folding) to hyper, whose answers tether already has.
 
-use std::io::Write as _;
-
 use super::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 
 /// Most header fields a head may carry on the fast path (hyper's own default limit).
@@ -103,6 +101,64 @@ pub enum Parsed<'b> {
     Decline,
 }
 
+/// The header names the fast path acts on, told apart by length first so a field costs
+/// one or two comparisons instead of one per name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    Te,
+    Cookie,
+    XForwardedFor,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`: tether sets them for this hop.
+    XForwardedThisHop,
+    /// The other fixed hop-by-hop names (`Keep-Alive`, `Proxy-*`, `Trailer`).
+    HopByHop,
+    Other,
+}
+
+impl Known {
+    fn of(name: &str) -> Known {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            2 if is("te") => Known::Te,
+            4 if is("host") => Known::Host,
+            6 if is("expect") => Known::Expect,
+            6 if is("cookie") => Known::Cookie,
+            7 if is("upgrade") => Known::Upgrade,
+            7 if is("trailer") => Known::HopByHop,
+            10 if is("connection") => Known::Connection,
+            10 if is("keep-alive") => Known::HopByHop,
+            14 if is("content-length") => Known::ContentLength,
+            15 if is("x-forwarded-for") => Known::XForwardedFor,
+            16 if is("x-forwarded-host") => Known::XForwardedThisHop,
+            16 if is("proxy-connection") => Known::HopByHop,
+            17 if is("transfer-encoding") => Known::TransferEncoding,
+            17 if is("x-forwarded-proto") => Known::XForwardedThisHop,
+            18 if is("proxy-authenticate") => Known::HopByHop,
+            19 if is("proxy-authorization") => Known::HopByHop,
+            _ => Known::Other,
+        }
+    }
+
+    /// Whether the name is removed from every message whatever `Connection` says: the
+    /// same set as [`headers::is_hop_by_hop_name`] (a unit test holds them together).
+    fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Known::Connection
+                | Known::Te
+                | Known::TransferEncoding
+                | Known::Upgrade
+                | Known::HopByHop
+        )
+    }
+}
+
 /// Bytes of an origin-form target the fast path passes on as they are: RFC 3986's
 /// unreserved, sub-delims, `:`, `@`, `/`, `?` and `%` (no fragment).
 const URI_CHAR: [bool; 256] = {
@@ -146,36 +202,36 @@ pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) 
     let mut names_others = false;
     let mut trailers = false;
     for f in fields {
-        let n = f.name;
-        if n.eq_ignore_ascii_case("host") {
-            hosts += 1;
-            host = headers::text(f.value).filter(|h| !h.is_empty());
-        } else if n.eq_ignore_ascii_case("content-length") {
-            if f.value != b"0" {
-                return Parsed::Decline;
+        match Known::of(f.name) {
+            Known::Host => {
+                hosts += 1;
+                host = headers::text(f.value).filter(|h| !h.is_empty());
             }
-        } else if n.eq_ignore_ascii_case("transfer-encoding")
-            || n.eq_ignore_ascii_case("upgrade")
-            || n.eq_ignore_ascii_case("expect")
-        {
-            return Parsed::Decline;
-        } else if n.eq_ignore_ascii_case("connection") {
-            let Some(v) = headers::text(f.value) else {
-                continue;
-            };
-            for t in v.split(',').map(str::trim) {
-                if t.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case("upgrade") {
-                    return Parsed::Decline;
+            Known::ContentLength if f.value != b"0" => return Parsed::Decline,
+            Known::TransferEncoding | Known::Upgrade | Known::Expect => return Parsed::Decline,
+            Known::Connection => {
+                let Some(v) = headers::text(f.value) else {
+                    continue;
+                };
+                if v.eq_ignore_ascii_case("keep-alive") {
+                    continue;
                 }
-                names_others |= headers::names_other_header(t);
+                for t in v.split(',').map(str::trim) {
+                    if t.eq_ignore_ascii_case("close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case("upgrade") {
+                        return Parsed::Decline;
+                    }
+                    names_others |= headers::names_other_header(t);
+                }
             }
-        } else if n.eq_ignore_ascii_case("te") {
-            trailers |= headers::text(f.value).is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            });
+            Known::Te => {
+                trailers |= headers::text(f.value).is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
+            }
+            _ => {}
         }
     }
     let (1, Some(host)) = (hosts, host) else {
@@ -207,12 +263,11 @@ fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
 
 /// Whether a client field is dropped on the way upstream: hop-by-hop, named by
 /// `Connection`, or one of the headers tether sets itself.
-fn dropped_upstream(head: &RequestHead<'_>, name: &str) -> bool {
-    headers::is_hop_by_hop_name(name)
+fn dropped_upstream(head: &RequestHead<'_>, name: &str, kind: Known) -> bool {
+    kind.is_hop_by_hop()
+        || kind == Known::XForwardedThisHop
         || (head.names_others && named_by_connection(head.fields, name))
         || starts_with_ignore_case(name, "x-tether-")
-        || name.eq_ignore_ascii_case("x-forwarded-proto")
-        || name.eq_ignore_ascii_case("x-forwarded-host")
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
@@ -246,10 +301,11 @@ pub fn write_request(
     let mut prior = None;
     let mut seen_xff = false;
     for f in head.fields {
-        if dropped_upstream(head, f.name) {
+        let kind = Known::of(f.name);
+        if dropped_upstream(head, f.name, kind) {
             continue;
         }
-        if f.name.eq_ignore_ascii_case("x-forwarded-for") {
+        if kind == Known::XForwardedFor {
             // Like `HeaderMap::get`: only the first value counts.
             if !seen_xff {
                 seen_xff = true;
@@ -365,28 +421,36 @@ pub fn parse_response<'b>(
     let mut length: Option<u64> = None;
     let mut chunked = None;
     for f in fields {
-        let n = f.name;
-        if n.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(f.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(Error::ContentLength)?;
-            if length.is_some_and(|l| l != v) {
-                return Err(Error::ContentLength);
+        match Known::of(f.name) {
+            Known::ContentLength => {
+                let v = decimal(f.value).ok_or(Error::ContentLength)?;
+                if length.is_some_and(|l| l != v) {
+                    return Err(Error::ContentLength);
+                }
+                length = Some(v);
             }
-            length = Some(v);
-        } else if n.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked.is_some() || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(Error::TransferEncoding);
+            Known::TransferEncoding => {
+                if chunked.is_some() || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(Error::TransferEncoding);
+                }
+                chunked = Some(());
             }
-            chunked = Some(());
-        } else if n.eq_ignore_ascii_case("connection") {
-            for t in headers::text(f.value).unwrap_or("").split(',') {
-                reusable &= !t.trim().eq_ignore_ascii_case("close");
-                names_others |= headers::names_other_header(t);
+            Known::Connection => {
+                // Nearly every upstream says exactly this.
+                if f.value.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                match headers::text(f.value) {
+                    Some(v) => {
+                        for t in v.split(',') {
+                            reusable &= !t.trim().eq_ignore_ascii_case("close");
+                            names_others |= headers::names_other_header(t);
+                        }
+                    }
+                    None => names_others = true,
+                }
             }
-            names_others |= headers::text(f.value).is_none();
+            _ => {}
         }
     }
     let framing = if head_request || status == 204 || status == 304 {
@@ -413,6 +477,17 @@ pub fn parse_response<'b>(
     }))
 }
 
+/// A `Content-Length` value: one or more ASCII digits that fit 64 bits.
+fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
 /// Writes the client response head for `head`: hop-by-hop fields (and those
 /// `Connection` names) dropped, the framing restated, `set_cookie` appended, and
 /// `Connection: close` when this is the connection's last response.
@@ -422,14 +497,22 @@ pub fn write_response(
     set_cookie: Option<&[u8]>,
     close: bool,
 ) {
-    // Ignoring the result is fine: writing to a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    // httparse accepts only three-digit status codes.
+    let code = head.status.min(999);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for f in head.fields {
-        if headers::is_hop_by_hop_name(f.name)
+        let kind = Known::of(f.name);
+        if kind.is_hop_by_hop()
             || (head.names_others && named_by_connection(head.fields, f.name))
-            || (head.framing == Framing::Chunked && f.name.eq_ignore_ascii_case("content-length"))
+            || (head.framing == Framing::Chunked && kind == Known::ContentLength)
         {
             continue;
         }
@@ -763,6 +846,45 @@ mod tests {
             }
         }
         assert!(taken > 15_000, "only {taken} heads took the fast path");
+    }
+
+    #[test]
+    fn name_classes_agree_with_the_shared_hop_by_hop_list() {
+        for name in [
+            "Connection",
+            "TE",
+            "te",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Proxy-Authenticate",
+            "proxy-authorization",
+            "Host",
+            "Cookie",
+            "Content-Length",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "X-Forwarded-Proto",
+            "tea",
+            "Trailers",
+            "connectio",
+            "x-kept",
+            "",
+            "Proxy-Authorizatio",
+        ] {
+            assert_eq!(
+                Known::of(name).is_hop_by_hop(),
+                headers::is_hop_by_hop_name(name),
+                "{name}"
+            );
+        }
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b""[..], b"18446744073709551616", b"+1", b"1 ", b"0x1"] {
+            assert_eq!(decimal(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
