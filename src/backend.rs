@@ -175,10 +175,15 @@ impl Snapshot {
     /// with bounded loads, Mirrokni et al.). After any placement no endpoint holds more
     /// than (1 + ε) × its weighted mean + 1.
     pub fn within_bound(&self, i: u32, unix: u64) -> bool {
+        self.fits(i, self.sessions.live(unix), unix)
+    }
+
+    /// [`Snapshot::within_bound`] with the backend's live sessions already counted
+    /// (a count scans every bucket, and a walk asks for several endpoints at once).
+    fn fits(&self, i: u32, total: u64, unix: u64) -> bool {
         let e = &self.endpoints[i as usize];
         let share = f64::from(e.weight) / self.ring_weight.max(1) as f64;
-        let capacity =
-            ((1.0 + self.load_factor) * (self.sessions.live(unix) + 1) as f64 * share).ceil();
+        let capacity = ((1.0 + self.load_factor) * (total + 1) as f64 * share).ceil();
         (e.sessions.live(unix) + 1) as f64 <= capacity
     }
 
@@ -210,7 +215,8 @@ impl Snapshot {
                 out.push(p);
             }
         }
-        let walk = |out: &mut Candidates, bounded: bool| {
+        let mut total = None;
+        let mut walk = |out: &mut Candidates, bounded: bool| {
             // Bounded walk: stop once enough candidates are found or every member was seen.
             let mut seen = [0u32; 16];
             let mut seen_len = 0;
@@ -226,7 +232,12 @@ impl Snapshot {
                 }
                 seen[seen_len] = e;
                 seen_len += 1;
-                if up(e) && (!bounded || self.within_bound(e, now.unix)) {
+                if up(e)
+                    && (!bounded || {
+                        let total = *total.get_or_insert_with(|| self.sessions.live(now.unix));
+                        self.fits(e, total, now.unix)
+                    })
+                {
                     out.push(e);
                 }
             }

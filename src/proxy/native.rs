@@ -193,18 +193,16 @@ impl Proxy {
                 if read.capacity() - read.len() < 1024 {
                     read.reserve(CLIENT_READ);
                 }
-                // Most heads arrive whole: the timer is armed only when one has to be
-                // waited for (one timer entry per request instead of one per read).
-                match client.try_read_buf(&mut read) {
-                    Ok(0) => return Handoff::Closed,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Handoff::Closed,
-                }
                 let by = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                // `read_buf`, not `try_read`: a short read clears the socket's readiness,
+                // which saves the read that would only say EAGAIN (strace: 2.26 reads
+                // per request with `try_read`, 2.0 with this).
                 tokio::select! {
                     biased;
-                    r = client.readable() => if r.is_err() { return Handoff::Closed },
+                    r = client.read_buf(&mut read) => match r {
+                        Ok(0) | Err(_) => return Handoff::Closed,
+                        Ok(_) => {}
+                    },
                     _ = header_timer.until(by) => {
                         tracing::debug!(peer = %conn.peer, "request head timed out");
                         return Handoff::Closed;
