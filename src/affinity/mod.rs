@@ -270,9 +270,32 @@ pub fn decide<'v>(
     settings: &AffinitySettings,
     now: Now,
 ) -> Decision {
+    decide_with(|v| cookie::decode(keys, v), snapshot, values, settings, now)
+}
+
+/// [`decide`] with a connection's [`cookie::Memo`], so a cookie the connection already
+/// sent is not verified again.
+pub fn decide_memo<'v>(
+    keys: &Arc<KeyRing>,
+    memo: &mut cookie::Memo,
+    snapshot: &Snapshot,
+    values: impl IntoIterator<Item = &'v str>,
+    settings: &AffinitySettings,
+    now: Now,
+) -> Decision {
+    decide_with(|v| memo.decode(keys, v), snapshot, values, settings, now)
+}
+
+fn decide_with<'v>(
+    mut decode: impl FnMut(&str) -> Result<Verified, Invalid>,
+    snapshot: &Snapshot,
+    values: impl IntoIterator<Item = &'v str>,
+    settings: &AffinitySettings,
+    now: Now,
+) -> Decision {
     let mut invalid = None;
     for value in values {
-        match cookie::decode(keys, value) {
+        match decode(value) {
             Ok(v) if expired(&v.claims, settings, now.unix) => {
                 invalid = invalid.or(Some(Invalid::Expired))
             }

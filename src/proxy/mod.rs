@@ -330,7 +330,16 @@ impl Proxy {
         let settings = &backend.settings;
         let now = backend.clock().now();
         let h2 = req.version() == Version::HTTP_2;
-        let decision = self.decide(req.headers(), h2, conn, backend, &keys, &snapshot, now);
+        let decision = self.decide(
+            req.headers(),
+            h2,
+            conn,
+            backend,
+            &keys,
+            None,
+            &snapshot,
+            now,
+        );
         let candidates = decision.candidates(&snapshot);
         if candidates.is_empty() {
             return Err(Error::NoEndpoint);
@@ -566,7 +575,8 @@ impl Proxy {
         h2: bool,
         conn: &Connection,
         backend: &Backend,
-        keys: &KeyRing,
+        keys: &Arc<KeyRing>,
+        memo: Option<&mut affinity::cookie::Memo>,
         snapshot: &Snapshot,
         now: Now,
     ) -> Decision {
@@ -587,13 +597,11 @@ impl Proxy {
             }
             AffinityKey::Cookie => {}
         }
-        let mut d = affinity::decide(
-            keys,
-            snapshot,
-            affinity::cookie_values(headers, &affinity.cookie.name),
-            affinity,
-            now,
-        );
+        let values = affinity::cookie_values(headers, &affinity.cookie.name);
+        let mut d = match memo {
+            Some(memo) => affinity::decide_memo(keys, memo, snapshot, values, affinity, now),
+            None => affinity::decide(keys, snapshot, values, affinity, now),
+        };
         if d.is_fresh() && h2 {
             let mut first = false;
             let shared = *conn.shared_session.get_or_init(|| {

@@ -1,0 +1,231 @@
+//! The HTTP/1 fast path, seen from a raw client socket: pipelining, the hand-over to
+//! hyper in the middle of a connection, and every way an upstream frames a response.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Writes `request` on a new connection and reads until the proxy closes it.
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection after `Connection: close`")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw upstream that answers the n-th request head it reads (over all connections)
+/// with `answers[n]` and closes the connection after an answer ending in `None`.
+async fn scripted_pod(answers: Vec<(&'static [u8], bool)>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    let answers = Arc::new(answers);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (count, answers) = (count.clone(), answers.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    got.drain(..end);
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let Some(&(answer, close)) = answers.get(n) else {
+                        return;
+                    };
+                    if s.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+fn one_endpoint(addr: SocketAddr, server_extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{server_extra}\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"{addr}\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    let out = raw(
+        p.proxy_addr,
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
+    let (one, two, three) = (
+        out.find("\"path\":\"/1\"").unwrap(),
+        out.find("\"path\":\"/2\"").unwrap(),
+        out.find("\"path\":\"/3\"").unwrap(),
+    );
+    assert!(one < two && two < three, "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_moves_the_connection_to_hyper_with_every_byte() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    // One write: a fast-path GET, a POST with a body (hyper's), then another GET.
+    let out = raw(
+        p.proxy_addr,
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+          GET /third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
+    assert!(out.contains("\"body\":\"hello\""), "{out}");
+    let second = out.find("\"path\":\"/second\"").unwrap();
+    assert!(out.find("\"path\":\"/first\"").unwrap() < second);
+    assert!(second < out.find("\"path\":\"/third\"").unwrap());
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_and_close_delimited_bodies_reach_the_client_whole() {
+    let (addr, served) = scripted_pod(vec![
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Pod: raw\r\n\r\n\
+              5;note=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\nX-Pod: raw\r\n\r\nuntil the end", true),
+    ])
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let out = raw(
+        p.proxy_addr,
+        b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\nGET /close HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    // The chunked body is relayed as it came, trailer included; the close-delimited one
+    // ends the client connection too (the proxy closes it: `raw` returned).
+    assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
+    assert!(
+        out.contains("5;note=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("connection: close\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nuntil the end"), "{out}");
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn head_304_and_informational_responses_carry_no_body_and_the_connection_goes_on() {
+    let (addr, served) = scripted_pod(vec![
+        // HEAD: the length describes the GET body, which is not sent.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", false),
+        (b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", false),
+        // An Early Hints response first: skipped, as hyper's client does.
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+    ])
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let out = raw(
+        p.proxy_addr,
+        b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\"\r\n\r\n\
+          GET /e HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let heads: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1")).collect();
+    assert_eq!(
+        heads,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 304 Not Modified",
+            "HTTP/1.1 200 OK"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("content-length: 100\r\n") || out.contains("Content-Length: 100\r\n"));
+    assert!(out.ends_with("\r\n\r\nok"), "{out}");
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        3,
+        "one upstream exchange each"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_response_that_cannot_be_framed_is_a_502() {
+    let (addr, _) = scripted_pod(vec![(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        false,
+    )])
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let out = raw(
+        p.proxy_addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out}");
+    assert!(out.ends_with("upstream error\n"), "{out}");
+    assert!(!out.contains("hello"), "{out}");
+    p.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let pod = TestBackend::echo("pod-a").await;
+    let mut cfg = config(&[&pod], &[], "");
+    cfg = cfg.replace("[server]\n", "[server]\nheader_timeout = \"30s\"\n");
+    let p = proxy(&cfg).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    }
+    // Now idle: the proxy closes the connection (a read sees EOF) 30 s later on the
+    // paused clock, not before.
+    let idle = tokio::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf))
+        .await
+        .expect("the idle connection was never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "closed after {waited:?}"
+    );
+    p.shutdown().await;
+}
