@@ -465,13 +465,22 @@ pub fn cookie_values<'a, H: Fields + ?Sized>(
     headers: &'a H,
     name: &'a str,
 ) -> impl Iterator<Item = &'a str> {
+    // On bytes: a value that passes `headers::is_text` holds only visible ASCII, space
+    // and tab, where `str::trim` and `trim_ascii` agree, and the `str` splitting this
+    // replaced cost ~2,000 instructions per request (callgrind).
     headers
         .values(&http::header::COOKIE)
-        .filter_map(crate::proxy::headers::text)
-        .flat_map(|v| v.split(';'))
+        .filter(|v| crate::proxy::headers::is_text(v))
+        .flat_map(|v| v.split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+            let eq = memchr::memchr(b'=', pair)?;
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                return None;
+            }
+            let v = pair[eq + 1..].trim_ascii();
+            let start = v.iter().position(|&b| b != b'"').unwrap_or(v.len());
+            let end = v.iter().rposition(|&b| b != b'"').map_or(start, |i| i + 1);
+            std::str::from_utf8(&v[start..end.max(start)]).ok()
         })
 }
 
@@ -512,6 +521,59 @@ mod tests {
         let v: Vec<_> = cookie_values(&h, "tether").collect();
         assert_eq!(v, ["x", "y"]);
         assert_eq!(cookie_values(&h, "teth").count(), 0);
+    }
+
+    /// The byte-level scan gives exactly what the `str` version it replaced gave.
+    #[test]
+    fn cookie_values_match_the_str_reference_on_generated_headers() {
+        fn reference<'a>(h: &'a http::HeaderMap, name: &'a str) -> Vec<&'a str> {
+            h.get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    (k.trim() == name).then(|| v.trim().trim_matches('"'))
+                })
+                .collect()
+        }
+        const KEYS: &[&[u8]] = &[b"tether", b"teth", b"a", b"", b"tether2"];
+        const VALUES: &[&[u8]] = &[b"x", b"", b"\xff", b"=", b"v=1", b"\"q\""];
+        const PAD: &[&[u8]] = &[b"", b" ", b"\t", b"\"", b"  "];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut pick = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut h = http::HeaderMap::new();
+            for _ in 0..1 + pick(2) {
+                let mut v = Vec::new();
+                for i in 0..pick(4) {
+                    if i > 0 {
+                        v.push(b';');
+                    }
+                    for part in [
+                        PAD[pick(PAD.len())],
+                        KEYS[pick(KEYS.len())],
+                        PAD[pick(PAD.len())],
+                        if pick(5) == 0 { b"" } else { b"=" },
+                        PAD[pick(PAD.len())],
+                        VALUES[pick(VALUES.len())],
+                        PAD[pick(PAD.len())],
+                    ] {
+                        v.extend_from_slice(part);
+                    }
+                }
+                if let Ok(v) = HeaderValue::from_bytes(&v) {
+                    h.append("cookie", v);
+                }
+            }
+            let got: Vec<_> = cookie_values(&h, "tether").collect();
+            assert_eq!(got, reference(&h, "tether"), "{h:?}");
+        }
     }
 
     #[test]

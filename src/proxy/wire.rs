@@ -67,6 +67,8 @@ pub struct RequestHead<'b> {
     names_others: bool,
     /// A `TE` value asked for trailers (`TE: trailers` is kept, as gRPC requires).
     trailers: bool,
+    /// Each field's name class, so the rewrite does not classify it again.
+    kinds: [Known; MAX_HEADERS],
 }
 
 impl RequestHead<'_> {
@@ -201,8 +203,10 @@ pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) 
     let mut close = false;
     let mut names_others = false;
     let mut trailers = false;
-    for f in fields {
-        match Known::of(f.name) {
+    let mut kinds = [Known::Other; MAX_HEADERS];
+    for (f, kind) in fields.iter().zip(&mut kinds) {
+        *kind = Known::of(f.name);
+        match *kind {
             Known::Host => {
                 hosts += 1;
                 host = headers::text(f.value).filter(|h| !h.is_empty());
@@ -246,6 +250,7 @@ pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) 
         close,
         names_others,
         trailers,
+        kinds,
     })
 }
 
@@ -300,8 +305,7 @@ pub fn write_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut prior = None;
     let mut seen_xff = false;
-    for f in head.fields {
-        let kind = Known::of(f.name);
+    for (f, &kind) in head.fields.iter().zip(&head.kinds) {
         if dropped_upstream(head, f.name, kind) {
             continue;
         }
@@ -382,6 +386,8 @@ pub struct ResponseHead<'b> {
     pub reusable: bool,
     /// Whether a `Connection` value names another header to drop.
     names_others: bool,
+    /// Each field's name class, so the rewrite does not classify it again.
+    kinds: [Known; MAX_HEADERS],
 }
 
 /// What [`parse_response`] found.
@@ -420,8 +426,10 @@ pub fn parse_response<'b>(
     let mut names_others = false;
     let mut length: Option<u64> = None;
     let mut chunked = None;
-    for f in fields {
-        match Known::of(f.name) {
+    let mut kinds = [Known::Other; MAX_HEADERS];
+    for (f, kind) in fields.iter().zip(&mut kinds) {
+        *kind = Known::of(f.name);
+        match *kind {
             Known::ContentLength => {
                 let v = decimal(f.value).ok_or(Error::ContentLength)?;
                 if length.is_some_and(|l| l != v) {
@@ -474,6 +482,7 @@ pub fn parse_response<'b>(
         framing,
         reusable,
         names_others,
+        kinds,
     }))
 }
 
@@ -508,8 +517,7 @@ pub fn write_response(
     ]);
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for f in head.fields {
-        let kind = Known::of(f.name);
+    for (f, &kind) in head.fields.iter().zip(&head.kinds) {
         if kind.is_hop_by_hop()
             || (head.names_others && named_by_connection(head.fields, f.name))
             || (head.framing == Framing::Chunked && kind == Known::ContentLength)
