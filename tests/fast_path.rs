@@ -229,3 +229,39 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bodyless_post_never_goes_out_on_a_connection_the_upstream_closed_while_idle() {
+    // The pod closes each connection right after its answer, as an upstream whose
+    // keep-alive timeout expired would.
+    let (addr, served) = scripted_pod(vec![
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nget", true),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npost", true),
+    ])
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].ends_with(b"get"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A POST is not idempotent: it could not be replayed after a stale connection, so
+    // the pooled one must be found closed before anything is written to it.
+    s.write_all(b"POST /pay HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let out = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK") && out.ends_with("post"),
+        "{out}"
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+    p.shutdown().await;
+}

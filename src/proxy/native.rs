@@ -366,15 +366,18 @@ impl Proxy {
             let mut tries = 0;
             let (mut upstream, head_len) = loop {
                 tries += 1;
-                let (mut upstream, reused) =
-                    match endpoint.pool.checkout_raw(settings.connect_timeout).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            self.connect_failed(endpoint, settings, &e);
-                            tried_pinned |= Some(i) == decision.pinned();
-                            continue 'candidates;
-                        }
-                    };
+                let (mut upstream, reused) = match endpoint
+                    .pool
+                    .checkout_raw(settings.connect_timeout, !head.idempotent())
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.connect_failed(endpoint, settings, &e);
+                        tried_pinned |= Some(i) == decision.pinned();
+                        continue 'candidates;
+                    }
+                };
                 endpoint.health.mark_up();
                 up.clear();
                 let by = Instant::now() + settings.response_timeout;
