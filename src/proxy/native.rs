@@ -192,9 +192,11 @@ impl Proxy {
         loop {
             // Wait for a complete head.
             let mut deadline = None;
-            let len = loop {
-                if let Some(n) = head_end(&read) {
-                    break n;
+            loop {
+                // Usually one read holds exactly one head: its last bytes say so at
+                // once, without a search.
+                if read.ends_with(b"\r\n\r\n") || head_end(&read).is_some() {
+                    break;
                 }
                 if read.len() >= limits.max_header_bytes {
                     return Handoff::Hyper(Prefixed::new(read, client));
@@ -221,13 +223,14 @@ impl Proxy {
                     }
                     _ = &mut stop, if read.is_empty() => return Handoff::Closed,
                 }
-            };
+            }
+            // httparse finds where the first head ends (pipelined requests may follow).
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let head = match wire::parse_request(&read[..len], &mut fields) {
-                // A bare-LF head ending before the CRLF CRLF found: hyper's to read.
-                Parsed::Fast(h) if h.len == len => h,
+            let head = match wire::parse_request(&read, &mut fields) {
+                Parsed::Fast(h) => h,
                 _ => return Handoff::Hyper(Prefixed::new(read, client)),
             };
+            let len = head.len;
             let Some(route) = self.route(head.host, head.path()) else {
                 let close = head.close;
                 if write_error(&mut client, &Error::NoRoute, close)
