@@ -630,6 +630,7 @@ async fn the_access_log_writes_one_json_line_per_request_with_the_affinity_outco
     assert_eq!(access[0]["endpoint"], "pod-a");
     assert_eq!(access[0]["affinity"], "new");
     assert_eq!(access[1]["affinity"], "sticky");
+    assert_eq!(access[0]["session"].as_str().map(str::len), Some(32));
     assert_eq!(access[1]["session"], access[0]["session"]);
     assert!(access[1]["duration_ms"].as_f64().is_some());
     child.start_kill().unwrap();

@@ -157,6 +157,9 @@ enum Exchanged {
     Answered {
         status: u16,
         close: bool,
+        /// Time to the response head (what the duration histogram and the access log
+        /// report on both paths).
+        elapsed: Duration,
         log: Option<LogInfo>,
     },
     /// Nothing went out: answer with this error.
@@ -169,6 +172,7 @@ enum Exchanged {
 struct LogInfo {
     endpoint: Arc<str>,
     outcome: &'static str,
+    session: crate::affinity::cookie::HexId,
 }
 
 impl Proxy {
@@ -261,23 +265,29 @@ impl Proxy {
                     &mut client,
                     &mut bufs,
                     response_timer,
+                    started,
                     close,
                     logged,
                 )
                 .await;
             bufs.give_back();
-            let (status, close, log) = match exchanged {
-                Exchanged::Answered { status, close, log } => (status, close, log),
+            let (status, close, elapsed, log) = match exchanged {
+                Exchanged::Answered {
+                    status,
+                    close,
+                    elapsed,
+                    log,
+                } => (status, close, elapsed, log),
                 Exchanged::Failed(e) => {
                     tracing::debug!(error = %e, "request failed");
                     backend.stats.local_response(e.status());
+                    let elapsed = started.elapsed();
+                    backend.stats.observe(elapsed);
                     let broken = write_error(&mut client, &e, close).await.is_err();
-                    (e.status().as_u16(), close || broken, None)
+                    (e.status().as_u16(), close || broken, elapsed, None)
                 }
                 Exchanged::Broken => return Handoff::Closed,
             };
-            let elapsed = started.elapsed();
-            backend.stats.observe(elapsed);
             if let Some((method, path)) = line {
                 tracing::info!(
                     target: "tether::access",
@@ -290,6 +300,7 @@ impl Proxy {
                     status,
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     affinity = log.as_ref().map_or("-", |l| l.outcome),
+                    session = log.as_ref().map_or("-", |l| l.session.as_str()),
                 );
             }
             if close {
@@ -327,6 +338,7 @@ impl Proxy {
         client: &mut TcpStream,
         bufs: &mut Buffers,
         timer: &mut LazyTimer,
+        started: Instant,
         close: bool,
         logged: bool,
     ) -> Exchanged {
@@ -452,10 +464,14 @@ impl Proxy {
             let log = logged.then(|| LogInfo {
                 endpoint: endpoint.identity.clone(),
                 outcome: placement.outcome.as_str(),
+                session,
             });
+            let elapsed = started.elapsed();
+            backend.stats.observe(elapsed);
             let answered = Exchanged::Answered {
                 status: status.as_u16(),
                 close,
+                elapsed,
                 log,
             };
 
