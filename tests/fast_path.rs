@@ -195,6 +195,7 @@ async fn an_upstream_response_that_cannot_be_framed_is_a_502() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out}");
+    assert!(out.contains("\r\ndate: "), "{out}");
     assert!(out.ends_with("upstream error\n"), "{out}");
     assert!(!out.contains("hello"), "{out}");
     p.shutdown().await;
@@ -264,5 +265,163 @@ async fn a_bodyless_post_never_goes_out_on_a_connection_the_upstream_closed_whil
         "{out}"
     );
     assert_eq!(served.load(Ordering::SeqCst), 2);
+    p.shutdown().await;
+}
+
+/// A raw upstream: `handle` gets each accepted connection.
+async fn raw_pod<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(handle(s));
+        }
+    });
+    addr
+}
+
+/// Reads one request head from `s`; false when the connection ended first.
+async fn read_request(s: &mut TcpStream) -> bool {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => got.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test(start_paused = true)]
+async fn bytes_an_upstream_sends_after_its_response_never_answer_another_request() {
+    // The first answer says 59 bytes of body for a HEAD (so none are read), and the
+    // body follows later: a complete response of its own, sitting in the pooled socket.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    let addr = raw_pod(move |mut s| {
+        let count = count.clone();
+        async move {
+            while read_request(&mut s).await {
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let hidden =
+                        b"HTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 4\r\n\r\nEVIL";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        hidden.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = s.write_all(hidden).await;
+                } else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+                        .await;
+                }
+            }
+        }
+    })
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let head = raw(
+        p.proxy_addr,
+        b"HEAD /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = raw(
+        p.proxy_addr,
+        b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !other.contains("EVIL") && !other.contains("X-Injected"),
+        "{other}"
+    );
+    assert!(other.ends_with("good"), "{other}");
+    p.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_is_served_after_the_upstream_closed_every_idle_connection() {
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    // The upstream closes a connection idle for 100 ms, and answers slowly enough that
+    // two concurrent requests leave two connections in the pool.
+    let addr = raw_pod(move |mut s| {
+        let count = count.clone();
+        async move {
+            while let Ok(true) =
+                tokio::time::timeout(Duration::from_millis(100), read_request(&mut s)).await
+            {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let (a, b) = tokio::join!(raw(p.proxy_addr, get), raw(p.proxy_addr, get));
+    assert!(a.ends_with("ok") && b.ends_with("ok"), "{a}\n{b}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let c = raw(p.proxy_addr, get).await;
+    assert!(c.starts_with("HTTP/1.1 200 OK") && c.ends_with("ok"), "{c}");
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_line_before_the_status_line_is_skipped_as_hyper_does() {
+    // The body is itself a response: it must reach the client as body, not as the head.
+    let addr = raw_pod(|mut s| async move {
+        while read_request(&mut s).await {
+            let body = b"HTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 4\r\n\r\nEVIL";
+            let mut answer = format!(
+                "\r\nHTTP/1.1 200 OK\r\nX-Real: 1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend_from_slice(body);
+            let _ = s.write_all(&answer).await;
+        }
+    })
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let out = raw(
+        p.proxy_addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let real = out
+        .find("X-Real: 1")
+        .expect("the real head reaches the client");
+    assert!(real < out.find("X-Injected").unwrap(), "{out}");
+    assert!(out.ends_with("EVIL"), "{out}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_status_code_under_100_is_a_502() {
+    let (addr, _) = scripted_pod(vec![(
+        b"HTTP/1.1 042 Odd\r\nContent-Length: 0\r\n\r\n",
+        false,
+    )])
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let out = raw(
+        p.proxy_addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out}");
     p.shutdown().await;
 }

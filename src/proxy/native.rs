@@ -195,7 +195,7 @@ impl Proxy {
         tokio::pin!(stop);
         loop {
             // Wait for a complete head.
-            let mut deadline = None;
+            let mut waiting_since = None;
             loop {
                 // Usually one read holds exactly one head: its last bytes say so at
                 // once, without a search.
@@ -211,7 +211,7 @@ impl Proxy {
                 if read.capacity() - read.len() < 1024 {
                     read.reserve(CLIENT_READ);
                 }
-                let by = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                let by = *waiting_since.get_or_insert_with(|| deadline(limits.header_timeout));
                 // `read_buf`, not `try_read`: a short read clears the socket's readiness,
                 // which saves the read that would only say EAGAIN (strace: 2.26 reads
                 // per request with `try_read`, 2.0 with this).
@@ -379,11 +379,13 @@ impl Proxy {
             out.truncate(prefix);
             wire::write_attempt(out, placement.outcome.as_str(), placement.previous);
             let mut tries = 0;
-            let (mut upstream, head_len) = loop {
+            let mut upstream = loop {
                 tries += 1;
+                // A replay after a stale pooled connection goes on a new one: the next
+                // idle connection may have been closed by the same keep-alive timeout.
                 let (mut upstream, reused) = match endpoint
                     .pool
-                    .checkout_raw(settings.connect_timeout, !head.idempotent())
+                    .checkout_raw(settings.connect_timeout, tries > 1)
                     .await
                 {
                     Ok(c) => c,
@@ -395,14 +397,14 @@ impl Proxy {
                 };
                 endpoint.health.mark_up();
                 up.clear();
-                let by = Instant::now() + settings.response_timeout;
+                let by = deadline(settings.response_timeout);
                 let sent = tokio::select! {
                     biased;
                     sent = send(&mut upstream, out, up) => sent,
                     _ = timer.until(by) => return Exchanged::Failed(Error::Timeout),
                 };
                 match sent {
-                    Ok(n) => break (upstream, n),
+                    Ok(()) => break upstream,
                     // A pooled connection the upstream closed while it sat idle: nothing
                     // came back, so an idempotent request is sent once more on a fresh
                     // one (the hyper path does the same).
@@ -423,9 +425,9 @@ impl Proxy {
                 }
             };
 
-            // The response head is in `up[..head_len]`.
+            // A complete response head starts `up`.
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let rh = match wire::parse_response(&up[..head_len], &mut fields, head.is_head()) {
+            let rh = match wire::parse_response(up, &mut fields, head.is_head()) {
                 Ok(ResponseParsed::Head(h)) => h,
                 Ok(_) => return Exchanged::Failed(Error::Wire(wire::Error::Incomplete)),
                 Err(e) => {
@@ -434,7 +436,15 @@ impl Proxy {
                     return Exchanged::Failed(Error::Wire(e));
                 }
             };
-            let status = StatusCode::from_u16(rh.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            // httparse takes any three digits; hyper refuses codes under 100 too.
+            let Some(status) = StatusCode::from_u16(rh.status)
+                .ok()
+                .filter(|_| rh.status >= 100)
+            else {
+                endpoint.stats.error(LastError::Reset);
+                self.exchange_failed(&snapshot, endpoint, settings);
+                return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
+            };
             if self.response_seen(&snapshot, endpoint, settings, status)
                 && head.idempotent()
                 && another
@@ -458,7 +468,6 @@ impl Proxy {
             out.clear();
             wire::write_response(out, &rh, cookie.as_deref().map(str::as_bytes), close);
             let (framing, mut reusable) = (rh.framing, rh.reusable);
-            // httparse's length, not the search's: they differ for a bare-LF head.
             let head_len = rh.len;
             let close = close || framing == Framing::Close;
             let log = logged.then(|| LogInfo {
@@ -563,9 +572,9 @@ struct SendError {
     nothing_back: bool,
 }
 
-/// Writes the request head and reads until the response head is complete, skipping
-/// informational responses; returns the head's length in `up`.
-async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<usize, SendError> {
+/// Writes the request head and reads until `up` starts with a complete final response
+/// head (informational responses skipped).
+async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<(), SendError> {
     let io = |e: io::Error, nothing_back| SendError {
         error: wire::Error::Io(e.kind()),
         nothing_back,
@@ -573,13 +582,22 @@ async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<
     upstream.write_all(out).await.map_err(|e| io(e, true))?;
     let mut seen = false;
     loop {
-        if let Some(n) = head_end(up) {
-            // 1xx: skipped, as hyper's client does (101 is refused by the parser).
-            if up.len() > 12 && up[9] == b'1' && &up[9..12] != b"101" {
-                up.drain(..head_end_exact(up).unwrap_or(n));
+        if head_end(up).is_some() {
+            if !maybe_informational(up) {
+                return Ok(());
+            }
+            // 1xx: skipped, as hyper's client does, by httparse's reading of it (101 is
+            // refused by the parser; so is anything malformed, by the caller's parse).
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let skip = match wire::parse_response(up, &mut fields, false) {
+                Ok(ResponseParsed::Informational(len)) => Some(len),
+                Ok(ResponseParsed::Partial) => None,
+                Ok(ResponseParsed::Head(_)) | Err(_) => return Ok(()),
+            };
+            if let Some(len) = skip {
+                up.drain(..len);
                 continue;
             }
-            return Ok(n);
         }
         if up.len() >= 64 * 1024 {
             return Err(SendError {
@@ -601,15 +619,36 @@ async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<
     }
 }
 
+/// `timeout` from now, or a day short of forever for a timeout too large to add (a
+/// config may say "300000000000y"; adding it would overflow).
+fn deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// Whether the response at the start of `buf` may be informational (1xx): a cheap look
+/// at the status code's first digit, after the empty lines httparse skips.
+fn maybe_informational(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    line.starts_with(b"HTTP/1.") && line.get(9) == Some(&b'1')
+}
+
 /// Writes tether's own answer for `e`.
 async fn write_error(client: &mut TcpStream, e: &Error, close: bool) -> io::Result<()> {
     let status = e.status();
     let body = format!("{e}\n");
     let close = close || matches!(e, Error::BodyTooLarge);
+    // With a Date, as hyper writes on every response (RFC 9110 §6.6.1).
     let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
         body.len(),
         if close { "connection: close\r\n" } else { "" },
     );

@@ -209,22 +209,23 @@ impl Pool {
         local(&self.idle)
     }
 
-    /// An idle raw connection for the native HTTP/1 path, else a new one; the flag says
-    /// whether it was reused (and so may have been closed by the upstream a moment ago).
+    /// An idle raw connection for the native HTTP/1 path (unless `fresh`), else a new
+    /// one; the flag says whether it was reused (and so may have been closed by the
+    /// upstream a moment ago).
     ///
-    /// A raw connection has no task watching it while idle, so one the upstream closed
-    /// is only found out by using it. With `probe` (for requests that must not be sent
-    /// twice), each idle connection is first checked with a non-blocking read, which
-    /// sees the upstream's FIN (or stray bytes) without waiting: one extra syscall,
-    /// paid only by non-idempotent requests.
+    /// A raw connection has no task watching it while idle, so each idle connection is
+    /// checked first: bytes that arrived while it sat in the pool (an upstream that
+    /// sent more than its response said) or its FIN make it unusable, and it is
+    /// dropped. The check reads only when the runtime saw the socket become readable,
+    /// so a quiet connection costs no syscall.
     pub async fn checkout_raw(
         &self,
         connect_timeout: Duration,
-        probe: bool,
+        fresh: bool,
     ) -> Result<(TcpStream, bool), ConnectError> {
-        if let Some(idle) = local(&self.raw) {
+        if let Some(idle) = local(&self.raw).filter(|_| !fresh) {
             while let Some(s) = idle.pop() {
-                if !probe || is_open(&s) {
+                if is_open(&s) {
                     return Ok((s, true));
                 }
             }

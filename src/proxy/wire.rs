@@ -191,6 +191,10 @@ pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) 
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Decline;
     };
+    // A CONNECT turns the connection into a tunnel: hyper's to handle.
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Parsed::Decline;
+    }
     // Origin form only, in RFC 3986 characters: httparse lets through more than the
     // URI parser hyper applies (a backtick, braces, raw UTF-8), and those are left for
     // hyper to accept or refuse.
@@ -911,6 +915,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(fast(raw).is_none(), "{}", String::from_utf8_lossy(raw));
         }
