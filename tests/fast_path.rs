@@ -182,23 +182,25 @@ async fn head_304_and_informational_responses_carry_no_body_and_the_connection_g
 }
 
 #[tokio::test]
-async fn an_upstream_response_that_cannot_be_framed_is_a_502() {
-    let (addr, _) = scripted_pod(vec![(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        false,
-    )])
-    .await;
-    let p = proxy(&one_endpoint(addr, "")).await;
-    let out = raw(
-        p.proxy_addr,
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out}");
-    assert!(out.contains("\r\ndate: "), "{out}");
-    assert!(out.ends_with("upstream error\n"), "{out}");
-    assert!(!out.contains("hello"), "{out}");
-    p.shutdown().await;
+async fn an_upstream_response_that_cannot_be_relayed_is_a_502() {
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        // httparse takes any three digits; hyper answers 502 under 100, and so must this.
+        b"HTTP/1.1 042 Odd\r\nContent-Length: 5\r\n\r\nhello",
+    ] {
+        let (addr, _) = scripted_pod(vec![(answer, false)]).await;
+        let p = proxy(&one_endpoint(addr, "")).await;
+        let out = raw(
+            p.proxy_addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out}");
+        assert!(out.contains("\r\ndate: "), "{out}");
+        assert!(out.ends_with("upstream error\n"), "{out}");
+        assert!(!out.contains("hello"), "{out}");
+        p.shutdown().await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -406,22 +408,5 @@ async fn an_empty_line_before_the_status_line_is_skipped_as_hyper_does() {
         .expect("the real head reaches the client");
     assert!(real < out.find("X-Injected").unwrap(), "{out}");
     assert!(out.ends_with("EVIL"), "{out}");
-    p.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_status_code_under_100_is_a_502() {
-    let (addr, _) = scripted_pod(vec![(
-        b"HTTP/1.1 042 Odd\r\nContent-Length: 0\r\n\r\n",
-        false,
-    )])
-    .await;
-    let p = proxy(&one_endpoint(addr, "")).await;
-    let out = raw(
-        p.proxy_addr,
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out}");
     p.shutdown().await;
 }
