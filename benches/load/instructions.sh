@@ -9,7 +9,9 @@
 # and the functions that execute the most of them.
 #
 # Caveat: valgrind hides the CPU's SHA extensions, so the cookie HMAC runs in software
-# here (~7,000 instructions per sticky request, ~0.2 µs natively with SHA-NI).
+# here (~7,000 instructions per verified cookie, ~0.2 µs natively with SHA-NI). With one
+# session the HMAC never runs: each connection remembers the cookie it verified (the
+# fast path's memo); SESSIONS=5000 sends another cookie on every request.
 #
 #   benches/load/instructions.sh                 # one sticky session
 #   SESSIONS=5000 benches/load/instructions.sh   # 5,000 sessions
