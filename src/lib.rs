@@ -23,3 +23,18 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod tls;
+
+/// Helpers shared by unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A deterministic xorshift picker for generated-input tests: each call returns a
+    /// number in `0..n`.
+    pub fn picker(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+}

@@ -540,13 +540,7 @@ mod tests {
         const KEYS: &[&[u8]] = &[b"tether", b"teth", b"a", b"", b"tether2"];
         const VALUES: &[&[u8]] = &[b"x", b"", b"\xff", b"=", b"v=1", b"\"q\""];
         const PAD: &[&[u8]] = &[b"", b" ", b"\t", b"\"", b"  "];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut pick = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut pick = crate::testing::picker(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
             let mut h = http::HeaderMap::new();
             for _ in 0..1 + pick(2) {

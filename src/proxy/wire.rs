@@ -829,13 +829,7 @@ mod tests {
             b"x-tether-session",
             b"proxy-authorization, x-forwarded-host",
         ];
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::testing::picker(0x9e37_79b9_7f4a_7c15);
         let mut taken = 0;
         for _ in 0..20_000 {
             let mut raw = b"GET /p?q HTTP/1.1\r\nHost: a.example\r\n".to_vec();
