@@ -148,7 +148,8 @@ impl Known {
     }
 
     /// Whether the name is removed from every message whatever `Connection` says: the
-    /// same set as [`headers::is_hop_by_hop_name`] (a unit test holds them together).
+    /// same set as `headers::always_removed` plus `Connection` (a unit test holds them
+    /// together).
     fn is_hop_by_hop(self) -> bool {
         matches!(
             self,
