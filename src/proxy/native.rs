@@ -192,7 +192,9 @@ impl Proxy {
             loop {
                 // Usually one read holds exactly one head: its last bytes say so at
                 // once, without a search.
-                if read.ends_with(b"\r\n\r\n") || has_head(&read) {
+                // An empty buffer (the usual state between requests) skips the search,
+                // whose set-up alone cost ~400 instructions per request (callgrind).
+                if !read.is_empty() && (read.ends_with(b"\r\n\r\n") || has_head(&read)) {
                     break;
                 }
                 if read.len() >= limits.max_header_bytes {
@@ -575,7 +577,7 @@ async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<
     upstream.write_all(out).await.map_err(|e| io(e, true))?;
     let mut seen = false;
     loop {
-        if has_head(up) {
+        if !up.is_empty() && has_head(up) {
             if !maybe_informational(up) {
                 return Ok(());
             }
