@@ -114,7 +114,7 @@ pub struct Verified {
 /// request by the caller, and a memo is never shared between connections.
 #[derive(Debug, Default)]
 pub struct Memo {
-    last: Option<(Box<str>, std::sync::Arc<KeyRing>, Verified)>,
+    last: Option<(Box<[u8]>, std::sync::Arc<KeyRing>, Verified)>,
 }
 
 impl Memo {
@@ -123,8 +123,9 @@ impl Memo {
     pub fn decode(
         &mut self,
         keys: &std::sync::Arc<KeyRing>,
-        value: &str,
+        value: &(impl AsRef<[u8]> + ?Sized),
     ) -> Result<Verified, Invalid> {
+        let value = value.as_ref();
         if let Some((v, k, verified)) = &self.last {
             if **v == *value && std::sync::Arc::ptr_eq(k, keys) {
                 return Ok(*verified);
@@ -179,13 +180,14 @@ pub fn encode(key: &SigningKey, claims: &Claims) -> String {
 }
 
 /// Decodes and verifies a cookie value against every key in the ring.
-pub fn decode(keys: &KeyRing, value: &str) -> Result<Verified, Invalid> {
+pub fn decode(keys: &KeyRing, value: &(impl AsRef<[u8]> + ?Sized)) -> Result<Verified, Invalid> {
+    let value = value.as_ref();
     if value.len() > MAX_ENCODED_LEN || value.len() < FIXED_LEN_V1 {
         return Err(Invalid::Malformed);
     }
     let mut raw = [0u8; MAX_RAW_LEN + 3];
     let n = URL_SAFE_NO_PAD
-        .decode_slice(value.as_bytes(), &mut raw)
+        .decode_slice(value, &mut raw)
         .map_err(|_| Invalid::Malformed)?;
     let raw = &raw[..n];
     let fixed = match raw.first() {

@@ -80,7 +80,13 @@ impl Sim {
     pub fn request(&self, cookie: Option<&str>) -> Hit {
         let snapshot = self.backend.snapshot();
         let now = self.backend.clock().now();
-        let d = affinity::decide(&self.keys, &snapshot, cookie, self.settings(), now);
+        let d = affinity::decide(
+            &self.keys,
+            &snapshot,
+            cookie.map(str::as_bytes),
+            self.settings(),
+            now,
+        );
         self.serve(d, cookie)
     }
 
