@@ -130,7 +130,8 @@ pub struct Candidates {
 }
 
 impl Candidates {
-    fn push(&mut self, e: u32) {
+    /// Adds `e` unless it is there already or the list is full.
+    pub(crate) fn push(&mut self, e: u32) {
         if self.len < MAX_ATTEMPTS && !self.contains(e) {
             self.items[self.len] = e;
             self.len += 1;
@@ -209,7 +210,7 @@ impl Snapshot {
     /// owner are tried anyway: a stale "down" must not turn into an outage.
     pub fn candidates(&self, first: Option<u32>, bounded: bool, key: u64, now: Now) -> Candidates {
         let mut out = Candidates::default();
-        let up = |e: u32| !self.endpoints[e as usize].health.is_down(now.instant);
+        let up = |e: u32| self.is_up(e, now);
         if let Some(p) = first {
             if up(p) {
                 out.push(p);
@@ -261,6 +262,11 @@ impl Snapshot {
             }
         }
         out
+    }
+
+    /// Whether endpoint `e` is out of passive-health cool-off.
+    pub fn is_up(&self, e: u32, now: Now) -> bool {
+        !self.endpoints[e as usize].health.is_down(now.instant)
     }
 
     /// Whether any endpoint can take new sessions.
@@ -731,6 +737,40 @@ mod tests {
         assert_eq!(bounded.as_slice().len(), 3);
         assert!(bounded.as_slice().contains(&owner));
         assert_eq!(s.candidates(None, false, key, now).as_slice()[0], owner);
+    }
+
+    /// The lazy list (`affinity::Attempts`) starts with the target and, once asked for
+    /// more, keeps it in front and follows the candidates of that moment.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_try_the_target_first_and_walk_the_ring_only_after_it_fails() {
+        let b = backend();
+        b.publish(vec![
+            spec("a", 1, EndpointState::Ready),
+            spec("b", 2, EndpointState::Ready),
+            spec("c", 3, EndpointState::Ready),
+        ]);
+        let s = b.snapshot();
+        let now = at(Instant::now());
+        let d = crate::affinity::keyed(&s, b"client-1", now);
+        let target = d.target.unwrap();
+        let mut a = d.attempts(&s);
+        assert_eq!(a.get(0), Some(target));
+        // The target fails and cools off: the rest are the ring order without it.
+        s.endpoints[target as usize]
+            .health
+            .mark_down(now.instant, Duration::from_secs(5));
+        let rest = d.candidates(&s);
+        assert!(!rest.as_slice().contains(&target));
+        assert!(a.after(0));
+        assert_eq!(a.get(0), Some(target));
+        assert_eq!(a.get(1), Some(rest.as_slice()[0]));
+        assert_eq!(a.get(2), Some(rest.as_slice()[1]));
+        assert_eq!(a.get(3), None);
+        // A target already down is not tried first: the list is the candidates.
+        let mut a = d.attempts(&s);
+        assert_eq!(a.get(0), Some(rest.as_slice()[0]));
+        assert_eq!(a.get(1), Some(rest.as_slice()[1]));
+        assert!(!a.after(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -153,6 +153,29 @@ impl Decision {
         snapshot.candidates(self.target, self.bounded, self.key, self.now)
     }
 
+    /// The candidates, worked out only as far as the request gets ([`Attempts`]).
+    pub fn attempts<'a>(&'a self, snapshot: &'a Snapshot) -> Attempts<'a> {
+        match self.target {
+            // The first candidate whenever the target is up; the rest waits.
+            Some(t) if snapshot.is_up(t, self.now) => {
+                let mut list = Candidates::default();
+                list.push(t);
+                Attempts {
+                    decision: self,
+                    snapshot,
+                    list,
+                    complete: false,
+                }
+            }
+            _ => Attempts {
+                decision: self,
+                snapshot,
+                list: self.candidates(snapshot),
+                complete: true,
+            },
+        }
+    }
+
     /// What it means for the session if endpoint `actual` serves the request.
     pub fn placement<'a>(&'a self, actual: u32, snapshot: &'a Snapshot) -> Placement<'a> {
         let name = |i: u32| snapshot.endpoints.get(i as usize).map(|e| &*e.identity);
@@ -258,6 +281,37 @@ impl Decision {
                 seen: self.now.unix,
             },
         )
+    }
+}
+
+/// A decision's [`Decision::candidates`], worked out as far as the request gets: when
+/// the target (the pinned endpoint, for a sticky request) is up it is tried first, and
+/// the ring walk for the endpoints after it runs only if it fails (callgrind: the walk
+/// was ~370 instructions of every sticky request). The list it completes to keeps the
+/// endpoints tried so far in front, then follows `candidates` at that moment.
+pub struct Attempts<'a> {
+    decision: &'a Decision,
+    snapshot: &'a Snapshot,
+    list: Candidates,
+    /// Whether `list` holds every candidate.
+    complete: bool,
+}
+
+impl Attempts<'_> {
+    /// The `n`th endpoint to try (from 0), if there is one.
+    pub fn get(&mut self, n: usize) -> Option<u32> {
+        if n >= self.list.as_slice().len() && !self.complete {
+            for &e in self.decision.candidates(self.snapshot).as_slice() {
+                self.list.push(e);
+            }
+            self.complete = true;
+        }
+        self.list.as_slice().get(n).copied()
+    }
+
+    /// Whether there is an endpoint to try after the `n`th.
+    pub fn after(&mut self, n: usize) -> bool {
+        self.get(n + 1).is_some()
     }
 }
 

@@ -340,8 +340,8 @@ impl Proxy {
             &snapshot,
             now,
         );
-        let candidates = decision.candidates(&snapshot);
-        if candidates.is_empty() {
+        let mut attempts = decision.attempts(&snapshot);
+        if attempts.get(0).is_none() {
             return Err(Error::NoEndpoint);
         }
 
@@ -359,10 +359,13 @@ impl Proxy {
 
         backend.retry_budget.deposit();
         let mut tried_pinned = false;
-        let last = candidates.as_slice().len() - 1;
-        for (n, &i) in candidates.as_slice().iter().enumerate() {
+        let mut next = 0;
+        while let Some(i) = attempts.get(next) {
+            let n = next;
+            next += 1;
             let endpoint = &snapshot.endpoints[i as usize];
-            let another = n < last;
+            // Whether a failure here may move on: asked only when one happens.
+            let mut another = || attempts.after(n);
             let placement = decision.placement(i, &snapshot);
             {
                 let h = req.headers_mut();
@@ -406,7 +409,7 @@ impl Proxy {
                             self.response_seen(&snapshot, endpoint, settings, status);
                         match replay {
                             Some(again)
-                                if retry_status && another && backend.retry_budget.try_spend() =>
+                                if retry_status && another() && backend.retry_budget.try_spend() =>
                             {
                                 tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
                                 backend.stats.retry();
@@ -427,7 +430,7 @@ impl Proxy {
                                 req = again;
                             }
                             // Reset or failed after sending: once on the next endpoint.
-                            Some(again) if another && backend.retry_budget.try_spend() => {
+                            Some(again) if another() && backend.retry_budget.try_spend() => {
                                 endpoint.stats.error(crate::metrics::LastError::Reset);
                                 self.exchange_failed(&snapshot, endpoint, settings);
                                 backend.stats.retry();

@@ -350,8 +350,8 @@ impl Proxy {
             &snapshot,
             now,
         );
-        let candidates = decision.candidates(&snapshot);
-        if candidates.is_empty() {
+        let mut attempts = decision.attempts(&snapshot);
+        if attempts.get(0).is_none() {
             return Exchanged::Failed(Error::NoEndpoint);
         }
         let session = decision.session.to_hex();
@@ -366,10 +366,11 @@ impl Proxy {
         let prefix = out.len();
         backend.retry_budget.deposit();
         let mut tried_pinned = false;
-        let last = candidates.as_slice().len() - 1;
-        'candidates: for (n, &i) in candidates.as_slice().iter().enumerate() {
+        let mut next = 0;
+        'candidates: while let Some(i) = attempts.get(next) {
+            let n = next;
+            next += 1;
             let endpoint = &snapshot.endpoints[i as usize];
-            let another = n < last;
             let placement = decision.placement(i, &snapshot);
             out.truncate(prefix);
             wire::write_attempt(out, placement.outcome.as_str(), placement.previous);
@@ -409,7 +410,7 @@ impl Proxy {
                     Err(e) => {
                         endpoint.stats.error(LastError::Reset);
                         self.exchange_failed(&snapshot, endpoint, settings);
-                        if head.idempotent() && another && backend.retry_budget.try_spend() {
+                        if head.idempotent() && attempts.after(n) && backend.retry_budget.try_spend() {
                             backend.stats.retry();
                             tried_pinned |= Some(i) == decision.pinned();
                             tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying an idempotent request on the next endpoint");
@@ -442,7 +443,7 @@ impl Proxy {
             };
             if self.response_seen(&snapshot, endpoint, settings, status)
                 && head.idempotent()
-                && another
+                && attempts.after(n)
                 && backend.retry_budget.try_spend()
             {
                 tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
