@@ -1,12 +1,17 @@
 //! Any bytes as an upstream response on the HTTP/1 fast path: parsing the head, writing
-//! the client head and scanning a chunked body never panic, and the chunked scanner
-//! finds the same end whether the body arrives whole or split at any point.
+//! the client head and scanning a chunked body never panic, the client head relays the
+//! upstream's fields unchanged and in order (`wire::response_rewrite_agrees`), and the
+//! chunked scanner finds the same end whether the body arrives whole or split at any
+//! point.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tether::proxy::wire::{self, Chunked, Framing, ResponseParsed, MAX_HEADERS};
 
 fuzz_target!(|data: &[u8]| {
+    if let Err(e) = wire::response_rewrite_agrees(data) {
+        panic!("{e}\n{:?}", String::from_utf8_lossy(data));
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     if let Ok(ResponseParsed::Head(h)) = wire::parse_response(data, &mut fields, data.len() % 2 == 0) {
         let mut out = Vec::new();

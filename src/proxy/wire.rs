@@ -304,6 +304,8 @@ pub fn write_request(
     secure: bool,
     session: &str,
 ) {
+    // Room for the head and what is added to it, so the copies below do not grow `out`.
+    out.reserve(head.len + peer.len() + head.host.len() + session.len() + 256);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
@@ -333,13 +335,13 @@ pub fn write_request(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(peer);
+    out.extend_from_slice(if secure {
+        b"\r\nx-forwarded-proto: https\r\nx-forwarded-host: "
+    } else {
+        b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
+    });
+    out.extend_from_slice(head.host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    field(
-        out,
-        b"x-forwarded-proto",
-        if secure { b"https" } else { b"http" },
-    );
-    field(out, b"x-forwarded-host", head.host.as_bytes());
     field(
         out,
         X_TETHER_SESSION.as_str().as_bytes(),
@@ -694,8 +696,8 @@ impl Chunked {
 }
 
 /// Checks the fast path's request hygiene against the hyper path's on one raw head:
-/// both must send the same request line and the same header fields upstream (compared
-/// as a multiset, names lowercased). `Ok(false)`: not a head the fast path takes. For
+/// both must send the same request line and the same header fields upstream (names
+/// lowercased; fields of one name in the same order). `Ok(false)`: not a head the fast path takes. For
 /// the unit test below and the `h1_head` fuzz target, so the two paths cannot drift.
 #[doc(hidden)]
 pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
@@ -742,8 +744,9 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
-    fast.sort();
-    hyper.sort();
+    // By name only, and stable: values of one name must keep their order.
+    fast.sort_by(|a, b| a.0.cmp(&b.0));
+    hyper.sort_by(|a, b| a.0.cmp(&b.0));
     if parsed.method != Some(req.method().as_str()) || parsed.path != Some(head.target) {
         return Err(format!(
             "request line differs: {:?} {:?}",
@@ -761,6 +764,60 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
             show(&fast),
             show(&hyper)
         ));
+    }
+    Ok(true)
+}
+
+/// Checks the client head [`write_response`] writes for one raw upstream response: it
+/// parses whole, keeps the status, relays upstream fields with name and value unchanged
+/// and in the upstream's order, relays no hop-by-hop field, and ends with what tether
+/// adds. `Ok(false)`: not a final response head. For the unit test below and the
+/// `h1_response` fuzz target.
+#[doc(hidden)]
+pub fn response_rewrite_agrees(raw: &[u8]) -> Result<bool, String> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(ResponseParsed::Head(h)) = parse_response(raw, &mut fields, false) else {
+        return Ok(false);
+    };
+    let mut out = Vec::new();
+    write_response(&mut out, &h, Some(b"t=v"), false);
+    let mut sent = [httparse::EMPTY_HEADER; MAX_HEADERS + 3];
+    let mut parsed = httparse::Response::new(&mut sent);
+    match parsed.parse(&out) {
+        Ok(httparse::Status::Complete(n)) if n == out.len() => {}
+        other => return Err(format!("wrote an unparsable head ({other:?})")),
+    }
+    if parsed.code != Some(h.status) {
+        return Err(format!("status {:?} for {}", parsed.code, h.status));
+    }
+    let mut added: Vec<(&str, &[u8])> = Vec::new();
+    if h.framing == Framing::Chunked {
+        added.push(("transfer-encoding", b"chunked"));
+    }
+    added.push(("set-cookie", b"t=v"));
+    if h.framing == Framing::Close {
+        added.push(("connection", b"close"));
+    }
+    let sent = parsed.headers;
+    let Some(split) = sent.len().checked_sub(added.len()) else {
+        return Err(format!("{} fields written", sent.len()));
+    };
+    let tail: Vec<_> = sent[split..].iter().map(|f| (f.name, f.value)).collect();
+    if tail != added {
+        return Err(format!("ends with {tail:?}"));
+    }
+    let mut upstream = h.fields.iter();
+    for f in &sent[..split] {
+        if Known::of(f.name).is_hop_by_hop() {
+            return Err(format!("relayed {:?}", f.name));
+        }
+        if !upstream.any(|u| u.name == f.name && u.value == f.value) {
+            return Err(format!(
+                "{}: {:?} is not an upstream field in order",
+                f.name,
+                String::from_utf8_lossy(f.value)
+            ));
+        }
     }
     Ok(true)
 }
@@ -784,7 +841,9 @@ mod tests {
 
     /// Heads built from the fields where the two paths could disagree: `Connection`
     /// naming other fields (even `Host` and `X-Forwarded-For`), repeated and blank
-    /// `X-Forwarded-For`, `TE` variants, spoofed `x-tether-*`, values that are not text.
+    /// `X-Forwarded-For`, `TE` variants, spoofed `x-tether-*`, values that are not text,
+    /// and the line shapes the fast path copies or rewrites (no or extra blanks after
+    /// the colon, trailing blanks, bare-LF line ends).
     #[test]
     fn fast_path_hygiene_matches_the_hyper_path_on_generated_heads() {
         const NAMES: &[&str] = &[
@@ -842,9 +901,9 @@ mod tests {
                     VALUES[next(VALUES.len())]
                 };
                 raw.extend_from_slice(name.as_bytes());
-                raw.extend_from_slice(b": ");
+                raw.extend_from_slice([&b": "[..], b":", b":\t  "][next(3)]);
                 raw.extend_from_slice(value);
-                raw.extend_from_slice(b"\r\n");
+                raw.extend_from_slice([&b"\r\n"[..], b"\r\n", b" \r\n", b"\n"][next(4)]);
             }
             raw.extend_from_slice(b"\r\n");
             match hygiene_agrees(&raw) {
@@ -936,6 +995,47 @@ mod tests {
              te: trailers\r\nx-forwarded-for: 10.0.0.1, 192.0.2.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: a.example\r\nx-tether-session: s1\r\nx-tether-affinity: sticky\r\n\r\n"
         );
+    }
+
+    /// Upstream heads in every line shape the copy meets (blanks after the colon or
+    /// none, trailing blanks, bare-LF line ends, empty values) with fields that are
+    /// relayed, dropped, or restated.
+    #[test]
+    fn response_fields_are_relayed_unchanged_in_order_on_generated_heads() {
+        const FIELDS: &[&[u8]] = &[
+            b"Server: nginx",
+            b"Date: Thu, 26 Nov 2026 16:00:00 GMT",
+            b"Content-Type: text/plain",
+            b"Content-Length: 5",
+            b"Connection: keep-alive",
+            b"Connection: close, X-Drop",
+            b"X-Drop: 1",
+            b"Keep-Alive: timeout=5",
+            b"Transfer-Encoding: chunked",
+            b"Set-Cookie: a=1",
+            b"Set-Cookie: b=2",
+            b"X-Empty:",
+            b"X-Pod: pod-1",
+        ];
+        let mut next = crate::testing::picker(0x2545_f491_4f6c_dd1d);
+        let mut relayed = 0;
+        for _ in 0..20_000 {
+            let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for _ in 0..next(9) {
+                let line = FIELDS[next(FIELDS.len())];
+                let colon = line.iter().position(|&b| b == b':').unwrap();
+                raw.extend_from_slice(&line[..=colon]);
+                raw.extend_from_slice([&b""[..], b" ", b" \t "][next(3)]);
+                raw.extend_from_slice(line[colon + 1..].trim_ascii_start());
+                raw.extend_from_slice([&b"\r\n"[..], b"\r\n", b" \r\n", b"\n"][next(4)]);
+            }
+            raw.extend_from_slice(b"\r\n");
+            match response_rewrite_agrees(&raw) {
+                Ok(r) => relayed += usize::from(r),
+                Err(e) => panic!("{}\n{e}", String::from_utf8_lossy(&raw)),
+            }
+        }
+        assert!(relayed > 10_000, "only {relayed} heads were relayed");
     }
 
     fn response(raw: &[u8], head_request: bool) -> Result<(Framing, bool, String), Error> {
