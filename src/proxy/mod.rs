@@ -409,7 +409,9 @@ impl Proxy {
                             self.response_seen(&snapshot, endpoint, settings, status);
                         match replay {
                             Some(again)
-                                if retry_status && another() && backend.retry_budget.try_spend() =>
+                                if retry_status
+                                    && another()
+                                    && backend.retry_budget.try_spend() =>
                             {
                                 tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
                                 backend.stats.retry();
