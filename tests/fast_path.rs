@@ -410,3 +410,51 @@ async fn an_empty_line_before_the_status_line_is_skipped_as_hyper_does() {
     assert!(out.ends_with("EVIL"), "{out}");
     p.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_response_head_that_arrives_in_pieces_is_relayed_whole_and_one_cut_short_is_a_502() {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    let addr = raw_pod(move |mut s| {
+        let count = count.clone();
+        async move {
+            while read_request(&mut s).await {
+                let pieces: &[&[u8]] = if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    &[
+                        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+                        b"HTTP/1.1 200 OK\r\nContent-",
+                        b"Length: 2\r\nX-Pod: p\r\n",
+                        b"\r\nok",
+                    ]
+                } else {
+                    &[b"HTTP/1.1 200 OK\r\nContent-Le"]
+                };
+                for piece in pieces {
+                    let _ = s.write_all(piece).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if pieces.len() == 1 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let p = proxy(&one_endpoint(addr, "")).await;
+    let whole = raw(
+        p.proxy_addr,
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(whole.starts_with("HTTP/1.1 200 OK\r\n"), "{whole}");
+    assert!(whole.contains("X-Pod: p\r\n"), "{whole}");
+    assert!(!whole.contains("Early Hints"), "{whole}");
+    assert!(whole.ends_with("\r\n\r\nok"), "{whole}");
+    let cut = raw(
+        p.proxy_addr,
+        b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(cut.starts_with("HTTP/1.1 502"), "{cut}");
+    p.shutdown().await;
+}

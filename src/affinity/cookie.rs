@@ -52,11 +52,21 @@ impl SessionId {
 
     /// Lowercase hex, as sent to backends in `x-tether-session`.
     pub fn to_hex(&self) -> HexId {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Two digits per byte from one table: a digit at a time cost ~130 instructions
+        // per request (callgrind).
+        const PAIRS: [[u8; 2]; 256] = {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut t = [[0u8; 2]; 256];
+            let mut i = 0;
+            while i < 256 {
+                t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+                i += 1;
+            }
+            t
+        };
         let mut out = [0u8; 32];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = DIGITS[(b >> 4) as usize];
-            out[2 * i + 1] = DIGITS[(b & 15) as usize];
+        for (pair, &b) in out.chunks_exact_mut(2).zip(&self.0) {
+            pair.copy_from_slice(&PAIRS[b as usize]);
         }
         HexId(out)
     }
@@ -73,6 +83,11 @@ impl std::fmt::Debug for SessionId {
 pub struct HexId([u8; 32]);
 
 impl HexId {
+    /// The digits as bytes (what goes on the wire).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The digits.
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written.
@@ -242,6 +257,20 @@ pub fn decode(keys: &KeyRing, value: &(impl AsRef<[u8]> + ?Sized)) -> Result<Ver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_render_as_32_lowercase_hex_digits_in_byte_order() {
+        for n in [
+            0u128,
+            1,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            u128::MAX,
+        ] {
+            let id = SessionId(n.to_be_bytes());
+            assert_eq!(id.to_hex().as_str(), format!("{n:032x}"));
+            assert_eq!(id.to_hex().as_bytes(), format!("{n:032x}").as_bytes());
+        }
+    }
     use crate::config::KeyMaterial;
 
     fn ring(ids: &[&str]) -> KeyRing {

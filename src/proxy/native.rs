@@ -95,6 +95,8 @@ impl Buffers {
 
 /// How much is read from an upstream at a time.
 const UPSTREAM_READ: usize = 16 * 1024;
+/// Largest upstream response head read before giving up on it.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How much room a client read gets.
 const CLIENT_READ: usize = 4096;
 
@@ -361,7 +363,7 @@ impl Proxy {
             head,
             conn.peer_value.as_bytes(),
             conn.secure,
-            session.as_str(),
+            session.as_bytes(),
         );
         let prefix = out.len();
         backend.retry_budget.deposit();
@@ -375,7 +377,9 @@ impl Proxy {
             out.truncate(prefix);
             wire::write_attempt(out, placement.outcome.as_str(), placement.previous);
             let mut tries = 0;
-            let mut upstream = loop {
+            // Filled afresh on each parse below; the head borrows it.
+            let mut fields;
+            let (mut upstream, rh) = loop {
                 tries += 1;
                 // A replay after a stale pooled connection goes on a new one: the next
                 // idle connection may have been closed by the same keep-alive timeout.
@@ -394,13 +398,51 @@ impl Proxy {
                 endpoint.health.mark_up();
                 up.clear();
                 let by = deadline(settings.response_timeout);
-                let sent = tokio::select! {
+                let mut sent = tokio::select! {
                     biased;
                     sent = send(&mut upstream, out, up) => sent,
                     _ = timer.until(by) => return Exchanged::Failed(Error::Timeout),
                 };
-                match sent {
-                    Ok(()) => break upstream,
+                // Parsed as bytes arrive: httparse says whether the head is complete, so
+                // there is no separate search for its end (~300 instructions a request).
+                let parsed = loop {
+                    if let Err(e) = sent {
+                        break Err(e);
+                    }
+                    // A fresh array each round ends the last round's borrow of `up`.
+                    fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match wire::parse_response(up, &mut fields, head.is_head()) {
+                        Ok(ResponseParsed::Head(h)) => break Ok(h),
+                        // 1xx: skipped, as hyper's client does (101 is refused by the
+                        // parser).
+                        Ok(ResponseParsed::Informational(len)) => {
+                            up.drain(..len);
+                            if !up.is_empty() {
+                                continue;
+                            }
+                        }
+                        Ok(ResponseParsed::Partial) if up.len() >= MAX_RESPONSE_HEAD => {
+                            sent = Err(SendError {
+                                error: wire::Error::HeadTooLarge,
+                                nothing_back: false,
+                            });
+                            continue;
+                        }
+                        Ok(ResponseParsed::Partial) => {}
+                        Err(e) => {
+                            endpoint.stats.error(LastError::Reset);
+                            self.exchange_failed(&snapshot, endpoint, settings);
+                            return Exchanged::Failed(Error::Wire(e));
+                        }
+                    }
+                    sent = tokio::select! {
+                        biased;
+                        r = read_more(&mut upstream, up, false) => r,
+                        _ = timer.until(by) => return Exchanged::Failed(Error::Timeout),
+                    };
+                };
+                match parsed {
+                    Ok(h) => break (upstream, h),
                     // A pooled connection the upstream closed while it sat idle: nothing
                     // came back, so an idempotent request is sent once more on a fresh
                     // one (the hyper path does the same).
@@ -410,7 +452,10 @@ impl Proxy {
                     Err(e) => {
                         endpoint.stats.error(LastError::Reset);
                         self.exchange_failed(&snapshot, endpoint, settings);
-                        if head.idempotent() && attempts.after(n) && backend.retry_budget.try_spend() {
+                        if head.idempotent()
+                            && attempts.after(n)
+                            && backend.retry_budget.try_spend()
+                        {
                             backend.stats.retry();
                             tried_pinned |= Some(i) == decision.pinned();
                             tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying an idempotent request on the next endpoint");
@@ -421,17 +466,6 @@ impl Proxy {
                 }
             };
 
-            // A complete response head starts `up`.
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let rh = match wire::parse_response(up, &mut fields, head.is_head()) {
-                Ok(ResponseParsed::Head(h)) => h,
-                Ok(_) => return Exchanged::Failed(Error::Wire(wire::Error::Incomplete)),
-                Err(e) => {
-                    endpoint.stats.error(LastError::Reset);
-                    self.exchange_failed(&snapshot, endpoint, settings);
-                    return Exchanged::Failed(Error::Wire(e));
-                }
-            };
             // httparse takes any three digits; hyper refuses codes under 100 too.
             let Some(status) = StatusCode::from_u16(rh.status)
                 .ok()
@@ -568,50 +602,32 @@ struct SendError {
     nothing_back: bool,
 }
 
-/// Writes the request head and reads until `up` starts with a complete final response
-/// head (informational responses skipped).
+/// Writes the request head and reads the first bytes of the answer.
 async fn send(upstream: &mut TcpStream, out: &[u8], up: &mut Vec<u8>) -> Result<(), SendError> {
-    let io = |e: io::Error, nothing_back| SendError {
+    upstream.write_all(out).await.map_err(|e| SendError {
         error: wire::Error::Io(e.kind()),
-        nothing_back,
-    };
-    upstream.write_all(out).await.map_err(|e| io(e, true))?;
-    let mut seen = false;
-    loop {
-        if !up.is_empty() && has_head(up) {
-            if !maybe_informational(up) {
-                return Ok(());
-            }
-            // 1xx: skipped, as hyper's client does, by httparse's reading of it (101 is
-            // refused by the parser; so is anything malformed, by the caller's parse).
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let skip = match wire::parse_response(up, &mut fields, false) {
-                Ok(ResponseParsed::Informational(len)) => Some(len),
-                Ok(ResponseParsed::Partial) => None,
-                Ok(ResponseParsed::Head(_)) | Err(_) => return Ok(()),
-            };
-            if let Some(len) = skip {
-                up.drain(..len);
-                continue;
-            }
-        }
-        if up.len() >= 64 * 1024 {
-            return Err(SendError {
-                error: wire::Error::HeadTooLarge,
-                nothing_back: false,
-            });
-        }
-        up.reserve(UPSTREAM_READ);
-        match upstream.read_buf(up).await {
-            Ok(0) => {
-                return Err(SendError {
-                    error: wire::Error::Io(io::ErrorKind::UnexpectedEof),
-                    nothing_back: !seen,
-                })
-            }
-            Ok(_) => seen = true,
-            Err(e) => return Err(io(e, !seen)),
-        }
+        nothing_back: true,
+    })?;
+    read_more(upstream, up, true).await
+}
+
+/// Reads more of the answer into `up`; `first`: nothing of it has arrived yet.
+async fn read_more(
+    upstream: &mut TcpStream,
+    up: &mut Vec<u8>,
+    first: bool,
+) -> Result<(), SendError> {
+    up.reserve(UPSTREAM_READ);
+    match upstream.read_buf(up).await {
+        Ok(0) => Err(SendError {
+            error: wire::Error::Io(io::ErrorKind::UnexpectedEof),
+            nothing_back: first,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) => Err(SendError {
+            error: wire::Error::Io(e.kind()),
+            nothing_back: first,
+        }),
     }
 }
 
@@ -621,17 +637,6 @@ fn deadline(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
-}
-
-/// Whether the response at the start of `buf` may be informational (1xx): a cheap look
-/// at the status code's first digit, after the empty lines httparse skips.
-fn maybe_informational(buf: &[u8]) -> bool {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let line = &buf[start..];
-    line.starts_with(b"HTTP/1.") && line.get(9) == Some(&b'1')
 }
 
 /// Writes tether's own answer for `e`.

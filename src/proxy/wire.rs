@@ -39,9 +39,6 @@ pub enum Error {
     /// The chunked body is malformed.
     #[error("malformed chunked body")]
     Chunked,
-    /// The head ended where httparse says it does not.
-    #[error("incomplete response head")]
-    Incomplete,
     /// The upstream connection failed.
     #[error("upstream connection: {0}")]
     Io(std::io::ErrorKind),
@@ -302,7 +299,7 @@ pub fn write_request(
     head: &RequestHead<'_>,
     peer: &[u8],
     secure: bool,
-    session: &str,
+    session: &[u8],
 ) {
     // Room for the head and what is added to it, so the copies below do not grow `out`.
     out.reserve(head.len + peer.len() + head.host.len() + session.len() + 256);
@@ -342,11 +339,7 @@ pub fn write_request(
     });
     out.extend_from_slice(head.host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    field(
-        out,
-        X_TETHER_SESSION.as_str().as_bytes(),
-        session.as_bytes(),
-    );
+    field(out, X_TETHER_SESSION.as_str().as_bytes(), session);
 }
 
 /// Ends a head written by [`write_request`] with what differs per endpoint tried: the
@@ -708,7 +701,7 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
     };
     let conn = super::Connection::new(([192, 0, 2, 1], 5000).into(), false);
     let mut out = Vec::new();
-    write_request(&mut out, &head, conn.peer_value.as_bytes(), false, "s1");
+    write_request(&mut out, &head, conn.peer_value.as_bytes(), false, b"s1");
     write_attempt(&mut out, "failover", Some("ep-1"));
     let mut sent = [httparse::EMPTY_HEADER; MAX_HEADERS * 2];
     let mut parsed = httparse::Request::new(&mut sent);
@@ -831,7 +824,7 @@ mod tests {
         match parse_request(raw, &mut fields) {
             Parsed::Fast(h) => {
                 let mut out = Vec::new();
-                write_request(&mut out, &h, b"192.0.2.1", false, "s1");
+                write_request(&mut out, &h, b"192.0.2.1", false, b"s1");
                 write_attempt(&mut out, "sticky", None);
                 Some(String::from_utf8(out).unwrap())
             }
