@@ -103,7 +103,7 @@ fn routes(c: &mut Criterion) {
     c.bench_function("route_match", |b| {
         b.iter(|| {
             black_box(table.find(
-                black_box(Some("api.example.com:443")),
+                black_box(Some(b"api.example.com:443".as_slice())),
                 black_box("/v2/users/42"),
             ))
         })

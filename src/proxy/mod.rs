@@ -238,7 +238,7 @@ impl Proxy {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
             });
-            match state.routes.find(host, req.uri().path()) {
+            match state.routes.find(host.map(str::as_bytes), req.uri().path()) {
                 Some(i) => (
                     state.backends[i].clone(),
                     state.keys.clone(),

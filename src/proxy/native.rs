@@ -312,7 +312,7 @@ impl Proxy {
     }
 
     /// The backend for host and path, with the key ring and whether to log the request.
-    fn route(&self, host: &str, path: &str) -> Option<(Arc<Backend>, Arc<KeyRing>, bool)> {
+    fn route(&self, host: &[u8], path: &str) -> Option<(Arc<Backend>, Arc<KeyRing>, bool)> {
         let state = self.state.load();
         let i = state.routes.find(Some(host), path)?;
         let sample = state.access_log_sample;

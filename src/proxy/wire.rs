@@ -53,8 +53,8 @@ pub struct RequestHead<'b> {
     pub method: &'b str,
     /// The request target in origin form (path and query).
     pub target: &'b str,
-    /// The `Host` value.
-    pub host: &'b str,
+    /// The `Host` value (text, by `headers::is_text`).
+    pub host: &'b [u8],
     /// The header fields as the client sent them.
     pub fields: &'b [httparse::Header<'b>],
     /// The client asked to close the connection after this response.
@@ -211,7 +211,7 @@ pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) 
         match *kind {
             Known::Host => {
                 hosts += 1;
-                host = headers::text(f.value).filter(|h| !h.is_empty());
+                host = Some(f.value).filter(|h| !h.is_empty() && headers::is_text(h));
             }
             Known::ContentLength if f.value != b"0" => return Parsed::Decline,
             Known::TransferEncoding | Known::Upgrade | Known::Expect => return Parsed::Decline,
@@ -337,7 +337,7 @@ pub fn write_request(
     } else {
         b"\r\nx-forwarded-proto: http\r\nx-forwarded-host: "
     });
-    out.extend_from_slice(head.host.as_bytes());
+    out.extend_from_slice(head.host);
     out.extend_from_slice(b"\r\n");
     field(out, X_TETHER_SESSION.as_str().as_bytes(), session);
 }
