@@ -122,27 +122,72 @@ fn has_head(buf: &[u8]) -> bool {
 /// instructions per proxied request for two per-request timers).
 struct LazyTimer {
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The sleep was last polled Pending and not reset since, so the runtime holds this
+    /// task's waker for it: until it elapses a wait need not poll it again, which saved
+    /// ~200 instructions per proxied request (callgrind; a Sleep poll registers the
+    /// waker each time). A connection's futures all run in its one task, so the waker
+    /// held is the one to wake.
+    armed: bool,
 }
 
 impl LazyTimer {
     fn new() -> Self {
         LazyTimer {
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: false,
         }
     }
 
     /// Completes at `deadline`, never earlier.
-    async fn until(&mut self, deadline: Instant) {
+    fn until(&mut self, deadline: Instant) -> Until<'_> {
+        Until {
+            timer: self,
+            deadline,
+        }
+    }
+
+    fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         if self.sleep.deadline() > deadline {
             self.sleep.as_mut().reset(deadline);
+            self.armed = false;
         }
         loop {
-            self.sleep.as_mut().await;
-            if Instant::now() >= deadline {
-                return;
+            if self.armed && !self.sleep.is_elapsed() {
+                return Poll::Pending;
             }
-            self.sleep.as_mut().reset(deadline);
+            // Outside the task's cooperative budget: a poll the budget turns away is
+            // Pending without registering the waker, and `armed` would then wait for a
+            // wake-up that never comes.
+            let mut sleep = tokio::task::unconstrained(self.sleep.as_mut());
+            match std::future::Future::poll(Pin::new(&mut sleep), cx) {
+                Poll::Pending => {
+                    self.armed = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(()) => {
+                    self.armed = false;
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(());
+                    }
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
         }
+    }
+}
+
+/// A wait on a [`LazyTimer`].
+struct Until<'a> {
+    timer: &'a mut LazyTimer,
+    deadline: Instant,
+}
+
+impl std::future::Future for Until<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        self.timer.poll_until(cx, deadline)
     }
 }
 
