@@ -388,7 +388,7 @@ impl Proxy {
         let settings = &backend.settings;
         let now = backend.clock().now();
         let decision = self.decide(
-            head.fields,
+            head,
             false,
             conn,
             backend,

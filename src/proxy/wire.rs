@@ -256,6 +256,26 @@ pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) 
     })
 }
 
+/// The affinity decision reads a fast-path request through this: `Cookie`, which every
+/// request is asked for, is found by the name classes of the parse instead of by
+/// comparing names again (~120 instructions per request).
+impl headers::Fields for RequestHead<'_> {
+    fn values<'a>(&'a self, name: &'a http::HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let cookie = *name == http::header::COOKIE;
+        self.fields
+            .iter()
+            .zip(&self.kinds)
+            .filter(move |(f, &kind)| {
+                if cookie {
+                    kind == Known::Cookie
+                } else {
+                    f.name.eq_ignore_ascii_case(name.as_str())
+                }
+            })
+            .map(|(f, _)| f.value)
+    }
+}
+
 /// Whether any `Connection` value of `fields` names `name` (what `strip_hop_by_hop`
 /// removes by name).
 fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
@@ -902,6 +922,17 @@ mod tests {
             match hygiene_agrees(&raw) {
                 Ok(t) => taken += usize::from(t),
                 Err(e) => panic!("{}\n{e}", String::from_utf8_lossy(&raw)),
+            }
+            // The affinity decision reads the head by name classes; it must see what
+            // a lookup by name sees.
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            if let Parsed::Fast(h) = parse_request(&raw, &mut fields) {
+                use headers::Fields;
+                for name in [&http::header::COOKIE, &http::header::CONNECTION] {
+                    let by_class: Vec<_> = h.values(name).collect();
+                    let by_name: Vec<_> = h.fields.values(name).collect();
+                    assert_eq!(by_class, by_name, "{name}");
+                }
             }
         }
         assert!(taken > 15_000, "only {taken} heads took the fast path");
