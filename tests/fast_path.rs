@@ -458,3 +458,34 @@ async fn a_response_head_that_arrives_in_pieces_is_relayed_whole_and_one_cut_sho
     assert!(cut.starts_with("HTTP/1.1 502"), "{cut}");
     p.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let pod = TestBackend::echo("pod-a").await;
+    let mut cfg = config(&[&pod], &[], "");
+    cfg = cfg.replace("[server]\n", "[server]\nheader_timeout = \"30s\"\n");
+    let p = proxy(&cfg).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    // Two requests, so the connection has waited for a head (and armed its shutdown
+    // wait) before it goes idle.
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let began = tokio::time::Instant::now();
+    p.shutdown().await;
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was closed");
+    // On the paused clock a connection left to its header timeout would have moved
+    // the clock 29 s on.
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        began.elapsed()
+    );
+}
