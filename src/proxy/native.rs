@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::wire::{self, Framing, Parsed, RequestHead, ResponseParsed, MAX_HEADERS};
+use super::wire::{self, Framing, Parsed, RequestHead, ResponseParsed};
 use super::{session_placed, Connection, Error, Proxy};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
@@ -306,7 +306,7 @@ impl Proxy {
                 }
             }
             // httparse finds where the first head ends (pipelined requests may follow).
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut fields = wire::no_fields();
             let head = match wire::parse_request(&read, &mut fields) {
                 Parsed::Fast(h) => h,
                 _ => return Handoff::Hyper(Prefixed::new(read, client)),
@@ -481,7 +481,7 @@ impl Proxy {
                         break Err(e);
                     }
                     // A fresh array each round ends the last round's borrow of `up`.
-                    fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    fields = wire::no_fields();
                     match wire::parse_response(up, &mut fields, head.is_head()) {
                         Ok(ResponseParsed::Head(h)) => break Ok(h),
                         // 1xx: skipped, as hyper's client does (101 is refused by the

@@ -13,6 +13,8 @@
 //! traffic, and it leaves request smuggling questions (bodies, `TE` + `CL`, duplicate
 //! lengths, obsolete line folding) to hyper, whose answers tether already has.
 
+use std::mem::MaybeUninit;
+
 use super::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 
 /// Most header fields a head may carry on the fast path (hyper's own default limit).
@@ -178,10 +180,19 @@ const URI_CHAR: [bool; 256] = {
     t
 };
 
+/// Room for the fields of one head, left uninitialised: httparse writes the ones it
+/// parses. An initialised array is 3.2 KB of stores per head (`MAX_HEADERS` fields).
+pub fn no_fields<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [MaybeUninit::uninit(); MAX_HEADERS]
+}
+
 /// Parses the request head at the start of `buf`.
-pub fn parse_request<'b>(buf: &'b [u8], fields: &'b mut [httparse::Header<'b>]) -> Parsed<'b> {
-    let mut req = httparse::Request::new(fields);
-    let len = match req.parse(buf) {
+pub fn parse_request<'b>(
+    buf: &'b [u8],
+    fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
+) -> Parsed<'b> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Decline,
@@ -426,11 +437,14 @@ pub enum ResponseParsed<'b> {
 /// request was a HEAD).
 pub fn parse_response<'b>(
     buf: &'b [u8],
-    fields: &'b mut [httparse::Header<'b>],
+    fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
     head_request: bool,
 ) -> Result<ResponseParsed<'b>, Error> {
-    let mut resp = httparse::Response::new(fields);
-    let len = match resp.parse(buf).map_err(Error::Head)? {
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, fields)
+        .map_err(Error::Head)?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(ResponseParsed::Partial),
     };
@@ -715,7 +729,7 @@ impl Chunked {
 #[doc(hidden)]
 pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
     use http::header::{HeaderName, HeaderValue};
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut fields = no_fields();
     let Parsed::Fast(head) = parse_request(raw, &mut fields) else {
         return Ok(false);
     };
@@ -788,7 +802,7 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
 /// `h1_response` fuzz target.
 #[doc(hidden)]
 pub fn response_rewrite_agrees(raw: &[u8]) -> Result<bool, String> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut fields = no_fields();
     let Ok(ResponseParsed::Head(h)) = parse_response(raw, &mut fields, false) else {
         return Ok(false);
     };
@@ -840,7 +854,7 @@ mod tests {
     use super::*;
 
     fn fast(raw: &[u8]) -> Option<String> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut fields = no_fields();
         match parse_request(raw, &mut fields) {
             Parsed::Fast(h) => {
                 let mut out = Vec::new();
@@ -925,7 +939,7 @@ mod tests {
             }
             // The affinity decision reads the head by name classes; it must see what
             // a lookup by name sees.
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut fields = no_fields();
             if let Parsed::Fast(h) = parse_request(&raw, &mut fields) {
                 use headers::Fields;
                 for name in [&http::header::COOKIE, &http::header::CONNECTION] {
@@ -997,7 +1011,7 @@ mod tests {
         ] {
             assert!(fast(raw).is_none(), "{}", String::from_utf8_lossy(raw));
         }
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut fields = no_fields();
         assert!(matches!(
             parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut fields),
             Parsed::Partial
@@ -1063,7 +1077,7 @@ mod tests {
     }
 
     fn response(raw: &[u8], head_request: bool) -> Result<(Framing, bool, String), Error> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut fields = no_fields();
         match parse_response(raw, &mut fields, head_request)? {
             ResponseParsed::Head(h) => {
                 let mut out = Vec::new();
@@ -1131,7 +1145,7 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut fields = no_fields();
         assert!(matches!(
             parse_response(
                 b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1",
