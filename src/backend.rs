@@ -739,10 +739,10 @@ mod tests {
         assert_eq!(s.candidates(None, false, key, now).as_slice()[0], owner);
     }
 
-    /// The lazy list (`affinity::Attempts`) starts with the target and, once asked for
-    /// more, keeps it in front and follows the candidates of that moment.
+    /// The lazy list (`affinity::Attempts`) starts with the target and, settled before
+    /// the target's failure is recorded, comes out as the eager list of decision time.
     #[tokio::test(start_paused = true)]
-    async fn attempts_try_the_target_first_and_walk_the_ring_only_after_it_fails() {
+    async fn attempts_try_the_target_first_and_then_follow_the_decision_time_order() {
         let b = backend();
         b.publish(vec![
             spec("a", 1, EndpointState::Ready),
@@ -753,24 +753,57 @@ mod tests {
         let now = at(Instant::now());
         let d = crate::affinity::keyed(&s, b"client-1", now);
         let target = d.target.unwrap();
+        let eager = d.candidates(&s);
+        assert_eq!(eager.as_slice().len(), 3);
         let mut a = d.attempts(&s);
         assert_eq!(a.get(0), Some(target));
-        // The target fails and cools off: the rest are the ring order without it.
+        // The target fails: the rest is worked out, then it cools off.
+        a.settle();
         s.endpoints[target as usize]
             .health
             .mark_down(now.instant, Duration::from_secs(5));
+        for (n, &e) in eager.as_slice().iter().enumerate() {
+            assert_eq!(a.get(n), Some(e));
+        }
+        assert!(!a.after(2));
+        // A target already down is not tried first: the list is the candidates.
         let rest = d.candidates(&s);
         assert!(!rest.as_slice().contains(&target));
-        assert!(a.after(0));
-        assert_eq!(a.get(0), Some(target));
-        assert_eq!(a.get(1), Some(rest.as_slice()[0]));
-        assert_eq!(a.get(2), Some(rest.as_slice()[1]));
-        assert_eq!(a.get(3), None);
-        // A target already down is not tried first: the list is the candidates.
         let mut a = d.attempts(&s);
         assert_eq!(a.get(0), Some(rest.as_slice()[0]));
         assert_eq!(a.get(1), Some(rest.as_slice()[1]));
         assert!(!a.after(1));
+    }
+
+    /// With the only other endpoint cooling off, a pinned request whose endpoint fails
+    /// has nowhere to go: the "everything is down" fallback must not send it to the
+    /// cooling endpoint just because the pinned one was marked down a moment ago.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_do_not_retry_an_endpoint_that_was_cooling_off_when_the_request_came() {
+        let b = backend();
+        b.publish(vec![
+            spec("a", 1, EndpointState::Ready),
+            spec("b", 2, EndpointState::Ready),
+        ]);
+        let s = b.snapshot();
+        let now = at(Instant::now());
+        let mut d = crate::affinity::keyed(&s, b"client-1", now);
+        let owner = d.target.unwrap();
+        let pinned = 1 - owner;
+        // Pinned away from the key's ring owner, which is cooling off.
+        d.target = Some(pinned);
+        s.endpoints[owner as usize]
+            .health
+            .mark_down(now.instant, Duration::from_secs(5));
+        assert_eq!(d.candidates(&s).as_slice(), &[pinned]);
+        let mut a = d.attempts(&s);
+        assert_eq!(a.get(0), Some(pinned));
+        a.settle();
+        s.endpoints[pinned as usize]
+            .health
+            .mark_down(now.instant, Duration::from_secs(5));
+        assert!(!a.after(0));
+        assert_eq!(a.get(1), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -287,8 +287,12 @@ impl Decision {
 /// A decision's [`Decision::candidates`], worked out as far as the request gets: when
 /// the target (the pinned endpoint, for a sticky request) is up it is tried first, and
 /// the ring walk for the endpoints after it runs only if it fails (callgrind: the walk
-/// was ~370 instructions of every sticky request). The list it completes to keeps the
-/// endpoints tried so far in front, then follows `candidates` at that moment.
+/// was ~370 instructions of every sticky request).
+///
+/// The list must come out as the eager one would have: the proxy calls
+/// [`Attempts::settle`] before it marks any endpoint's health after a failure, so the
+/// failed target is still "up" when the rest is worked out (a cooling-off endpoint is
+/// not retried, and a bounded placement's retries follow the plain ring after it).
 pub struct Attempts<'a> {
     decision: &'a Decision,
     snapshot: &'a Snapshot,
@@ -300,13 +304,21 @@ pub struct Attempts<'a> {
 impl Attempts<'_> {
     /// The `n`th endpoint to try (from 0), if there is one.
     pub fn get(&mut self, n: usize) -> Option<u32> {
-        if n >= self.list.as_slice().len() && !self.complete {
+        if n >= self.list.as_slice().len() {
+            self.settle();
+        }
+        self.list.as_slice().get(n).copied()
+    }
+
+    /// Works out the whole list now, from the health the endpoints have at this moment;
+    /// called before a failure is recorded against one of them.
+    pub fn settle(&mut self) {
+        if !self.complete {
             for &e in self.decision.candidates(self.snapshot).as_slice() {
                 self.list.push(e);
             }
             self.complete = true;
         }
-        self.list.as_slice().get(n).copied()
     }
 
     /// Whether there is an endpoint to try after the `n`th.
