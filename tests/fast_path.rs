@@ -489,3 +489,64 @@ async fn shutdown_closes_an_idle_keep_alive_connection_at_once() {
         began.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_get_answered_with_something_that_is_not_http_is_retried_on_the_next_pod_and_a_post_is_not(
+) {
+    // A pod whose port speaks something else (a TLS alert here) fails the exchange like
+    // a reset: a GET may move on, a POST may not be sent twice.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    let tls_only = raw_pod(move |mut s| {
+        let count = count.clone();
+        async move {
+            if read_request(&mut s).await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(b"\x15\x03\x01\x00\x02\x02\x46").await;
+            }
+        }
+    })
+    .await;
+    let ok = TestBackend::echo("pod-a").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+         [[backend]]\nname = \"app\"\noutlier_failures = 1000\n\
+         endpoints = [\"{tls_only}\", {}]\n",
+        ok.entry()
+    );
+    let p = proxy(&cfg).await;
+    for _ in 0..40 {
+        let out = raw(
+            p.proxy_addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("pod-a"), "{out}");
+    }
+    let tried = hits.load(Ordering::SeqCst);
+    assert!(
+        tried > 0,
+        "some new sessions were placed on the TLS-only pod first"
+    );
+    let mut bad_gateway = 0;
+    for _ in 0..40 {
+        let out = raw(
+            p.proxy_addr,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if out.starts_with("HTTP/1.1 502") {
+            bad_gateway += 1;
+        } else {
+            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        }
+    }
+    assert_eq!(
+        bad_gateway,
+        hits.load(Ordering::SeqCst) - tried,
+        "every POST placed on the TLS-only pod got a 502 and was not sent again"
+    );
+    assert!(bad_gateway > 0);
+    p.shutdown().await;
+}

@@ -461,7 +461,7 @@ impl Proxy {
                 {
                     Ok(c) => c,
                     Err(e) => {
-                        self.connect_failed(endpoint, settings, &e);
+                        self.connect_failed(&mut attempts, endpoint, settings, &e);
                         tried_pinned |= Some(i) == decision.pinned();
                         continue 'candidates;
                     }
@@ -500,10 +500,13 @@ impl Proxy {
                             continue;
                         }
                         Ok(ResponseParsed::Partial) => {}
+                        // Not HTTP/1 (a TLS-only port, say): a failed exchange like a
+                        // reset, retried on the next endpoint when that is safe.
                         Err(e) => {
-                            endpoint.stats.error(LastError::Reset);
-                            self.exchange_failed(&snapshot, endpoint, settings);
-                            return Exchanged::Failed(Error::Wire(e));
+                            break Err(SendError {
+                                error: e,
+                                nothing_back: false,
+                            })
                         }
                     }
                     sent = tokio::select! {
@@ -522,7 +525,7 @@ impl Proxy {
                     }
                     Err(e) => {
                         endpoint.stats.error(LastError::Reset);
-                        self.exchange_failed(&snapshot, endpoint, settings);
+                        self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
                         if head.idempotent()
                             && attempts.after(n)
                             && backend.retry_budget.try_spend()
@@ -543,10 +546,10 @@ impl Proxy {
                 .filter(|_| rh.status >= 100)
             else {
                 endpoint.stats.error(LastError::Reset);
-                self.exchange_failed(&snapshot, endpoint, settings);
+                self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
                 return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
             };
-            if self.response_seen(&snapshot, endpoint, settings, status)
+            if self.response_seen(&mut attempts, &snapshot, endpoint, settings, status)
                 && head.idempotent()
                 && attempts.after(n)
                 && backend.retry_budget.try_spend()
