@@ -889,6 +889,10 @@ mod tests {
             "X-A",
             "x-b",
             "Cookie",
+            "cookie",
+            "COOKIE",
+            "Cookie2",
+            "Cookies",
             "Proxy-Authorization",
             "Proxy-Connection",
             "Trailer",
@@ -937,16 +941,15 @@ mod tests {
                 Ok(t) => taken += usize::from(t),
                 Err(e) => panic!("{}\n{e}", String::from_utf8_lossy(&raw)),
             }
-            // The affinity decision reads the head by name classes; it must see what
-            // a lookup by name sees.
+            // The affinity decision finds cookies by the name class the parser gave
+            // each field; it must see what a lookup by name sees, in any casing and
+            // next to names that merely start alike.
             let mut fields = no_fields();
             if let Parsed::Fast(h) = parse_request(&raw, &mut fields) {
                 use headers::Fields;
-                for name in [&http::header::COOKIE, &http::header::CONNECTION] {
-                    let by_class: Vec<_> = h.values(name).collect();
-                    let by_name: Vec<_> = h.fields.values(name).collect();
-                    assert_eq!(by_class, by_name, "{name}");
-                }
+                let by_class: Vec<_> = h.values(&http::header::COOKIE).collect();
+                let by_name: Vec<_> = h.fields.values(&http::header::COOKIE).collect();
+                assert_eq!(by_class, by_name);
             }
         }
         assert!(taken > 15_000, "only {taken} heads took the fast path");
