@@ -88,10 +88,17 @@ impl SessionCounter {
     pub fn live(&self, unix: u64) -> u64 {
         let b = unix / self.width;
         let oldest = b.saturating_sub(self.window);
-        (0..BUCKETS)
-            .filter(|&i| (oldest..=b).contains(&self.epochs[i].load(Ordering::Relaxed)))
-            .map(|i| self.counts[i].load(Ordering::Relaxed))
-            .sum()
+        let span = b - oldest;
+        // One comparison per bucket: this runs for the backend and each endpoint the
+        // bounded walk checks on every new session. An unused slot's epoch (u64::MAX)
+        // wraps far outside the span.
+        let mut sum = 0;
+        for (epoch, count) in self.epochs.iter().zip(&self.counts) {
+            if epoch.load(Ordering::Relaxed).wrapping_sub(oldest) <= span {
+                sum += count.load(Ordering::Relaxed);
+            }
+        }
+        sum
     }
 }
 
