@@ -15,9 +15,11 @@
 #
 #   benches/load/instructions.sh                 # one sticky session
 #   SESSIONS=5000 benches/load/instructions.sh   # 5,000 sessions
+#   SCRIPT=new-session.lua benches/load/instructions.sh   # every request a new session
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SESSIONS="${SESSIONS:-1}"
+SCRIPT="${SCRIPT:-sticky.lua}"
 DURATION="${DURATION:-10}"
 TOP="${TOP:-25}"
 . benches/load/common.sh
@@ -26,7 +28,7 @@ start_pods 1828
 TETHER_WRAP="valgrind --tool=callgrind --callgrind-out-file=$work/cg.out" \
   start_tether 1828 18290 18299 1
 for _ in $(seq 300); do curl -sf http://127.0.0.1:18299/readyz >/dev/null && break; sleep 0.1; done
-load() { WRK_SESSIONS=$SESSIONS wrk -t1 -c16 -d"$1" -s benches/load/sticky.lua http://127.0.0.1:18290/; }
+load() { WRK_SESSIONS=$SESSIONS wrk -t1 -c16 -d"$1" -s benches/load/$SCRIPT http://127.0.0.1:18290/; }
 load 3s >/dev/null
 callgrind_control -z "$TETHER_PID" >/dev/null 2>&1
 out=$(load "${DURATION}s")

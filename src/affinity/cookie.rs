@@ -171,6 +171,15 @@ pub enum Invalid {
 
 /// Encodes and signs claims with `key`.
 pub fn encode(key: &SigningKey, claims: &Claims) -> String {
+    let mut out = Vec::with_capacity(MAX_ENCODED_LEN);
+    encode_into(key, claims, &mut out);
+    // base64 is ASCII.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`encode`], appending the value to `out` (the fast path writes it straight into the
+/// `Set-Cookie` line, with no string of its own).
+pub fn encode_into(key: &SigningKey, claims: &Claims, out: &mut Vec<u8>) {
     let id = key.id();
     let mut raw = [0u8; MAX_RAW_LEN];
     let mut n = 0;
@@ -191,7 +200,15 @@ pub fn encode(key: &SigningKey, claims: &Claims) -> String {
     let tag = mac.finalize().into_bytes();
     raw[n..n + TAG_LEN].copy_from_slice(&tag[..TAG_LEN]);
     n += TAG_LEN;
-    URL_SAFE_NO_PAD.encode(&raw[..n])
+    let start = out.len();
+    let len = base64::encoded_len(n, false).unwrap_or(0);
+    out.resize(start + len, 0);
+    if URL_SAFE_NO_PAD
+        .encode_slice(&raw[..n], &mut out[start..])
+        .is_err()
+    {
+        out.truncate(start);
+    }
 }
 
 /// Decodes and verifies a cookie value against every key in the ring.

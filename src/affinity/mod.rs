@@ -258,9 +258,24 @@ impl Decision {
         }
     }
 
-    /// The cookie value naming endpoint `actual`, signed with the current key: the same
-    /// session and start time, `placed` kept while the session stays put, `seen` now.
+    /// [`Self::write_cookie_value`] as a string of its own.
     pub fn cookie_value(&self, keys: &KeyRing, actual: u32, snapshot: &Snapshot) -> String {
+        let mut out = Vec::new();
+        self.write_cookie_value(keys, actual, snapshot, &mut out);
+        // base64 is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the cookie value naming endpoint `actual` to `out`, signed with the
+    /// current key: the same session and start time, `placed` kept while the session
+    /// stays put, `seen` now.
+    pub fn write_cookie_value(
+        &self,
+        keys: &KeyRing,
+        actual: u32,
+        snapshot: &Snapshot,
+        out: &mut Vec<u8>,
+    ) {
         let token = snapshot
             .endpoints
             .get(actual as usize)
@@ -271,7 +286,7 @@ impl Decision {
             } if *endpoint == actual => claims.placed,
             _ => self.now.unix,
         };
-        cookie::encode(
+        cookie::encode_into(
             keys.signer(),
             &Claims {
                 session: self.session,
@@ -280,6 +295,7 @@ impl Decision {
                 placed,
                 seen: self.now.unix,
             },
+            out,
         )
     }
 }

@@ -474,14 +474,9 @@ impl Proxy {
                 .flatten();
             headers::strip_hop_by_hop(&mut parts.headers);
             if placement.set_cookie {
-                let value = decision.cookie_value(&keys, i, &snapshot);
-                let cookie = format!(
-                    "{}={}{}",
-                    settings.affinity.cookie.name,
-                    value,
-                    backend.cookie_attributes()
-                );
-                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                let mut cookie = Vec::with_capacity(256);
+                set_cookie_line(backend, &keys, &decision, i, &snapshot, &mut cookie);
+                if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(cookie)) {
                     parts.headers.append(header::SET_COOKIE, v);
                 }
             }
@@ -692,6 +687,22 @@ fn count_affinity(
         (Outcome::Failover, _) => AffinityEvent::FailoverEndpointDown,
     };
     stats.affinity(event);
+}
+
+/// Appends the `Set-Cookie` value that pins `decision`'s session to endpoint `actual`
+/// (name, signed value, the backend's attributes): the same on both paths.
+fn set_cookie_line(
+    backend: &Backend,
+    keys: &KeyRing,
+    decision: &Decision,
+    actual: u32,
+    snapshot: &Snapshot,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(backend.settings.affinity.cookie.name.as_bytes());
+    out.push(b'=');
+    decision.write_cookie_value(keys, actual, snapshot, out);
+    out.extend_from_slice(backend.cookie_attributes().as_bytes());
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` +

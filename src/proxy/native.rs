@@ -61,6 +61,8 @@ struct Buffers {
     out: Vec<u8>,
     /// Bytes read from the upstream.
     up: Vec<u8>,
+    /// The `Set-Cookie` value of a response that carries one.
+    cookie: Vec<u8>,
 }
 
 thread_local! {
@@ -74,6 +76,7 @@ impl Buffers {
             .unwrap_or_else(|| Buffers {
                 out: Vec::with_capacity(1024),
                 up: Vec::with_capacity(UPSTREAM_READ),
+                cookie: Vec::new(),
             })
     }
 
@@ -81,7 +84,10 @@ impl Buffers {
         self.out.clear();
         self.up.clear();
         // Buffers grown by a huge head go back to the allocator.
-        if self.out.capacity() > 64 * 1024 || self.up.capacity() > 4 * UPSTREAM_READ {
+        if self.out.capacity() > 64 * 1024
+            || self.up.capacity() > 4 * UPSTREAM_READ
+            || self.cookie.capacity() > 64 * 1024
+        {
             return;
         }
         SPARE.with(|s| {
@@ -428,7 +434,7 @@ impl Proxy {
             return Exchanged::Failed(Error::NoEndpoint);
         }
         let session = decision.session.to_hex();
-        let Buffers { out, up } = bufs;
+        let Buffers { out, up, cookie } = bufs;
         wire::write_request(
             out,
             head,
@@ -561,16 +567,13 @@ impl Proxy {
             }
 
             session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
-            let cookie = placement.set_cookie.then(|| {
-                format!(
-                    "{}={}{}",
-                    settings.affinity.cookie.name,
-                    decision.cookie_value(keys, i, &snapshot),
-                    backend.cookie_attributes()
-                )
+            let set_cookie = placement.set_cookie.then(|| {
+                cookie.clear();
+                super::set_cookie_line(backend, keys, &decision, i, &snapshot, cookie);
+                &cookie[..]
             });
             out.clear();
-            wire::write_response(out, &rh, cookie.as_deref().map(str::as_bytes), close);
+            wire::write_response(out, &rh, set_cookie, close);
             let (framing, mut reusable) = (rh.framing, rh.reusable);
             let head_len = rh.len;
             let close = close || framing == Framing::Close;
