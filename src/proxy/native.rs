@@ -83,6 +83,7 @@ impl Buffers {
     fn give_back(mut self) {
         self.out.clear();
         self.up.clear();
+        self.cookie.clear();
         // Buffers grown by a huge head go back to the allocator.
         if self.out.capacity() > 64 * 1024
             || self.up.capacity() > 4 * UPSTREAM_READ
