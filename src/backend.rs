@@ -209,8 +209,27 @@ impl Snapshot {
     /// follow the plain ring order). When everything is cooling off, `first` and the ring
     /// owner are tried anyway: a stale "down" must not turn into an outage.
     pub fn candidates(&self, first: Option<u32>, bounded: bool, key: u64, now: Now) -> Candidates {
+        self.candidates_with(first, bounded, key, now, None)
+    }
+
+    /// [`Self::candidates`] with `first` counted as up whatever its health says now: a
+    /// request's list after its first choice failed, as it was when the choice was made
+    /// (that failure, or a concurrent request's to the same endpoint, must not turn the
+    /// rest into the "everything is down" fallback or rerun the bounded walk).
+    pub fn candidates_after(&self, first: u32, bounded: bool, key: u64, now: Now) -> Candidates {
+        self.candidates_with(Some(first), bounded, key, now, Some(first))
+    }
+
+    fn candidates_with(
+        &self,
+        first: Option<u32>,
+        bounded: bool,
+        key: u64,
+        now: Now,
+        up_anyway: Option<u32>,
+    ) -> Candidates {
         let mut out = Candidates::default();
-        let up = |e: u32| self.is_up(e, now);
+        let up = |e: u32| Some(e) == up_anyway || self.is_up(e, now);
         if let Some(p) = first {
             if up(p) {
                 out.push(p);
@@ -739,45 +758,10 @@ mod tests {
         assert_eq!(s.candidates(None, false, key, now).as_slice()[0], owner);
     }
 
-    /// The lazy list (`affinity::Attempts`) starts with the target and, settled before
-    /// the target's failure is recorded, comes out as the eager list of decision time.
-    #[tokio::test(start_paused = true)]
-    async fn attempts_try_the_target_first_and_then_follow_the_decision_time_order() {
-        let b = backend();
-        b.publish(vec![
-            spec("a", 1, EndpointState::Ready),
-            spec("b", 2, EndpointState::Ready),
-            spec("c", 3, EndpointState::Ready),
-        ]);
-        let s = b.snapshot();
-        let now = at(Instant::now());
-        let d = crate::affinity::keyed(&s, b"client-1", now);
-        let target = d.target.unwrap();
-        let eager = d.candidates(&s);
-        assert_eq!(eager.as_slice().len(), 3);
-        let mut a = d.attempts(&s);
-        assert_eq!(a.get(0), Some(target));
-        // The target fails: the rest is worked out, then it cools off.
-        a.settle();
-        s.endpoints[target as usize]
-            .health
-            .mark_down(now.instant, Duration::from_secs(5));
-        for (n, &e) in eager.as_slice().iter().enumerate() {
-            assert_eq!(a.get(n), Some(e));
-        }
-        assert!(!a.after(2));
-        // A target already down is not tried first: the list is the candidates.
-        let rest = d.candidates(&s);
-        assert!(!rest.as_slice().contains(&target));
-        let mut a = d.attempts(&s);
-        assert_eq!(a.get(0), Some(rest.as_slice()[0]));
-        assert_eq!(a.get(1), Some(rest.as_slice()[1]));
-        assert!(!a.after(1));
-    }
-
-    /// With the only other endpoint cooling off, a pinned request whose endpoint fails
-    /// has nowhere to go: the "everything is down" fallback must not send it to the
-    /// cooling endpoint just because the pinned one was marked down a moment ago.
+    /// The lazy list (`affinity::Attempts`) starts with the target; once the target has
+    /// failed and is cooling off (marked by this request or a concurrent one), the rest
+    /// is the list of decision time: the endpoint that was already cooling off is not
+    /// tried just because everything now looks down.
     #[tokio::test(start_paused = true)]
     async fn attempts_do_not_retry_an_endpoint_that_was_cooling_off_when_the_request_came() {
         let b = backend();
@@ -798,12 +782,61 @@ mod tests {
         assert_eq!(d.candidates(&s).as_slice(), &[pinned]);
         let mut a = d.attempts(&s);
         assert_eq!(a.get(0), Some(pinned));
-        a.settle();
         s.endpoints[pinned as usize]
             .health
             .mark_down(now.instant, Duration::from_secs(5));
         assert!(!a.after(0));
         assert_eq!(a.get(1), None);
+        // A target already down is not tried first: the list is the candidates, here
+        // the fallback of the ring owner.
+        let mut a = d.attempts(&s);
+        assert_eq!(a.get(0), d.candidates(&s).as_slice().first().copied());
+    }
+
+    /// A bounded (new-session) decision's retries follow the plain ring after its
+    /// target, as the eager list did, even once the target is cooling off.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_after_a_bounded_target_fails_follow_the_decision_time_ring_order() {
+        let b = backend();
+        b.publish(vec![
+            spec("a", 1, EndpointState::Ready),
+            spec("b", 2, EndpointState::Ready),
+            spec("c", 3, EndpointState::Ready),
+        ]);
+        let s = b.snapshot();
+        let now = at(Instant::now());
+        let mut differed = 0;
+        for k in 0..200u32 {
+            for e in s.endpoints.iter() {
+                e.health.mark_up();
+            }
+            let mut d = crate::affinity::keyed(&s, &k.to_be_bytes(), now);
+            // The key's owner is far over the load bound: the bound places it elsewhere.
+            let owner = d.target.unwrap();
+            for _ in 0..100 {
+                s.endpoints[owner as usize].sessions.add(now.unix);
+                s.sessions.add(now.unix);
+            }
+            d.bounded = true;
+            d.target = d.candidates(&s).as_slice().first().copied();
+            let target = d.target.unwrap();
+            let eager = d.candidates(&s);
+            let mut a = d.attempts(&s);
+            assert_eq!(a.get(0), Some(target));
+            s.endpoints[target as usize]
+                .health
+                .mark_down(now.instant, Duration::from_secs(5));
+            // What a fresh bounded walk would pick now, to know the case is telling.
+            if d.candidates(&s).as_slice() != &eager.as_slice()[1..] {
+                differed += 1;
+            }
+            let lazy: Vec<_> = (0..MAX_ATTEMPTS).map_while(|n| a.get(n)).collect();
+            assert_eq!(lazy, eager.as_slice(), "key {k}");
+        }
+        assert!(
+            differed > 0,
+            "no key where the order after the target matters"
+        );
     }
 
     #[tokio::test(start_paused = true)]

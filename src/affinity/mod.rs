@@ -305,10 +305,11 @@ impl Decision {
 /// the ring walk for the endpoints after it runs only if it fails (callgrind: the walk
 /// was ~370 instructions of every sticky request).
 ///
-/// The list must come out as the eager one would have: the proxy calls
-/// [`Attempts::settle`] before it marks any endpoint's health after a failure, so the
-/// failed target is still "up" when the rest is worked out (a cooling-off endpoint is
-/// not retried, and a bounded placement's retries follow the plain ring after it).
+/// The list must come out as the eager one would have, so the rest is worked out with
+/// the target counted as up whoever marked it down since (a cooling-off endpoint is not
+/// retried through the all-down fallback, and a bounded placement's retries follow the
+/// plain ring after it). The proxy also settles before it records a failure, so its own
+/// marks on the endpoints it tried never shape the list.
 pub struct Attempts<'a> {
     decision: &'a Decision,
     snapshot: &'a Snapshot,
@@ -326,15 +327,21 @@ impl Attempts<'_> {
         self.list.as_slice().get(n).copied()
     }
 
-    /// Works out the whole list now, from the health the endpoints have at this moment;
-    /// called before a failure is recorded against one of them.
+    /// Works out the whole list now, counting the target as up (as it was when the
+    /// request chose it) and the other endpoints by their health at this moment.
     pub fn settle(&mut self) {
-        if !self.complete {
-            for &e in self.decision.candidates(self.snapshot).as_slice() {
-                self.list.push(e);
-            }
-            self.complete = true;
+        if self.complete {
+            return;
         }
+        let d = self.decision;
+        let rest = match d.target {
+            Some(t) => self.snapshot.candidates_after(t, d.bounded, d.key, d.now),
+            None => d.candidates(self.snapshot),
+        };
+        for &e in rest.as_slice() {
+            self.list.push(e);
+        }
+        self.complete = true;
     }
 
     /// Whether there is an endpoint to try after the `n`th.
