@@ -495,14 +495,26 @@ async fn a_get_answered_with_something_that_is_not_http_is_retried_on_the_next_p
 ) {
     // A pod whose port speaks something else (a TLS alert here) fails the exchange like
     // a reset: a GET may move on, a POST may not be sent twice.
+    get_retried_and_post_not_when_one_pod_answers(b"\x15\x03\x01\x00\x02\x02\x46").await;
+}
+
+#[tokio::test]
+async fn a_status_under_100_is_a_failed_exchange_retried_like_on_the_hyper_path() {
+    get_retried_and_post_not_when_one_pod_answers(b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n")
+        .await;
+}
+
+/// Two pods, one answering every request with `answer`: GETs all get pod-a's 200, and
+/// exactly the POSTs placed on the bad pod get a 502.
+async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
     let hits = Arc::new(AtomicUsize::new(0));
     let count = hits.clone();
-    let tls_only = raw_pod(move |mut s| {
+    let bad_pod = raw_pod(move |mut s| {
         let count = count.clone();
         async move {
             if read_request(&mut s).await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let _ = s.write_all(b"\x15\x03\x01\x00\x02\x02\x46").await;
+                let _ = s.write_all(answer).await;
             }
         }
     })
@@ -511,7 +523,7 @@ async fn a_get_answered_with_something_that_is_not_http_is_retried_on_the_next_p
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
          [[backend]]\nname = \"app\"\noutlier_failures = 1000\n\
-         endpoints = [\"{tls_only}\", {}]\n",
+         endpoints = [\"{bad_pod}\", {}]\n",
         ok.entry()
     );
     let p = proxy(&cfg).await;
@@ -527,7 +539,7 @@ async fn a_get_answered_with_something_that_is_not_http_is_retried_on_the_next_p
     let tried = hits.load(Ordering::SeqCst);
     assert!(
         tried > 0,
-        "some new sessions were placed on the TLS-only pod first"
+        "some new sessions were placed on the bad pod first"
     );
     let mut bad_gateway = 0;
     for _ in 0..40 {
@@ -545,7 +557,7 @@ async fn a_get_answered_with_something_that_is_not_http_is_retried_on_the_next_p
     assert_eq!(
         bad_gateway,
         hits.load(Ordering::SeqCst) - tried,
-        "every POST placed on the TLS-only pod got a 502 and was not sent again"
+        "every POST placed on the bad pod got a 502 and was not sent again"
     );
     assert!(bad_gateway > 0);
     p.shutdown().await;

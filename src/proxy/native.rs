@@ -490,6 +490,14 @@ impl Proxy {
                     // A fresh array each round ends the last round's borrow of `up`.
                     fields = wire::no_fields();
                     match wire::parse_response(up, &mut fields, head.is_head()) {
+                        // httparse takes any three digits; hyper refuses codes under
+                        // 100, and so does this path: a failed exchange, like the below.
+                        Ok(ResponseParsed::Head(h)) if h.status < 100 => {
+                            break Err(SendError {
+                                error: wire::Error::Status(h.status),
+                                nothing_back: false,
+                            })
+                        }
                         Ok(ResponseParsed::Head(h)) => break Ok(h),
                         // 1xx: skipped, as hyper's client does (101 is refused by the
                         // parser).
@@ -547,11 +555,9 @@ impl Proxy {
                 }
             };
 
-            // httparse takes any three digits; hyper refuses codes under 100 too.
-            let Some(status) = StatusCode::from_u16(rh.status)
-                .ok()
-                .filter(|_| rh.status >= 100)
-            else {
+            // Codes under 100 were refused above; httparse reads three digits, so this
+            // holds, but a code `StatusCode` refuses is never relayed.
+            let Some(status) = StatusCode::from_u16(rh.status).ok() else {
                 endpoint.stats.error(LastError::Reset);
                 self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
                 return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
