@@ -678,6 +678,28 @@ mod tests {
         Now { unix: 0, instant }
     }
 
+    /// A backend with `n` ready endpoints `a`, `b`, ... on ports 1, 2, ...
+    fn ready(n: u8) -> Backend {
+        let b = backend();
+        b.publish(
+            (0..n)
+                .map(|i| {
+                    let name = char::from(b'a' + i).to_string();
+                    spec(&name, u16::from(i) + 1, EndpointState::Ready)
+                })
+                .collect(),
+        );
+        b
+    }
+
+    /// Gives endpoint `e` 100 live sessions: far more than its share under the bound.
+    fn overload(s: &Snapshot, e: u32, unix: u64) {
+        for _ in 0..100 {
+            s.endpoints[e as usize].sessions.add(unix);
+            s.sessions.add(unix);
+        }
+    }
+
     fn spec(name: &str, port: u16, state: EndpointState) -> EndpointSpec {
         EndpointSpec {
             identity: name.into(),
@@ -690,11 +712,7 @@ mod tests {
 
     #[test]
     fn departed_endpoints_are_remembered_by_token() {
-        let b = backend();
-        b.publish(vec![
-            spec("a", 1, EndpointState::Ready),
-            spec("b", 2, EndpointState::Ready),
-        ]);
+        let b = ready(2);
         let token_a = b.snapshot().endpoints[0].tokens[0];
         assert_eq!(b.snapshot().resolve(0, token_a), Resolved::Present(0));
         b.publish(vec![spec("b", 2, EndpointState::Ready)]);
@@ -733,21 +751,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_session_goes_within_the_bound_and_retries_follow_the_ring() {
-        let b = backend();
-        b.publish(vec![
-            spec("a", 1, EndpointState::Ready),
-            spec("b", 2, EndpointState::Ready),
-            spec("c", 3, EndpointState::Ready),
-        ]);
+        let b = ready(3);
         let s = b.snapshot();
         let now = at(Instant::now());
         let key = 7;
         let owner = s.ring.owner(key).unwrap();
         // The key's owner holds far more than its share of the live sessions.
-        for _ in 0..100 {
-            s.endpoints[owner as usize].sessions.add(now.unix);
-            s.sessions.add(now.unix);
-        }
+        overload(&s, owner, now.unix);
         let bounded = s.candidates(None, true, key, now);
         let first = bounded.as_slice()[0];
         assert_ne!(first, owner);
@@ -764,11 +774,7 @@ mod tests {
     /// tried just because everything now looks down.
     #[tokio::test(start_paused = true)]
     async fn attempts_do_not_retry_an_endpoint_that_was_cooling_off_when_the_request_came() {
-        let b = backend();
-        b.publish(vec![
-            spec("a", 1, EndpointState::Ready),
-            spec("b", 2, EndpointState::Ready),
-        ]);
+        let b = ready(2);
         let s = b.snapshot();
         let now = at(Instant::now());
         let mut d = crate::affinity::keyed(&s, b"client-1", now);
@@ -797,12 +803,7 @@ mod tests {
     /// target, as the eager list did, even once the target is cooling off.
     #[tokio::test(start_paused = true)]
     async fn attempts_after_a_bounded_target_fails_follow_the_decision_time_ring_order() {
-        let b = backend();
-        b.publish(vec![
-            spec("a", 1, EndpointState::Ready),
-            spec("b", 2, EndpointState::Ready),
-            spec("c", 3, EndpointState::Ready),
-        ]);
+        let b = ready(3);
         let s = b.snapshot();
         let now = at(Instant::now());
         let mut differed = 0;
@@ -813,10 +814,7 @@ mod tests {
             let mut d = crate::affinity::keyed(&s, &k.to_be_bytes(), now);
             // The key's owner is far over the load bound: the bound places it elsewhere.
             let owner = d.target.unwrap();
-            for _ in 0..100 {
-                s.endpoints[owner as usize].sessions.add(now.unix);
-                s.sessions.add(now.unix);
-            }
+            overload(&s, owner, now.unix);
             d.bounded = true;
             d.target = d.candidates(&s).as_slice().first().copied();
             let target = d.target.unwrap();
@@ -841,11 +839,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn candidates_skip_cooling_endpoints_but_never_return_nothing() {
-        let b = backend();
-        b.publish(vec![
-            spec("a", 1, EndpointState::Ready),
-            spec("b", 2, EndpointState::Ready),
-        ]);
+        let b = ready(2);
         let s = b.snapshot();
         let now = Instant::now();
         assert_eq!(s.candidates(Some(0), false, 7, at(now)).as_slice().len(), 2);
