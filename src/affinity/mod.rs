@@ -308,8 +308,8 @@ impl Decision {
 /// The list must come out as the eager one would have, so the rest is worked out with
 /// the target counted as up whoever marked it down since (a cooling-off endpoint is not
 /// retried through the all-down fallback, and a bounded placement's retries follow the
-/// plain ring after it). The proxy also settles before it records a failure, so its own
-/// marks on the endpoints it tried never shape the list.
+/// plain ring after it). Only the target is tried before the rest exists, so the
+/// request's own failure marks never shape the list.
 pub struct Attempts<'a> {
     decision: &'a Decision,
     snapshot: &'a Snapshot,
@@ -327,9 +327,9 @@ impl Attempts<'_> {
         self.list.as_slice().get(n).copied()
     }
 
-    /// Works out the whole list now, counting the target as up (as it was when the
-    /// request chose it) and the other endpoints by their health at this moment.
-    pub fn settle(&mut self) {
+    /// Works out the whole list, counting the target as up (as it was when the request
+    /// chose it) and the other endpoints by their health at this moment.
+    fn settle(&mut self) {
         if self.complete {
             return;
         }

@@ -24,7 +24,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::affinity::{self, Attempts, Decision, KeyRing, Outcome, SessionId};
+use crate::affinity::{self, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
 use crate::config::{AffinityKey, BackendSettings, Config};
@@ -389,7 +389,7 @@ impl Proxy {
                 let mut conn = match endpoint.pool.checkout(settings.connect_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
-                        self.connect_failed(&mut attempts, endpoint, settings, &e);
+                        self.connect_failed(endpoint, settings, &e);
                         tried_pinned |= Some(i) == decision.pinned();
                         break Err(req);
                     }
@@ -403,13 +403,8 @@ impl Proxy {
                     Err(_) => return Err(Error::Timeout),
                     Ok(Ok(resp)) => {
                         let status = resp.status();
-                        let retry_status = self.response_seen(
-                            &mut attempts,
-                            &snapshot,
-                            endpoint,
-                            settings,
-                            status,
-                        );
+                        let retry_status =
+                            self.response_seen(&snapshot, endpoint, settings, status);
                         match replay {
                             Some(again)
                                 if retry_status
@@ -439,7 +434,7 @@ impl Proxy {
                                 if attempts.after(n) && backend.retry_budget.try_spend() =>
                             {
                                 endpoint.stats.error(crate::metrics::LastError::Reset);
-                                self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
+                                self.exchange_failed(&snapshot, endpoint, settings);
                                 backend.stats.retry();
                                 tried_pinned |= Some(i) == decision.pinned();
                                 tracing::debug!(endpoint = %endpoint.identity, error = %e.error(), "retrying an idempotent request on the next endpoint");
@@ -450,7 +445,7 @@ impl Proxy {
                             }
                             _ => {
                                 endpoint.stats.error(crate::metrics::LastError::Reset);
-                                self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
+                                self.exchange_failed(&snapshot, endpoint, settings);
                                 return Err(Error::Upstream(e.into_error()));
                             }
                         },
@@ -506,16 +501,13 @@ impl Proxy {
         Err(Error::Connect)
     }
 
-    /// Counts a failed connect and cools the endpoint off (after `attempts` has worked
-    /// out the rest of its list, as it stood when the request was decided).
+    /// Counts a failed connect and cools the endpoint off.
     fn connect_failed(
         &self,
-        attempts: &mut Attempts<'_>,
         endpoint: &Endpoint,
         settings: &BackendSettings,
         e: &pool::ConnectError,
     ) {
-        attempts.settle();
         endpoint.stats.connect_error();
         let n = endpoint
             .health
@@ -533,7 +525,6 @@ impl Proxy {
     /// status is one the backend retries on another endpoint (`retry_on`).
     fn response_seen(
         &self,
-        attempts: &mut Attempts<'_>,
         snapshot: &Snapshot,
         endpoint: &Endpoint,
         settings: &BackendSettings,
@@ -542,7 +533,7 @@ impl Proxy {
         endpoint.stats.response(status);
         if status.is_server_error() {
             endpoint.stats.error(crate::metrics::LastError::ServerError);
-            self.exchange_failed(attempts, snapshot, endpoint, settings);
+            self.exchange_failed(snapshot, endpoint, settings);
         } else {
             endpoint.health.exchange_succeeded();
         }
@@ -551,16 +542,13 @@ impl Proxy {
     }
 
     /// Counts a failed exchange; ejects the endpoint after `outlier_failures` in a row,
-    /// unless half of the backend is ejected already. `attempts` settles first, like
-    /// [`Self::connect_failed`].
+    /// unless half of the backend is ejected already.
     fn exchange_failed(
         &self,
-        attempts: &mut Attempts<'_>,
         snapshot: &Snapshot,
         endpoint: &Endpoint,
         settings: &BackendSettings,
     ) {
-        attempts.settle();
         let n = endpoint.health.exchange_failed();
         if n < settings.outlier_failures {
             return;

@@ -468,7 +468,7 @@ impl Proxy {
                 {
                     Ok(c) => c,
                     Err(e) => {
-                        self.connect_failed(&mut attempts, endpoint, settings, &e);
+                        self.connect_failed(endpoint, settings, &e);
                         tried_pinned |= Some(i) == decision.pinned();
                         continue 'candidates;
                     }
@@ -540,7 +540,7 @@ impl Proxy {
                     }
                     Err(e) => {
                         endpoint.stats.error(LastError::Reset);
-                        self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
+                        self.exchange_failed(&snapshot, endpoint, settings);
                         if head.idempotent()
                             && attempts.after(n)
                             && backend.retry_budget.try_spend()
@@ -559,10 +559,10 @@ impl Proxy {
             // holds, but a code `StatusCode` refuses is never relayed.
             let Some(status) = StatusCode::from_u16(rh.status).ok() else {
                 endpoint.stats.error(LastError::Reset);
-                self.exchange_failed(&mut attempts, &snapshot, endpoint, settings);
+                self.exchange_failed(&snapshot, endpoint, settings);
                 return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
             };
-            if self.response_seen(&mut attempts, &snapshot, endpoint, settings, status)
+            if self.response_seen(&snapshot, endpoint, settings, status)
                 && head.idempotent()
                 && attempts.after(n)
                 && backend.retry_budget.try_spend()
