@@ -23,6 +23,8 @@
 # FLOOR=0 skips it.
 #
 #   benches/load/compare.sh               # workers 1 and 2, 10 s per run: ~12 minutes
+#   SCENARIOS="one post" benches/load/compare.sh   # "post": one sticky session, every
+#                                                  # request a POST with a 1 KiB body
 #   WORKERS="1" DURATION=5 RELAY=0 FLOOR=0 benches/load/compare.sh   # ~2 minutes
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,6 +34,7 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 RELAY="${RELAY:-1}"
 FLOOR="${FLOOR:-1}"
+SCENARIOS="${SCENARIOS:-one many new}"
 LOAD=benches/load
 
 . "$LOAD/common.sh"
@@ -125,6 +128,7 @@ run() {
     one)   env=(WRK_SESSIONS=1) ;;
     many)  env=(WRK_SESSIONS=5000) ;;  # per thread: 2 threads = 10,000 sessions
     new)   env=() ;;
+    post)  env=(WRK_SESSIONS=1 WRK_BODY_BYTES=1024) ;;
   esac
   [ "$1" = nginx ] && env+=(WRK_CLIENT_COOKIES=1)
   local script="$LOAD/sticky.lua"; [ "$scenario" = new ] && script="$LOAD/new-session.lua"
@@ -146,7 +150,7 @@ proxies="tether nginx haproxy"; [ "$RELAY" = 1 ] && proxies="$proxies relay"
 printf '%-8s %-7s %-8s %-3s %12s %10s %10s %10s %10s %10s\n' workers scenario proxy run "req/s" p50 p99 "cpu(us/r)" "rss(KB)" "pinned"
 for w in $WORKERS; do
   start_proxies "$w"
-  for scenario in one many new; do
+  for scenario in $SCENARIOS; do
     declare -A best=()
     for round in 1 2; do
       for proxy in $proxies; do

@@ -13,6 +13,8 @@
 --   WRK_COOKIE=tether  (the cookie name, default tether)
 --   WRK_CLIENT_COOKIES=1  the client invents each session's cookie value itself (for
 --                         proxies that hash a cookie instead of setting one, e.g. nginx)
+--   WRK_BODY_BYTES=1024   every request is a POST with a body of that many bytes
+--                         (Content-Length framed), as form posts and JSON APIs send
 
 local threads = {}
 
@@ -30,6 +32,10 @@ function init(args)
     for i = 1, sessions_per_thread do cookies[i] = id .. "-" .. i end
   end
   next_slot, sticky, total, unpinned = 0, 0, 0, 0
+  local body_bytes = tonumber(os.getenv("WRK_BODY_BYTES") or "0")
+  if body_bytes > 0 then
+    method, body = "POST", string.rep("x", body_bytes)
+  end
 end
 
 function request()
@@ -40,7 +46,7 @@ function request()
   if c then
     headers["Cookie"] = cookie_name .. "=" .. c
   end
-  return wrk.format(nil, nil, headers)
+  return wrk.format(method, nil, headers, body)
 end
 
 function response(status, headers, body)
