@@ -173,36 +173,6 @@ async fn balanced_rebalancing_tells_the_backend_where_the_session_came_from() {
     p.shutdown().await;
 }
 
-/// Scrapes /metrics and parses it with a real Prometheus text parser; returns the value
-/// of `name` with these labels (0 when absent).
-async fn metric(
-    c: &TestClient,
-    admin: std::net::SocketAddr,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    let r = c.get(admin, "/metrics", None).await;
-    assert_eq!(r.status, 200);
-    let lines = r
-        .text()
-        .lines()
-        .map(|l| Ok(l.to_string()))
-        .collect::<Vec<_>>();
-    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn metrics_parse_and_count_new_sticky_failover_and_invalid_outcomes() {
     let pods: Vec<Arc<TestBackend>> = vec![
