@@ -289,6 +289,11 @@ struct ResultLabels {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 /// Renders every metric in the Prometheus text format.
 pub fn render(proxy: &Proxy) -> String {
     let mut registry = Registry::with_prefix("tether");
@@ -301,6 +306,7 @@ pub fn render(proxy: &Proxy) -> String {
     let discovery = Family::<BackendLabels, Counter>::default();
     let last_sync = Family::<BackendLabels, Gauge>::default();
     let reloads = Family::<ResultLabels, Counter>::default();
+    let handoffs = Family::<ReasonLabels, Counter>::default();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
     for b in proxy.state().backends.iter() {
@@ -406,6 +412,14 @@ pub fn render(proxy: &Proxy) -> String {
             .inc_by(n);
     }
 
+    for why in crate::proxy::wire::Handover::ALL {
+        handoffs
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str().into(),
+            })
+            .inc_by(proxy.handoffs(why));
+    }
+
     registry.register(
         "requests",
         "Responses by backend, endpoint (none = written by tether) and status class",
@@ -439,6 +453,11 @@ pub fn render(proxy: &Proxy) -> String {
         last_sync,
     );
     registry.register("config_reloads", "Config reloads by result", reloads);
+    registry.register(
+        "http1_handoffs",
+        "Connections the HTTP/1 fast path handed to hyper, by the request that made it",
+        handoffs,
+    );
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
         out.clear();

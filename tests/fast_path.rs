@@ -90,23 +90,156 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     p.shutdown().await;
 }
 
+/// Connections handed from the fast path to hyper for `reason`, as /metrics says.
+async fn handoffs(p: &Running, reason: &str) -> f64 {
+    let c = TestClient::new();
+    metric(
+        &c,
+        p.admin_addr,
+        "tether_http1_handoffs_total",
+        &[("reason", reason)],
+    )
+    .await
+}
+
+/// Reads one whole response with a `Content-Length` body from `s`.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 #[tokio::test]
-async fn a_request_with_a_body_moves_the_connection_to_hyper_with_every_byte() {
+async fn small_bodies_stay_on_the_fast_path_whole_and_a_large_one_moves_the_connection_to_hyper() {
     let pod = TestBackend::echo("pod-a").await;
     let p = proxy(&config(&[&pod], &[], "")).await;
-    // One write: a fast-path GET, a POST with a body (hyper's), then another GET.
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    // Pipelined in one write: the bytes after each body are the next request.
+    s.write_all(
+        b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+          PUT /second HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi\
+          GET /third HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for (path, body) in [("/first", "hello"), ("/second", "hi"), ("/third", "")] {
+        let out = read_response(&mut s).await;
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains(&format!("\"path\":\"{path}\"")), "{out}");
+        assert!(out.contains(&format!("\"body\":\"{body}\"")), "{out}");
+    }
+    assert_eq!(
+        handoffs(&p, "body").await,
+        0.0,
+        "small bodies are the fast path's"
+    );
+
+    // A body over the fast path's limit: hyper streams it, and the connection stays
+    // with hyper for the request after it.
+    let big = "x".repeat(tether::proxy::wire::MAX_BODY + 1);
+    let request = format!(
+        "POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{big}\
+         GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        big.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert!(
+        out.contains(&format!("\"body\":\"{big}\"")),
+        "the large body arrived whole"
+    );
+    assert!(out.find("\"path\":\"/big\"").unwrap() < out.find("\"path\":\"/after\"").unwrap());
+    assert_eq!(handoffs(&p, "body").await, 1.0);
+    p.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_arrives_after_its_head_in_pieces_is_relayed_whole() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    s.write_all(b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+        .await
+        .unwrap();
+    for piece in [&b"hello"[..], b" ", b"world"] {
+        // The proxy reads what came so far before the next piece is sent.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(piece).await.unwrap();
+    }
+    let out = read_response(&mut s).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("\"body\":\"hello world\""), "{out}");
+    // The connection goes on with the next request.
+    s.write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(out.contains("\"path\":\"/next\""), "{out}");
+    assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(handoffs(&p, "body").await, 0.0);
+    p.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_gets_a_408_at_the_response_timeout_and_never_reaches_a_pod() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "response_timeout = \"5s\"")).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let sent = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy gave up on the body and closed")
+        .unwrap();
+    let waited = sent.elapsed();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "answered after {waited:?}"
+    );
+    // The pod was never held by the slow client.
+    assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_bytes_gets_hypers_413() {
+    let pod = TestBackend::echo("pod-a").await;
+    let mut cfg = config(&[&pod], &[], "");
+    cfg = cfg.replace("[server]\n", "[server]\nmax_body_bytes = 4\n");
+    let p = proxy(&cfg).await;
     let out = raw(
         p.proxy_addr,
-        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
-          POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
-          GET /third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
     )
     .await;
-    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
-    assert!(out.contains("\"body\":\"hello\""), "{out}");
-    let second = out.find("\"path\":\"/second\"").unwrap();
-    assert!(out.find("\"path\":\"/first\"").unwrap() < second);
-    assert!(second < out.find("\"path\":\"/third\"").unwrap());
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+    assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(handoffs(&p, "body").await, 1.0);
     p.shutdown().await;
 }
 
@@ -505,7 +638,7 @@ async fn a_status_under_100_is_a_failed_exchange_retried_like_on_the_hyper_path(
 }
 
 /// Two pods, one answering every request with `answer`: GETs all get pod-a's 200, and
-/// exactly the POSTs placed on the bad pod get a 502.
+/// exactly the POSTs and bodies placed on the bad pod get a 502.
 async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
     let hits = Arc::new(AtomicUsize::new(0));
     let count = hits.clone();
@@ -541,24 +674,31 @@ async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
         tried > 0,
         "some new sessions were placed on the bad pod first"
     );
-    let mut bad_gateway = 0;
-    for _ in 0..40 {
-        let out = raw(
-            p.proxy_addr,
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        if out.starts_with("HTTP/1.1 502") {
-            bad_gateway += 1;
-        } else {
-            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    // Neither a POST nor a request with a body (even a PUT, whose method is
+    // idempotent) is ever sent twice: the same rule on both paths.
+    for request in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"[..],
+        b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    ] {
+        let before = hits.load(Ordering::SeqCst);
+        let mut bad_gateway = 0;
+        for _ in 0..40 {
+            let out = raw(p.proxy_addr, request).await;
+            if out.starts_with("HTTP/1.1 502") {
+                bad_gateway += 1;
+            } else {
+                assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+                if request.ends_with(b"hello") {
+                    assert!(out.contains("\"body\":\"hello\""), "{out}");
+                }
+            }
         }
+        assert_eq!(
+            bad_gateway,
+            hits.load(Ordering::SeqCst) - before,
+            "every request placed on the bad pod got a 502 and was not sent again"
+        );
+        assert!(bad_gateway > 0);
     }
-    assert_eq!(
-        bad_gateway,
-        hits.load(Ordering::SeqCst) - tried,
-        "every POST placed on the bad pod got a 502 and was not sent again"
-    );
-    assert!(bad_gateway > 0);
     p.shutdown().await;
 }

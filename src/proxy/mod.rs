@@ -59,6 +59,10 @@ pub enum Error {
     /// The upstream did not answer within the response timeout.
     #[error("upstream timeout")]
     Timeout,
+    /// The client did not send the rest of a request body within the response timeout
+    /// (HTTP/1 fast path, which reads small bodies whole before choosing an upstream).
+    #[error("request body timed out")]
+    BodyTimeout,
     /// The upstream's answer on the HTTP/1 fast path could not be read or relayed.
     #[error("upstream error")]
     Wire(#[source] wire::Error),
@@ -76,7 +80,14 @@ impl Error {
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect | Error::Upstream(_) | Error::Wire(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+
+    /// Whether the connection must close after this answer: the request's body was
+    /// not read to its end, so the next bytes are not a request head.
+    pub fn closes(&self) -> bool {
+        matches!(self, Error::BodyTooLarge | Error::BodyTimeout)
     }
 
     fn response(&self) -> Response<ProxyBody> {
@@ -86,7 +97,7 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if matches!(self, Error::BodyTooLarge) {
+        if self.closes() {
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -171,6 +182,8 @@ pub struct Proxy {
     tunnels: TaskTracker,
     /// Config reloads: [succeeded, failed].
     reloads: [AtomicU64; 2],
+    /// Connections the HTTP/1 fast path handed to hyper, by [`wire::Handover`].
+    handoffs: [AtomicU64; wire::Handover::ALL.len()],
 }
 
 impl Proxy {
@@ -181,6 +194,7 @@ impl Proxy {
             shutting_down: AtomicBool::new(false),
             tunnels: TaskTracker::new(),
             reloads: Default::default(),
+            handoffs: Default::default(),
         }
     }
 
@@ -298,6 +312,11 @@ impl Proxy {
     /// Counts a config reload attempt.
     pub fn count_reload(&self, success: bool) {
         self.reloads[usize::from(!success)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many connections the HTTP/1 fast path handed to hyper for `why`.
+    pub fn handoffs(&self, why: wire::Handover) -> u64 {
+        self.handoffs[why as usize].load(Ordering::Relaxed)
     }
 
     /// Counts how many config reloads succeeded (`true`) or failed.

@@ -6,12 +6,14 @@
 //! per request as HAProxy does, and on a machine whose cores are shared by clients,
 //! proxy and pods that CPU is what sets throughput (see `benches/load/` and the README).
 //!
-//! It takes only requests [`wire::parse_request`] accepts (bodyless HTTP/1.1 in origin
-//! form) on plaintext connections to HTTP/1.1 backends. At the first request it does
-//! not take, it hands the connection to hyper together with every byte read so far
-//! ([`Prefixed`]), so hyper answers it exactly as it would have (bodies, upgrades,
-//! HTTP/2 prior knowledge, malformed heads and their 400/431). Routing, affinity,
-//! health, retries, metrics and the access log are the ones the hyper path uses.
+//! It takes only requests [`wire::parse_request`] accepts (HTTP/1.1 in origin form, no
+//! body or a small `Content-Length` one) on plaintext connections to HTTP/1.1 backends.
+//! A small body is read whole before an upstream is chosen and sent with the head. At
+//! the first request it does not take, it hands the connection to hyper together with
+//! every byte read so far ([`Prefixed`]), so hyper answers it exactly as it would have
+//! (large or chunked bodies, upgrades, HTTP/2 prior knowledge, malformed heads and
+//! their 400/431), and counts why ([`wire::Handover`]). Routing, affinity, health,
+//! retries, metrics and the access log are the ones the hyper path uses.
 
 use std::cell::RefCell;
 use std::io;
@@ -26,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::wire::{self, Framing, Parsed, RequestHead, ResponseParsed};
+use super::wire::{self, Framing, Handover, Parsed, RequestHead, ResponseParsed};
 use super::{session_placed, Connection, Error, Proxy};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
@@ -283,7 +285,7 @@ impl Proxy {
                     break;
                 }
                 if read.len() >= limits.max_header_bytes {
-                    return Handoff::Hyper(Prefixed::new(read, client));
+                    return self.hand_over(Handover::HeadTooLarge, read, client);
                 }
                 if read.is_empty() && stopping.has_changed().unwrap_or(true) {
                     return Handoff::Closed;
@@ -316,11 +318,13 @@ impl Proxy {
             let mut fields = wire::no_fields();
             let head = match wire::parse_request(&read, &mut fields) {
                 Parsed::Fast(h) => h,
-                _ => return Handoff::Hyper(Prefixed::new(read, client)),
+                Parsed::Decline(why) => return self.hand_over(why, read, client),
+                // A bare-LF head `has_head` saw end where httparse did not: hyper's.
+                Parsed::Partial => return self.hand_over(Handover::Malformed, read, client),
             };
-            let len = head.len;
+            let len = head.total_len();
             let Some(route) = self.route(head.host, head.path()) else {
-                let close = head.close;
+                let close = head.close || head.body_len > 0;
                 if write_error(&mut client, &Error::NoRoute, close)
                     .await
                     .is_err()
@@ -331,9 +335,39 @@ impl Proxy {
                 read.drain(..len);
                 continue;
             };
-            let (backend, keys, logged) = route;
+            let (backend, keys, logged, max_body) = route;
             if backend.settings.h2c {
-                return Handoff::Hyper(Prefixed::new(read, client));
+                return self.hand_over(Handover::H2cBackend, read, client);
+            }
+            if head.body_len > 0 {
+                if max_body.is_some_and(|max| head.body_len as u64 > max) {
+                    // hyper answers 413 and closes, as it does for any connection.
+                    return self.hand_over(Handover::Body, read, client);
+                }
+                if !head.body_complete() {
+                    // The rest of the body, within the response timeout that bounds an
+                    // upload on the hyper path; then the head is parsed again.
+                    if read.capacity() < len {
+                        read.reserve(len - read.len());
+                    }
+                    let by = deadline(backend.settings.response_timeout);
+                    while read.len() < len {
+                        tokio::select! {
+                            biased;
+                            r = client.read_buf(&mut read) => match r {
+                                Ok(0) | Err(_) => return Handoff::Closed,
+                                Ok(_) => {}
+                            },
+                            _ = header_timer.until(by) => {
+                                tracing::debug!(peer = %conn.peer, "request body timed out");
+                                backend.stats.local_response(Error::BodyTimeout.status());
+                                let _ = write_error(&mut client, &Error::BodyTimeout, true).await;
+                                return Handoff::Closed;
+                            }
+                        }
+                    }
+                    continue;
+                }
             }
             let started = Instant::now();
             let close = head.close || stopping.has_changed().unwrap_or(true);
@@ -395,16 +429,37 @@ impl Proxy {
             } else {
                 read.drain(..len);
             }
+            // A body grew the buffer: an idle connection goes back to holding little.
+            if read.capacity() > 2 * CLIENT_READ {
+                read.shrink_to(CLIENT_READ);
+            }
         }
     }
 
-    /// The backend for host and path, with the key ring and whether to log the request.
-    fn route(&self, host: &[u8], path: &str) -> Option<(Arc<Backend>, Arc<KeyRing>, bool)> {
+    /// Moves a connection to hyper, counting why.
+    fn hand_over(&self, why: Handover, read: Vec<u8>, client: TcpStream) -> Handoff {
+        self.handoffs[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Handoff::Hyper(Prefixed::new(read, client))
+    }
+
+    /// The backend for host and path, with the key ring, whether to log the request and
+    /// the largest body accepted.
+    #[allow(clippy::type_complexity)]
+    fn route(
+        &self,
+        host: &[u8],
+        path: &str,
+    ) -> Option<(Arc<Backend>, Arc<KeyRing>, bool, Option<u64>)> {
         let state = self.state.load();
         let i = state.routes.find(Some(host), path)?;
         let sample = state.access_log_sample;
         let logged = sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample);
-        Some((state.backends[i].clone(), state.keys.clone(), logged))
+        Some((
+            state.backends[i].clone(),
+            state.keys.clone(),
+            logged,
+            state.max_body_bytes,
+        ))
     }
 
     /// One request on the fast path: decide, try the candidates in order, relay the
@@ -454,6 +509,7 @@ impl Proxy {
             let placement = decision.placement(i, &snapshot);
             out.truncate(prefix);
             wire::write_attempt(out, placement.outcome.as_str(), placement.previous);
+            out.extend_from_slice(head.body);
             let mut tries = 0;
             // Filled afresh on each parse below; the head borrows it.
             let mut fields;
@@ -535,13 +591,13 @@ impl Proxy {
                     // A pooled connection the upstream closed while it sat idle: nothing
                     // came back, so an idempotent request is sent once more on a fresh
                     // one (the hyper path does the same).
-                    Err(e) if reused && tries < 2 && e.nothing_back && head.idempotent() => {
+                    Err(e) if reused && tries < 2 && e.nothing_back && head.replayable() => {
                         tracing::debug!(error = %e.error, "stale upstream connection; replaying an idempotent request");
                     }
                     Err(e) => {
                         endpoint.stats.error(LastError::Reset);
                         self.exchange_failed(&snapshot, endpoint, settings);
-                        if head.idempotent()
+                        if head.replayable()
                             && attempts.after(n)
                             && backend.retry_budget.try_spend()
                         {
@@ -563,7 +619,7 @@ impl Proxy {
                 return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
             };
             if self.response_seen(&snapshot, endpoint, settings, status)
-                && head.idempotent()
+                && head.replayable()
                 && attempts.after(n)
                 && backend.retry_budget.try_spend()
             {
@@ -727,7 +783,7 @@ fn deadline(timeout: Duration) -> Instant {
 async fn write_error(client: &mut TcpStream, e: &Error, close: bool) -> io::Result<()> {
     let status = e.status();
     let body = format!("{e}\n");
-    let close = close || matches!(e, Error::BodyTooLarge);
+    let close = close || e.closes();
     // With a Date, as hyper writes on every response (RFC 9110 §6.6.1).
     let head = format!(
         "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",

@@ -8,9 +8,10 @@
 //! bytes without being re-encoded.
 //!
 //! The fast path is deliberately narrow: an HTTP/1.1 request in origin form with exactly
-//! one `Host`, no body (`Content-Length: 0` at most, no `Transfer-Encoding`), and no
-//! `Upgrade` or `Expect`. That is what browsers and API clients send for most sticky
-//! traffic, and it leaves request smuggling questions (bodies, `TE` + `CL`, duplicate
+//! one `Host`, at most one `Content-Length` (plain digits, at most [`MAX_BODY`]), no
+//! `Transfer-Encoding`, and no `Upgrade` or `Expect`. That is what browsers and API
+//! clients send for most sticky traffic: page loads, form posts, small JSON calls. It
+//! leaves request smuggling questions (chunked bodies, `TE` + `CL`, duplicate or odd
 //! lengths, obsolete line folding) to hyper, whose answers tether already has.
 
 use std::mem::MaybeUninit;
@@ -19,6 +20,56 @@ use super::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSIO
 
 /// Most header fields a head may carry on the fast path (hyper's own default limit).
 pub const MAX_HEADERS: usize = 100;
+
+/// Largest request body the fast path takes. It is read whole before an upstream is
+/// chosen and goes out in the same write as the head, so a slow client never holds an
+/// upstream connection and a body costs one copy. Larger bodies are hyper's, streamed.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Why a connection leaves the fast path for hyper: the `reason` label of
+/// `tether_http1_handoffs_total`, so operators can see which of their traffic the fast
+/// path does not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// A body the fast path does not take: chunked, `Expect`, larger than [`MAX_BODY`]
+    /// or `max_body_bytes`, or an odd or repeated `Content-Length`.
+    Body,
+    /// `Upgrade` (WebSocket) or `CONNECT`.
+    Upgrade,
+    /// Not HTTP/1.1 in origin form: HTTP/1.0, HTTP/2 prior knowledge, an absolute or
+    /// unusual target.
+    Protocol,
+    /// A head hyper should answer with an error: unparsable, no or several `Host`s.
+    Malformed,
+    /// A head larger than `max_header_bytes` (hyper answers 431).
+    HeadTooLarge,
+    /// The backend speaks HTTP/2 (h2c), which only the hyper path does.
+    H2cBackend,
+}
+
+impl Handover {
+    /// Every reason, in label order.
+    pub const ALL: [Handover; 6] = [
+        Handover::Body,
+        Handover::Upgrade,
+        Handover::Protocol,
+        Handover::Malformed,
+        Handover::HeadTooLarge,
+        Handover::H2cBackend,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handover::Body => "body",
+            Handover::Upgrade => "upgrade",
+            Handover::Protocol => "protocol",
+            Handover::Malformed => "malformed",
+            Handover::HeadTooLarge => "head_too_large",
+            Handover::H2cBackend => "h2c_backend",
+        }
+    }
+}
 
 /// Why an upstream response cannot be relayed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,6 +110,11 @@ pub struct RequestHead<'b> {
     pub host: &'b [u8],
     /// The header fields as the client sent them.
     pub fields: &'b [httparse::Header<'b>],
+    /// The body's length by `Content-Length` (0 without one).
+    pub body_len: usize,
+    /// The body, when all of it follows the head in the buffer parsed; else empty (see
+    /// [`RequestHead::body_complete`]).
+    pub body: &'b [u8],
     /// The client asked to close the connection after this response.
     pub close: bool,
     /// Whether a `Connection` value names a header to drop besides the fixed hop-by-hop
@@ -76,12 +132,25 @@ impl RequestHead<'_> {
         self.target.split('?').next().unwrap_or(self.target)
     }
 
-    /// Whether the method may be sent twice (the request has no body on this path).
-    pub fn idempotent(&self) -> bool {
-        matches!(
-            self.method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        )
+    /// Whether the request may be sent twice: an idempotent method and no body, the
+    /// rule the hyper path applies (it streams bodies, so it cannot replay them; the
+    /// fast path keeps to the same rule so the two paths retry alike).
+    pub fn replayable(&self) -> bool {
+        self.body_len == 0
+            && matches!(
+                self.method,
+                "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+            )
+    }
+
+    /// Whether the whole body was in the buffer parsed.
+    pub fn body_complete(&self) -> bool {
+        self.body.len() == self.body_len
+    }
+
+    /// Bytes the request takes in the buffer: head and body.
+    pub fn total_len(&self) -> usize {
+        self.len + self.body_len
     }
 
     /// Whether the request is a `HEAD` (its response has no body, whatever it says).
@@ -97,9 +166,10 @@ pub enum Parsed<'b> {
     Fast(RequestHead<'b>),
     /// The head is not complete yet.
     Partial,
-    /// Not for the fast path (a body, an upgrade, HTTP/1.0, HTTP/2, an error hyper
-    /// should answer): hand the connection to hyper with the bytes read so far.
-    Decline,
+    /// Not for the fast path (a large or chunked body, an upgrade, HTTP/1.0, HTTP/2, an
+    /// error hyper should answer): hand the connection to hyper with the bytes read so
+    /// far.
+    Decline(Handover),
 }
 
 /// The header names the fast path acts on, told apart by length first so a field costs
@@ -195,20 +265,24 @@ pub fn parse_request<'b>(
     let len = match req.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Decline,
+        // HTTP/2 prior knowledge opens with a request line httparse refuses.
+        Err(_) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => {
+            return Parsed::Decline(Handover::Protocol)
+        }
+        Err(_) => return Parsed::Decline(Handover::Malformed),
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Parsed::Decline;
+        return Parsed::Decline(Handover::Protocol);
     };
     // A CONNECT turns the connection into a tunnel: hyper's to handle.
     if method.eq_ignore_ascii_case("CONNECT") {
-        return Parsed::Decline;
+        return Parsed::Decline(Handover::Upgrade);
     }
     // Origin form only, in RFC 3986 characters: httparse lets through more than the
     // URI parser hyper applies (a backtick, braces, raw UTF-8), and those are left for
     // hyper to accept or refuse.
     if !target.starts_with('/') || !target.bytes().all(|b| URI_CHAR[b as usize]) {
-        return Parsed::Decline;
+        return Parsed::Decline(Handover::Protocol);
     }
     let fields: &'b [httparse::Header<'b>] = req.headers;
     let mut host = None;
@@ -216,6 +290,7 @@ pub fn parse_request<'b>(
     let mut close = false;
     let mut names_others = false;
     let mut trailers = false;
+    let mut body_len = None;
     let mut kinds = [Known::Other; MAX_HEADERS];
     for (f, kind) in fields.iter().zip(&mut kinds) {
         *kind = Known::of(f.name);
@@ -224,8 +299,14 @@ pub fn parse_request<'b>(
                 hosts += 1;
                 host = Some(f.value).filter(|h| !h.is_empty() && headers::is_text(h));
             }
-            Known::ContentLength if f.value != b"0" => return Parsed::Decline,
-            Known::TransferEncoding | Known::Upgrade | Known::Expect => return Parsed::Decline,
+            // One length, in plain digits: anything else (a list, a sign, a repeat) is
+            // a smuggling question left to hyper.
+            Known::ContentLength => match (body_len, decimal(f.value)) {
+                (None, Some(n)) if n <= MAX_BODY as u64 => body_len = Some(n as usize),
+                _ => return Parsed::Decline(Handover::Body),
+            },
+            Known::TransferEncoding | Known::Expect => return Parsed::Decline(Handover::Body),
+            Known::Upgrade => return Parsed::Decline(Handover::Upgrade),
             Known::Connection => {
                 let Some(v) = headers::text(f.value) else {
                     continue;
@@ -237,7 +318,7 @@ pub fn parse_request<'b>(
                     if t.eq_ignore_ascii_case("close") {
                         close = true;
                     } else if t.eq_ignore_ascii_case("upgrade") {
-                        return Parsed::Decline;
+                        return Parsed::Decline(Handover::Upgrade);
                     }
                     names_others |= headers::names_other_header(t);
                 }
@@ -252,14 +333,18 @@ pub fn parse_request<'b>(
         }
     }
     let (1, Some(host)) = (hosts, host) else {
-        return Parsed::Decline;
+        return Parsed::Decline(Handover::Malformed);
     };
+    let body_len = body_len.unwrap_or(0);
+    let body = buf.get(len..len + body_len).unwrap_or_default();
     Parsed::Fast(RequestHead {
         len,
         method,
         target,
         host,
         fields,
+        body_len,
+        body,
         close,
         names_others,
         trailers,
@@ -995,30 +1080,107 @@ mod tests {
     }
 
     #[test]
-    fn bodies_upgrades_and_old_versions_are_left_to_hyper() {
-        for raw in [
-            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"[..],
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
-            b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
-            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET / HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    fn large_or_odd_bodies_upgrades_and_old_versions_are_left_to_hyper_with_the_reason() {
+        let large = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        for (raw, why) in [
+            (large.as_bytes(), Handover::Body),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Handover::Body,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Handover::Body,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+                Handover::Body,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+                Handover::Body,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+                Handover::Body,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+                Handover::Body,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+                Handover::Body,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                Handover::Upgrade,
+            ),
+            (b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Upgrade),
+            (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", Handover::Protocol),
+            (b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Protocol),
+            (b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Protocol),
+            (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Protocol),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Handover::Protocol),
+            (b"GET / HTTP/1.1\r\n\r\n", Handover::Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Handover::Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", Handover::Malformed),
         ] {
-            assert!(fast(raw).is_none(), "{}", String::from_utf8_lossy(raw));
+            let mut fields = no_fields();
+            match parse_request(raw, &mut fields) {
+                Parsed::Decline(got) => assert_eq!(got, why, "{}", String::from_utf8_lossy(raw)),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(raw)),
+            }
         }
         let mut fields = no_fields();
         assert!(matches!(
             parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut fields),
             Parsed::Partial
         ));
+    }
+
+    #[test]
+    fn a_small_body_is_taken_with_its_length_and_found_whole_only_when_all_of_it_came() {
+        let mut fields = no_fields();
+        let raw = b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET";
+        let Parsed::Fast(h) = parse_request(raw, &mut fields) else {
+            panic!("a 5-byte body is the fast path's");
+        };
+        assert_eq!((h.body_len, h.body), (5, &b"hello"[..]));
+        assert!(h.body_complete());
+        assert_eq!(
+            h.total_len(),
+            raw.len() - 3,
+            "the next request starts after the body"
+        );
+        // A body is never sent twice, whatever the method (as on the hyper path).
+        assert!(!h.replayable());
+
+        let mut fields = no_fields();
+        let cut = b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel";
+        let Parsed::Fast(h) = parse_request(cut, &mut fields) else {
+            panic!("the head is complete");
+        };
+        assert!(!h.body_complete() && h.body.is_empty());
+        assert!(!h.replayable(), "a PUT with a body is not replayed");
+
+        let mut fields = no_fields();
+        let at_limit = format!("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        assert!(matches!(
+            parse_request(at_limit.as_bytes(), &mut fields),
+            Parsed::Fast(h) if h.body_len == MAX_BODY
+        ));
+        let mut fields = no_fields();
+        let Parsed::Fast(h) = parse_request(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            &mut fields,
+        ) else {
+            panic!("an empty body is taken");
+        };
+        assert!(h.replayable() && h.body_complete());
     }
 
     #[test]
