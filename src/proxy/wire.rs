@@ -10,9 +10,12 @@
 //! The fast path is deliberately narrow: an HTTP/1.1 request in origin form with exactly
 //! one `Host`, at most one `Content-Length` (plain digits, at most [`MAX_BODY`]), no
 //! `Transfer-Encoding`, and no `Upgrade` or `Expect`. That is what browsers and API
-//! clients send for most sticky traffic: page loads, form posts, small JSON calls. It
-//! leaves request smuggling questions (chunked bodies, `TE` + `CL`, duplicate or odd
-//! lengths, obsolete line folding) to hyper, whose answers tether already has.
+//! clients send for most sticky traffic: page loads, form posts, small JSON calls. The
+//! one framing it answers itself is that single length: the body is exactly the bytes
+//! it names, and the length always reaches the upstream (a `Connection` naming
+//! `Content-Length`, which would drop it, is hyper's). Every other smuggling question
+//! (chunked bodies, `TE` + `CL`, repeated or odd lengths, obsolete line folding) is
+//! left to hyper, whose answers tether already has.
 
 use std::mem::MaybeUninit;
 
@@ -32,7 +35,8 @@ pub const MAX_BODY: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handover {
     /// A body the fast path does not take: chunked, `Expect`, larger than [`MAX_BODY`]
-    /// or `max_body_bytes`, or an odd or repeated `Content-Length`.
+    /// or `max_body_bytes`, an odd or repeated `Content-Length`, or one `Connection`
+    /// names.
     Body,
     /// `Upgrade` (WebSocket) or `CONNECT`.
     Upgrade,
@@ -41,7 +45,8 @@ pub enum Handover {
     Protocol,
     /// A head hyper should answer with an error: unparsable, no or several `Host`s.
     Malformed,
-    /// A head larger than `max_header_bytes` (hyper answers 431).
+    /// A head larger than `max_header_bytes` or with more than [`MAX_HEADERS`] fields
+    /// (hyper answers 431).
     HeadTooLarge,
     /// The backend speaks HTTP/2 (h2c), which only the hyper path does.
     H2cBackend,
@@ -269,6 +274,8 @@ pub fn parse_request<'b>(
         Err(_) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => {
             return Parsed::Decline(Handover::Protocol)
         }
+        // hyper answers 431 for it, as for a head over `max_header_bytes`.
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Decline(Handover::HeadTooLarge),
         Err(_) => return Parsed::Decline(Handover::Malformed),
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
@@ -319,6 +326,10 @@ pub fn parse_request<'b>(
                         close = true;
                     } else if t.eq_ignore_ascii_case("upgrade") {
                         return Parsed::Decline(Handover::Upgrade);
+                    } else if t.eq_ignore_ascii_case("content-length") {
+                        // It would drop the length upstream and leave the body to be
+                        // read as the next request: hyper restores the length itself.
+                        return Parsed::Decline(Handover::Body);
                     }
                     names_others |= headers::names_other_header(t);
                 }
@@ -809,7 +820,8 @@ impl Chunked {
 
 /// Checks the fast path's request hygiene against the hyper path's on one raw head:
 /// both must send the same request line and the same header fields upstream (names
-/// lowercased; fields of one name in the same order). `Ok(false)`: not a head the fast path takes. For
+/// lowercased; fields of one name in the same order), and the upstream head must carry
+/// the body's length as the fast path read it. `Ok(false)`: not a head the fast path takes. For
 /// the unit test below and the `h1_head` fuzz target, so the two paths cannot drift.
 #[doc(hidden)]
 pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
@@ -833,6 +845,23 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         .iter()
         .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
         .collect();
+    // The upstream must frame the body exactly as the fast path read it: one length,
+    // the body's, or none for no body. Anything else lets body bytes become a request.
+    let lengths: Vec<_> = fast
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| decimal(v))
+        .collect();
+    match lengths[..] {
+        [] if head.body_len == 0 => {}
+        [Some(n)] if n == head.body_len as u64 => {}
+        _ => {
+            return Err(format!(
+                "a {}-byte body goes upstream with lengths {lengths:?}",
+                head.body_len
+            ))
+        }
+    }
 
     let mut req = http::Request::new(super::body::RequestBody::Empty);
     *req.method_mut() =
@@ -1004,6 +1033,8 @@ mod tests {
             b"0",
             b"x-tether-session",
             b"proxy-authorization, x-forwarded-host",
+            b"content-length",
+            b"Content-Length, close",
         ];
         let mut next = crate::testing::picker(0x9e37_79b9_7f4a_7c15);
         let mut taken = 0;
@@ -1012,7 +1043,7 @@ mod tests {
             for _ in 0..next(8) {
                 let name = NAMES[next(NAMES.len())];
                 let value = if name.eq_ignore_ascii_case("content-length") {
-                    &b"0"[..]
+                    [&b"0"[..], b"5", b"016"][next(3)]
                 } else {
                     VALUES[next(VALUES.len())]
                 };
@@ -1116,6 +1147,14 @@ mod tests {
                 Handover::Body,
             ),
             (
+                b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc",
+                Handover::Body,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, content-length\r\n\r\n",
+                Handover::Body,
+            ),
+            (
                 b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
                 Handover::Upgrade,
             ),
@@ -1165,6 +1204,8 @@ mod tests {
             panic!("the head is complete");
         };
         assert!(!h.body_complete() && h.body.is_empty());
+        // A body is never sent twice, even with an idempotent method (as on the hyper
+        // path, which streams bodies and so cannot replay them).
         assert!(!h.replayable(), "a PUT with a body is not replayed");
 
         let mut fields = no_fields();
