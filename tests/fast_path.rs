@@ -90,16 +90,23 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     p.shutdown().await;
 }
 
-/// Connections handed from the fast path to hyper for `reason`, as /metrics says.
-async fn handoffs(p: &Running, reason: &str) -> f64 {
+/// Connections handed from the fast path to hyper for `reason` (`None`: for any
+/// reason), as /metrics says.
+async fn handoffs(p: &Running, reason: Option<&str>) -> f64 {
     let c = TestClient::new();
-    metric(
-        &c,
-        p.admin_addr,
-        "tether_http1_handoffs_total",
-        &[("reason", reason)],
-    )
-    .await
+    let mut total = 0.0;
+    for r in tether::proxy::wire::Handover::ALL.map(|h| h.as_str()) {
+        if reason.is_none_or(|want| want == r) {
+            total += metric(
+                &c,
+                p.admin_addr,
+                "tether_http1_handoffs_total",
+                &[("reason", r)],
+            )
+            .await;
+        }
+    }
+    total
 }
 
 /// Reads one whole response with a `Content-Length` body from `s`.
@@ -145,7 +152,7 @@ async fn small_bodies_stay_on_the_fast_path_whole_and_a_large_one_moves_the_conn
         assert!(out.contains(&format!("\"body\":\"{body}\"")), "{out}");
     }
     assert_eq!(
-        handoffs(&p, "body").await,
+        handoffs(&p, None).await,
         0.0,
         "small bodies are the fast path's"
     );
@@ -168,7 +175,8 @@ async fn small_bodies_stay_on_the_fast_path_whole_and_a_large_one_moves_the_conn
         "the large body arrived whole"
     );
     assert!(out.find("\"path\":\"/big\"").unwrap() < out.find("\"path\":\"/after\"").unwrap());
-    assert_eq!(handoffs(&p, "body").await, 1.0);
+    assert_eq!(handoffs(&p, Some("body")).await, 1.0);
+    assert_eq!(handoffs(&p, None).await, 1.0);
     p.shutdown().await;
 }
 
@@ -195,7 +203,7 @@ async fn a_body_that_arrives_after_its_head_in_pieces_is_relayed_whole() {
     let out = read_response(&mut s).await;
     assert!(out.contains("\"path\":\"/next\""), "{out}");
     assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert_eq!(handoffs(&p, "body").await, 0.0);
+    assert_eq!(handoffs(&p, None).await, 0.0);
     p.shutdown().await;
 }
 
@@ -239,7 +247,8 @@ async fn a_body_over_max_body_bytes_gets_hypers_413() {
     .await;
     assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
     assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert_eq!(handoffs(&p, "body").await, 1.0);
+    assert_eq!(handoffs(&p, Some("body")).await, 1.0);
+    assert_eq!(handoffs(&p, None).await, 1.0);
     p.shutdown().await;
 }
 
@@ -628,18 +637,42 @@ async fn a_get_answered_with_something_that_is_not_http_is_retried_on_the_next_p
 ) {
     // A pod whose port speaks something else (a TLS alert here) fails the exchange like
     // a reset: a GET may move on, a POST may not be sent twice.
-    get_retried_and_post_not_when_one_pod_answers(b"\x15\x03\x01\x00\x02\x02\x46").await;
+    replayable_retried_and_others_sent_once_when_one_pod_answers(
+        b"\x15\x03\x01\x00\x02\x02\x46",
+        "",
+        "502",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_status_under_100_is_a_failed_exchange_retried_like_on_the_hyper_path() {
-    get_retried_and_post_not_when_one_pod_answers(b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n")
-        .await;
+    replayable_retried_and_others_sent_once_when_one_pod_answers(
+        b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+        "",
+        "502",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_503_is_retried_for_a_get_when_retry_on_allows_and_relayed_for_a_post_or_a_body() {
+    replayable_retried_and_others_sent_once_when_one_pod_answers(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        "retry_on = [\"503\"]\n",
+        "503",
+    )
+    .await;
 }
 
 /// Two pods, one answering every request with `answer`: GETs all get pod-a's 200, and
-/// exactly the POSTs and bodies placed on the bad pod get a 502.
-async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
+/// exactly the POSTs and bodies placed on the bad pod get `once` (their status line's
+/// code), each sent once.
+async fn replayable_retried_and_others_sent_once_when_one_pod_answers(
+    answer: &'static [u8],
+    backend_extra: &str,
+    once: &str,
+) {
     let hits = Arc::new(AtomicUsize::new(0));
     let count = hits.clone();
     let bad_pod = raw_pod(move |mut s| {
@@ -655,7 +688,7 @@ async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
     let ok = TestBackend::echo("pod-a").await;
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
-         [[backend]]\nname = \"app\"\noutlier_failures = 1000\n\
+         [[backend]]\nname = \"app\"\noutlier_failures = 1000\n{backend_extra}\
          endpoints = [\"{bad_pod}\", {}]\n",
         ok.entry()
     );
@@ -684,7 +717,7 @@ async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
         let mut bad_gateway = 0;
         for _ in 0..40 {
             let out = raw(p.proxy_addr, request).await;
-            if out.starts_with("HTTP/1.1 502") {
+            if out.starts_with(&format!("HTTP/1.1 {once} ")) {
                 bad_gateway += 1;
             } else {
                 assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
@@ -696,9 +729,109 @@ async fn get_retried_and_post_not_when_one_pod_answers(answer: &'static [u8]) {
         assert_eq!(
             bad_gateway,
             hits.load(Ordering::SeqCst) - before,
-            "every request placed on the bad pod got a 502 and was not sent again"
+            "every request placed on the bad pod got its {once} and was not sent again"
         );
         assert!(bad_gateway > 0);
     }
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_header_naming_content_length_cannot_turn_a_body_into_a_second_request() {
+    let pod = TestBackend::echo("pod-a").await;
+    let p = proxy(&config(&[&pod], &[], "")).await;
+    // Dropping the length as `Connection` asks, and then sending the body, would have
+    // the pod read the body as a request of its own, past routing and header hygiene.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: internal\r\nX-Tether-Session: forged\r\n\r\n";
+    let request = format!(
+        "POST /a HTTP/1.1\r\nHost: a\r\nConnection: content-length, close\r\n\
+         Content-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let out = raw(p.proxy_addr, request.as_bytes()).await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 1, "{out}");
+    assert!(out.contains("\"path\":\"/a\""), "{out}");
+    assert!(
+        out.contains("GET /smuggled"),
+        "the body arrived as a body: {out}"
+    );
+    assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_get_is_replayed_when_a_reused_upstream_connection_dies_under_it_and_a_body_is_not() {
+    // The pod answers the first request on each connection, then reads the next one
+    // and closes without a word: what an upstream closing a keep-alive connection just
+    // as a request arrives looks like.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    let pod = raw_pod(move |mut s| {
+        let count = count.clone();
+        async move {
+            if !read_request(&mut s).await {
+                return;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if read_request(&mut s).await {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let p = proxy(&one_endpoint(pod, "")).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.ends_with("first"));
+    // Reuses the connection, which dies: sent again on a fresh one.
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200 OK") && out.ends_with("first"),
+        "{out}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    // A PUT is idempotent, but its body is never sent twice: the client gets a 502.
+    s.write_all(b"PUT /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
+    assert_eq!(requests.load(Ordering::SeqCst), 4);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_for_no_route_gets_a_404_and_the_connection_closes_before_the_rest_arrives() {
+    let pod = TestBackend::echo("pod-a").await;
+    let cfg = format!(
+        "{}[[route]]\nhost = \"app.example\"\npath_prefix = \"/\"\nbackend = \"app\"\n",
+        config(&[&pod], &[], "")
+    );
+    let p = proxy(&cfg).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    // Three of ten body bytes: the rest never comes, and is not waited for.
+    s.write_all(b"POST / HTTP/1.1\r\nHost: other.example\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closed the connection after its 404")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     p.shutdown().await;
 }

@@ -402,7 +402,12 @@ impl Proxy {
                     let elapsed = started.elapsed();
                     backend.stats.observe(elapsed);
                     let broken = write_error(&mut client, &e, close).await.is_err();
-                    (e.status().as_u16(), close || broken, elapsed, None)
+                    (
+                        e.status().as_u16(),
+                        close || broken || e.closes(),
+                        elapsed,
+                        None,
+                    )
                 }
                 Exchanged::Broken => return Handoff::Closed,
             };
@@ -464,8 +469,8 @@ impl Proxy {
 
     /// One request on the fast path: decide, try the candidates in order, relay the
     /// response. Mirrors [`Proxy::forward`]'s failure handling: connect failures move
-    /// on to the next endpoint, a stale pooled connection is retried once, idempotent
-    /// requests are retried elsewhere within the retry budget.
+    /// on to the next endpoint, a stale pooled connection is retried once, replayable
+    /// requests (idempotent, no body) are retried elsewhere within the retry budget.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
@@ -589,10 +594,10 @@ impl Proxy {
                 match parsed {
                     Ok(h) => break (upstream, h),
                     // A pooled connection the upstream closed while it sat idle: nothing
-                    // came back, so an idempotent request is sent once more on a fresh
+                    // came back, so a replayable request is sent once more on a fresh
                     // one (the hyper path does the same).
                     Err(e) if reused && tries < 2 && e.nothing_back && head.replayable() => {
-                        tracing::debug!(error = %e.error, "stale upstream connection; replaying an idempotent request");
+                        tracing::debug!(error = %e.error, "stale upstream connection; replaying a bodyless idempotent request");
                     }
                     Err(e) => {
                         endpoint.stats.error(LastError::Reset);
@@ -603,7 +608,7 @@ impl Proxy {
                         {
                             backend.stats.retry();
                             tried_pinned |= Some(i) == decision.pinned();
-                            tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying an idempotent request on the next endpoint");
+                            tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying a bodyless idempotent request on the next endpoint");
                             continue 'candidates;
                         }
                         return Exchanged::Failed(Error::Wire(e.error));
