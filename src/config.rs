@@ -92,8 +92,8 @@ pub struct ServerSettings {
     pub access_log_sample: f64,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
-    /// Serve plaintext HTTP/1.1 requests without a body on the native fast path
-    /// (`proxy::native`); off = every request through hyper.
+    /// Serve HTTP/1.1 requests (plaintext, or TLS without h2) with no body or a small
+    /// one on the native fast path (`proxy::native`); off = every request through hyper.
     pub http1_fast_path: bool,
 }
 

@@ -15,6 +15,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -558,8 +559,8 @@ struct Limits {
 
 /// Accepts connections (HTTP/1.1 and cleartext HTTP/2 by prior knowledge, with
 /// upgrades) until shutdown, then drains them for at most `grace`. With `native`,
-/// plaintext connections start on the proxy's HTTP/1 fast path and move to hyper at the
-/// first request it does not take.
+/// plaintext connections, and TLS ones whose ALPN did not choose h2, start on the
+/// proxy's HTTP/1 fast path and move to hyper at the first request it does not take.
 #[allow(clippy::too_many_arguments)]
 async fn serve<F, S, B>(
     listener: TcpListener,
@@ -599,6 +600,10 @@ async fn serve<F, S, B>(
         .max_concurrent_streams(1024)
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
         .keep_alive_interval(Duration::from_secs(30));
+    let native_limits = native::Limits {
+        header_timeout: limits.header_timeout,
+        max_header_bytes: limits.max_header_bytes,
+    };
     let permits = limits
         .max_connections
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
@@ -628,10 +633,6 @@ async fn serve<F, S, B>(
                             let token = fast.token();
                             tokio::spawn(async move {
                                 let conn = Connection::new(peer, false);
-                                let native_limits = native::Limits {
-                                    header_timeout: limits.header_timeout,
-                                    max_header_bytes: limits.max_header_bytes,
-                                };
                                 let handoff = proxy.serve_native(stream, &conn, native_limits, rx).await;
                                 drop(token);
                                 if let native::Handoff::Hyper(stream) = handoff {
@@ -652,7 +653,8 @@ async fn serve<F, S, B>(
                                 drop(permit);
                             });
                         }
-                        (Some(acceptor), _) => {
+                        (Some(acceptor), native) => {
+                            let native = native.clone().map(|proxy| (proxy, shutdown.clone(), fast.token()));
                             tokio::spawn(async move {
                                 // The handshake runs here, off the accept loop, bounded like
                                 // a request head so a silent client cannot hold a slot.
@@ -667,7 +669,29 @@ async fn serve<F, S, B>(
                                         return;
                                     }
                                 };
-                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                                // HTTP/1.1 over TLS starts on the fast path like plaintext;
+                                // a client that chose h2 by ALPN is hyper's from the start.
+                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
+                                let stream = match native.filter(|_| !h2) {
+                                    Some((proxy, rx, token)) => {
+                                        let conn = Connection::new(peer, true);
+                                        let handoff = proxy.serve_native(tls_stream, &conn, native_limits, rx).await;
+                                        drop(token);
+                                        match handoff {
+                                            native::Handoff::Hyper(stream) => stream,
+                                            // The TLS session ends with close_notify, as hyper
+                                            // ends its own, so the client can tell a complete
+                                            // close-delimited response from a cut one.
+                                            native::Handoff::Closed(mut stream) => {
+                                                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                                                drop(permit);
+                                                return;
+                                            }
+                                        }
+                                    }
+                                    None => native::Prefixed::new(Vec::new(), tls_stream),
+                                };
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                                 }

@@ -90,48 +90,6 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     p.shutdown().await;
 }
 
-/// Connections handed from the fast path to hyper for `reason` (`None`: for any
-/// reason), as /metrics says.
-async fn handoffs(p: &Running, reason: Option<&str>) -> f64 {
-    let c = TestClient::new();
-    let mut total = 0.0;
-    for r in tether::proxy::wire::Handover::ALL.map(|h| h.as_str()) {
-        if reason.is_none_or(|want| want == r) {
-            total += metric(
-                &c,
-                p.admin_addr,
-                "tether_http1_handoffs_total",
-                &[("reason", r)],
-            )
-            .await;
-        }
-    }
-    total
-}
-
-/// Reads one whole response with a `Content-Length` body from `s`.
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&got).into_owned();
-            }
-        }
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 #[tokio::test]
 async fn small_bodies_stay_on_the_fast_path_whole_and_a_large_one_moves_the_connection_to_hyper() {
     let pod = TestBackend::echo("pod-a").await;

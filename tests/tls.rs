@@ -1,4 +1,5 @@
-//! TLS termination: HTTP/2 over TLS by ALPN, stickiness, and certificate reload.
+//! TLS termination: HTTP/2 over TLS by ALPN, HTTP/1.1 over TLS on the fast path,
+//! stickiness, and certificate reload.
 
 mod support;
 
@@ -26,15 +27,12 @@ fn cert() -> Cert {
     }
 }
 
-/// Connects over TLS with ALPN h2 trusting `root`; returns the sender and the
-/// certificate the server presented.
-async fn h2_tls(
+/// A TLS connection offering `alpn`, trusting `root`.
+async fn tls_connect(
     addr: std::net::SocketAddr,
     root: &CertificateDer<'static>,
-) -> (
-    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    CertificateDer<'static>,
-) {
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -44,12 +42,24 @@ async fn h2_tls(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Connects over TLS with ALPN h2 trusting `root`; returns the sender and the
+/// certificate the server presented.
+async fn h2_tls(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    CertificateDer<'static>,
+) {
+    let tls = tls_connect(addr, root, b"h2").await;
     let (_, session) = tls.get_ref();
     assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "ALPN chose h2");
     let presented = session.peer_certificates().unwrap()[0].clone().into_owned();
@@ -160,6 +170,89 @@ async fn http2_over_tls_is_sticky_and_certificates_reload_when_the_files_change(
         status, 200,
         "the connection opened before the reload still works"
     );
+    p.shutdown().await;
+}
+
+/// A proxy config over `pods` with TLS from a fresh certificate (kept in `dir`).
+fn tls_config(pods: &[&TestBackend], dir: &std::path::Path) -> (String, Cert) {
+    let c = cert();
+    std::fs::write(dir.join("tls.crt"), &c.pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &c.key).unwrap();
+    let cfg = config(pods, &[("k1", KEY_1)], "").replacen(
+        "shutdown_grace = \"5s\"\n",
+        &format!(
+            "shutdown_grace = \"5s\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            dir.join("tls.crt").display(),
+            dir.join("tls.key").display()
+        ),
+        1,
+    );
+    (cfg, c)
+}
+
+#[tokio::test]
+async fn http1_over_tls_is_served_on_the_fast_path_and_ends_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pod = TestBackend::echo("pod-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, c) = tls_config(&[&pod], dir.path());
+    let p = proxy(&cfg).await;
+
+    let mut s = tls_connect(p.proxy_addr, &c.der, b"http/1.1").await;
+    s.write_all(b"POST /form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    let echoed: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echoed["body"], "hello");
+    assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+    let cookie = out
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: tether="))
+        .and_then(|v| v.split(';').next())
+        .expect("a new session's cookie")
+        .to_string();
+    s.write_all(
+        format!("GET /again HTTP/1.1\r\nHost: localhost\r\nCookie: tether={cookie}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(out.contains("\"path\":\"/again\""), "{out}");
+    assert!(!out.contains("set-cookie"), "the session is sticky: {out}");
+    assert_eq!(handoffs(&p, None).await, 0.0);
+    // A body too large for the fast path moves this connection to hyper: counted, which
+    // only a connection that started on the fast path can be.
+    let big = "x".repeat(tether::proxy::wire::MAX_BODY + 1);
+    s.write_all(
+        format!(
+            "POST /big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert_eq!(handoffs(&p, Some("body")).await, 1.0);
+
+    // A connection the fast path closes ends with close_notify: without it the client's
+    // TLS read reports an unexpected EOF instead of the end of the stream.
+    let mut s = tls_connect(p.proxy_addr, &c.der, b"http/1.1").await;
+    s.write_all(b"GET /last HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .await
+        .expect("a clean TLS close after the response");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("\"path\":\"/last\""), "{out}");
+    assert_eq!(handoffs(&p, None).await, 1.0);
     p.shutdown().await;
 }
 

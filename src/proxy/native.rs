@@ -7,7 +7,9 @@
 //! proxy and pods that CPU is what sets throughput (see `benches/load/` and the README).
 //!
 //! It takes only requests [`wire::parse_request`] accepts (HTTP/1.1 in origin form, no
-//! body or a small `Content-Length` one) on plaintext connections to HTTP/1.1 backends.
+//! body or a small `Content-Length` one) to HTTP/1.1 backends, on plaintext connections
+//! and on TLS ones whose ALPN did not choose h2 (generic over the client stream; every
+//! client write is flushed, which TCP ignores and TLS needs).
 //! A small body is read whole before an upstream is chosen and sent with the head. At
 //! the first request it does not take, it hands the connection to hyper together with
 //! every byte read so far ([`Prefixed`]), so hyper answers it exactly as it would have
@@ -47,12 +49,20 @@ pub struct Limits {
 }
 
 /// How a connection left the fast path.
-pub enum Handoff {
-    /// Closed: the client left, timed out, asked to close, or shutdown began.
-    Closed,
+pub enum Handoff<S> {
+    /// Done: the client left, timed out, asked to close, or shutdown began. The stream
+    /// is handed back so a TLS connection can end with its close_notify.
+    Closed(S),
     /// A request the fast path does not take: serve the rest of the connection with
     /// hyper, starting from the buffered bytes.
-    Hyper(Prefixed<TcpStream>),
+    Hyper(Prefixed<S>),
+}
+
+/// How [`Proxy::serve_h1`] ended.
+enum Flow {
+    Closed,
+    /// Hand over to hyper with these bytes read.
+    Hyper(Vec<u8>),
 }
 
 /// The buffers of one exchange: kept per thread between exchanges, so an idle
@@ -255,14 +265,28 @@ struct LogInfo {
 }
 
 impl Proxy {
-    /// Serves an HTTP/1 connection on the fast path until it closes or hands over.
-    pub async fn serve_native(
+    /// Serves an HTTP/1 connection (plaintext, or TLS that did not choose h2) on the fast
+    /// path until it closes or hands over.
+    pub async fn serve_native<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut client: TcpStream,
+        mut client: S,
+        conn: &Connection,
+        limits: Limits,
+        shutdown: watch::Receiver<bool>,
+    ) -> Handoff<S> {
+        match self.serve_h1(&mut client, conn, limits, shutdown).await {
+            Flow::Closed => Handoff::Closed(client),
+            Flow::Hyper(read) => Handoff::Hyper(Prefixed::new(read, client)),
+        }
+    }
+
+    async fn serve_h1<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
         conn: &Connection,
         limits: Limits,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Handoff {
+    ) -> Flow {
         let mut read: Vec<u8> = Vec::new();
         let mut memo = Memo::default();
         let mut timers = [LazyTimer::new(), LazyTimer::new()];
@@ -285,10 +309,10 @@ impl Proxy {
                     break;
                 }
                 if read.len() >= limits.max_header_bytes {
-                    return self.hand_over(Handover::HeadTooLarge, read, client);
+                    return self.hand_over(Handover::HeadTooLarge, read);
                 }
                 if read.is_empty() && stopping.has_changed().unwrap_or(true) {
-                    return Handoff::Closed;
+                    return Flow::Closed;
                 }
                 if read.capacity() - read.len() < 1024 {
                     read.reserve(CLIENT_READ);
@@ -300,49 +324,45 @@ impl Proxy {
                 tokio::select! {
                     biased;
                     r = client.read_buf(&mut read) => match r {
-                        Ok(0) | Err(_) => return Handoff::Closed,
+                        Ok(0) | Err(_) => return Flow::Closed,
                         Ok(_) => {}
                     },
                     _ = header_timer.until(by) => {
                         tracing::debug!(peer = %conn.peer, "request head timed out");
-                        return Handoff::Closed;
+                        return Flow::Closed;
                     }
                     _ = StopWait {
                         wait: stop.as_mut(),
                         armed: &mut stop_armed,
                         stopping: &stopping,
-                    }, if read.is_empty() => return Handoff::Closed,
+                    }, if read.is_empty() => return Flow::Closed,
                 }
             }
             // httparse finds where the first head ends (pipelined requests may follow).
             let mut fields = wire::no_fields();
             let head = match wire::parse_request(&read, &mut fields) {
                 Parsed::Fast(h) => h,
-                Parsed::Decline(why) => return self.hand_over(why, read, client),
+                Parsed::Decline(why) => return self.hand_over(why, read),
                 // A bare-LF head `has_head` saw end where httparse did not: hyper's.
-                Parsed::Partial => return self.hand_over(Handover::Malformed, read, client),
+                Parsed::Partial => return self.hand_over(Handover::Malformed, read),
             };
             let len = head.total_len();
             let Some(route) = self.route(head.host, head.path()) else {
                 let close = head.close || head.body_len > 0;
-                if write_error(&mut client, &Error::NoRoute, close)
-                    .await
-                    .is_err()
-                    || close
-                {
-                    return Handoff::Closed;
+                if write_error(client, &Error::NoRoute, close).await.is_err() || close {
+                    return Flow::Closed;
                 }
                 read.drain(..len);
                 continue;
             };
             let (backend, keys, logged, max_body) = route;
             if backend.settings.h2c {
-                return self.hand_over(Handover::H2cBackend, read, client);
+                return self.hand_over(Handover::H2cBackend, read);
             }
             if head.body_len > 0 {
                 if max_body.is_some_and(|max| head.body_len as u64 > max) {
                     // hyper answers 413 and closes, as it does for any connection.
-                    return self.hand_over(Handover::Body, read, client);
+                    return self.hand_over(Handover::Body, read);
                 }
                 if !head.body_complete() {
                     // The rest of the body, within the response timeout that bounds an
@@ -355,14 +375,14 @@ impl Proxy {
                         tokio::select! {
                             biased;
                             r = client.read_buf(&mut read) => match r {
-                                Ok(0) | Err(_) => return Handoff::Closed,
+                                Ok(0) | Err(_) => return Flow::Closed,
                                 Ok(_) => {}
                             },
                             _ = header_timer.until(by) => {
                                 tracing::debug!(peer = %conn.peer, "request body timed out");
                                 backend.stats.local_response(Error::BodyTimeout.status());
-                                let _ = write_error(&mut client, &Error::BodyTimeout, true).await;
-                                return Handoff::Closed;
+                                let _ = write_error(client, &Error::BodyTimeout, true).await;
+                                return Flow::Closed;
                             }
                         }
                     }
@@ -380,7 +400,7 @@ impl Proxy {
                     &backend,
                     &keys,
                     &mut memo,
-                    &mut client,
+                    client,
                     &mut bufs,
                     response_timer,
                     started,
@@ -401,7 +421,7 @@ impl Proxy {
                     backend.stats.local_response(e.status());
                     let elapsed = started.elapsed();
                     backend.stats.observe(elapsed);
-                    let broken = write_error(&mut client, &e, close).await.is_err();
+                    let broken = write_error(client, &e, close).await.is_err();
                     (
                         e.status().as_u16(),
                         close || broken || e.closes(),
@@ -409,7 +429,7 @@ impl Proxy {
                         None,
                     )
                 }
-                Exchanged::Broken => return Handoff::Closed,
+                Exchanged::Broken => return Flow::Closed,
             };
             if let Some((method, path)) = line {
                 tracing::info!(
@@ -427,7 +447,7 @@ impl Proxy {
                 );
             }
             if close {
-                return Handoff::Closed;
+                return Flow::Closed;
             }
             if read.len() == len {
                 read.clear();
@@ -442,9 +462,9 @@ impl Proxy {
     }
 
     /// Moves a connection to hyper, counting why.
-    fn hand_over(&self, why: Handover, read: Vec<u8>, client: TcpStream) -> Handoff {
+    fn hand_over(&self, why: Handover, read: Vec<u8>) -> Flow {
         self.handoffs[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Handoff::Hyper(Prefixed::new(read, client))
+        Flow::Hyper(read)
     }
 
     /// The backend for host and path, with the key ring, whether to log the request and
@@ -472,14 +492,14 @@ impl Proxy {
     /// on to the next endpoint, a stale pooled connection is retried once, replayable
     /// requests (idempotent, no body) are retried elsewhere within the retry budget.
     #[allow(clippy::too_many_arguments)]
-    async fn exchange(
+    async fn exchange<S: AsyncWrite + Unpin>(
         &self,
         head: &RequestHead<'_>,
         conn: &Connection,
         backend: &Arc<Backend>,
         keys: &Arc<KeyRing>,
         memo: &mut Memo,
-        client: &mut TcpStream,
+        client: &mut S,
         bufs: &mut Buffers,
         timer: &mut LazyTimer,
         started: Instant,
@@ -667,7 +687,7 @@ impl Proxy {
             };
             out.extend_from_slice(&up[head_len..head_len + taken]);
             reusable &= head_len + taken == up.len();
-            if client.write_all(out).await.is_err() {
+            if send_all(client, out).await.is_err() {
                 return Exchanged::Broken;
             }
             let mut done = done;
@@ -690,7 +710,7 @@ impl Proxy {
                     }
                 };
                 reusable &= taken == up.len();
-                if client.write_all(&up[..taken]).await.is_err() {
+                if send_all(client, &up[..taken]).await.is_err() {
                     return Exchanged::Broken;
                 }
                 done = end;
@@ -785,7 +805,11 @@ fn deadline(timeout: Duration) -> Instant {
 }
 
 /// Writes tether's own answer for `e`.
-async fn write_error(client: &mut TcpStream, e: &Error, close: bool) -> io::Result<()> {
+async fn write_error<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    e: &Error,
+    close: bool,
+) -> io::Result<()> {
     let status = e.status();
     let body = format!("{e}\n");
     let close = close || e.closes();
@@ -798,7 +822,15 @@ async fn write_error(client: &mut TcpStream, e: &Error, close: bool) -> io::Resu
         body.len(),
         if close { "connection: close\r\n" } else { "" },
     );
-    client.write_all(head.as_bytes()).await
+    send_all(client, head.as_bytes()).await
+}
+
+/// Writes `bytes` to the client and flushes: a no-op for TCP, but TLS may hold written
+/// bytes in its buffer when the socket is full, and a response, or a streamed event,
+/// must not wait for the next write to leave.
+async fn send_all<S: AsyncWrite + Unpin>(client: &mut S, bytes: &[u8]) -> io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
 }
 
 /// A stream whose first reads return bytes already read from it: how a connection

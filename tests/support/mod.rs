@@ -23,6 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -443,4 +444,46 @@ pub async fn metric(
             _ => f64::NAN,
         })
         .unwrap_or(0.0)
+}
+
+/// Connections handed from the fast path to hyper for `reason` (`None`: for any
+/// reason), as /metrics says.
+pub async fn handoffs(p: &Running, reason: Option<&str>) -> f64 {
+    let c = TestClient::new();
+    let mut total = 0.0;
+    for r in tether::proxy::wire::Handover::ALL.map(|h| h.as_str()) {
+        if reason.is_none_or(|want| want == r) {
+            total += metric(
+                &c,
+                p.admin_addr,
+                "tether_http1_handoffs_total",
+                &[("reason", r)],
+            )
+            .await;
+        }
+    }
+    total
+}
+
+/// Reads one whole response with a `Content-Length` body from `s`.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&got).into_owned();
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
