@@ -7,10 +7,14 @@
 #                                log named NAME in $work) up to inside `http {`
 #   start_pods PORT_PREFIX       four nginx "pods" on 127.0.0.1:${PORT_PREFIX}1..4; each
 #                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua)
-#   start_tether PORT_PREFIX LISTEN ADMIN WORKERS
+#   start_tether PORT_PREFIX LISTEN ADMIN WORKERS [TLS]
 #                                tether (cookie `tether`) on 127.0.0.1:LISTEN, admin on
 #                                ADMIN, in front of those pods; sets TETHER_PID; runs
-#                                under $TETHER_WRAP when set (e.g. valgrind)
+#                                under $TETHER_WRAP when set (e.g. valgrind); with TLS
+#                                (a directory holding cert.pem and key.pem) it
+#                                terminates TLS
+#   make_cert DIR                a self-signed cert.pem, key.pem and both in one
+#                                combined.pem (HAProxy's form) for localhost in DIR
 
 setup_load_env() {
   local need=() bin
@@ -56,12 +60,13 @@ CONF
 }
 
 start_tether() {
-  local prefix=$1 listen=$2 admin=$3 workers=$4
-  cat > "$work/tether.toml" <<CONF
+  local prefix=$1 listen=$2 admin=$3 workers=$4 tls=${5:-}
+  cat > "$work/tether-$listen.toml" <<CONF
 [server]
 listen = "127.0.0.1:$listen"
 admin = "127.0.0.1:$admin"
 workers = $workers
+$([ -n "$tls" ] && printf '[server.tls]\ncert_file = "%s/cert.pem"\nkey_file = "%s/key.pem"\n' "$tls" "$tls")
 [[keys]]
 id = "k1"
 secret = "$("$TETHER" keygen)"
@@ -72,5 +77,11 @@ endpoints = [$(for i in 1 2 3 4; do printf '{ name = "pod-%s", address = "127.0.
 cookie = "tether"
 CONF
   # shellcheck disable=SC2086 # TETHER_WRAP is a command line, split on purpose
-  RUST_LOG=warn ${TETHER_WRAP:-} "$TETHER" run --config "$work/tether.toml" 2>"$work/tether.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+  RUST_LOG=warn ${TETHER_WRAP:-} "$TETHER" run --config "$work/tether-$listen.toml" 2>"$work/tether-$listen.err" & TETHER_PID=$!; pids+=($TETHER_PID)
+}
+
+make_cert() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+  cat "$1/cert.pem" "$1/key.pem" > "$1/combined.pem"
 }

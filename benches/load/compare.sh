@@ -25,6 +25,9 @@
 #   benches/load/compare.sh               # workers 1 and 2, 10 s per run: ~12 minutes
 #   SCENARIOS="one post" benches/load/compare.sh   # "post": one sticky session, every
 #                                                  # request a POST with a 1 KiB body
+#   SCENARIOS="tls" benches/load/compare.sh        # "tls": one sticky session over
+#       HTTPS, each proxy terminating TLS with the same self-signed certificate (no
+#       relay or floor rows: neither terminates TLS)
 #   WORKERS="1" DURATION=5 RELAY=0 FLOOR=0 benches/load/compare.sh   # ~2 minutes
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,7 +41,9 @@ SCENARIOS="${SCENARIOS:-one many new}"
 LOAD=benches/load
 
 . "$LOAD/common.sh"
-setup_load_env wrk nginx haproxy
+setup_load_env wrk nginx haproxy openssl
+make_cert "$work"
+TLS=0; [[ " $SCENARIOS " == *" tls "* ]] && TLS=1
 # --- upstream: four pods in one nginx (2 workers, shared by every proxy alike) ---
 start_pods 1808
 [ "$FLOOR" = 1 ] && cargo build --release --quiet --example h1_floor
@@ -46,6 +51,12 @@ start_pods 1808
 start_proxies() {
   local w=$1
   start_tether 1808 18090 18099 "$w"
+  TETHER_TLS_PID=
+  if [ "$TLS" = 1 ]; then
+    local plain=$TETHER_PID
+    start_tether 1808 18097 18098 "$w" "$work"
+    TETHER_TLS_PID=$TETHER_PID TETHER_PID=$plain
+  fi
   # nginx, sticky by consistent hash on the cookie
   cat > "$work/nginx.conf" <<CONF
 $(nginx_head nginx "$w")
@@ -55,6 +66,12 @@ $(nginx_head nginx "$w")
     keepalive 256;
   }
   server { listen 127.0.0.1:18091; location / { proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server {
+    listen 127.0.0.1:18095 ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    location / { proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
 }
 CONF
   nginx -c "$work/nginx.conf" -g 'daemon off;' & NGINX_PID=$!; pids+=($NGINX_PID)
@@ -71,6 +88,9 @@ defaults
   option http-keep-alive
 frontend f
   bind 127.0.0.1:18092
+  default_backend pods
+frontend ftls
+  bind 127.0.0.1:18096 ssl crt $work/combined.pem
   default_backend pods
 backend pods
   balance roundrobin
@@ -97,8 +117,8 @@ CONF
 }
 
 stop_proxies() {
-  kill "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" $FLOOR_PID 2>/dev/null || true
-  wait "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" $FLOOR_PID 2>/dev/null || true
+  kill "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" $FLOOR_PID $TETHER_TLS_PID 2>/dev/null || true
+  wait "$TETHER_PID" "$NGINX_PID" "$HAPROXY_PID" $FLOOR_PID $TETHER_TLS_PID 2>/dev/null || true
   sleep 0.5
 }
 
@@ -129,12 +149,14 @@ run() {
     many)  env=(WRK_SESSIONS=5000) ;;  # per thread: 2 threads = 10,000 sessions
     new)   env=() ;;
     post)  env=(WRK_SESSIONS=1 WRK_BODY_BYTES=1024) ;;
+    tls)   env=(WRK_SESSIONS=1) ;;
   esac
+  local scheme=http; [ "$scenario" = tls ] && scheme=https
   [ "$1" = nginx ] && env+=(WRK_CLIENT_COOKIES=1)
   local script="$LOAD/sticky.lua"; [ "$scenario" = new ] && script="$LOAD/new-session.lua"
   local out t0 t1
   t0=$(cpu_ticks "$3")
-  out=$(env "${env[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$port/" 2>&1)
+  out=$(env "${env[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$scheme://127.0.0.1:$port/" 2>&1)
   t1=$(cpu_ticks "$3")
   local rps p50 p99 sticky cpu
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -152,14 +174,19 @@ for w in $WORKERS; do
   start_proxies "$w"
   for scenario in $SCENARIOS; do
     declare -A best=()
+    # Neither the relay nor the floor terminates TLS.
+    these=$proxies; [ "$scenario" = tls ] && these="tether nginx haproxy"
     for round in 1 2; do
-      for proxy in $proxies; do
-        case $proxy in
-          tether) port=18090; pid=$TETHER_PID ;;
-          nginx) port=18091; pid=$NGINX_PID ;;
-          haproxy) port=18092; pid=$HAPROXY_PID ;;
-          relay) port=18093; pid=$HAPROXY_PID ;;
-          floor) port=18094; pid=$FLOOR_PID ;;
+      for proxy in $these; do
+        case $scenario:$proxy in
+          tls:tether) port=18097; pid=$TETHER_TLS_PID ;;
+          tls:nginx) port=18095; pid=$NGINX_PID ;;
+          tls:haproxy) port=18096; pid=$HAPROXY_PID ;;
+          *:tether) port=18090; pid=$TETHER_PID ;;
+          *:nginx) port=18091; pid=$NGINX_PID ;;
+          *:haproxy) port=18092; pid=$HAPROXY_PID ;;
+          *:relay) port=18093; pid=$HAPROXY_PID ;;
+          *:floor) port=18094; pid=$FLOOR_PID ;;
         esac
         read -r rps p50 p99 sticky cpu < <(run "$proxy" "$port" "$pid" "$scenario")
         rss=$(peak_rss_kb "$pid")
@@ -174,12 +201,12 @@ for w in $WORKERS; do
     peer=$(awk -v a="${best[nginx]}" -v b="${best[haproxy]}" 'BEGIN {print (a > b) ? a : b}')
     ratio=$(awk -v t="${best[tether]}" -v p="$peer" 'BEGIN {printf "%.2f", (p > 0) ? t / p : 0}')
     echo "# workers=$w scenario=$scenario: tether ${best[tether]} req/s, better peer $peer req/s, ratio $ratio"
-    if [ "$RELAY" = 1 ]; then
+    if [ "$RELAY" = 1 ] && [ "$scenario" != tls ]; then
       awk -v t="${best[tether]}" -v p="$peer" -v r="${best[relay]}" 'BEGIN {
         printf "#   ceiling: relay %s req/s; tether at %.0f%% of it, better peer at %.0f%%; 1.25x the peer would be %.0f%%\n",
           r, 100 * t / r, 100 * p / r, 125 * p / r }'
     fi
-    if [ "$FLOOR" = 1 ]; then
+    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ]; then
       awk -v t="${best[tether]}" -v p="$peer" -v f="${best[floor]}" 'BEGIN {
         printf "#   floor: minimal HTTP/1 proxy on tokio %s req/s, %.2fx the better peer; tether at %.0f%% of it\n",
           f, f / p, 100 * t / f }'
