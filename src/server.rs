@@ -557,6 +557,13 @@ struct Limits {
     max_connections: Option<usize>,
 }
 
+/// Ends a connection with a reset instead of a FIN (zero linger), so a client whose
+/// response was cut off mid-body sees an error, not what could pass for the end of a
+/// close-delimited body.
+fn reset(stream: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
 /// Accepts connections (HTTP/1.1 and cleartext HTTP/2 by prior knowledge, with
 /// upgrades) until shutdown, then drains them for at most `grace`. With `native`,
 /// plaintext connections, and TLS ones whose ALPN did not choose h2, start on the
@@ -635,11 +642,15 @@ async fn serve<F, S, B>(
                                 let conn = Connection::new(peer, false);
                                 let handoff = proxy.serve_native(stream, &conn, native_limits, rx).await;
                                 drop(token);
-                                if let native::Handoff::Hyper(stream) = handoff {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                match handoff {
+                                    native::Handoff::Hyper(stream) => {
+                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                                        }
                                     }
+                                    native::Handoff::Closed(_) => {}
+                                    native::Handoff::Aborted(stream) => reset(&stream),
                                 }
                                 drop(permit);
                             });
@@ -676,15 +687,24 @@ async fn serve<F, S, B>(
                                     Some((proxy, rx, token)) => {
                                         let conn = Connection::new(peer, true);
                                         let handoff = proxy.serve_native(tls_stream, &conn, native_limits, rx).await;
-                                        drop(token);
                                         match handoff {
-                                            native::Handoff::Hyper(stream) => stream,
+                                            native::Handoff::Hyper(stream) => {
+                                                drop(token);
+                                                stream
+                                            }
                                             // The TLS session ends with close_notify, as hyper
                                             // ends its own, so the client can tell a complete
-                                            // close-delimited response from a cut one.
+                                            // close-delimited response from a cut one...
                                             native::Handoff::Closed(mut stream) => {
                                                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                                                drop(permit);
+                                                drop((token, permit));
+                                                return;
+                                            }
+                                            // ...which therefore ends without one, as hyper's
+                                            // do after a body error.
+                                            native::Handoff::Aborted(stream) => {
+                                                reset(stream.get_ref().0);
+                                                drop((token, permit));
                                                 return;
                                             }
                                         }

@@ -53,6 +53,10 @@ pub enum Handoff<S> {
     /// Done: the client left, timed out, asked to close, or shutdown began. The stream
     /// is handed back so a TLS connection can end with its close_notify.
     Closed(S),
+    /// A response was cut off midway (the upstream broke, or the client did): the
+    /// connection must end so the client can tell, with no close_notify on TLS and a
+    /// reset on TCP, as a close-delimited body would otherwise look complete.
+    Aborted(S),
     /// A request the fast path does not take: serve the rest of the connection with
     /// hyper, starting from the buffered bytes.
     Hyper(Prefixed<S>),
@@ -61,6 +65,7 @@ pub enum Handoff<S> {
 /// How [`Proxy::serve_h1`] ended.
 enum Flow {
     Closed,
+    Aborted,
     /// Hand over to hyper with these bytes read.
     Hyper(Vec<u8>),
 }
@@ -276,6 +281,7 @@ impl Proxy {
     ) -> Handoff<S> {
         match self.serve_h1(&mut client, conn, limits, shutdown).await {
             Flow::Closed => Handoff::Closed(client),
+            Flow::Aborted => Handoff::Aborted(client),
             Flow::Hyper(read) => Handoff::Hyper(Prefixed::new(read, client)),
         }
     }
@@ -429,7 +435,7 @@ impl Proxy {
                         None,
                     )
                 }
-                Exchanged::Broken => return Flow::Closed,
+                Exchanged::Broken => return Flow::Aborted,
             };
             if let Some((method, path)) = line {
                 tracing::info!(

@@ -487,3 +487,61 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String
         }
     }
 }
+
+/// A pod that answers its first request with a close-delimited body, sends part of it,
+/// and once `cut` fires resets the connection (zero linger) instead of ending it: an
+/// upstream that breaks mid-response. The part sent is `partial-body`.
+pub async fn pod_that_breaks_mid_body() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cut_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-body")
+            .await;
+        let _ = cut_rx.await;
+        let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+    });
+    (addr, cut)
+}
+
+/// Sends a GET to a proxy in front of [`pod_that_breaks_mid_body`] on `s`, reads until
+/// the part the pod sent arrives, has the pod break, and returns how reading to the
+/// end went.
+pub async fn read_a_response_cut_mid_body<S>(
+    s: &mut S,
+    cut: tokio::sync::oneshot::Sender<()>,
+) -> std::io::Result<usize>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"partial-body") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    cut.send(()).unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the proxy ended the connection")
+}
