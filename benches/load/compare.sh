@@ -174,8 +174,10 @@ for w in $WORKERS; do
   start_proxies "$w"
   for scenario in $SCENARIOS; do
     declare -A best=()
-    # Neither the relay nor the floor terminates TLS.
-    these=$proxies; [ "$scenario" = tls ] && these="tether nginx haproxy"
+    # Neither the relay nor the floor terminates TLS, and the floor takes no bodies.
+    these=$proxies
+    [ "$scenario" = tls ] && these="tether nginx haproxy"
+    [ "$scenario" = post ] && these=${these/ floor/}
     for round in 1 2; do
       for proxy in $these; do
         case $scenario:$proxy in
@@ -206,7 +208,7 @@ for w in $WORKERS; do
         printf "#   ceiling: relay %s req/s; tether at %.0f%% of it, better peer at %.0f%%; 1.25x the peer would be %.0f%%\n",
           r, 100 * t / r, 100 * p / r, 125 * p / r }'
     fi
-    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ]; then
+    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ] && [ "$scenario" != post ]; then
       awk -v t="${best[tether]}" -v p="$peer" -v f="${best[floor]}" 'BEGIN {
         printf "#   floor: minimal HTTP/1 proxy on tokio %s req/s, %.2fx the better peer; tether at %.0f%% of it\n",
           f, f / p, 100 * t / f }'
