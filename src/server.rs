@@ -558,8 +558,8 @@ struct Limits {
 }
 
 /// Ends a connection with a reset instead of a FIN (zero linger), so a client whose
-/// response was cut off mid-body sees an error, not what could pass for the end of a
-/// close-delimited body.
+/// close-delimited response was cut off sees an error, not what would pass for the end
+/// of the body. Only then: a reset also discards what is still queued for the client.
 fn reset(stream: &tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
@@ -650,7 +650,11 @@ async fn serve<F, S, B>(
                                         }
                                     }
                                     native::Handoff::Closed(_) => {}
-                                    native::Handoff::Aborted(stream) => reset(&stream),
+                                    native::Handoff::Aborted { stream, unframed } => {
+                                        if unframed {
+                                            reset(&stream);
+                                        }
+                                    }
                                 }
                                 drop(permit);
                             });
@@ -701,9 +705,9 @@ async fn serve<F, S, B>(
                                                 return;
                                             }
                                             // ...which therefore ends without one, as hyper's
-                                            // do after a body error.
-                                            native::Handoff::Aborted(stream) => {
-                                                reset(stream.get_ref().0);
+                                            // do after a body error: that missing close_notify
+                                            // is the client's sign, so no reset is needed.
+                                            native::Handoff::Aborted { .. } => {
                                                 drop((token, permit));
                                                 return;
                                             }

@@ -795,16 +795,35 @@ async fn a_body_for_no_route_gets_a_404_and_the_connection_closes_before_the_res
 }
 
 #[tokio::test]
-async fn a_response_cut_off_mid_body_ends_in_a_reset_the_client_can_tell_from_its_end() {
+async fn a_close_delimited_response_cut_off_mid_body_ends_in_a_reset_the_client_can_tell_from_its_end(
+) {
     // A close-delimited body is relayed as it is, so a plain close (FIN) would look
     // like its end: the proxy resets the connection instead.
-    let (pod, cut) = pod_that_breaks_mid_body().await;
+    let (pod, cut) =
+        pod_that_breaks_mid_body(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").await;
     let p = proxy(&one_endpoint(pod, "")).await;
     let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
     let end = read_a_response_cut_mid_body(&mut s, cut).await;
     assert_eq!(
         end.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionReset)
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_with_a_length_cut_off_mid_body_ends_in_a_plain_close() {
+    // Its length already tells the client the body was cut; a reset would only throw
+    // away bytes still on their way to it (a whole pipelined response, say).
+    let (pod, cut) =
+        pod_that_breaks_mid_body(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+    let p = proxy(&one_endpoint(pod, "")).await;
+    let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
+    let end = read_a_response_cut_mid_body(&mut s, cut).await;
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Ok(0),
+        "a FIN after the part sent"
     );
     p.shutdown().await;
 }

@@ -53,10 +53,17 @@ pub enum Handoff<S> {
     /// Done: the client left, timed out, asked to close, or shutdown began. The stream
     /// is handed back so a TLS connection can end with its close_notify.
     Closed(S),
-    /// A response was cut off midway (the upstream broke, or the client did): the
-    /// connection must end so the client can tell, with no close_notify on TLS and a
-    /// reset on TCP, as a close-delimited body would otherwise look complete.
-    Aborted(S),
+    /// A response was cut off midway (the upstream broke, or the client did). A TLS
+    /// connection ends without close_notify, as hyper's do after a body error. With
+    /// `unframed` (a close-delimited body, whose end a plain close would fake), a TCP
+    /// connection ends with a reset; otherwise its length or chunking already shows the
+    /// cut, and a reset would only discard bytes still queued for the client.
+    Aborted {
+        /// The client connection.
+        stream: S,
+        /// The cut body was close-delimited.
+        unframed: bool,
+    },
     /// A request the fast path does not take: serve the rest of the connection with
     /// hyper, starting from the buffered bytes.
     Hyper(Prefixed<S>),
@@ -65,7 +72,9 @@ pub enum Handoff<S> {
 /// How [`Proxy::serve_h1`] ended.
 enum Flow {
     Closed,
-    Aborted,
+    Aborted {
+        unframed: bool,
+    },
     /// Hand over to hyper with these bytes read.
     Hyper(Vec<u8>),
 }
@@ -259,7 +268,9 @@ enum Exchanged {
     /// Nothing went out: answer with this error.
     Failed(Error),
     /// The client connection broke, or a response was cut off midway: close it.
-    Broken,
+    /// `unframed`: the response's body ends where the connection does (no length, not
+    /// chunked), so only an error at the close can tell the client it was cut.
+    Broken { unframed: bool },
 }
 
 /// What the access log says about an answered request.
@@ -281,7 +292,10 @@ impl Proxy {
     ) -> Handoff<S> {
         match self.serve_h1(&mut client, conn, limits, shutdown).await {
             Flow::Closed => Handoff::Closed(client),
-            Flow::Aborted => Handoff::Aborted(client),
+            Flow::Aborted { unframed } => Handoff::Aborted {
+                stream: client,
+                unframed,
+            },
             Flow::Hyper(read) => Handoff::Hyper(Prefixed::new(read, client)),
         }
     }
@@ -435,7 +449,7 @@ impl Proxy {
                         None,
                     )
                 }
-                Exchanged::Broken => return Flow::Aborted,
+                Exchanged::Broken { unframed } => return Flow::Aborted { unframed },
             };
             if let Some((method, path)) = line {
                 tracing::info!(
@@ -694,7 +708,7 @@ impl Proxy {
             out.extend_from_slice(&up[head_len..head_len + taken]);
             reusable &= head_len + taken == up.len();
             if send_all(client, out).await.is_err() {
-                return Exchanged::Broken;
+                return Exchanged::Broken { unframed: false };
             }
             let mut done = done;
             while !done {
@@ -704,7 +718,9 @@ impl Proxy {
                     Ok(0) if framing == Framing::Close => break,
                     Ok(0) | Err(_) => {
                         tracing::debug!(endpoint = %endpoint.identity, "upstream response cut off");
-                        return Exchanged::Broken;
+                        return Exchanged::Broken {
+                            unframed: framing == Framing::Close,
+                        };
                     }
                     Ok(_) => {}
                 }
@@ -712,12 +728,14 @@ impl Proxy {
                     Ok(t) => t,
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.identity, error = %e, "upstream response body malformed");
-                        return Exchanged::Broken;
+                        return Exchanged::Broken {
+                            unframed: framing == Framing::Close,
+                        };
                     }
                 };
                 reusable &= taken == up.len();
                 if send_all(client, &up[..taken]).await.is_err() {
-                    return Exchanged::Broken;
+                    return Exchanged::Broken { unframed: false };
                 }
                 done = end;
             }

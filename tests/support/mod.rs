@@ -488,10 +488,12 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String
     }
 }
 
-/// A pod that answers its first request with a close-delimited body, sends part of it,
-/// and once `cut` fires resets the connection (zero linger) instead of ending it: an
-/// upstream that breaks mid-response. The part sent is `partial-body`.
-pub async fn pod_that_breaks_mid_body() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+/// A pod that answers its first request with `head` and part of a body, and once `cut`
+/// fires resets the connection (zero linger) instead of ending it: an upstream that
+/// breaks mid-response. The part sent is `partial-body`.
+pub async fn pod_that_breaks_mid_body(
+    head: &'static [u8],
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -508,9 +510,7 @@ pub async fn pod_that_breaks_mid_body() -> (SocketAddr, tokio::sync::oneshot::Se
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-body")
-            .await;
+        let _ = s.write_all(&[head, b"partial-body"].concat()).await;
         let _ = cut_rx.await;
         let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
     });
@@ -519,7 +519,7 @@ pub async fn pod_that_breaks_mid_body() -> (SocketAddr, tokio::sync::oneshot::Se
 
 /// Sends a GET to a proxy in front of [`pod_that_breaks_mid_body`] on `s`, reads until
 /// the part the pod sent arrives, has the pod break, and returns how reading to the
-/// end went.
+/// end went (on success, how much more arrived).
 pub async fn read_a_response_cut_mid_body<S>(
     s: &mut S,
     cut: tokio::sync::oneshot::Sender<()>,
