@@ -367,48 +367,61 @@ impl Proxy {
                 Parsed::Partial => return self.hand_over(Handover::Malformed, read),
             };
             let len = head.total_len();
-            let Some(route) = self.route(head.host, head.path()) else {
-                let close = head.close || head.body_len > 0;
-                if write_error(client, &Error::NoRoute, close).await.is_err() || close {
-                    return Flow::Closed;
+            let route = self.route(head.host, head.path());
+            if let Some((backend, _, _, max_body)) = &route {
+                if backend.settings.h2c {
+                    return self.hand_over(Handover::H2cBackend, read);
                 }
-                read.drain(..len);
-                continue;
-            };
-            let (backend, keys, logged, max_body) = route;
-            if backend.settings.h2c {
-                return self.hand_over(Handover::H2cBackend, read);
-            }
-            if head.body_len > 0 {
                 if max_body.is_some_and(|max| head.body_len as u64 > max) {
                     // hyper answers 413 and closes, as it does for any connection.
                     return self.hand_over(Handover::Body, read);
                 }
-                if !head.body_complete() {
-                    // The rest of the body, within the response timeout that bounds an
-                    // upload on the hyper path; then the head is parsed again.
-                    if read.capacity() < len {
-                        read.reserve(len - read.len());
+            }
+            if !head.body_complete() {
+                // The rest of the body, then the head is parsed again. Routed: within
+                // the response timeout that bounds an upload on the hyper path.
+                // Unrouted: within the header timeout, so the 404 goes out on a
+                // connection that can go on (closing with body bytes unread would
+                // reset it, and could take the 404 with it).
+                let (timeout, stats) = match &route {
+                    Some((backend, ..)) => {
+                        (backend.settings.response_timeout, Some(&backend.stats))
                     }
-                    let by = deadline(backend.settings.response_timeout);
-                    while read.len() < len {
-                        tokio::select! {
-                            biased;
-                            r = client.read_buf(&mut read) => match r {
-                                Ok(0) | Err(_) => return Flow::Closed,
-                                Ok(_) => {}
-                            },
-                            _ = header_timer.until(by) => {
-                                tracing::debug!(peer = %conn.peer, "request body timed out");
-                                backend.stats.local_response(Error::BodyTimeout.status());
-                                let _ = write_error(client, &Error::BodyTimeout, true).await;
-                                return Flow::Closed;
+                    None => (limits.header_timeout, None),
+                };
+                if read.capacity() < len {
+                    read.reserve(len - read.len());
+                }
+                let by = deadline(timeout);
+                while read.len() < len {
+                    tokio::select! {
+                        biased;
+                        r = client.read_buf(&mut read) => match r {
+                            Ok(0) | Err(_) => return Flow::Closed,
+                            Ok(_) => {}
+                        },
+                        _ = header_timer.until(by) => {
+                            tracing::debug!(peer = %conn.peer, "request body timed out");
+                            if let Some(stats) = stats {
+                                stats.local_response(Error::BodyTimeout.status());
                             }
+                            let _ = write_error(client, &Error::BodyTimeout, true).await;
+                            return Flow::Closed;
                         }
                     }
-                    continue;
                 }
+                continue;
             }
+            let Some((backend, keys, logged, _)) = route else {
+                let close = head.close;
+                if write_error(client, &Error::NoRoute, close).await.is_err()
+                    || close
+                    || !consume(&mut read, len)
+                {
+                    return Flow::Closed;
+                }
+                continue;
+            };
             let started = Instant::now();
             let close = head.close || stopping.has_changed().unwrap_or(true);
             let line = logged.then(|| (head.method.to_owned(), head.path().to_owned()));
@@ -469,10 +482,8 @@ impl Proxy {
             if close {
                 return Flow::Closed;
             }
-            if read.len() == len {
-                read.clear();
-            } else {
-                read.drain(..len);
+            if !consume(&mut read, len) {
+                return Flow::Closed;
             }
             // A body grew the buffer: an idle connection goes back to holding little.
             if read.capacity() > 2 * CLIENT_READ {
@@ -818,6 +829,20 @@ async fn read_more(
             nothing_back: first,
         }),
     }
+}
+
+/// Takes the request just served (`len` bytes, head and body) off the front of `read`,
+/// leaving what was pipelined after it. False if `read` is shorter, which the body wait
+/// rules out: the connection then closes rather than read body bytes as a head.
+fn consume(read: &mut Vec<u8>, len: usize) -> bool {
+    if read.len() == len {
+        read.clear();
+    } else if read.len() > len {
+        read.drain(..len);
+    } else {
+        return false;
+    }
+    true
 }
 
 /// `timeout` from now, or a day short of forever for a timeout too large to add (a
