@@ -18,7 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::backend::EndpointState;
-use crate::proxy::Proxy;
+use crate::proxy::{ClientFault, Proxy};
 
 /// Status classes counted per endpoint: 1xx..5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -114,6 +114,8 @@ pub enum LastError {
     ServerError = 2,
     /// The exchange failed after the request was sent (reset, closed).
     Reset = 3,
+    /// The endpoint did not answer within the response timeout.
+    Timeout = 4,
 }
 
 impl EndpointStats {
@@ -156,6 +158,7 @@ impl EndpointStats {
             1 => Some("connect failed"),
             2 => Some("5xx response"),
             3 => Some("reset after send"),
+            4 => Some("response timed out"),
             _ => None,
         }
     }
@@ -168,6 +171,8 @@ pub struct BackendStats {
     retries: AtomicU64,
     /// Responses tether wrote itself (no endpoint answered), by class.
     local: [AtomicU64; 5],
+    /// Requests that failed by the client's fault, by [`ClientFault`].
+    client_errors: [AtomicU64; ClientFault::ALL.len()],
     duration_buckets: [AtomicU64; BUCKETS.len() + 1],
     duration_sum_us: AtomicU64,
     discovery_events: AtomicU64,
@@ -208,6 +213,22 @@ impl BackendStats {
     pub fn local_response(&self, status: http::StatusCode) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.local[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that failed with `e`, answered by tether itself: by status
+    /// class, and as a client error when it was the client's fault.
+    #[inline]
+    pub fn failed(&self, e: &crate::proxy::Error) {
+        self.local_response(e.status());
+        if let Some(f) = e.client_fault() {
+            self.client_error(f);
+        }
+    }
+
+    /// Counts a request that failed by the client's fault.
+    #[inline]
+    pub fn client_error(&self, f: ClientFault) {
+        self.client_errors[f as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long a request took to its response head.
@@ -290,6 +311,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendReasonLabels {
+    backend: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -307,6 +334,7 @@ pub fn render(proxy: &Proxy) -> String {
     let last_sync = Family::<BackendLabels, Gauge>::default();
     let reloads = Family::<ResultLabels, Counter>::default();
     let handoffs = Family::<ReasonLabels, Counter>::default();
+    let client_errors = Family::<BackendReasonLabels, Counter>::default();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
     for b in proxy.state().backends.iter() {
@@ -348,6 +376,14 @@ pub fn render(proxy: &Proxy) -> String {
             backend: name.clone(),
         };
         retries.get_or_create(&bl).inc_by(load(&stats.retries));
+        for f in ClientFault::ALL {
+            client_errors
+                .get_or_create(&BackendReasonLabels {
+                    backend: name.clone(),
+                    reason: f.as_str().into(),
+                })
+                .inc_by(load(&stats.client_errors[f as usize]));
+        }
         discovery
             .get_or_create(&bl)
             .inc_by(load(&stats.discovery_events));
@@ -431,6 +467,11 @@ pub fn render(proxy: &Proxy) -> String {
         connect_errors,
     );
     registry.register("retries", "Requests retried on another endpoint", retries);
+    registry.register(
+        "client_errors",
+        "Requests that failed by the client's fault (never counted against an endpoint), by reason",
+        client_errors,
+    );
     registry.register(
         "affinity",
         "Affinity outcomes by backend, outcome and reason",

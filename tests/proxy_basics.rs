@@ -131,16 +131,23 @@ async fn upstream_dying_after_the_request_was_sent_is_502_and_not_retried() {
 }
 
 #[tokio::test]
-async fn upstream_slower_than_the_response_timeout_is_504() {
+async fn upstream_slower_than_the_response_timeout_is_504_and_held_against_it() {
     let slow = TestBackend::with_handler("slow", |_req| async move {
         tokio::time::sleep(Duration::from_secs(30)).await;
         http::Response::new(full("late"))
     })
     .await;
     let p = proxy(&config(&[&slow], &[], "response_timeout = \"200ms\"")).await;
-    let r = TestClient::new().get(p.proxy_addr, "/", None).await;
+    let c = TestClient::new();
+    let r = c.get(p.proxy_addr, "/", None).await;
     assert_eq!(r.status, 504);
     assert_eq!(r.text(), "upstream timeout\n");
+    // The whole request was sent: the pod's fault, held against it.
+    let debug = c.get(p.admin_addr, "/debug/backends", None).await.json();
+    assert_eq!(
+        debug["backends"][0]["endpoints"][0]["last_error"],
+        "response timed out"
+    );
     p.shutdown().await;
 }
 

@@ -10,45 +10,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::transport::{cert, tls_connect, with_tls, Cert};
 use support::*;
-
-struct Cert {
-    pem: String,
-    key: String,
-    der: CertificateDer<'static>,
-}
-
-fn cert() -> Cert {
-    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    Cert {
-        pem: c.cert.pem(),
-        key: c.signing_key.serialize_pem(),
-        der: c.cert.der().clone(),
-    }
-}
-
-/// A TLS connection offering the protocols in `alpn` (none: no ALPN), trusting `root`.
-async fn tls_connect(
-    addr: std::net::SocketAddr,
-    root: &CertificateDer<'static>,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
 
 /// Connects over TLS with ALPN h2 trusting `root`; returns the sender and the
 /// certificate the server presented.
@@ -175,19 +138,7 @@ async fn http2_over_tls_is_sticky_and_certificates_reload_when_the_files_change(
 
 /// A proxy config over `pods` with TLS from a fresh certificate (kept in `dir`).
 fn tls_config(pods: &[&TestBackend], dir: &std::path::Path) -> (String, Cert) {
-    let c = cert();
-    std::fs::write(dir.join("tls.crt"), &c.pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &c.key).unwrap();
-    let cfg = config(pods, &[("k1", KEY_1)], "").replacen(
-        "shutdown_grace = \"5s\"\n",
-        &format!(
-            "shutdown_grace = \"5s\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            dir.join("tls.crt").display(),
-            dir.join("tls.key").display()
-        ),
-        1,
-    );
-    (cfg, c)
+    with_tls(&config(pods, &[("k1", KEY_1)], ""), dir)
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
-//! The response body type: either the upstream's body, streamed through and returning its
-//! connection to the pool when it ends, or a short body tether writes itself.
+//! Body types: the response body (the upstream's, streamed through and returning its
+//! connection to the pool when it ends, or a short body tether writes itself), and the
+//! request body sent upstream, which records how it ended so a failure can be blamed.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::{Pool, Sender};
+use super::ClientFault;
 
 /// A response body.
 pub enum ProxyBody {
@@ -114,12 +117,39 @@ impl Body for ProxyBody {
 /// or nothing (a bodyless request replayed after a stale keep-alive connection failed
 /// under it).
 pub enum RequestBody {
-    /// The client's body.
-    Client(Incoming),
-    /// The client's body, of which at most this many more bytes are accepted.
-    Limited(Incoming, u64),
+    /// The client's body, of which at most `remaining` more bytes are accepted
+    /// (`max_body_bytes`; `u64::MAX` when unlimited).
+    Client {
+        /// The body as the client sends it.
+        body: Incoming,
+        /// Bytes still accepted.
+        remaining: u64,
+        /// Where the body stands, for whoever must blame a failed exchange.
+        progress: BodyProgress,
+    },
     /// No body.
     Empty,
+}
+
+impl RequestBody {
+    /// The client's `body`, with at most `limit` bytes accepted.
+    pub fn client(body: Incoming, limit: Option<u64>) -> Self {
+        let progress = BodyProgress::for_body(&body);
+        RequestBody::Client {
+            body,
+            remaining: limit.unwrap_or(u64::MAX),
+            progress,
+        }
+    }
+
+    /// The body's progress, to judge a failure after it was handed to the upstream
+    /// client (which consumes it).
+    pub fn progress(&self) -> BodyProgress {
+        match self {
+            RequestBody::Client { progress, .. } => progress.clone(),
+            RequestBody::Empty => BodyProgress(None),
+        }
+    }
 }
 
 /// The request body went past `max_body_bytes` while streaming (the client gets 413).
@@ -130,6 +160,97 @@ pub struct BodyTooLarge;
 /// Errors a request body can end with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Where a client's request body stands while hyper's client streams it upstream.
+///
+/// The exchange hands the body to the upstream client and gets back only that client's
+/// error, which says the exchange failed but not whose fault it was: a client that
+/// sent a malformed chunk or went away breaks the upstream exchange just as a pod that
+/// resets does. The body records here what it saw, so the exchange can blame the right
+/// party (only upstream faults count against an endpoint). Shared only for bodies that
+/// are not empty: a bodyless request allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct BodyProgress(Option<Arc<AtomicU8>>);
+
+/// The last poll gave a frame (or none was made yet): the body waits on the upstream.
+const SENDING: u8 = 0;
+/// The last poll found nothing from the client yet: the body waits on the client.
+const WAITING: u8 = 1;
+/// The body ended.
+const DONE: u8 = 2;
+/// The client broke the body's framing.
+const MALFORMED: u8 = 3;
+/// The client went away before the body ended.
+const ABORTED: u8 = 4;
+/// The body went past `max_body_bytes`.
+const TOO_LARGE: u8 = 5;
+
+/// What a client did wrong with its request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// A client fault: malformed, aborted, or too slow.
+    Client(ClientFault),
+    /// Larger than `max_body_bytes`.
+    TooLarge,
+}
+
+impl BodyProgress {
+    fn for_body(body: &Incoming) -> Self {
+        BodyProgress((!body.is_end_stream()).then(|| Arc::new(AtomicU8::new(SENDING))))
+    }
+
+    fn set(&self, state: u8) {
+        if let Some(s) = &self.0 {
+            s.store(state, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> u8 {
+        self.0.as_ref().map_or(DONE, |s| s.load(Ordering::Relaxed))
+    }
+
+    /// The fault the body ended with, if it ended with one.
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.get() {
+            MALFORMED => Some(BodyFault::Client(ClientFault::MalformedBody)),
+            ABORTED => Some(BodyFault::Client(ClientFault::Aborted)),
+            TOO_LARGE => Some(BodyFault::TooLarge),
+            _ => None,
+        }
+    }
+
+    /// Whether the body was waiting for the client's next bytes: a response timeout
+    /// then is the client's slowness, not the upstream's.
+    pub fn waiting_on_client(&self) -> bool {
+        self.get() == WAITING
+    }
+}
+
+/// Who broke a client body that failed to arrive: bytes that break the message's
+/// framing (hyper's HTTP/1 decoder reports them as invalid input, RFC 9112 §7.1; h2 as
+/// a stream PROTOCOL_ERROR, e.g. DATA that does not add up to content-length, RFC 9113
+/// §8.1.1) are malformed; anything else (end of file, reset, cancelled stream) means
+/// the client went away.
+fn classify(e: &hyper::Error) -> u8 {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            ) {
+                return MALFORMED;
+            }
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                return MALFORMED;
+            }
+        }
+        source = s.source();
+    }
+    ABORTED
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -139,17 +260,33 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Limited(b, remaining) => match Pin::new(b).poll_frame(cx) {
+            RequestBody::Client {
+                body,
+                remaining,
+                progress,
+            } => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                     if n > *remaining {
+                        progress.set(TOO_LARGE);
                         return Poll::Ready(Some(Err(BodyTooLarge.into())));
                     }
                     *remaining -= n;
+                    progress.set(if body.is_end_stream() { DONE } else { SENDING });
                     Poll::Ready(Some(Ok(frame)))
                 }
-                other => other.map_err(Into::into),
+                Poll::Ready(Some(Err(e))) => {
+                    progress.set(classify(&e));
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
+                    progress.set(DONE);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    progress.set(WAITING);
+                    Poll::Pending
+                }
             },
             RequestBody::Empty => Poll::Ready(None),
         }
@@ -157,14 +294,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(b) | RequestBody::Limited(b, _) => b.is_end_stream(),
+            RequestBody::Client { body, .. } => body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(b) | RequestBody::Limited(b, _) => b.size_hint(),
+            RequestBody::Client { body, .. } => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

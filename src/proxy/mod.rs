@@ -29,7 +29,7 @@ use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
 use crate::config::{AffinityKey, BackendSettings, Config};
 use crate::metrics::{AffinityEvent, BackendStats};
-use body::{PooledBody, ProxyBody, RequestBody};
+use body::{BodyFault, PooledBody, ProxyBody, RequestBody};
 use headers::{Fields, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use http::Method;
 use http_body::Body as _;
@@ -38,7 +38,8 @@ use ipnet::IpNet;
 use route::RouteTable;
 use tokio_util::task::TaskTracker;
 
-/// Why a request could not be proxied; each maps to one status deliberately.
+/// Why a request could not be proxied; each maps to one status deliberately, and each
+/// is blamed on one party: [`Error::client_fault`] says which are the client's.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No route matches host and path.
@@ -59,20 +60,65 @@ pub enum Error {
     /// The upstream did not answer within the response timeout.
     #[error("upstream timeout")]
     Timeout,
-    /// The client did not send the rest of a request body within the response timeout
-    /// (HTTP/1 fast path, which reads small bodies whole before choosing an upstream).
-    #[error("request body timed out")]
-    BodyTimeout,
+    /// The client's fault: answered and counted as the client's, never held against
+    /// the endpoint the request was sent to.
+    #[error(transparent)]
+    Client(#[from] ClientFault),
     /// The upstream's answer on the HTTP/1 fast path could not be read or relayed.
     #[error("upstream error")]
     Wire(#[source] wire::Error),
+}
+
+/// A failure the client caused. Only upstream faults (connect failures, resets,
+/// invalid responses, response timeouts) count against an endpoint's health; these
+/// count in `tether_client_errors_total` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClientFault {
+    /// The request body broke its framing: a bad chunk (RFC 9112 §7.1), or HTTP/2 DATA
+    /// that does not add up to content-length (RFC 9113 §8.1.1).
+    #[error("malformed request body")]
+    MalformedBody = 0,
+    /// The client closed the connection or reset the stream before its body ended.
+    #[error("request aborted by the client")]
+    Aborted = 1,
+    /// The client did not send the rest of its body within the response timeout.
+    #[error("request body timed out")]
+    BodyTimeout = 2,
+}
+
+impl ClientFault {
+    /// Every fault, in counter order.
+    pub const ALL: [ClientFault; 3] = [
+        ClientFault::MalformedBody,
+        ClientFault::Aborted,
+        ClientFault::BodyTimeout,
+    ];
+
+    /// The `reason` label of `tether_client_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientFault::MalformedBody => "malformed_body",
+            ClientFault::Aborted => "aborted",
+            ClientFault::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+impl From<BodyFault> for Error {
+    fn from(f: BodyFault) -> Self {
+        match f {
+            BodyFault::Client(f) => Error::Client(f),
+            BodyFault::TooLarge => Error::BodyTooLarge,
+        }
+    }
 }
 
 /// Shorthand for results of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The status the client sees.
+    /// The status the client sees. An aborted client will not read it; it is still
+    /// 400 (the request was incomplete), which the access log records.
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
@@ -80,14 +126,25 @@ impl Error {
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect | Error::Upstream(_) | Error::Wire(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Error::Client(ClientFault::MalformedBody | ClientFault::Aborted) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::Client(ClientFault::BodyTimeout) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     /// Whether the connection must close after this answer: the request's body was
     /// not read to its end, so the next bytes are not a request head.
     pub fn closes(&self) -> bool {
-        matches!(self, Error::BodyTooLarge | Error::BodyTimeout)
+        matches!(self, Error::BodyTooLarge | Error::Client(_))
+    }
+
+    /// The client's fault, when this error is one.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        match self {
+            Error::Client(f) => Some(*f),
+            _ => None,
+        }
     }
 
     fn response(&self) -> Response<ProxyBody> {
@@ -274,15 +331,20 @@ impl Proxy {
         // not, and forwarding is ~3 KB of it. Boxing brings an idle keep-alive
         // connection from ~22 KB to ~19 KB (benches/load/idle-memory.sh) for one
         // allocation per request (no change in callgrind's instructions per request).
+        let mut abandoned = Abandoned {
+            stats: &backend.stats,
+            armed: true,
+        };
         let resp = match Box::pin(self.forward(req, conn, &backend, keys, max_body, logged)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
                 let r = e.response();
-                backend.stats.local_response(r.status());
+                backend.stats.failed(&e);
                 r
             }
         };
+        abandoned.armed = false;
         let elapsed = started.elapsed();
         backend.stats.observe(elapsed);
         if let Some((method, path, version)) = line {
@@ -340,10 +402,8 @@ impl Proxy {
         }
         let upgrade =
             upgrade_request(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
-        let mut req = req.map(|b| match max_body {
-            Some(max) => RequestBody::Limited(b, max),
-            None => RequestBody::Client(b),
-        });
+        let mut req = req.map(|b| RequestBody::client(b, max_body));
+        let progress = req.body().progress();
 
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
@@ -419,7 +479,11 @@ impl Proxy {
                 let replay = upgrade.is_none().then(|| replayable(&req)).flatten();
                 let exchange = conn.sender.try_send_request(req);
                 match tokio::time::timeout(settings.response_timeout, exchange).await {
-                    Err(_) => return Err(Error::Timeout),
+                    // Still waiting for the client's body: the client is the slow one.
+                    Err(_) if progress.waiting_on_client() => {
+                        return Err(ClientFault::BodyTimeout.into())
+                    }
+                    Err(_) => return Err(self.timed_out(&snapshot, endpoint, settings)),
                     Ok(Ok(resp)) => {
                         let status = resp.status();
                         let retry_status =
@@ -441,15 +505,19 @@ impl Proxy {
                     Ok(Err(mut e)) => match e.take_message() {
                         Some(unsent) if conn.reused && tries < 2 => req = unsent,
                         Some(unsent) => break Err(unsent),
-                        None => match replay {
+                        None => match (progress.fault(), replay) {
+                            // The client's body broke the exchange, which the upstream
+                            // client reports as its own failure: the client's fault
+                            // alone, and the endpoint's health is untouched.
+                            (Some(fault), _) => return Err(fault.into()),
                             // A reused keep-alive connection closed under the request:
                             // once more on a fresh connection to the same endpoint.
-                            Some(again) if conn.reused && tries < 2 => {
+                            (None, Some(again)) if conn.reused && tries < 2 => {
                                 tracing::debug!(error = %e.error(), "stale upstream connection; replaying an idempotent request");
                                 req = again;
                             }
                             // Reset or failed after sending: once on the next endpoint.
-                            Some(again)
+                            (None, Some(again))
                                 if attempts.after(n) && backend.retry_budget.try_spend() =>
                             {
                                 endpoint.stats.error(crate::metrics::LastError::Reset);
@@ -458,9 +526,6 @@ impl Proxy {
                                 tried_pinned |= Some(i) == decision.pinned();
                                 tracing::debug!(endpoint = %endpoint.identity, error = %e.error(), "retrying an idempotent request on the next endpoint");
                                 break Err(again);
-                            }
-                            _ if caused_by_body_limit(e.error()) => {
-                                return Err(Error::BodyTooLarge)
                             }
                             _ => {
                                 endpoint.stats.error(crate::metrics::LastError::Reset);
@@ -538,6 +603,19 @@ impl Proxy {
             consecutive = n,
             "upstream connect failed; endpoint cooling off"
         );
+    }
+
+    /// Counts a response timeout against the endpoint (an upstream fault: the request
+    /// was all sent) and returns the error to answer with.
+    fn timed_out(
+        &self,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+    ) -> Error {
+        endpoint.stats.error(crate::metrics::LastError::Timeout);
+        self.exchange_failed(snapshot, endpoint, settings);
+        Error::Timeout
     }
 
     /// Counts an upstream response head and feeds passive health; returns whether its
@@ -630,6 +708,24 @@ impl Proxy {
             d.join(snapshot, shared, first);
         }
         d
+    }
+}
+
+/// Counts a request whose handling was dropped before it finished: the HTTP/2 stream
+/// was reset, by the client or by the h2 library for a protocol error such as DATA
+/// short of content-length, and hyper drops the request's future with it. Either way
+/// the client is gone, its own fault, and no endpoint is touched (dropping the future
+/// drops the upstream connection, which counts nothing against it).
+struct Abandoned<'a> {
+    stats: &'a BackendStats,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.stats.client_error(ClientFault::Aborted);
+        }
     }
 }
 
@@ -745,18 +841,6 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
-}
-
-/// Whether an upstream error was our request-body limit tripping.
-fn caused_by_body_limit(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<body::BodyTooLarge>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// The client address for `key = "client-ip"`: the peer, unless the peer is a trusted

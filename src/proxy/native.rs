@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::wire::{self, Framing, Handover, Parsed, RequestHead, ResponseParsed};
-use super::{session_placed, Connection, Error, Proxy};
+use super::{session_placed, ClientFault, Connection, Error, Proxy};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
 use crate::backend::Backend;
@@ -397,15 +397,21 @@ impl Proxy {
                     tokio::select! {
                         biased;
                         r = client.read_buf(&mut read) => match r {
-                            Ok(0) | Err(_) => return Flow::Closed,
+                            Ok(0) | Err(_) => {
+                                if let Some(stats) = stats {
+                                    stats.client_error(ClientFault::Aborted);
+                                }
+                                return Flow::Closed;
+                            }
                             Ok(_) => {}
                         },
                         _ = header_timer.until(by) => {
                             tracing::debug!(peer = %conn.peer, "request body timed out");
+                            let e = Error::Client(ClientFault::BodyTimeout);
                             if let Some(stats) = stats {
-                                stats.local_response(Error::BodyTimeout.status());
+                                stats.failed(&e);
                             }
-                            let _ = write_error(client, &Error::BodyTimeout, true).await;
+                            let _ = write_error(client, &e, true).await;
                             return Flow::Closed;
                         }
                     }
@@ -451,7 +457,7 @@ impl Proxy {
                 } => (status, close, elapsed, log),
                 Exchanged::Failed(e) => {
                     tracing::debug!(error = %e, "request failed");
-                    backend.stats.local_response(e.status());
+                    backend.stats.failed(&e);
                     let elapsed = started.elapsed();
                     backend.stats.observe(elapsed);
                     let broken = write_error(client, &e, close).await.is_err();
@@ -591,7 +597,9 @@ impl Proxy {
                 let mut sent = tokio::select! {
                     biased;
                     sent = send(&mut upstream, out, up) => sent,
-                    _ = timer.until(by) => return Exchanged::Failed(Error::Timeout),
+                    _ = timer.until(by) => {
+                        return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings))
+                    }
                 };
                 // Parsed as bytes arrive: httparse says whether the head is complete, so
                 // there is no separate search for its end (~300 instructions a request).
@@ -639,7 +647,9 @@ impl Proxy {
                     sent = tokio::select! {
                         biased;
                         r = read_more(&mut upstream, up, false) => r,
-                        _ = timer.until(by) => return Exchanged::Failed(Error::Timeout),
+                        _ = timer.until(by) => {
+                        return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings))
+                    }
                     };
                 };
                 match parsed {

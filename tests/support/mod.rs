@@ -4,6 +4,7 @@
 
 pub mod fake_apiserver;
 pub mod sim;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

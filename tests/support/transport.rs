@@ -1,0 +1,177 @@
+//! The client side of the test matrix: how a test reaches the proxy. Behavioural tests
+//! take a [`Transport`] and run once per listener and protocol a user can arrive with:
+//! HTTP/1.1 in plaintext and over TLS, HTTP/2 with prior knowledge (h2c) and over TLS.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::Running;
+
+/// A self-signed certificate for `localhost`.
+pub struct Cert {
+    pub pem: String,
+    pub key: String,
+    pub der: CertificateDer<'static>,
+}
+
+/// A fresh self-signed certificate for `localhost`.
+pub fn cert() -> Cert {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    Cert {
+        pem: c.cert.pem(),
+        key: c.signing_key.serialize_pem(),
+        der: c.cert.der().clone(),
+    }
+}
+
+/// A TLS connection offering the protocols in `alpn` (none: no ALPN), trusting `root`.
+pub async fn tls_connect(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// `config` (from [`super::config`]) with a `[server.tls]` section serving a fresh
+/// certificate, whose files are written to `dir`.
+pub fn with_tls(config: &str, dir: &std::path::Path) -> (String, Cert) {
+    let c = cert();
+    std::fs::write(dir.join("tls.crt"), &c.pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &c.key).unwrap();
+    let cfg = config.replacen(
+        "shutdown_grace = \"5s\"\n",
+        &format!(
+            "shutdown_grace = \"5s\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            dir.join("tls.crt").display(),
+            dir.join("tls.key").display()
+        ),
+        1,
+    );
+    (cfg, c)
+}
+
+/// How a test client reaches the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 over TCP.
+    H1,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    H1Tls,
+    /// HTTP/2 over TCP with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2Tls,
+}
+
+impl Transport {
+    /// Every transport.
+    pub const ALL: [Transport; 4] = [
+        Transport::H1,
+        Transport::H1Tls,
+        Transport::H2c,
+        Transport::H2Tls,
+    ];
+
+    /// Whether this transport speaks HTTP/2.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Transport::H2c | Transport::H2Tls)
+    }
+
+    fn is_tls(self) -> bool {
+        matches!(self, Transport::H1Tls | Transport::H2Tls)
+    }
+}
+
+/// A byte stream to the proxy: TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A running proxy and the way its test client reaches it.
+pub struct Front {
+    pub proxy: Running,
+    pub transport: Transport,
+    cert: Option<Cert>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Front {
+    /// Starts a proxy from `config` (from [`super::config`]), listening with TLS when the
+    /// transport uses it.
+    pub async fn start(transport: Transport, config: &str) -> Front {
+        if transport.is_tls() {
+            let dir = tempfile::tempdir().unwrap();
+            let (cfg, cert) = with_tls(config, dir.path());
+            Front {
+                proxy: super::proxy(&cfg).await,
+                transport,
+                cert: Some(cert),
+                _dir: Some(dir),
+            }
+        } else {
+            Front {
+                proxy: super::proxy(config).await,
+                transport,
+                cert: None,
+                _dir: None,
+            }
+        }
+    }
+
+    /// A new HTTP/1.1 byte stream (panics on an HTTP/2 transport).
+    pub async fn h1(&self) -> Box<dyn Stream> {
+        match (self.transport, &self.cert) {
+            (Transport::H1, _) => {
+                Box::new(TcpStream::connect(self.proxy.proxy_addr).await.unwrap())
+            }
+            (Transport::H1Tls, Some(c)) => {
+                Box::new(tls_connect(self.proxy.proxy_addr, &c.der, &[b"http/1.1"]).await)
+            }
+            (t, _) => panic!("{t:?} is not an HTTP/1 transport"),
+        }
+    }
+
+    /// A new HTTP/2 connection (panics on an HTTP/1 transport).
+    pub async fn h2<B>(&self) -> hyper::client::conn::http2::SendRequest<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let io: Box<dyn Stream> = match (self.transport, &self.cert) {
+            (Transport::H2c, _) => {
+                Box::new(TcpStream::connect(self.proxy.proxy_addr).await.unwrap())
+            }
+            (Transport::H2Tls, Some(c)) => {
+                let s = tls_connect(self.proxy.proxy_addr, &c.der, &[b"h2"]).await;
+                assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+                Box::new(s)
+            }
+            (t, _) => panic!("{t:?} is not an HTTP/2 transport"),
+        };
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+}
