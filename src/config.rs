@@ -31,6 +31,12 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 /// weaken the MAC, and 32 bytes is what `tether keygen` produces.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Longest duration any setting accepts. Durations are added to clock readings and
+/// multiplied (an outlier's ejection grows to 10× `outlier_base`), and `Instant +
+/// Duration` panics on overflow: bounding every duration here means no accepted value
+/// can make that arithmetic fail later, on the request path.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Longest key id; the id travels in every cookie, so it must stay short.
 pub const MAX_KEY_ID_BYTES: usize = 16;
 
@@ -1163,12 +1169,16 @@ impl Validator<'_> {
 
     fn duration(&self, field: &str, value: Option<&str>, default: &str) -> Result<Duration> {
         let v = value.unwrap_or(default);
-        humantime::parse_duration(v).map_err(|e| {
+        let d = humantime::parse_duration(v).map_err(|e| {
             self.err(
                 field,
                 format!("{v:?} is not a duration like \"500ms\" or \"3s\": {e}"),
             )
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(self.err(field, format!("{v:?} is longer than the 365 days allowed")));
+        }
+        Ok(d)
     }
 }
 
@@ -1268,6 +1278,67 @@ mod tests {
         assert_eq!(e.field, "backend[0].kubernetes");
         let e = parse("[[backend]]\nname='a'\nkubernetes={ service='Bad_Name' }\n").unwrap_err();
         assert_eq!(e.field, "backend[0].kubernetes.service");
+    }
+
+    #[test]
+    fn every_duration_over_a_year_is_refused_naming_its_field() {
+        // `down_cooloff = "300000000000y"` used to pass, then overflow `Instant +
+        // Duration` at the first connect failure.
+        let base = "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n";
+        let cases = [
+            ("[server]\nheader_timeout='{}'\n", "server.header_timeout"),
+            ("[server]\nshutdown_grace='{}'\n", "server.shutdown_grace"),
+            ("[server]\nshutdown_delay='{}'\n", "server.shutdown_delay"),
+            ("[kubernetes]\nbackoff_max='{}'\n", "kubernetes.backoff_max"),
+            (
+                "[kubernetes]\nbackoff_max='365days'\nbackoff_min='{}'\n",
+                "kubernetes.backoff_min",
+            ),
+            ("connect_timeout='{}'\n", "backend[0].connect_timeout"),
+            ("response_timeout='{}'\n", "backend[0].response_timeout"),
+            ("down_cooloff='{}'\n", "backend[0].down_cooloff"),
+            ("outlier_base='{}'\n", "backend[0].outlier_base"),
+            (
+                "[backend.affinity]\nsession_idle='{}'\n",
+                "backend[0].affinity.session_idle",
+            ),
+            (
+                "[backend.affinity]\nrebalance_idle='{}'\n",
+                "backend[0].affinity.rebalance_idle",
+            ),
+            (
+                "[backend.affinity]\nidle_timeout='{}'\n",
+                "backend[0].affinity.idle_timeout",
+            ),
+            (
+                "[backend.affinity]\nabsolute_timeout='{}'\n",
+                "backend[0].affinity.absolute_timeout",
+            ),
+            (
+                "[backend.affinity]\ndrain_timeout='{}'\n",
+                "backend[0].affinity.drain_timeout",
+            ),
+            (
+                "[backend.affinity]\nmax_age='{}'\n",
+                "backend[0].affinity.max_age",
+            ),
+        ];
+        for (line, field) in cases {
+            let text = |v: &str| {
+                let line = line.replace("{}", v);
+                if line.starts_with("[server]") || line.starts_with("[kubernetes]") {
+                    format!("{line}{base}")
+                } else {
+                    format!("{base}{line}")
+                }
+            };
+            for v in ["300000000000y", "366days"] {
+                let e = parse(&text(v)).unwrap_err();
+                assert_eq!(e.field, field, "{e}");
+                assert!(e.reason.contains("365 days"), "{e}");
+            }
+            parse(&text("365days")).unwrap_or_else(|e| panic!("{field}: {e}"));
+        }
     }
 
     #[test]
