@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody};
-use support::transport::{self, Front, Transport};
+use support::transport::{self, parse_reply, Front, Transport};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -86,31 +86,6 @@ async fn get(front: &Front, cookie: Option<&str>) -> Reply {
             .await
             .unwrap();
         parse_reply(&read_response(&mut s).await)
-    }
-}
-
-/// A raw HTTP/1 response as a [`Reply`].
-fn parse_reply(raw: &str) -> Reply {
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut headers = http::HeaderMap::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            headers.append(
-                http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
-                v.trim().parse().unwrap(),
-            );
-        }
-    }
-    Reply {
-        status: http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::IM_A_TEAPOT),
-        headers,
-        body: Bytes::from(body.to_string()),
     }
 }
 

@@ -144,17 +144,103 @@ pub fn names_other_header(token: &str) -> bool {
         || always_removed().any(|n| t.eq_ignore_ascii_case(n.as_str())))
 }
 
-/// Removes every client-supplied `x-tether-*` header, so backends can trust the ones
-/// tether sets. Allocates only when such a header is present.
+/// Whether a client field named `name` speaks for tether: any `x-tether-*` or
+/// `x-forwarded-{for,proto,host}` name, in any case and with `_` read as `-`.
+///
+/// CGI, WSGI, PHP and Rack servers hand headers to the app as variables in which both
+/// `X-Tether-Session` and `X_Tether_Session` become `HTTP_X_TETHER_SESSION`, so a
+/// client could otherwise spoof what tether tells the app by spelling it with
+/// underscores. Every such field is dropped on the way upstream, except the exact
+/// spelling `X-Forwarded-For`, which [`set_forwarded`] extends (the one chain tether
+/// continues rather than replaces).
+pub fn speaks_for_tether(name: &[u8]) -> bool {
+    // Most names fail here, at one or two byte comparisons.
+    if name.len() < 9 || name[0] | 0x20 != b'x' || !matches!(name[1], b'-' | b'_') {
+        return false;
+    }
+    /// `name` read as a CGI variable name would be, against `want` (lowercase, `-`).
+    fn same(name: &[u8], want: &[u8]) -> bool {
+        name.len() == want.len()
+            && name
+                .iter()
+                .zip(want)
+                .all(|(&n, &w)| n.to_ascii_lowercase() == w || (n == b'_' && w == b'-'))
+    }
+    same(&name[..9], b"x-tether-")
+        || same(name, b"x-forwarded-for")
+        || same(name, b"x-forwarded-host")
+        || same(name, b"x-forwarded-proto")
+}
+
+/// Removes every client field that [`speaks_for_tether`] (but `X-Forwarded-For` itself,
+/// which [`set_forwarded`] extends), so backends can trust what tether sets.
+/// Allocates only when such a field is present.
 pub fn strip_tether_headers(headers: &mut HeaderMap) {
-    let is_ours = |n: &HeaderName| n.as_str().starts_with("x-tether-");
-    if !headers.keys().any(is_ours) {
+    let spoofed =
+        |n: &HeaderName| *n != X_FORWARDED_FOR && speaks_for_tether(n.as_str().as_bytes());
+    if !headers.keys().any(spoofed) {
         return;
     }
-    let ours: Vec<HeaderName> = headers.keys().filter(|n| is_ours(n)).cloned().collect();
-    for name in ours {
+    let spoofs: Vec<HeaderName> = headers.keys().filter(|n| spoofed(n)).cloned().collect();
+    for name in spoofs {
         headers.remove(name);
     }
+}
+
+/// Whether `value` is a valid `Host` (RFC 9112 §3.2, RFC 9110 §7.2): `uri-host [ ":"
+/// port ]` as RFC 3986 §3.2.2–3.2.3 define them. No userinfo (`a@b`), no blanks or
+/// lists, no empty host (RFC 9110 §4.2.1), an IPv6 literal only in brackets; the port
+/// in digits.
+pub fn valid_host(value: &[u8]) -> bool {
+    let port = if value.first() == Some(&b'[') {
+        let Some(end) = memchr::memchr(b']', value) else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&value[1..end]).ok();
+        if literal
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => port,
+            _ => return false,
+        }
+    } else {
+        let (host, port) = match memchr::memchr(b':', value) {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &value[..0]),
+        };
+        if host.is_empty() || !reg_name(host) {
+            return false;
+        }
+        port
+    };
+    port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+}
+
+/// RFC 3986 §3.2.2 `reg-name`: unreserved, sub-delims and well-formed percent escapes.
+fn reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let hex = |j: usize| host.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A peer address rendered once per connection as a header value, so requests do not
@@ -163,21 +249,31 @@ pub fn peer_value(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Appends the peer (see [`peer_value`]) to `X-Forwarded-For` and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the latter two describe this hop, so
-/// client values are replaced).
+/// Appends the peer (see [`peer_value`]) to `X-Forwarded-For` (to the values of all
+/// its lines, joined, as RFC 9110 §5.3 combines them) and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (the latter two describe this hop, so client values are
+/// replaced).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: &HeaderValue,
     secure: bool,
     host: Option<&HeaderValue>,
 ) {
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| !p.trim().is_empty());
-    let xff = match (prior, peer.to_str()) {
-        (Some(prior), Ok(peer)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+    let mut chain = String::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        if let Some(p) = text(prior.as_bytes())
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            chain.push_str(p);
+            chain.push_str(", ");
+        }
+    }
+    let xff = match peer.to_str() {
+        Ok(peer) if !chain.is_empty() => {
+            chain.push_str(peer);
+            HeaderValue::from_str(&chain).ok()
+        }
         _ => Some(peer.clone()),
     };
     if let Some(v) = xff {
@@ -250,11 +346,73 @@ mod tests {
     }
 
     #[test]
+    fn underscore_and_mixed_spellings_of_tethers_headers_are_recognised() {
+        for name in [
+            "x-tether-session",
+            "X_Tether_Session",
+            "x_tether-affinity",
+            "X-TETHER_PREVIOUS-ENDPOINT",
+            "x-tether-anything",
+            "X_Forwarded_For",
+            "x_forwarded-host",
+            "X-Forwarded_Proto",
+        ] {
+            assert!(speaks_for_tether(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "x-tetherx",
+            "x-forwarded-fort",
+            "x-forwarded",
+            "x-request-id",
+            "host",
+        ] {
+            assert!(!speaks_for_tether(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn host_values_follow_rfc_3986_authority_without_userinfo() {
+        for ok in [
+            "a.test",
+            "a.test:8080",
+            "A-B.test:",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "xn--bcher-kva.test",
+            "a%2Eb",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "b.test x",
+            "a@b.test",
+            "b.test, a.test",
+            "app.example.com:@evil.example",
+            "a.test:8o",
+            "a.test:123456",
+            "[::1",
+            "[nope]:1",
+            "[::1]x",
+            "a/b",
+            "a%2",
+            "a.test:80:80",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
     fn client_tether_headers_are_removed_and_forwarded_set() {
         let mut h = HeaderMap::new();
         h.insert("x-tether-session", HeaderValue::from_static("spoof"));
         h.insert("X-Tether-Affinity", HeaderValue::from_static("sticky"));
+        h.insert("x_tether_session", HeaderValue::from_static("spoof"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2 "));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         strip_tether_headers(&mut h);
         set_forwarded(
@@ -264,7 +422,8 @@ mod tests {
             Some(&HeaderValue::from_static("a.example")),
         );
         assert!(!h.contains_key("x-tether-session") && !h.contains_key("x-tether-affinity"));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert!(!h.contains_key("x_tether_session") && !h.contains_key("x_forwarded_for"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");
     }

@@ -45,6 +45,9 @@ pub enum Error {
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
+    /// The request's host is missing, repeated or invalid (RFC 9112 §3.2).
+    #[error("invalid host")]
+    InvalidHost,
     /// The request body is larger than `max_body_bytes`.
     #[error("request body too large")]
     BodyTooLarge,
@@ -122,6 +125,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::InvalidHost => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect | Error::Upstream(_) | Error::Wire(_) => StatusCode::BAD_GATEWAY,
@@ -136,7 +140,10 @@ impl Error {
     /// Whether the connection must close after this answer: the request's body was
     /// not read to its end, so the next bytes are not a request head.
     pub fn closes(&self) -> bool {
-        matches!(self, Error::BodyTooLarge | Error::Client(_))
+        matches!(
+            self,
+            Error::BodyTooLarge | Error::InvalidHost | Error::Client(_)
+        )
     }
 
     /// The client's fault, when this error is one.
@@ -300,16 +307,19 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: errors become 404/413/502/503/504.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &Connection,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
+        if let Err(e) = settle_host(&mut req) {
+            return e.response();
+        }
         let (backend, keys, max_body, sample) = {
             let state = self.state.load();
-            let host = req.uri().host().or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            });
-            match state.routes.find(host.map(str::as_bytes), req.uri().path()) {
+            let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+            match state.routes.find(host, req.uri().path()) {
                 Some(i) => (
                     state.backends[i].clone(),
                     state.keys.clone(),
@@ -911,6 +921,7 @@ fn fit_request(req: &mut Request<RequestBody>, h2: bool) {
         let authority = host
             .as_ref()
             .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
             .unwrap_or("localhost");
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Ok(uri) = format!("http://{authority}{pq}").parse::<Uri>() {
@@ -939,17 +950,35 @@ fn fit_request(req: &mut Request<RequestBody>, h2: bool) {
     }
 }
 
-/// Rewrites a client request into an upstream HTTP/1.1 request in place.
-fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(v) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+/// Makes the request's one `Host` field say the host it is for, or answers why it
+/// cannot (RFC 9112 §3.2: an HTTP/1.1 request without exactly one valid `Host`, or any
+/// request with two, gets 400). The target's authority, from an absolute-form target
+/// (RFC 9112 §3.2.2) or HTTP/2's `:authority` (RFC 9113 §8.3.1), replaces whatever
+/// `Host` said: routing, the upstream's `Host` and `X-Forwarded-Host` all follow it.
+fn settle_host<B>(req: &mut Request<B>) -> Result<()> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some()
+        || host.is_some_and(|h| !headers::valid_host(h.as_bytes()))
+        || (host.is_none() && req.version() == Version::HTTP_11)
+    {
+        return Err(Error::InvalidHost);
     }
+    if let Some(authority) = req.uri().authority() {
+        if !headers::valid_host(authority.as_str().as_bytes()) {
+            return Err(Error::InvalidHost);
+        }
+        let v = HeaderValue::from_str(authority.as_str()).map_err(|_| Error::InvalidHost)?;
+        req.headers_mut().insert(header::HOST, v);
+    }
+    Ok(())
+}
+
+/// Rewrites a client request into an upstream HTTP/1.1 request in place. Its `Host` was
+/// settled by [`settle_host`]; a request without one (HTTP/1.0, HTTP/2 without
+/// `:authority`) goes upstream with an empty one, as RFC 9110 §7.2 asks of a target
+/// with no authority.
+fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
     // Origin-form for the upstream; absolute-form is for proxies, not origins.
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let pq = req
@@ -976,6 +1005,11 @@ fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    // Even when `Connection` named it: an HTTP/1.1 request always carries its Host.
+    h.insert(
+        header::HOST,
+        host.clone().unwrap_or(HeaderValue::from_static("")),
+    );
     headers::strip_tether_headers(h);
     headers::set_forwarded(h, &conn.peer_value, conn.secure, host.as_ref());
 }

@@ -302,9 +302,11 @@ pub fn parse_request<'b>(
     for (f, kind) in fields.iter().zip(&mut kinds) {
         *kind = Known::of(f.name);
         match *kind {
+            // Anything but one valid Host (RFC 9112 §3.2) goes to the hyper path, whose
+            // answer is 400.
             Known::Host => {
                 hosts += 1;
-                host = Some(f.value).filter(|h| !h.is_empty() && headers::is_text(h));
+                host = Some(f.value).filter(|h| headers::valid_host(h));
             }
             // One length, in plain digits: anything else (a list, a sign, a repeat) is
             // a smuggling question left to hyper.
@@ -396,16 +398,14 @@ fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
 }
 
 /// Whether a client field is dropped on the way upstream: hop-by-hop, named by
-/// `Connection`, or one of the headers tether sets itself.
+/// `Connection` (but `Host`, which a request always carries), or one that speaks for
+/// tether in any spelling ([`headers::speaks_for_tether`]; `X-Forwarded-For` is
+/// extended instead).
 fn dropped_upstream(head: &RequestHead<'_>, name: &str, kind: Known) -> bool {
     kind.is_hop_by_hop()
         || kind == Known::XForwardedThisHop
-        || (head.names_others && named_by_connection(head.fields, name))
-        || starts_with_ignore_case(name, "x-tether-")
-}
-
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        || (head.names_others && kind != Known::Host && named_by_connection(head.fields, name))
+        || (kind != Known::XForwardedFor && headers::speaks_for_tether(name.as_bytes()))
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -434,18 +434,13 @@ pub fn write_request(
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut prior = None;
-    let mut seen_xff = false;
+    let mut xff = false;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
         if dropped_upstream(head, f.name, kind) {
             continue;
         }
         if kind == Known::XForwardedFor {
-            // Like `HeaderMap::get`: only the first value counts.
-            if !seen_xff {
-                seen_xff = true;
-                prior = headers::text(f.value).filter(|p| !p.trim().is_empty());
-            }
+            xff = true;
             continue;
         }
         field(out, f.name.as_bytes(), f.value);
@@ -454,9 +449,20 @@ pub fn write_request(
         field(out, b"te", b"trailers");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(p) = prior {
-        out.extend_from_slice(p.as_bytes());
-        out.extend_from_slice(b", ");
+    // Every line's value, joined (RFC 9110 §5.3), then the peer: `set_forwarded`'s rule.
+    if xff {
+        for (f, &kind) in head.fields.iter().zip(&head.kinds) {
+            if kind != Known::XForwardedFor || dropped_upstream(head, f.name, kind) {
+                continue;
+            }
+            if let Some(p) = headers::text(f.value)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+            {
+                out.extend_from_slice(p.as_bytes());
+                out.extend_from_slice(b", ");
+            }
+        }
     }
     out.extend_from_slice(peer);
     out.extend_from_slice(if secure {
@@ -982,7 +988,8 @@ mod tests {
 
     /// Heads built from the fields where the two paths could disagree: `Connection`
     /// naming other fields (even `Host` and `X-Forwarded-For`), repeated and blank
-    /// `X-Forwarded-For`, `TE` variants, spoofed `x-tether-*`, values that are not text,
+    /// `X-Forwarded-For`, `TE` variants, spoofed `x-tether-*` and `x-forwarded-*` (with
+    /// underscores too), values that are not text,
     /// and the line shapes the fast path copies or rewrites (no or extra blanks after
     /// the colon, trailing blanks, bare-LF line ends).
     #[test]
@@ -1000,6 +1007,11 @@ mod tests {
             "X-Tether-Session",
             "x-tether-affinity",
             "X-Tether-Previous-Endpoint",
+            "X_Tether_Session",
+            "x_tether-affinity",
+            "X_Forwarded_For",
+            "x_forwarded_host",
+            "X-Forwarded_Proto",
             "X-A",
             "x-b",
             "Cookie",
@@ -1230,13 +1242,14 @@ mod tests {
             b"GET /p?q=1 HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\n\
               X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers, deflate\r\nX-Tether-Session: spoof\r\n\
               X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\n\
+              X_Tether_Session: spoof\r\nX_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Host: evil\r\n\
               Cookie: a=b\r\nContent-Length: 0\r\n\r\n",
         )
         .unwrap();
         assert_eq!(
             out,
             "GET /p?q=1 HTTP/1.1\r\nHost: a.example\r\nCookie: a=b\r\nContent-Length: 0\r\n\
-             te: trailers\r\nx-forwarded-for: 10.0.0.1, 192.0.2.1\r\nx-forwarded-proto: http\r\n\
+             te: trailers\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: a.example\r\nx-tether-session: s1\r\nx-tether-affinity: sticky\r\n\r\n"
         );
     }

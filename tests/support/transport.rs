@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::Running;
+use super::{read_response, Reply, Running};
 
 /// A self-signed certificate for `localhost`.
 pub struct Cert {
@@ -173,5 +173,89 @@ impl Front {
                 .unwrap();
         tokio::spawn(conn);
         sender
+    }
+}
+
+impl Front {
+    /// Sends `req` the way this transport carries it and reads the whole answer:
+    /// HTTP/1.1 written out byte for byte on a new connection (the target as given,
+    /// absolute-form included; only the header fields given, no `Host` added; a body
+    /// with its length unless the request says `transfer-encoding`), HTTP/2 through
+    /// hyper's client on a new connection (the URI's authority as `:authority`).
+    pub async fn send(&self, req: http::Request<Bytes>) -> Reply {
+        use http_body_util::{BodyExt, Full};
+        use tokio::io::AsyncWriteExt;
+        if self.transport.is_h2() {
+            let mut s = self.h2::<Full<Bytes>>().await;
+            let (mut parts, body) = req.into_parts();
+            parts.version = http::Version::HTTP_2;
+            let req = http::Request::from_parts(parts, Full::new(body));
+            s.ready().await.unwrap();
+            return match s.send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    Reply {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body: body.collect().await.unwrap().to_bytes(),
+                    }
+                }
+                // A stream the proxy refused (RST_STREAM).
+                Err(_) => Reply {
+                    status: no_response(),
+                    headers: Default::default(),
+                    body: Bytes::new(),
+                },
+            };
+        }
+        let mut raw = format!("{} {} HTTP/1.1\r\n", req.method(), req.uri()).into_bytes();
+        for (name, value) in req.headers() {
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.extend_from_slice(b": ");
+            raw.extend_from_slice(value.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
+        if !req.body().is_empty() && !req.headers().contains_key("transfer-encoding") {
+            raw.extend_from_slice(format!("content-length: {}\r\n", req.body().len()).as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(req.body());
+        let mut s = self.h1().await;
+        s.write_all(&raw).await.unwrap();
+        s.flush().await.unwrap();
+        parse_reply(&read_response(&mut s).await)
+    }
+}
+
+/// The status a [`Reply`] has when no response came back (599, which no server sends
+/// here).
+pub fn no_response() -> http::StatusCode {
+    http::StatusCode::from_u16(599).unwrap()
+}
+
+/// A raw HTTP/1 response as a [`Reply`] ([`no_response`] when nothing parsable came).
+pub fn parse_reply(raw: &str) -> Reply {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut headers = http::HeaderMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.trim().as_bytes()),
+                v.trim().parse(),
+            ) {
+                headers.append(k, v);
+            }
+        }
+    }
+    Reply {
+        status: http::StatusCode::from_u16(status).unwrap_or(no_response()),
+        headers,
+        body: Bytes::from(body.to_string()),
     }
 }
