@@ -715,8 +715,24 @@ async fn serve<F, S, B>(
                                     }
                                     None => native::Prefixed::new(Vec::new(), tls_stream),
                                 };
-                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                // ALPN's choice is the only protocol served (RFC 9113
+                                // §3.2-3.4): HTTP/2 only when it chose h2; else an h2
+                                // preface is refused (hyper's auto server would take it).
+                                let mut stream = stream;
+                                if !h2 && stream.opens_with_h2_preface(limits.header_timeout).await {
+                                    tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
+                                    drop(permit);
+                                    return;
+                                }
+                                let ended = if h2 {
+                                    let h2_only = builder.http2_only();
+                                    let conn = h2_only.serve_connection(TokioIo::new(stream), svc);
+                                    watcher.watch(conn.into_owned()).await
+                                } else {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    watcher.watch(conn.into_owned()).await
+                                };
+                                if let Err(e) = ended {
                                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                                 }
                                 drop(permit);

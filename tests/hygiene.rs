@@ -5,51 +5,8 @@
 
 mod support;
 
-use bytes::Bytes;
-use support::transport::{Front, Transport};
+use support::transport::{arrivals, request, target, Front, Transport};
 use support::*;
-
-/// A GET to `target` with these header fields (a request with a chunked body when
-/// `chunked`, which takes HTTP/1 off the fast path).
-fn request(target: &str, fields: &[(&str, &str)], chunked: bool) -> http::Request<Bytes> {
-    let mut b = http::Request::builder()
-        .method(if chunked { "POST" } else { "GET" })
-        .uri(target);
-    for (k, v) in fields {
-        b = b.header(*k, *v);
-    }
-    if chunked {
-        b = b.header("transfer-encoding", "chunked");
-    }
-    let body = if chunked {
-        Bytes::from_static(b"2\r\nhi\r\n0\r\n\r\n")
-    } else {
-        Bytes::new()
-    };
-    b.body(body).unwrap()
-}
-
-/// The ways a request can arrive: each transport, and HTTP/1 also off the fast path.
-fn arrivals() -> Vec<(Transport, bool)> {
-    vec![
-        (Transport::H1, false),
-        (Transport::H1, true),
-        (Transport::H1Tls, false),
-        (Transport::H1Tls, true),
-        (Transport::H2c, false),
-        (Transport::H2Tls, false),
-    ]
-}
-
-/// A target for `host` as a transport sends one: origin-form with `Host` for HTTP/1,
-/// a URI with the authority for HTTP/2.
-fn target(t: Transport, host: &str, path: &str) -> String {
-    if t.is_h2() {
-        format!("http://{host}{path}")
-    } else {
-        path.to_string()
-    }
-}
 
 #[tokio::test]
 async fn spoofed_tether_headers_in_any_spelling_never_reach_the_app() {

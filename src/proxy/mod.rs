@@ -38,6 +38,10 @@ use ipnet::IpNet;
 use route::RouteTable;
 use tokio_util::task::TaskTracker;
 
+/// Largest upstream response head accepted, on either HTTP/1 path; a larger one is a
+/// failed exchange (502), held against the endpoint.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// Why a request could not be proxied; each maps to one status deliberately, and each
 /// is blamed on one party: [`Error::client_fault`] says which are the client's.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,10 @@ pub enum Error {
     /// The request's host is missing, repeated or invalid (RFC 9112 §3.2).
     #[error("invalid host")]
     InvalidHost,
+    /// A CONNECT request: tether is a gateway to its backends, not a tunnel to
+    /// anywhere (RFC 9110 §9.3.6 is for forward proxies).
+    #[error("CONNECT is not supported")]
+    ConnectMethod,
     /// The request body is larger than `max_body_bytes`.
     #[error("request body too large")]
     BodyTooLarge,
@@ -126,6 +134,7 @@ impl Error {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
             Error::InvalidHost => StatusCode::BAD_REQUEST,
+            Error::ConnectMethod => StatusCode::NOT_IMPLEMENTED,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::Connect | Error::Upstream(_) | Error::Wire(_) => StatusCode::BAD_GATEWAY,
@@ -142,7 +151,7 @@ impl Error {
     pub fn closes(&self) -> bool {
         matches!(
             self,
-            Error::BodyTooLarge | Error::InvalidHost | Error::Client(_)
+            Error::BodyTooLarge | Error::InvalidHost | Error::ConnectMethod | Error::Client(_)
         )
     }
 
@@ -313,6 +322,9 @@ impl Proxy {
         conn: &Connection,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        if req.method() == Method::CONNECT {
+            return Error::ConnectMethod.response();
+        }
         if let Err(e) = settle_host(&mut req) {
             return e.response();
         }
@@ -553,11 +565,29 @@ impl Proxy {
                     continue;
                 }
             };
+            // A 101 the request did not ask for switches to nothing the client knows
+            // (RFC 9110 §15.2.2), and a head past the fast path's limit is one it
+            // could not relay: invalid responses, the upstream's fault.
+            let invalid = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
+                Some(wire::Error::Status(101))
+            } else if head_size(resp.headers()) > MAX_RESPONSE_HEAD {
+                Some(wire::Error::HeadTooLarge)
+            } else {
+                None
+            };
+            if let Some(e) = invalid {
+                endpoint.stats.error(crate::metrics::LastError::Reset);
+                self.exchange_failed(&snapshot, endpoint, settings);
+                return Err(Error::Wire(e));
+            }
 
             session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
             let (mut parts, body) = resp.into_parts();
+            // The status line is tether's own: HTTP/1.1 whatever the upstream spoke
+            // (RFC 9110 §2.5); hyper's server would repeat an upstream's HTTP/1.0.
+            parts.version = Version::HTTP_11;
             let upgraded_to = switching
                 .then(|| parts.headers.get(header::UPGRADE).cloned())
                 .flatten();
@@ -719,6 +749,15 @@ impl Proxy {
         }
         d
     }
+}
+
+/// About how many bytes a head with these fields takes on the wire (each field's
+/// name, value, `: ` and CRLF).
+fn head_size(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// Counts a request whose handling was dropped before it finished: the HTTP/2 stream

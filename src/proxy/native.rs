@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::wire::{self, Framing, Handover, Parsed, RequestHead, ResponseParsed};
-use super::{session_placed, ClientFault, Connection, Error, Proxy};
+use super::{session_placed, ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
 use crate::backend::Backend;
@@ -128,8 +128,6 @@ impl Buffers {
 
 /// How much is read from an upstream at a time.
 const UPSTREAM_READ: usize = 16 * 1024;
-/// Largest upstream response head read before giving up on it.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How much room a client read gets.
 const CLIENT_READ: usize = 4096;
 
@@ -907,6 +905,32 @@ impl<S> Prefixed<S> {
             prefix,
             pos: 0,
             inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    /// Whether the client opened with the HTTP/2 connection preface (RFC 9113 §3.4),
+    /// reading (within `timeout`) only until its first bytes tell: on a TLS connection
+    /// whose ALPN did not choose h2, such a client is refused rather than served
+    /// HTTP/2 (RFC 9113 §3.3). What was read is replayed to whoever serves the rest.
+    pub async fn opens_with_h2_preface(&mut self, timeout: Duration) -> bool {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let by = deadline(timeout);
+        loop {
+            let seen = &self.prefix[self.pos..];
+            let n = seen.len().min(PREFACE.len());
+            if seen[..n] != PREFACE[..n] {
+                return false;
+            }
+            if n == PREFACE.len() {
+                return true;
+            }
+            let read = tokio::time::timeout_at(by, self.inner.read_buf(&mut self.prefix));
+            match read.await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+                Ok(Ok(_)) => {}
+            }
         }
     }
 }

@@ -189,6 +189,8 @@ enum Known {
     Expect,
     Te,
     Cookie,
+    /// `Date`: a response without one gets one (RFC 9110 §6.6.1).
+    Date,
     XForwardedFor,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host`: tether sets them for this hop.
     XForwardedThisHop,
@@ -203,6 +205,7 @@ impl Known {
         match name.len() {
             2 if is("te") => Known::Te,
             4 if is("host") => Known::Host,
+            4 if is("date") => Known::Date,
             6 if is("expect") => Known::Expect,
             6 if is("cookie") => Known::Cookie,
             7 if is("upgrade") => Known::Upgrade,
@@ -653,17 +656,28 @@ pub fn write_response(
     ]);
     out.extend_from_slice(head.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut dated = false;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
+        // `Content-Length` frames the body being relayed: a `Connection` naming it
+        // cannot take it away (that would leave the client no way to find the end).
         if kind.is_hop_by_hop()
-            || (head.names_others && named_by_connection(head.fields, f.name))
+            || (head.names_others
+                && kind != Known::ContentLength
+                && named_by_connection(head.fields, f.name))
             || (head.framing == Framing::Chunked && kind == Known::ContentLength)
         {
             continue;
         }
+        dated |= kind == Known::Date;
         field(out, f.name.as_bytes(), f.value);
     }
     if head.framing == Framing::Chunked {
         field(out, b"transfer-encoding", b"chunked");
+    }
+    // RFC 9110 §6.6.1: a recipient with a clock forwarding a response without `Date`
+    // adds one (hyper's server does the same on its path).
+    if !dated {
+        field(out, b"date", &http_date());
     }
     if let Some(c) = set_cookie {
         field(out, b"set-cookie", c);
@@ -672,6 +686,30 @@ pub fn write_response(
         field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The current time as an IMF-fixdate (RFC 9110 §5.6.7), formatted at most once a
+/// second per thread.
+pub fn http_date() -> [u8; 29] {
+    use std::cell::Cell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let (at, date) = c.get();
+        if at == second {
+            return date;
+        }
+        let mut date = [b' '; 29];
+        let text = httpdate::fmt_http_date(now);
+        let n = text.len().min(29);
+        date[..n].copy_from_slice(&text.as_bytes()[..n]);
+        c.set((second, date));
+        date
+    })
 }
 
 /// Finds the end of a chunked body while its bytes are relayed unchanged.
@@ -941,6 +979,13 @@ pub fn response_rewrite_agrees(raw: &[u8]) -> Result<bool, String> {
     if h.framing == Framing::Chunked {
         added.push(("transfer-encoding", b"chunked"));
     }
+    let kept_date = h.fields.iter().zip(&h.kinds).any(|(f, &k)| {
+        k == Known::Date && !(h.names_others && named_by_connection(h.fields, f.name))
+    });
+    if !kept_date {
+        // Compared by name: the clock may tick between writing and checking.
+        added.push(("date", b""));
+    }
     added.push(("set-cookie", b"t=v"));
     if h.framing == Framing::Close {
         added.push(("connection", b"close"));
@@ -949,7 +994,18 @@ pub fn response_rewrite_agrees(raw: &[u8]) -> Result<bool, String> {
     let Some(split) = sent.len().checked_sub(added.len()) else {
         return Err(format!("{} fields written", sent.len()));
     };
-    let tail: Vec<_> = sent[split..].iter().map(|f| (f.name, f.value)).collect();
+    let tail: Vec<_> = sent[split..]
+        .iter()
+        .map(|f| match f.name {
+            "date"
+                if std::str::from_utf8(f.value)
+                    .is_ok_and(|d| httpdate::parse_http_date(d).is_ok()) =>
+            {
+                (f.name, &b""[..])
+            }
+            _ => (f.name, f.value),
+        })
+        .collect();
     if tail != added {
         return Err(format!("ends with {tail:?}"));
     }
@@ -1379,16 +1435,29 @@ mod tests {
     fn response_head_drops_hop_by_hop_and_restates_framing() {
         let (_, _, out) = response(
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\n\
-              Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Pod: a\r\n\r\n",
+              Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Pod: a\r\n\
+              Date: Tue, 01 Dec 2026 15:00:00 GMT\r\n\r\n",
             false,
         )
         .unwrap();
         assert_eq!(
             out,
-            "HTTP/1.1 200 OK\r\nX-Pod: a\r\ntransfer-encoding: chunked\r\nset-cookie: t=v; Path=/\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nX-Pod: a\r\nDate: Tue, 01 Dec 2026 15:00:00 GMT\r\n\
+             transfer-encoding: chunked\r\nset-cookie: t=v; Path=/\r\n\r\n"
         );
         let (_, _, out) = response(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
         assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
+        // RFC 9110 §6.6.1: a response without Date gets one, in IMF-fixdate.
+        let date = out.lines().find_map(|l| l.strip_prefix("date: ")).unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        // A Connection naming Content-Length cannot unframe the body.
+        let (framing, _, out) = response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(framing, Framing::Length(5));
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
     }
 
     #[test]

@@ -546,3 +546,74 @@ where
         .await
         .expect("the proxy ended the connection")
 }
+
+/// A pod that answers every request with the same raw bytes, `answer`, whatever it is
+/// (an HTTP/1.0 status line, a 101 nobody asked for, a huge head): for what the proxy
+/// makes of upstream responses a hyper server would never send. Request bodies (by
+/// length or chunked) are read and ignored; the connection stays open unless the
+/// answer is HTTP/1.0. Returns the address and the number of requests answered.
+pub async fn fixed_pod(answer: Vec<u8>) -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = answered.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (count, answer) = (count.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let end = loop {
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                    got.drain(..end);
+                    if head.contains("transfer-encoding: chunked") {
+                        while !got.windows(5).any(|w| w == b"0\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let i = got.windows(5).position(|w| w == b"0\r\n\r\n").unwrap();
+                        got.drain(..i + 5);
+                    } else if let Some(len) = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                    {
+                        while got.len() < len {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        got.drain(..len);
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(&answer).await.is_err() || answer.starts_with(b"HTTP/1.0") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// Config text for one backend `app` over the single endpoint `addr`.
+pub fn config_for(addr: SocketAddr, backend_extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"{addr}\"]\nconnect_timeout = \"500ms\"\n{backend_extra}\n"
+    )
+}

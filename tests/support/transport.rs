@@ -184,7 +184,6 @@ impl Front {
     /// hyper's client on a new connection (the URI's authority as `:authority`).
     pub async fn send(&self, req: http::Request<Bytes>) -> Reply {
         use http_body_util::{BodyExt, Full};
-        use tokio::io::AsyncWriteExt;
         if self.transport.is_h2() {
             let mut s = self.h2::<Full<Bytes>>().await;
             let (mut parts, body) = req.into_parts();
@@ -208,6 +207,13 @@ impl Front {
                 },
             };
         }
+        parse_reply(&self.send_raw(req).await)
+    }
+
+    /// Writes `req` byte for byte on a new HTTP/1.1 connection as [`Front::send`]
+    /// does, and returns the whole raw response (read by its `Content-Length`).
+    pub async fn send_raw(&self, req: http::Request<Bytes>) -> String {
+        use tokio::io::AsyncWriteExt;
         let mut raw = format!("{} {} HTTP/1.1\r\n", req.method(), req.uri()).into_bytes();
         for (name, value) in req.headers() {
             raw.extend_from_slice(name.as_str().as_bytes());
@@ -223,7 +229,51 @@ impl Front {
         let mut s = self.h1().await;
         s.write_all(&raw).await.unwrap();
         s.flush().await.unwrap();
-        parse_reply(&read_response(&mut s).await)
+        read_response(&mut s).await
+    }
+}
+
+/// The ways a request arrives: each transport, and HTTP/1 also with a small chunked
+/// body (`true`), which today moves the connection from the fast path to hyper's
+/// HTTP/1 server: both must give the same answer.
+pub fn arrivals() -> Vec<(Transport, bool)> {
+    vec![
+        (Transport::H1, false),
+        (Transport::H1, true),
+        (Transport::H1Tls, false),
+        (Transport::H1Tls, true),
+        (Transport::H2c, false),
+        (Transport::H2Tls, false),
+    ]
+}
+
+/// A GET to `target` with these header fields; with `chunked`, a POST with a small
+/// chunked body instead.
+pub fn request(target: &str, fields: &[(&str, &str)], chunked: bool) -> http::Request<Bytes> {
+    let mut b = http::Request::builder()
+        .method(if chunked { "POST" } else { "GET" })
+        .uri(target);
+    for (k, v) in fields {
+        b = b.header(*k, *v);
+    }
+    if chunked {
+        b = b.header("transfer-encoding", "chunked");
+    }
+    let body = if chunked {
+        Bytes::from_static(b"2\r\nhi\r\n0\r\n\r\n")
+    } else {
+        Bytes::new()
+    };
+    b.body(body).unwrap()
+}
+
+/// A target for `host` as a transport sends one: origin-form (with `Host` among the
+/// fields) for HTTP/1, a URI with the authority for HTTP/2.
+pub fn target(t: Transport, host: &str, path: &str) -> String {
+    if t.is_h2() {
+        format!("http://{host}{path}")
+    } else {
+        path.to_string()
     }
 }
 

@@ -1,0 +1,182 @@
+//! What a client gets back is tether's message, framed by tether's rules, however the
+//! upstream framed it and however the request arrived: a `Date`, tether's own status
+//! line, 502 for a response the request did not ask for or cannot be relayed, 501 for
+//! CONNECT, and only the protocol ALPN chose on a TLS connection.
+
+mod support;
+
+use std::time::Duration;
+
+use support::transport::{arrivals, request, target, tls_connect, with_tls, Front, Transport};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every arrival's answer to a request for `localhost/`, in front of `pod`.
+async fn answers(cfg: &str) -> Vec<(String, Reply, Option<String>)> {
+    let mut out = Vec::new();
+    for t in Transport::ALL {
+        let front = Front::start(t, cfg).await;
+        for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
+            let mut fields = vec![];
+            if !transport.is_h2() {
+                fields.push(("host", "localhost"));
+            }
+            let req = request(&target(transport, "localhost", "/"), &fields, chunked);
+            let what = format!("{transport:?}, chunked {chunked}");
+            if transport.is_h2() {
+                out.push((what, front.send(req).await, None));
+            } else {
+                let raw = front.send_raw(req).await;
+                out.push((what, transport::parse_reply(&raw), Some(raw)));
+            }
+        }
+        front.proxy.shutdown().await;
+    }
+    out
+}
+
+use support::transport;
+
+#[tokio::test]
+async fn an_http_1_0_upstream_without_date_is_answered_in_http_1_1_with_a_date() {
+    // RFC 9110 §2.5 (the status line is the sender's version) and §6.6.1 (a recipient
+    // with a clock adds Date to a response that has none).
+    let (pod, _) = fixed_pod(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi".to_vec()).await;
+    for (what, reply, raw) in answers(&config_for(pod, "")).await {
+        assert_eq!(reply.status, 200, "{what}");
+        assert_eq!(reply.text(), "hi", "{what}");
+        let date = reply.headers.get("date").expect(&what).to_str().unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{what}: {date}");
+        if let Some(raw) = raw {
+            assert!(raw.starts_with("HTTP/1.1 200 "), "{what}: {raw}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unsolicited_101_is_a_502_held_against_the_pod() {
+    // RFC 9110 §15.2.2: a 101 switches to what the request asked for; this one asked
+    // for nothing.
+    let (pod, _) = fixed_pod(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n".to_vec(),
+    )
+    .await;
+    let cfg = config_for(pod, "");
+    for (what, reply, _) in answers(&cfg).await {
+        assert_eq!(reply.status, 502, "{what}: {}", reply.text());
+    }
+}
+
+#[tokio::test]
+async fn a_response_head_over_64_kib_is_a_502_and_a_smaller_one_passes_on_every_path() {
+    let head = |n: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+            "b".repeat(n)
+        )
+        .into_bytes()
+    };
+    let (big, _) = fixed_pod(head(70 * 1024)).await;
+    for (what, reply, _) in answers(&config_for(big, "")).await {
+        assert_eq!(reply.status, 502, "{what}");
+    }
+    // Within what an HTTP/2 client accepts by default (16 KiB of header list).
+    let (fits, _) = fixed_pod(head(10 * 1024)).await;
+    for (what, reply, _) in answers(&config_for(fits, "")).await {
+        assert_eq!(
+            (reply.status.as_u16(), reply.text()),
+            (200, "ok".into()),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connect_is_refused_with_501_and_never_reaches_a_pod() {
+    let (pod, answered) = fixed_pod(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+    let cfg = config_for(pod, "");
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("a.test:443")
+            .header("host", "a.test:443")
+            .body(bytes::Bytes::new())
+            .unwrap();
+        let r = front.send(req).await;
+        assert_eq!(r.status, 501, "{t:?}: {}", r.text());
+        front.proxy.shutdown().await;
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_connection_naming_content_length_cannot_unframe_a_response() {
+    let (pod, _) = fixed_pod(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\nhello".to_vec(),
+    )
+    .await;
+    let cfg = config_for(pod, "");
+    for t in [Transport::H1, Transport::H1Tls] {
+        let front = Front::start(t, &cfg).await;
+        let mut s = front.h1().await;
+        for _ in 0..2 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let out = tokio::time::timeout(Duration::from_secs(10), read_response(&mut s))
+                .await
+                .expect("a framed response");
+            assert!(out.starts_with("HTTP/1.1 200 "), "{t:?}: {out}");
+            assert!(
+                out.to_ascii_lowercase().contains("content-length: 5"),
+                "{out}"
+            );
+            assert!(out.ends_with("\r\n\r\nhello"), "{t:?}: {out}");
+        }
+        front.proxy.shutdown().await;
+    }
+}
+
+/// Everything the proxy sends on a TLS connection offering `alpn` that opens with
+/// `bytes`, until it closes (or 5 s pass).
+async fn answer_to(front_cfg: &str, alpn: &[&[u8]], bytes: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, cert) = with_tls(front_cfg, dir.path());
+    let p = proxy(&cfg).await;
+    let mut s = tls_connect(p.proxy_addr, &cert.der, alpn).await;
+    s.write_all(bytes).await.unwrap();
+    s.flush().await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    p.shutdown().await;
+    out
+}
+
+#[tokio::test]
+async fn only_the_protocol_alpn_chose_is_served_on_a_tls_connection() {
+    // RFC 9113 §3.2-3.4: h2 over TLS is what ALPN "h2" selects, and only then.
+    let pods = pods(&["pod-a"]).await;
+    let cfg = config(&refs(&pods), &[], "");
+    let h1 = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    // The HTTP/2 preface and an empty SETTINGS frame.
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+
+    let out = answer_to(&cfg, &[b"h2"], h1).await;
+    assert!(
+        !out.starts_with(b"HTTP/1.1"),
+        "HTTP/1.1 served after ALPN chose h2"
+    );
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let out = answer_to(&cfg, alpn, &h2).await;
+        // A server's HTTP/2 answer opens with its SETTINGS frame (type 4).
+        assert!(
+            out.len() < 9 || out[3] != 4 || out.starts_with(b"HTTP/1.1"),
+            "HTTP/2 served after ALPN {alpn:?}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let out = answer_to(&cfg, alpn, h1).await;
+        assert!(out.starts_with(b"HTTP/1.1 200 "), "{alpn:?}");
+    }
+}
