@@ -13,8 +13,21 @@
 #                                under $TETHER_WRAP when set (e.g. valgrind); with TLS
 #                                (a directory holding cert.pem and key.pem) it
 #                                terminates TLS
+#   ports_free PORT...           exits with a message when any PORT is already taken
 #   make_cert DIR                a self-signed cert.pem, key.pem and both in one
 #                                combined.pem (HAProxy's form) for localhost in DIR
+
+ports_free() { # PORT...: refuses to go on when any of them is already listening on
+  # 127.0.0.1, so a table is never reported from some other process's answers
+  local p taken=()
+  for p in "$@"; do
+    if ss -Htln "sport = :$p" | grep -q .; then taken+=("$p"); fi
+  done
+  if [ "${#taken[@]}" -gt 0 ]; then
+    echo "ports already in use: ${taken[*]} (stop what listens there, then run again)" >&2
+    exit 1
+  fi
+}
 
 setup_load_env() {
   local need=() bin

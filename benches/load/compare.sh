@@ -41,6 +41,9 @@ SCENARIOS="${SCENARIOS:-one many new}"
 LOAD=benches/load
 
 . "$LOAD/common.sh"
+# Every port this script listens on: a taken one would make the table some other
+# process's (nginx would print "Address already in use" and the run would go on).
+ports_free 18081 18082 18083 18084 $(seq 18090 18099)
 setup_load_env wrk nginx haproxy openssl
 make_cert "$work"
 TLS=0; [[ " $SCENARIOS " == *" tls "* ]] && TLS=1
