@@ -37,6 +37,13 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// can make that arithmetic fail later, on the request path.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Default `request_buffer` and `response_buffer`: a form post, a JSON call, a page.
+pub const DEFAULT_BUFFER: usize = 64 * 1024;
+
+/// Largest `request_buffer` and `response_buffer`: what one request may make tether
+/// hold in memory on its behalf.
+pub const MAX_BUFFER: usize = 16 * 1024 * 1024;
+
 /// Longest key id; the id travels in every cookie, so it must stay short.
 pub const MAX_KEY_ID_BYTES: usize = 16;
 
@@ -101,6 +108,16 @@ pub struct ServerSettings {
     /// Serve HTTP/1.1 requests (plaintext, or TLS without h2) with no body or a small
     /// one on the native fast path (`proxy::native`); off = every request through hyper.
     pub http1_fast_path: bool,
+    /// A request body of known length up to this many bytes is read whole before an
+    /// upstream is chosen, so a slow uploader never holds a pod's connection.
+    pub request_buffer: usize,
+    /// A response body of known length up to this many bytes is read whole and its
+    /// upstream connection returned to the pool before the client is written to, so a
+    /// slow reader never holds a pod's connection.
+    pub response_buffer: usize,
+    /// A client that takes no bytes for this long while tether is writing to it is cut
+    /// off (a stalled reader).
+    pub send_timeout: Duration,
 }
 
 /// `[server.tls]`.
@@ -377,6 +394,9 @@ struct RawServer {
     access_log_sample: Option<f64>,
     log_format: Option<String>,
     http1_fast_path: Option<bool>,
+    request_buffer: Option<i64>,
+    response_buffer: Option<i64>,
+    send_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -639,10 +659,25 @@ impl Validator<'_> {
                 ))
             }
         };
+        let buffer = |field: &str, v: Option<i64>| match v {
+            None => Ok(DEFAULT_BUFFER),
+            Some(n) if (0..=MAX_BUFFER as i64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(self.err(field, format!("must be 0..={MAX_BUFFER} bytes, got {n}"))),
+        };
+        let request_buffer = buffer("server.request_buffer", raw.request_buffer)?;
+        let response_buffer = buffer("server.response_buffer", raw.response_buffer)?;
+        let send_timeout =
+            self.duration("server.send_timeout", raw.send_timeout.as_deref(), "60s")?;
+        if send_timeout.is_zero() {
+            return Err(self.err("server.send_timeout", "must be non-zero"));
+        }
         Ok(ServerSettings {
             access_log_sample,
             log_json,
             http1_fast_path: raw.http1_fast_path.unwrap_or(true),
+            request_buffer,
+            response_buffer,
+            send_timeout,
             listen,
             admin,
             workers,

@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod health;
+pub mod io;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

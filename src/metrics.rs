@@ -494,6 +494,13 @@ pub fn render(proxy: &Proxy) -> String {
         last_sync,
     );
     registry.register("config_reloads", "Config reloads by result", reloads);
+    let send_timeouts = Counter::<u64>::default();
+    send_timeouts.inc_by(proxy.send_timeouts().load(Ordering::Relaxed));
+    registry.register(
+        "send_timeouts",
+        "Client connections ended because they took no bytes for send_timeout",
+        send_timeouts,
+    );
     registry.register(
         "http1_handoffs",
         "Connections the HTTP/1 fast path handed to hyper, by the request that made it",

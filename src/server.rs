@@ -26,6 +26,7 @@ use crate::config::{Config, Source};
 use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
+use crate::io::SendTimeout;
 use crate::proxy::{native, Connection, Proxy, State};
 use crate::tls::Tls;
 
@@ -158,6 +159,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         header_timeout: config.server.header_timeout,
         max_header_bytes: config.server.max_header_bytes,
         max_connections: config.server.max_connections,
+        send_timeout: config.server.send_timeout,
     };
     let tls = match &config.server.tls {
         Some(t) => {
@@ -190,6 +192,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             source,
         })?;
         let (rx, tls, service) = (rx.clone(), tls.clone(), proxy_service(proxy.clone()));
+        let ended = proxy.send_timeouts();
         let native = native.then(|| proxy.clone());
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -208,7 +211,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 };
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, rx, grace, limits, tls, native, service).await,
+                        Ok(l) => serve(l, rx, grace, limits, ended, tls, native, service).await,
                         Err(e) => tracing::error!(error = %e, "accept thread cannot listen"),
                     }
                 });
@@ -227,6 +230,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         rx.clone(),
         grace,
         limits,
+        proxy.send_timeouts(),
         tls,
         native.then(|| proxy.clone()),
         proxy_service(proxy.clone()),
@@ -241,6 +245,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         rx,
         grace,
         admin_limits,
+        Default::default(),
         None,
         None,
         move |_peer, _secure| {
@@ -555,13 +560,15 @@ struct Limits {
     max_header_bytes: usize,
     /// Concurrent connections accepted; more wait in the kernel's accept queue.
     max_connections: Option<usize>,
+    /// A client that takes no bytes for this long while being written to is cut off.
+    send_timeout: Duration,
 }
 
 /// Ends a connection with a reset instead of a FIN (zero linger), so a client whose
 /// close-delimited response was cut off sees an error, not what would pass for the end
 /// of the body. Only then: a reset also discards what is still queued for the client.
-fn reset(stream: &tokio::net::TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+fn reset(stream: &SendTimeout<tokio::net::TcpStream>) {
+    let _ = socket2::SockRef::from(stream.get_ref()).set_linger(Some(Duration::ZERO));
 }
 
 /// Accepts connections (HTTP/1.1 and cleartext HTTP/2 by prior knowledge, with
@@ -574,6 +581,7 @@ async fn serve<F, S, B>(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     limits: Limits,
+    ended: Arc<std::sync::atomic::AtomicU64>,
     tls: Option<Arc<Tls>>,
     native: Option<Arc<Proxy>>,
     make_service: F,
@@ -626,6 +634,7 @@ async fn serve<F, S, B>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let stream = SendTimeout::new(stream, limits.send_timeout, ended.clone());
                     let svc = make_service(peer, tls.is_some());
                     let builder = builder.clone();
                     let watcher = graceful.watcher();

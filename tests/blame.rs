@@ -127,7 +127,8 @@ async fn reached(pod: &TestBackend, before: u64) {
 
 /// A request carrying `cookie` whose body turns out malformed once `pod` is already
 /// reading it: a chunked body with bytes where a chunk's CRLF belongs (HTTP/1), or
-/// DATA that ends short of its content-length (HTTP/2, RFC 9113 §8.1.1). Returns the
+/// DATA that ends short of its content-length (HTTP/2, RFC 9113 §8.1.1). Both are
+/// larger than `request_buffer` (or of unknown length), so they stream. Returns the
 /// status, if one came back.
 async fn malformed_body(front: &Front, pod: &TestBackend, cookie: &str) -> Option<u16> {
     if front.transport.is_h2() {
@@ -135,7 +136,7 @@ async fn malformed_body(front: &Front, pod: &TestBackend, cookie: &str) -> Optio
         let req = http::Request::post("http://localhost/")
             .version(http::Version::HTTP_2)
             .header("cookie", format!("tether={cookie}"))
-            .header("content-length", "100")
+            .header("content-length", "100000")
             .body(body_then(Bytes::from_static(b"hello"), pod, false))
             .unwrap();
         s.ready().await.unwrap();

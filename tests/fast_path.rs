@@ -117,7 +117,7 @@ async fn small_bodies_stay_on_the_fast_path_whole_and_a_large_one_moves_the_conn
 
     // A body over the fast path's limit: hyper streams it, and the connection stays
     // with hyper for the request after it.
-    let big = "x".repeat(tether::proxy::wire::MAX_BODY + 1);
+    let big = "x".repeat(tether::config::DEFAULT_BUFFER + 1);
     let request = format!(
         "POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{big}\
          GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -819,9 +819,11 @@ async fn a_close_delimited_response_cut_off_mid_body_ends_in_a_reset_the_client_
 #[tokio::test]
 async fn a_response_with_a_length_cut_off_mid_body_ends_in_a_plain_close() {
     // Its length already tells the client the body was cut; a reset would only throw
-    // away bytes still on their way to it (a whole pipelined response, say).
+    // away bytes still on their way to it (a whole pipelined response, say). Larger
+    // than `response_buffer`, so it streams (a small one is read whole first, and a
+    // cut there is a 502 before anything is sent).
     let (pod, cut) =
-        pod_that_breaks_mid_body(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+        pod_that_breaks_mid_body(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n").await;
     let p = proxy(&one_endpoint(pod, "")).await;
     let mut s = TcpStream::connect(p.proxy_addr).await.unwrap();
     let end = read_a_response_cut_mid_body(&mut s, cut).await;

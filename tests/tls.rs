@@ -182,7 +182,7 @@ async fn http1_over_tls_is_served_on_the_fast_path_and_ends_with_close_notify() 
     }
     // A body too large for the fast path moves the connection to hyper: counted, which
     // only a connection that started on the fast path can be. Without ALPN too.
-    let big = "x".repeat(tether::proxy::wire::MAX_BODY + 1);
+    let big = "x".repeat(tether::config::DEFAULT_BUFFER + 1);
     let large = format!(
         "POST /big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{big}",
         big.len()

@@ -126,6 +126,10 @@ pub enum RequestBody {
         remaining: u64,
         /// Where the body stands, for whoever must blame a failed exchange.
         progress: BodyProgress,
+        /// What [`RequestBody::read_whole`] read ahead, sent before the rest.
+        read: Option<Bytes>,
+        /// The trailers read ahead with it, if the body had any.
+        trailers: Option<Box<http::HeaderMap>>,
     },
     /// No body.
     Empty,
@@ -139,7 +143,54 @@ impl RequestBody {
             body,
             remaining: limit.unwrap_or(u64::MAX),
             progress,
+            read: None,
+            trailers: None,
         }
+    }
+
+    /// Reads the client's body to its end now, before an upstream is chosen, so a slow
+    /// uploader never holds a pod's connection (`request_buffer`). Called only for a
+    /// body of known, small length; the client must deliver it by `deadline`.
+    pub async fn read_whole(&mut self, deadline: tokio::time::Instant) -> Result<(), BodyFault> {
+        use http_body_util::BodyExt;
+        let RequestBody::Client {
+            body,
+            remaining,
+            progress,
+            read,
+            trailers,
+        } = self
+        else {
+            return Ok(());
+        };
+        let mut data = bytes::BytesMut::new();
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(BodyFault::Client(ClientFault::BodyTimeout)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    progress.set(classify(&e));
+                    return Err(progress
+                        .fault()
+                        .unwrap_or(BodyFault::Client(ClientFault::Aborted)));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(d) if d.len() as u64 > *remaining => {
+                    progress.set(TOO_LARGE);
+                    return Err(BodyFault::TooLarge);
+                }
+                Ok(d) => {
+                    *remaining -= d.len() as u64;
+                    data.extend_from_slice(&d);
+                }
+                Err(other) => *trailers = other.into_trailers().ok().map(Box::new),
+            }
+        }
+        *read = Some(data.freeze());
+        progress.set(DONE);
+        Ok(())
     }
 
     /// The body's progress, to judge a failure after it was handed to the upstream
@@ -261,9 +312,18 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Client {
+                read: read @ Some(_),
+                ..
+            } => Poll::Ready(read.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Client {
+                trailers: trailers @ Some(_),
+                ..
+            } => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(*t)))),
+            RequestBody::Client {
                 body,
                 remaining,
                 progress,
+                ..
             } => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let n = frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -294,13 +354,32 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Client {
+                body,
+                read,
+                trailers,
+                ..
+            } => read.is_none() && trailers.is_none() && body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            RequestBody::Client {
+                body,
+                read: Some(data),
+                ..
+            } => {
+                let n = data.len() as u64;
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + n);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + n);
+                }
+                hint
+            }
             RequestBody::Client { body, .. } => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }

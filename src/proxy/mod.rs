@@ -178,6 +178,17 @@ impl Error {
     }
 }
 
+/// The body limits a request is handled under (from `[server]`).
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    /// `max_body_bytes`.
+    max_body: Option<u64>,
+    /// `request_buffer`.
+    request_buffer: u64,
+    /// `response_buffer`.
+    response_buffer: u64,
+}
+
 /// The routing state a request reads: replaced whole (later, on reload), never edited.
 #[derive(Debug)]
 pub struct State {
@@ -189,6 +200,10 @@ pub struct State {
     pub keys: Arc<KeyRing>,
     /// Largest request body accepted.
     pub max_body_bytes: Option<u64>,
+    /// Request bodies of known length up to this are read whole first.
+    pub request_buffer: usize,
+    /// Response bodies of known length up to this are read whole first.
+    pub response_buffer: usize,
     /// Fraction of requests written to the access log.
     pub access_log_sample: f64,
 }
@@ -206,6 +221,8 @@ impl State {
                 .collect(),
             keys,
             max_body_bytes: config.server.max_body_bytes,
+            request_buffer: config.server.request_buffer,
+            response_buffer: config.server.response_buffer,
             access_log_sample: config.server.access_log_sample,
         }
     }
@@ -257,6 +274,8 @@ pub struct Proxy {
     reloads: [AtomicU64; 2],
     /// Connections the HTTP/1 fast path handed to hyper, by [`wire::Handover`].
     handoffs: [AtomicU64; wire::Handover::ALL.len()],
+    /// Client connections ended by `send_timeout` (shared with their sockets).
+    send_timeouts: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -268,6 +287,7 @@ impl Proxy {
             tunnels: TaskTracker::new(),
             reloads: Default::default(),
             handoffs: Default::default(),
+            send_timeouts: Default::default(),
         }
     }
 
@@ -328,14 +348,18 @@ impl Proxy {
         if let Err(e) = settle_host(&mut req) {
             return e.response();
         }
-        let (backend, keys, max_body, sample) = {
+        let (backend, keys, limits, sample) = {
             let state = self.state.load();
             let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
             match state.routes.find(host, req.uri().path()) {
                 Some(i) => (
                     state.backends[i].clone(),
                     state.keys.clone(),
-                    state.max_body_bytes,
+                    BodyLimits {
+                        max_body: state.max_body_bytes,
+                        request_buffer: state.request_buffer as u64,
+                        response_buffer: state.response_buffer as u64,
+                    },
                     state.access_log_sample,
                 ),
                 None => return Error::NoRoute.response(),
@@ -357,7 +381,7 @@ impl Proxy {
             stats: &backend.stats,
             armed: true,
         };
-        let resp = match Box::pin(self.forward(req, conn, &backend, keys, max_body, logged)).await {
+        let resp = match Box::pin(self.forward(req, conn, &backend, keys, limits, logged)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
@@ -403,6 +427,11 @@ impl Proxy {
         self.handoffs[why as usize].load(Ordering::Relaxed)
     }
 
+    /// The counter of client connections ended by `send_timeout`, for their sockets.
+    pub fn send_timeouts(&self) -> Arc<AtomicU64> {
+        self.send_timeouts.clone()
+    }
+
     /// Counts how many config reloads succeeded (`true`) or failed.
     pub fn reloads(&self, success: bool) -> u64 {
         self.reloads[usize::from(!success)].load(Ordering::Relaxed)
@@ -414,18 +443,26 @@ impl Proxy {
         conn: &Connection,
         backend: &Arc<Backend>,
         keys: Arc<KeyRing>,
-        max_body: Option<u64>,
+        limits: BodyLimits,
         logged: bool,
     ) -> Result<Response<ProxyBody>> {
-        if let Some(max) = max_body {
+        if let Some(max) = limits.max_body {
             if req.body().size_hint().lower() > max {
                 return Err(Error::BodyTooLarge);
             }
         }
         let upgrade =
             upgrade_request(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
-        let mut req = req.map(|b| RequestBody::client(b, max_body));
+        let mut req = req.map(|b| RequestBody::client(b, limits.max_body));
         let progress = req.body().progress();
+        // A small body of known length is read whole before an upstream is chosen, so
+        // a slow uploader never holds a pod's connection (`request_buffer`); it must
+        // arrive within the response timeout, the bound an upload has anyway.
+        let length = req.body().size_hint().exact();
+        if length.is_some_and(|n| n > 0 && n <= limits.request_buffer) {
+            let by = Instant::now() + backend.settings.response_timeout;
+            req.body_mut().read_whole(by).await?;
+        }
 
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
@@ -580,6 +617,34 @@ impl Proxy {
                 self.exchange_failed(&snapshot, endpoint, settings);
                 return Err(Error::Wire(e));
             }
+            // A small response of known length from an HTTP/1 upstream is read whole
+            // and its connection goes back to the pool before the client is written
+            // to, so a slow reader never holds a pod's connection (`response_buffer`).
+            // (An h2c upstream multiplexes: a slow reader holds one stream, not it.)
+            let mut sender = Some(sender);
+            let mut whole = None;
+            let length = resp.body().size_hint().exact();
+            if upgrade.is_none()
+                && !sender.as_ref().is_some_and(pool::Sender::is_h2)
+                && length.is_some_and(|n| n > 0 && n <= limits.response_buffer)
+            {
+                let by = Instant::now() + settings.response_timeout;
+                let read = http_body_util::BodyExt::collect(resp.body_mut());
+                match tokio::time::timeout_at(by, read).await {
+                    Err(_) => return Err(self.timed_out(&snapshot, endpoint, settings)),
+                    Ok(Err(e)) => {
+                        endpoint.stats.error(crate::metrics::LastError::Reset);
+                        self.exchange_failed(&snapshot, endpoint, settings);
+                        return Err(Error::Upstream(e));
+                    }
+                    Ok(Ok(body)) => {
+                        if let Some(s) = sender.take() {
+                            endpoint.pool.checkin(s);
+                        }
+                        whole = Some(body.to_bytes());
+                    }
+                }
+            }
 
             session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -619,8 +684,14 @@ impl Proxy {
                     session,
                 });
             }
-            let body = PooledBody::new(body, sender, endpoint.pool.clone());
-            return Ok(Response::from_parts(parts, ProxyBody::Upstream(body)));
+            let body = match (whole, sender) {
+                (Some(whole), _) => ProxyBody::Full(Some(whole)),
+                (None, Some(sender)) => {
+                    ProxyBody::Upstream(PooledBody::new(body, sender, endpoint.pool.clone()))
+                }
+                (None, None) => ProxyBody::Full(None),
+            };
+            return Ok(Response::from_parts(parts, body));
         }
         Err(Error::Connect)
     }

@@ -307,6 +307,11 @@ impl Proxy {
     ) -> Flow {
         let mut read: Vec<u8> = Vec::new();
         let mut memo = Memo::default();
+        // Read once per connection: a reload's buffer sizes apply to new connections.
+        let (request_buffer, response_buffer) = {
+            let state = self.state.load();
+            (state.request_buffer, state.response_buffer)
+        };
         let mut timers = [LazyTimer::new(), LazyTimer::new()];
         let [header_timer, response_timer] = &mut timers;
         // One wait for the whole connection: a new `changed()` per request would join
@@ -358,7 +363,7 @@ impl Proxy {
             }
             // httparse finds where the first head ends (pipelined requests may follow).
             let mut fields = wire::no_fields();
-            let head = match wire::parse_request(&read, &mut fields) {
+            let head = match wire::parse_request(&read, &mut fields, request_buffer) {
                 Parsed::Fast(h) => h,
                 Parsed::Decline(why) => return self.hand_over(why, read),
                 // A bare-LF head `has_head` saw end where httparse did not: hyper's.
@@ -443,6 +448,7 @@ impl Proxy {
                     started,
                     close,
                     logged,
+                    response_buffer,
                 )
                 .await;
             bufs.give_back();
@@ -540,6 +546,7 @@ impl Proxy {
         started: Instant,
         close: bool,
         logged: bool,
+        response_buffer: usize,
     ) -> Exchanged {
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
@@ -718,6 +725,33 @@ impl Proxy {
                 log,
             };
 
+            // `response_buffer`: a small body of known length is read whole and the
+            // upstream connection goes back to the pool before the client is written
+            // to, so a slow reader never holds a pod's connection (the hyper path's
+            // rule). The rest of it must come within the response timeout.
+            let buffered = match framing {
+                Framing::Length(n) if n > 0 && n <= response_buffer as u64 => {
+                    let want = head_len.saturating_add(n as usize);
+                    let by = deadline(settings.response_timeout);
+                    while up.len() < want {
+                        let read = tokio::select! {
+                            biased;
+                            r = read_more(&mut upstream, up, false) => r,
+                            _ = timer.until(by) => {
+                                return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings));
+                            }
+                        };
+                        if let Err(e) = read {
+                            endpoint.stats.error(LastError::Reset);
+                            self.exchange_failed(&snapshot, endpoint, settings);
+                            return Exchanged::Failed(Error::Wire(e.error));
+                        }
+                    }
+                    true
+                }
+                _ => false,
+            };
+
             // The body: what came with the head goes out in the same write.
             let mut body = Body::new(framing);
             let (taken, done) = match body.take(&up[head_len..]) {
@@ -726,6 +760,15 @@ impl Proxy {
             };
             out.extend_from_slice(&up[head_len..head_len + taken]);
             reusable &= head_len + taken == up.len();
+            if buffered {
+                if reusable {
+                    endpoint.pool.checkin_raw(upstream);
+                }
+                if send_all(client, out).await.is_err() {
+                    return Exchanged::Broken { unframed: false };
+                }
+                return answered;
+            }
             if send_all(client, out).await.is_err() {
                 return Exchanged::Broken { unframed: false };
             }

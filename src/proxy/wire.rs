@@ -8,7 +8,7 @@
 //! bytes without being re-encoded.
 //!
 //! The fast path is deliberately narrow: an HTTP/1.1 request in origin form with exactly
-//! one `Host`, at most one `Content-Length` (plain digits, at most [`MAX_BODY`]), no
+//! one `Host`, at most one `Content-Length` (plain digits, at most [`DEFAULT_BUFFER`]), no
 //! `Transfer-Encoding`, and no `Upgrade` or `Expect`. That is what browsers and API
 //! clients send for most sticky traffic: page loads, form posts, small JSON calls. The
 //! one framing it answers itself is that single length: the body is exactly the bytes
@@ -20,21 +20,17 @@
 use std::mem::MaybeUninit;
 
 use super::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+use crate::config::DEFAULT_BUFFER;
 
 /// Most header fields a head may carry on the fast path (hyper's own default limit).
 pub const MAX_HEADERS: usize = 100;
-
-/// Largest request body the fast path takes. It is read whole before an upstream is
-/// chosen and goes out in the same write as the head, so a slow client never holds an
-/// upstream connection and a body costs one copy. Larger bodies are hyper's, streamed.
-pub const MAX_BODY: usize = 16 * 1024;
 
 /// Why a connection leaves the fast path for hyper: the `reason` label of
 /// `tether_http1_handoffs_total`, so operators can see which of their traffic the fast
 /// path does not take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handover {
-    /// A body the fast path does not take: chunked, `Expect`, larger than [`MAX_BODY`]
+    /// A body the fast path does not take: chunked, `Expect`, larger than [`DEFAULT_BUFFER`]
     /// or `max_body_bytes`, an odd or repeated `Content-Length`, or one `Connection`
     /// names.
     Body,
@@ -264,10 +260,14 @@ pub fn no_fields<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
     [MaybeUninit::uninit(); MAX_HEADERS]
 }
 
-/// Parses the request head at the start of `buf`.
+/// Parses the request head at the start of `buf`. A body up to `max_body` bytes (the
+/// connection's `request_buffer`) is the fast path's: it is read whole before an
+/// upstream is chosen and goes out in the same write as the head, so a slow client
+/// never holds an upstream connection. Larger bodies are hyper's, streamed.
 pub fn parse_request<'b>(
     buf: &'b [u8],
     fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
+    max_body: usize,
 ) -> Parsed<'b> {
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, fields) {
@@ -314,7 +314,7 @@ pub fn parse_request<'b>(
             // One length, in plain digits: anything else (a list, a sign, a repeat) is
             // a smuggling question left to hyper.
             Known::ContentLength => match (body_len, decimal(f.value)) {
-                (None, Some(n)) if n <= MAX_BODY as u64 => body_len = Some(n as usize),
+                (None, Some(n)) if n <= max_body as u64 => body_len = Some(n as usize),
                 _ => return Parsed::Decline(Handover::Body),
             },
             Known::TransferEncoding | Known::Expect => return Parsed::Decline(Handover::Body),
@@ -871,7 +871,7 @@ impl Chunked {
 pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
     use http::header::{HeaderName, HeaderValue};
     let mut fields = no_fields();
-    let Parsed::Fast(head) = parse_request(raw, &mut fields) else {
+    let Parsed::Fast(head) = parse_request(raw, &mut fields, DEFAULT_BUFFER) else {
         return Ok(false);
     };
     let conn = super::Connection::new(([192, 0, 2, 1], 5000).into(), false);
@@ -1031,7 +1031,7 @@ mod tests {
 
     fn fast(raw: &[u8]) -> Option<String> {
         let mut fields = no_fields();
-        match parse_request(raw, &mut fields) {
+        match parse_request(raw, &mut fields, DEFAULT_BUFFER) {
             Parsed::Fast(h) => {
                 let mut out = Vec::new();
                 write_request(&mut out, &h, b"192.0.2.1", false, b"s1");
@@ -1129,7 +1129,7 @@ mod tests {
             // each field; it must see what a lookup by name sees, in any casing and
             // next to names that merely start alike.
             let mut fields = no_fields();
-            if let Parsed::Fast(h) = parse_request(&raw, &mut fields) {
+            if let Parsed::Fast(h) = parse_request(&raw, &mut fields, DEFAULT_BUFFER) {
                 use headers::Fields;
                 let by_class: Vec<_> = h.values(&http::header::COOKIE).collect();
                 let by_name: Vec<_> = h.fields.values(&http::header::COOKIE).collect();
@@ -1182,7 +1182,7 @@ mod tests {
     fn large_or_odd_bodies_upgrades_and_old_versions_are_left_to_hyper_with_the_reason() {
         let large = format!(
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
+            DEFAULT_BUFFER + 1
         );
         for (raw, why) in [
             (large.as_bytes(), Handover::Body),
@@ -1237,14 +1237,18 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", Handover::Malformed),
         ] {
             let mut fields = no_fields();
-            match parse_request(raw, &mut fields) {
+            match parse_request(raw, &mut fields, DEFAULT_BUFFER) {
                 Parsed::Decline(got) => assert_eq!(got, why, "{}", String::from_utf8_lossy(raw)),
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(raw)),
             }
         }
         let mut fields = no_fields();
         assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut fields),
+            parse_request(
+                b"GET / HTTP/1.1\r\nHost: a\r\n",
+                &mut fields,
+                DEFAULT_BUFFER
+            ),
             Parsed::Partial
         ));
     }
@@ -1253,7 +1257,7 @@ mod tests {
     fn a_small_body_is_taken_with_its_length_and_found_whole_only_when_all_of_it_came() {
         let mut fields = no_fields();
         let raw = b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET";
-        let Parsed::Fast(h) = parse_request(raw, &mut fields) else {
+        let Parsed::Fast(h) = parse_request(raw, &mut fields, DEFAULT_BUFFER) else {
             panic!("a 5-byte body is the fast path's");
         };
         assert_eq!((h.body_len, h.body), (5, &b"hello"[..]));
@@ -1268,7 +1272,7 @@ mod tests {
 
         let mut fields = no_fields();
         let cut = b"PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel";
-        let Parsed::Fast(h) = parse_request(cut, &mut fields) else {
+        let Parsed::Fast(h) = parse_request(cut, &mut fields, DEFAULT_BUFFER) else {
             panic!("the head is complete");
         };
         assert!(!h.body_complete() && h.body.is_empty());
@@ -1277,15 +1281,17 @@ mod tests {
         assert!(!h.replayable(), "a PUT with a body is not replayed");
 
         let mut fields = no_fields();
-        let at_limit = format!("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        let at_limit =
+            format!("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {DEFAULT_BUFFER}\r\n\r\n");
         assert!(matches!(
-            parse_request(at_limit.as_bytes(), &mut fields),
-            Parsed::Fast(h) if h.body_len == MAX_BODY
+            parse_request(at_limit.as_bytes(), &mut fields, DEFAULT_BUFFER),
+            Parsed::Fast(h) if h.body_len == DEFAULT_BUFFER
         ));
         let mut fields = no_fields();
         let Parsed::Fast(h) = parse_request(
             b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
             &mut fields,
+            DEFAULT_BUFFER,
         ) else {
             panic!("an empty body is taken");
         };
