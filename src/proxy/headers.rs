@@ -192,34 +192,76 @@ pub fn strip_tether_headers(headers: &mut HeaderMap) {
 /// lists, no empty host (RFC 9110 §4.2.1), an IPv6 literal only in brackets; the port
 /// in digits.
 pub fn valid_host(value: &[u8]) -> bool {
-    let port = if value.first() == Some(&b'[') {
-        let Some(end) = memchr::memchr(b']', value) else {
-            return false;
-        };
-        let literal = std::str::from_utf8(&value[1..end]).ok();
-        if literal
-            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
-            .is_none()
-        {
-            return false;
-        }
-        match &value[end + 1..] {
-            [] => return true,
-            [b':', port @ ..] => port,
+    if value.first() == Some(&b'[') {
+        return valid_ip_literal(value);
+    }
+    // One table lookup a byte over the usual `name[:port]`; a percent escape (rare)
+    // takes the slower, exact walk.
+    let end = value
+        .iter()
+        .position(|&b| !REG_NAME[b as usize])
+        .unwrap_or(value.len());
+    let (host, port) = match value.get(end) {
+        None => (value, &value[..0]),
+        Some(b':') => (&value[..end], &value[end + 1..]),
+        Some(b'%') => match memchr::memchr(b':', value) {
+            Some(i) if reg_name(&value[..i]) => (&value[..i], &value[i + 1..]),
+            None if reg_name(value) => (value, &value[..0]),
             _ => return false,
-        }
-    } else {
-        let (host, port) = match memchr::memchr(b':', value) {
-            Some(i) => (&value[..i], &value[i + 1..]),
-            None => (value, &value[..0]),
-        };
-        if host.is_empty() || !reg_name(host) {
-            return false;
-        }
-        port
+        },
+        Some(_) => return false,
     };
-    port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+    !host.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
+
+/// `[IPv6]` with an optional `:port` (RFC 3986 §3.2.2 `IP-literal`; IPvFuture is
+/// refused).
+fn valid_ip_literal(value: &[u8]) -> bool {
+    let Some(end) = memchr::memchr(b']', value) else {
+        return false;
+    };
+    let literal = std::str::from_utf8(&value[1..end]).ok();
+    if literal
+        .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+        .is_none()
+    {
+        return false;
+    }
+    match &value[end + 1..] {
+        [] => true,
+        [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// The bytes a `reg-name` is made of without escapes: unreserved and sub-delims.
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    t
+};
 
 /// RFC 3986 §3.2.2 `reg-name`: unreserved, sub-delims and well-formed percent escapes.
 fn reg_name(host: &[u8]) -> bool {
