@@ -180,3 +180,33 @@ async fn only_the_protocol_alpn_chose_is_served_on_a_tls_connection() {
         assert!(out.starts_with(b"HTTP/1.1 200 "), "{alpn:?}");
     }
 }
+
+#[tokio::test]
+async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
+    // Within `response_buffer`, the body is read whole before the client gets a byte:
+    // a pod that breaks inside it is answered 502, held against it, on every path.
+    for t in Transport::ALL {
+        let (pod, cut) =
+            pod_that_breaks_mid_body(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n").await;
+        let front = Front::start(t, &config_for(pod, "")).await;
+        // The pod sends the head and part of the body, then resets at once.
+        cut.send(()).unwrap();
+        let mut fields = vec![];
+        if !t.is_h2() {
+            fields.push(("host", "localhost"));
+        }
+        let r = front
+            .send(request(&target(t, "localhost", "/"), &fields, false))
+            .await;
+        assert_eq!(r.status, 502, "{t:?}: {}", r.text());
+        let debug = TestClient::new()
+            .get(front.proxy.admin_addr, "/debug/backends", None)
+            .await
+            .json();
+        assert_eq!(
+            debug["backends"][0]["endpoints"][0]["last_error"], "reset after send",
+            "{t:?}"
+        );
+        front.proxy.shutdown().await;
+    }
+}
