@@ -31,7 +31,8 @@ ports_free() { # PORT...: refuses to go on when any of them is already listening
 
 setup_load_env() {
   local need=() bin
-  for bin in "$@"; do command -v "$bin" >/dev/null || need+=("$bin"); done
+  # Each argument is a command, or COMMAND:PACKAGE when Debian names them apart.
+  for bin in "$@"; do command -v "${bin%%:*}" >/dev/null || need+=("${bin#*:}"); done
   if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null

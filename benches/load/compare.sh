@@ -28,6 +28,10 @@
 #   SCENARIOS="tls" benches/load/compare.sh        # "tls": one sticky session over
 #       HTTPS, each proxy terminating TLS with the same self-signed certificate (no
 #       relay or floor rows: neither terminates TLS)
+#   SCENARIOS="h2" benches/load/compare.sh         # "h2": HTTP/2 with prior knowledge
+#       (h2c), one sticky session, h2load with 16 connections x 16 streams; each proxy
+#       speaks HTTP/1.1 to the pods (nginx `listen ... http2`, HAProxy `proto h2`). h2load
+#       reports no percentiles: the p50 column holds its mean, p99 is blank
 #   WORKERS="1" DURATION=5 RELAY=0 FLOOR=0 benches/load/compare.sh   # ~2 minutes
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,8 +47,8 @@ LOAD=benches/load
 . "$LOAD/common.sh"
 # Every port this script listens on: a taken one would make the table some other
 # process's (nginx would print "Address already in use" and the run would go on).
-ports_free 18081 18082 18083 18084 $(seq 18090 18099)
-setup_load_env wrk nginx haproxy openssl
+ports_free $(seq 18081 18086) $(seq 18090 18099)
+setup_load_env wrk nginx haproxy openssl h2load:nghttp2-client curl
 make_cert "$work"
 TLS=0; [[ " $SCENARIOS " == *" tls "* ]] && TLS=1
 # --- upstream: four pods in one nginx (2 workers, shared by every proxy alike) ---
@@ -69,6 +73,7 @@ $(nginx_head nginx "$w")
     keepalive 256;
   }
   server { listen 127.0.0.1:18091; location / { proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:18085 http2; location / { proxy_pass http://pods; proxy_http_version 1.1; proxy_set_header Connection ""; } }
   server {
     listen 127.0.0.1:18095 ssl;
     ssl_certificate $work/cert.pem;
@@ -94,6 +99,9 @@ frontend f
   default_backend pods
 frontend ftls
   bind 127.0.0.1:18096 ssl crt $work/combined.pem
+  default_backend pods
+frontend fh2
+  bind 127.0.0.1:18086 proto h2
   default_backend pods
 backend pods
   balance roundrobin
@@ -144,9 +152,31 @@ cpu_ticks() { # user + system clock ticks of a process and its children (nginx w
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# run_h2 PORT PID -> "rps mean - - cpu_us_per_request": h2load with the cookie the
+# proxy sets on a first request (nginx sets none: any value pins by its hash)
+run_h2() {
+  local port=$1 cookie out t0 t1
+  cookie=$(curl -s -o /dev/null -D - --http2-prior-knowledge "http://127.0.0.1:$port/" |
+    awk -F': ' 'tolower($1) == "set-cookie" { split($2, a, ";"); print a[1]; exit }')
+  t0=$(cpu_ticks "$2")
+  out=$(h2load -c16 -m16 -t"$THREADS" -D "$DURATION" -H "cookie: ${cookie:-tether=bench}" \
+    "http://127.0.0.1:$port/" 2>&1)
+  t1=$(cpu_ticks "$2")
+  local rps mean done cpu
+  rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+  mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+  done=$(awk '/^requests:/ {print $8}' <<<"$out")
+  cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="${done:-0}" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n }')
+  echo "${rps:-0} ${mean:--} - - ${cpu:--}"
+}
+
 # run NAME PORT PID SCENARIO -> "rps p50 p99 sticky cpu_us_per_request"
 run() {
   local port=$2 scenario=$4 env=()
+  if [ "$scenario" = h2 ]; then
+    run_h2 "$port" "$3"
+    return
+  fi
   case "$scenario" in
     one)   env=(WRK_SESSIONS=1) ;;
     many)  env=(WRK_SESSIONS=5000) ;;  # per thread: 2 threads = 10,000 sessions
@@ -180,6 +210,7 @@ for w in $WORKERS; do
     # Neither the relay nor the floor terminates TLS, and the floor takes no bodies.
     these=$proxies
     [ "$scenario" = tls ] && these="tether nginx haproxy"
+    [ "$scenario" = h2 ] && these="tether nginx haproxy"
     [ "$scenario" = post ] && these=${these/ floor/}
     for round in 1 2; do
       for proxy in $these; do
@@ -187,6 +218,8 @@ for w in $WORKERS; do
           tls:tether) port=18097; pid=$TETHER_TLS_PID ;;
           tls:nginx) port=18095; pid=$NGINX_PID ;;
           tls:haproxy) port=18096; pid=$HAPROXY_PID ;;
+          h2:nginx) port=18085; pid=$NGINX_PID ;;
+          h2:haproxy) port=18086; pid=$HAPROXY_PID ;;
           *:tether) port=18090; pid=$TETHER_PID ;;
           *:nginx) port=18091; pid=$NGINX_PID ;;
           *:haproxy) port=18092; pid=$HAPROXY_PID ;;
@@ -206,12 +239,12 @@ for w in $WORKERS; do
     peer=$(awk -v a="${best[nginx]}" -v b="${best[haproxy]}" 'BEGIN {print (a > b) ? a : b}')
     ratio=$(awk -v t="${best[tether]}" -v p="$peer" 'BEGIN {printf "%.2f", (p > 0) ? t / p : 0}')
     echo "# workers=$w scenario=$scenario: tether ${best[tether]} req/s, better peer $peer req/s, ratio $ratio"
-    if [ "$RELAY" = 1 ] && [ "$scenario" != tls ]; then
+    if [ "$RELAY" = 1 ] && [ "$scenario" != tls ] && [ "$scenario" != h2 ]; then
       awk -v t="${best[tether]}" -v p="$peer" -v r="${best[relay]}" 'BEGIN {
         printf "#   ceiling: relay %s req/s; tether at %.0f%% of it, better peer at %.0f%%; 1.25x the peer would be %.0f%%\n",
           r, 100 * t / r, 100 * p / r, 125 * p / r }'
     fi
-    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ] && [ "$scenario" != post ]; then
+    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ] && [ "$scenario" != post ] && [ "$scenario" != h2 ]; then
       awk -v t="${best[tether]}" -v p="$peer" -v f="${best[floor]}" 'BEGIN {
         printf "#   floor: minimal HTTP/1 proxy on tokio %s req/s, %.2fx the better peer; tether at %.0f%% of it\n",
           f, f / p, 100 * t / f }'
