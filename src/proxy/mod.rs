@@ -579,16 +579,24 @@ impl Proxy {
                             (None, Some(again))
                                 if attempts.after(n) && backend.retry_budget.try_spend() =>
                             {
-                                endpoint.stats.error(crate::metrics::LastError::Reset);
-                                self.exchange_failed(&snapshot, endpoint, settings);
+                                self.upstream_fault(
+                                    &snapshot,
+                                    endpoint,
+                                    settings,
+                                    crate::metrics::LastError::Reset,
+                                );
                                 backend.stats.retry();
                                 tried_pinned |= Some(i) == decision.pinned();
                                 tracing::debug!(endpoint = %endpoint.identity, error = %e.error(), "retrying an idempotent request on the next endpoint");
                                 break Err(again);
                             }
                             _ => {
-                                endpoint.stats.error(crate::metrics::LastError::Reset);
-                                self.exchange_failed(&snapshot, endpoint, settings);
+                                self.upstream_fault(
+                                    &snapshot,
+                                    endpoint,
+                                    settings,
+                                    crate::metrics::LastError::Reset,
+                                );
                                 return Err(Error::Upstream(e.into_error()));
                             }
                         },
@@ -613,8 +621,12 @@ impl Proxy {
                 None
             };
             if let Some(e) = invalid {
-                endpoint.stats.error(crate::metrics::LastError::Reset);
-                self.exchange_failed(&snapshot, endpoint, settings);
+                self.upstream_fault(
+                    &snapshot,
+                    endpoint,
+                    settings,
+                    crate::metrics::LastError::Reset,
+                );
                 return Err(Error::Wire(e));
             }
             // A small response of known length from an HTTP/1 upstream is read whole
@@ -633,8 +645,12 @@ impl Proxy {
                 match tokio::time::timeout_at(by, read).await {
                     Err(_) => return Err(self.timed_out(&snapshot, endpoint, settings)),
                     Ok(Err(e)) => {
-                        endpoint.stats.error(crate::metrics::LastError::Reset);
-                        self.exchange_failed(&snapshot, endpoint, settings);
+                        self.upstream_fault(
+                            &snapshot,
+                            endpoint,
+                            settings,
+                            crate::metrics::LastError::Reset,
+                        );
                         return Err(Error::Upstream(e));
                     }
                     Ok(Ok(body)) => {
@@ -724,8 +740,12 @@ impl Proxy {
         endpoint: &Endpoint,
         settings: &BackendSettings,
     ) -> Error {
-        endpoint.stats.error(crate::metrics::LastError::Timeout);
-        self.exchange_failed(snapshot, endpoint, settings);
+        self.upstream_fault(
+            snapshot,
+            endpoint,
+            settings,
+            crate::metrics::LastError::Timeout,
+        );
         Error::Timeout
     }
 
@@ -740,8 +760,12 @@ impl Proxy {
     ) -> bool {
         endpoint.stats.response(status);
         if status.is_server_error() {
-            endpoint.stats.error(crate::metrics::LastError::ServerError);
-            self.exchange_failed(snapshot, endpoint, settings);
+            self.upstream_fault(
+                snapshot,
+                endpoint,
+                settings,
+                crate::metrics::LastError::ServerError,
+            );
         } else {
             endpoint.health.exchange_succeeded();
         }
@@ -749,14 +773,18 @@ impl Proxy {
             || (status == StatusCode::SERVICE_UNAVAILABLE && settings.retry_on.unavailable)
     }
 
-    /// Counts a failed exchange; ejects the endpoint after `outlier_failures` in a row,
-    /// unless half of the backend is ejected already.
-    fn exchange_failed(
+    /// Holds an upstream fault (`what`: a 5xx, a reset or invalid response, a response
+    /// timeout) against the endpoint: the one place blame reaches passive health. Only
+    /// upstream faults come here; a client's never do. Ejects the endpoint after
+    /// `outlier_failures` in a row, unless half of the backend is ejected already.
+    fn upstream_fault(
         &self,
         snapshot: &Snapshot,
         endpoint: &Endpoint,
         settings: &BackendSettings,
+        what: crate::metrics::LastError,
     ) {
+        endpoint.stats.error(what);
         let n = endpoint.health.exchange_failed();
         if n < settings.outlier_failures {
             return;
@@ -1116,10 +1144,12 @@ fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // Even when `Connection` named it: an HTTP/1.1 request always carries its Host.
-    h.insert(
-        header::HOST,
-        host.clone().unwrap_or(HeaderValue::from_static("")),
-    );
+    if !h.contains_key(header::HOST) {
+        h.insert(
+            header::HOST,
+            host.clone().unwrap_or(HeaderValue::from_static("")),
+        );
+    }
     headers::strip_tether_headers(h);
     headers::set_forwarded(h, &conn.peer_value, conn.secure, host.as_ref());
 }

@@ -666,8 +666,7 @@ impl Proxy {
                         tracing::debug!(error = %e.error, "stale upstream connection; replaying a bodyless idempotent request");
                     }
                     Err(e) => {
-                        endpoint.stats.error(LastError::Reset);
-                        self.exchange_failed(&snapshot, endpoint, settings);
+                        self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
                         if head.replayable()
                             && attempts.after(n)
                             && backend.retry_budget.try_spend()
@@ -685,8 +684,7 @@ impl Proxy {
             // Codes under 100 were refused above; httparse reads three digits, so this
             // holds, but a code `StatusCode` refuses is never relayed.
             let Some(status) = StatusCode::from_u16(rh.status).ok() else {
-                endpoint.stats.error(LastError::Reset);
-                self.exchange_failed(&snapshot, endpoint, settings);
+                self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
                 return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
             };
             if self.response_seen(&snapshot, endpoint, settings, status)
@@ -742,8 +740,7 @@ impl Proxy {
                             }
                         };
                         if let Err(e) = read {
-                            endpoint.stats.error(LastError::Reset);
-                            self.exchange_failed(&snapshot, endpoint, settings);
+                            self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
                             return Exchanged::Failed(Error::Wire(e.error));
                         }
                     }
