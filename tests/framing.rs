@@ -7,35 +7,31 @@ mod support;
 
 use std::time::Duration;
 
-use support::transport::{arrivals, request, target, tls_connect, with_tls, Front, Transport};
+use support::transport::{
+    arrivals, parse_reply, tls_connect, to_localhost, with_tls, Front, Transport,
+};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Every arrival's answer to a request for `localhost/`, in front of `pod`.
+/// Every arrival's answer to `GET /` for localhost, through a proxy started from `cfg`.
 async fn answers(cfg: &str) -> Vec<(String, Reply, Option<String>)> {
     let mut out = Vec::new();
     for t in Transport::ALL {
         let front = Front::start(t, cfg).await;
         for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
-            let mut fields = vec![];
-            if !transport.is_h2() {
-                fields.push(("host", "localhost"));
-            }
-            let req = request(&target(transport, "localhost", "/"), &fields, chunked);
+            let req = to_localhost(transport, "/", &[], chunked);
             let what = format!("{transport:?}, chunked {chunked}");
             if transport.is_h2() {
                 out.push((what, front.send(req).await, None));
             } else {
                 let raw = front.send_raw(req).await;
-                out.push((what, transport::parse_reply(&raw), Some(raw)));
+                out.push((what, parse_reply(&raw), Some(raw)));
             }
         }
         front.proxy.shutdown().await;
     }
     out
 }
-
-use support::transport;
 
 #[tokio::test]
 async fn an_http_1_0_upstream_without_date_is_answered_in_http_1_1_with_a_date() {
@@ -191,13 +187,7 @@ async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
         let front = Front::start(t, &config_for(pod, "")).await;
         // The pod sends the head and part of the body, then resets at once.
         cut.send(()).unwrap();
-        let mut fields = vec![];
-        if !t.is_h2() {
-            fields.push(("host", "localhost"));
-        }
-        let r = front
-            .send(request(&target(t, "localhost", "/"), &fields, false))
-            .await;
+        let r = front.send(to_localhost(t, "/", &[], false)).await;
         assert_eq!(r.status, 502, "{t:?}: {}", r.text());
         let debug = TestClient::new()
             .get(front.proxy.admin_addr, "/debug/backends", None)

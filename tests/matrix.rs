@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::atomic::Ordering;
 
-use support::transport::{arrivals, request, target, Front, Transport};
+use support::transport::{arrivals, to_localhost, Front, Transport};
 use support::*;
 
 /// A request for `path` carrying the affinity cookie `cookie`, as `transport` sends it.
@@ -17,15 +17,10 @@ fn get(
     path: &str,
     cookie: Option<&str>,
 ) -> http::Request<bytes::Bytes> {
-    let cookie = cookie.map(|c| format!("tether={c}"));
-    let mut fields = vec![];
-    if !transport.is_h2() {
-        fields.push(("host", "localhost"));
+    match cookie.map(|c| format!("tether={c}")) {
+        Some(c) => to_localhost(transport, path, &[("cookie", &c)], chunked),
+        None => to_localhost(transport, path, &[], chunked),
     }
-    if let Some(c) = &cookie {
-        fields.push(("cookie", c.as_str()));
-    }
-    request(&target(transport, "localhost", path), &fields, chunked)
 }
 
 #[tokio::test]

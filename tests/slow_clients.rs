@@ -206,26 +206,11 @@ async fn a_reader_that_takes_nothing_is_cut_off_after_the_send_timeout() {
     };
     assert_eq!(ended().await, 0.0);
     tokio::time::sleep(Duration::from_secs(31)).await;
-    wait_for_async(|| async { ended().await == 1.0 }).await;
+    wait_for_async("the send timeout", || async { ended().await == 1.0 }).await;
     // The connection is closed: reading drains what was sent, then ends.
     let mut got = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut got)).await;
     assert!(r.is_ok(), "the proxy closed the connection");
     assert!(got.len() < 4 << 20, "{} bytes", got.len());
     front.proxy.shutdown().await;
-}
-
-/// Polls an async condition until it holds (bounded like [`wait_for`]).
-async fn wait_for_async<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..4000 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("condition never held");
 }

@@ -267,6 +267,22 @@ pub fn request(target: &str, fields: &[(&str, &str)], chunked: bool) -> http::Re
     b.body(body).unwrap()
 }
 
+/// A request for `localhost` and `path` as transport `t` sends one (HTTP/1: `Host:
+/// localhost` first among `fields`; HTTP/2: the authority in the URI), see [`request`].
+pub fn to_localhost(
+    t: Transport,
+    path: &str,
+    fields: &[(&str, &str)],
+    chunked: bool,
+) -> http::Request<Bytes> {
+    let mut all = Vec::with_capacity(fields.len() + 1);
+    if !t.is_h2() {
+        all.push(("host", "localhost"));
+    }
+    all.extend_from_slice(fields);
+    request(&target(t, "localhost", path), &all, chunked)
+}
+
 /// A target for `host` as a transport sends one: origin-form (with `Host` among the
 /// fields) for HTTP/1, a URI with the authority for HTTP/2.
 pub fn target(t: Transport, host: &str, path: &str) -> String {
