@@ -124,10 +124,13 @@ async fn malformed_body(front: &Front, pod: &TestBackend, cookie: &str) -> Optio
     } else {
         let before = pod.hits.load(std::sync::atomic::Ordering::SeqCst);
         let mut s = front.h1().await;
+        // A first chunk past `request_buffer`, so the body streams to the pod.
         s.write_all(
             format!(
                 "POST / HTTP/1.1\r\nHost: localhost\r\nCookie: tether={cookie}\r\n\
-                 Transfer-Encoding: chunked\r\n\r\n5\r\nhello"
+                 Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{}",
+                PAST_BUFFER,
+                "x".repeat(PAST_BUFFER)
             )
             .as_bytes(),
         )
@@ -174,10 +177,13 @@ async fn h1_upload(front: &Front, cookie: &str, part: &[u8]) -> Box<dyn transpor
     s
 }
 
-/// An upload of 100,000 bytes carrying `cookie`, abandoned after 30 KB once `pod` is
+/// More than `request_buffer` (64 KiB): a body this long streams to the pod.
+const PAST_BUFFER: usize = 70_000;
+
+/// An upload of 100,000 bytes carrying `cookie`, abandoned after 70 KB once `pod` is
 /// reading it: the connection closed (HTTP/1) or the stream reset (HTTP/2).
 async fn abandoned_upload(front: &Front, pod: &TestBackend, cookie: &str) {
-    let part = Bytes::from(vec![b'x'; 30_000]);
+    let part = Bytes::from(vec![b'x'; PAST_BUFFER]);
     if front.transport.is_h2() {
         h2_upload(front, cookie, body_then(part, pod, true)).await;
     } else {
@@ -274,7 +280,7 @@ async fn a_stalled_upload_is_the_clients_timeout_not_the_pods(transport: Transpo
     let (cookie, pod) = new_session(&front).await;
     let pinned = pods.iter().find(|p| p.name == pod).unwrap();
     let before = pinned.hits.load(std::sync::atomic::Ordering::SeqCst);
-    let part = Bytes::from(vec![b'x'; 30_000]);
+    let part = Bytes::from(vec![b'x'; PAST_BUFFER]);
     let status = if transport.is_h2() {
         // A body that sends its first part, then nothing more.
         let frames = futures::stream::iter([Ok(http_body::Frame::data(part))])

@@ -200,3 +200,81 @@ async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
         front.proxy.shutdown().await;
     }
 }
+
+/// Sends `raw` on a new HTTP/1 connection of `front` and reads until the proxy closes.
+async fn exchange_to_close(front: &Front, raw: &[u8]) -> String {
+    let mut s = front.h1().await;
+    s.write_all(raw).await.unwrap();
+    s.flush().await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// An HTTP/1.1 request for localhost that asks to close after the answer; with
+/// `chunked`, a POST with a chunked body.
+fn closing_request(chunked: bool) -> &'static [u8] {
+    if chunked {
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    } else {
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    }
+}
+
+#[tokio::test]
+async fn trailers_are_relayed_without_the_fields_rfc_9110_forbids_there() {
+    // RFC 9110 §6.5.1: framing, routing, authentication, response control and content
+    // format cannot be sent in trailers; nor can anything that speaks for tether.
+    let (pod, _) = fixed_pod(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          2\r\nok\r\n0\r\nX-Checksum: abc\r\nContent-Length: 99\r\nSet-Cookie: s=1\r\n\
+          X_Tether_Session: forged\r\nTransfer-Encoding: gzip\r\nX-Timing: 12\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    let cfg = config_for(pod, "");
+    for t in [Transport::H1, Transport::H1Tls] {
+        let front = Front::start(t, &cfg).await;
+        for chunked in [false, true] {
+            let raw = exchange_to_close(&front, closing_request(chunked)).await;
+            let what = format!("{t:?}, chunked {chunked}: {raw}");
+            assert!(raw.starts_with("HTTP/1.1 200 "), "{what}");
+            let (_, body) = raw.split_once("\r\n\r\n").expect(&what);
+            assert_eq!(
+                body, "2\r\nok\r\n0\r\nX-Checksum: abc\r\nX-Timing: 12\r\n\r\n",
+                "{what}"
+            );
+        }
+        front.proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn early_hints_and_other_interim_responses_reach_an_http_1_1_client_first() {
+    // RFC 9110 §15.2: a proxy forwards the 1xx responses it did not ask for; hop-by-hop
+    // fields stay behind.
+    let (pod, _) = fixed_pod(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\nConnection: x-hop\r\n\
+          X-Hop: 1\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            .to_vec(),
+    )
+    .await;
+    let cfg = config_for(pod, "");
+    for t in [Transport::H1, Transport::H1Tls] {
+        let front = Front::start(t, &cfg).await;
+        for chunked in [false, true] {
+            let raw = exchange_to_close(&front, closing_request(chunked)).await;
+            let what = format!("{t:?}, chunked {chunked}: {raw}");
+            assert!(
+                raw.starts_with(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n\
+                     HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"
+                ),
+                "{what}"
+            );
+            assert!(raw.ends_with("\r\n\r\nok"), "{what}");
+        }
+        front.proxy.shutdown().await;
+    }
+}

@@ -65,7 +65,21 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        // Trailer fields go on only where RFC 9110 §6.5.1 lets them (the rule the
+        // HTTP/1 codec applies to a chunked trailer section).
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                let forbidden: Vec<_> = trailers
+                    .keys()
+                    .filter(|n| !super::headers::allowed_in_trailers(n.as_str().as_bytes()))
+                    .cloned()
+                    .collect();
+                for name in forbidden {
+                    trailers.remove(name);
+                }
+            }
+        }
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),

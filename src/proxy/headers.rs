@@ -172,6 +172,60 @@ pub fn speaks_for_tether(name: &[u8]) -> bool {
         || same(name, b"x-forwarded-proto")
 }
 
+/// Whether a field named `name` may be relayed in a trailer section (RFC 9110 §6.5.1).
+///
+/// A trailer arrives after the content, so a field whose meaning is needed before it
+/// (framing, routing, request modifiers, authentication, response control, content
+/// format, RFC 9110 §6.5.1) cannot be honoured there, and one a recipient merged into the
+/// header section could change how the message is read after the fact. Those are
+/// dropped, with every hop-by-hop field and every field that [`speaks_for_tether`];
+/// the rest (checksums, gRPC status, timing) go on.
+pub fn allowed_in_trailers(name: &[u8]) -> bool {
+    const FORBIDDEN: [&str; 30] = [
+        // Framing and hop-by-hop (RFC 9112 §6, RFC 9110 §7.6.1).
+        "content-length",
+        "transfer-encoding",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        // Routing and request modifiers.
+        "host",
+        "expect",
+        "max-forwards",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        // Authentication and state.
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+        "cookie",
+        "set-cookie",
+        // Response control and content format.
+        "cache-control",
+        "expires",
+        "location",
+        "retry-after",
+        "content-type",
+        "content-encoding",
+        "content-range",
+    ];
+    let Some(name) = text(name) else {
+        return false;
+    };
+    !(name.is_empty()
+        || speaks_for_tether(name.as_bytes())
+        || FORBIDDEN.iter().any(|f| name.eq_ignore_ascii_case(f))
+        || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-"))
+}
+
 /// Removes every client field that [`speaks_for_tether`] (but `X-Forwarded-For` itself,
 /// which [`set_forwarded`] extends), so backends can trust what tether sets.
 /// Allocates only when such a field is present.

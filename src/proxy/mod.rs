@@ -56,6 +56,9 @@ pub enum Error {
     /// anywhere (RFC 9110 §9.3.6 is for forward proxies).
     #[error("CONNECT is not supported")]
     ConnectMethod,
+    /// A request head the HTTP/1 codec refuses (400, 431 or 501, RFC 9112).
+    #[error(transparent)]
+    Refused(#[from] wire::Refusal),
     /// The request body is larger than `max_body_bytes`.
     #[error("request body too large")]
     BodyTooLarge,
@@ -134,6 +137,7 @@ impl Error {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
             Error::InvalidHost => StatusCode::BAD_REQUEST,
+            Error::Refused(r) => r.status(),
             Error::ConnectMethod => StatusCode::NOT_IMPLEMENTED,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
@@ -151,7 +155,11 @@ impl Error {
     pub fn closes(&self) -> bool {
         matches!(
             self,
-            Error::BodyTooLarge | Error::InvalidHost | Error::ConnectMethod | Error::Client(_)
+            Error::BodyTooLarge
+                | Error::InvalidHost
+                | Error::ConnectMethod
+                | Error::Refused(_)
+                | Error::Client(_)
         )
     }
 

@@ -30,7 +30,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::wire::{self, Framing, Handover, Parsed, RequestHead, ResponseParsed};
+use super::wire::{
+    self, Framing, Handover, Parsed, Refusal, RequestHead, ResponseParsed, Streamed,
+};
 use super::{session_placed, ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
@@ -332,7 +334,8 @@ impl Proxy {
                     break;
                 }
                 if read.len() >= limits.max_header_bytes {
-                    return self.hand_over(Handover::HeadTooLarge, read);
+                    let _ = write_error(client, &Error::Refused(Refusal::HeadTooLarge), true).await;
+                    return Flow::Closed;
                 }
                 if read.is_empty() && stopping.has_changed().unwrap_or(true) {
                     return Flow::Closed;
@@ -366,8 +369,11 @@ impl Proxy {
             let head = match wire::parse_request(&read, &mut fields, request_buffer) {
                 Parsed::Fast(h) => h,
                 Parsed::Decline(why) => return self.hand_over(why, read),
-                // A bare-LF head `has_head` saw end where httparse did not: hyper's.
-                Parsed::Partial => return self.hand_over(Handover::Malformed, read),
+                Parsed::Refuse(r) => return refuse(client, Error::Refused(r)).await,
+                Parsed::Connect => return refuse(client, Error::ConnectMethod).await,
+                Parsed::InvalidHost => return refuse(client, Error::InvalidHost).await,
+                // A bare-LF head `has_head` saw end where httparse did not.
+                Parsed::Partial => return refuse(client, Error::Refused(Refusal::Malformed)).await,
             };
             let len = head.total_len();
             let route = self.route(head.host, head.path());
@@ -375,10 +381,32 @@ impl Proxy {
                 if backend.settings.h2c {
                     return self.hand_over(Handover::H2cBackend, read);
                 }
-                if max_body.is_some_and(|max| head.body_len as u64 > max) {
-                    // hyper answers 413 and closes, as it does for any connection.
-                    return self.hand_over(Handover::Body, read);
+                let declared = match head.streamed {
+                    Streamed::Length(n) => n,
+                    _ => head.body_len as u64,
+                };
+                if max_body.is_some_and(|max| declared > max) {
+                    backend.stats.failed(&Error::BodyTooLarge);
+                    return refuse(client, Error::BodyTooLarge).await;
                 }
+            }
+            let waiting = !head.body_complete() || head.streamed != Streamed::No;
+            if head.expects_continue && waiting {
+                // RFC 9110 §10.1.1: the client waits for a 100 before its body. With no
+                // route there is nothing to send it to: the 404 goes out and the
+                // connection closes instead of reading a body nobody wants.
+                if route.is_none() {
+                    return refuse(client, Error::NoRoute).await;
+                }
+                if send_all(client, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return Flow::Closed;
+                }
+            }
+            if head.streamed != Streamed::No && route.is_none() {
+                return refuse(client, Error::NoRoute).await;
             }
             if !head.body_complete() {
                 // The rest of the body, then the head is parsed again. Routed: within
@@ -421,7 +449,7 @@ impl Proxy {
                 }
                 continue;
             }
-            let Some((backend, keys, logged, _)) = route else {
+            let Some((backend, keys, logged, max_body)) = route else {
                 let close = head.close;
                 if write_error(client, &Error::NoRoute, close).await.is_err()
                     || close
@@ -434,6 +462,22 @@ impl Proxy {
             let started = Instant::now();
             let close = head.close || stopping.has_changed().unwrap_or(true);
             let line = logged.then(|| (head.method.to_owned(), head.path().to_owned()));
+            // A body too large to read whole first, or of unknown length: what came with
+            // the head and up to `request_buffer` more is read before an upstream is
+            // chosen, and the rest streams through.
+            let mut upload = match head.streamed {
+                Streamed::No => None,
+                framing => {
+                    let mut u = Upload::new(framing, read[head.len..].to_vec());
+                    let timeout = backend.settings.response_timeout;
+                    if let Err(e) = u.fill(client, request_buffer, timeout, max_body).await {
+                        backend.stats.failed(&e);
+                        let _ = write_error(client, &e, true).await;
+                        return Flow::Closed;
+                    }
+                    Some(u)
+                }
+            };
             let mut bufs = Buffers::take();
             let exchanged = self
                 .exchange(
@@ -449,6 +493,8 @@ impl Proxy {
                     close,
                     logged,
                     response_buffer,
+                    upload.as_mut(),
+                    max_body,
                 )
                 .await;
             bufs.give_back();
@@ -492,8 +538,13 @@ impl Proxy {
             if close {
                 return Flow::Closed;
             }
-            if !consume(&mut read, len) {
-                return Flow::Closed;
+            match upload {
+                // What the client sent after the body: the next request, if any.
+                Some(u) if u.done => read = u.pending,
+                // A body not read to its end: its rest cannot be told from a request.
+                Some(_) => return Flow::Closed,
+                None if !consume(&mut read, len) => return Flow::Closed,
+                None => {}
             }
             // A body grew the buffer: an idle connection goes back to holding little.
             if read.capacity() > 2 * CLIENT_READ {
@@ -533,7 +584,7 @@ impl Proxy {
     /// on to the next endpoint, a stale pooled connection is retried once, replayable
     /// requests (idempotent, no body) are retried elsewhere within the retry budget.
     #[allow(clippy::too_many_arguments)]
-    async fn exchange<S: AsyncWrite + Unpin>(
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         head: &RequestHead<'_>,
         conn: &Connection,
@@ -547,6 +598,8 @@ impl Proxy {
         close: bool,
         logged: bool,
         response_buffer: usize,
+        mut upload: Option<&mut Upload>,
+        max_body: Option<u64>,
     ) -> Exchanged {
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
@@ -584,9 +637,11 @@ impl Proxy {
                 tries += 1;
                 // A replay after a stale pooled connection goes on a new one: the next
                 // idle connection may have been closed by the same keep-alive timeout.
+                // A streamed body cannot be sent twice: it goes on a new connection,
+                // never on a pooled one the upstream may be closing just then.
                 let (mut upstream, reused) = match endpoint
                     .pool
-                    .checkout_raw(settings.connect_timeout, tries > 1)
+                    .checkout_raw(settings.connect_timeout, tries > 1 || upload.is_some())
                     .await
                 {
                     Ok(c) => c,
@@ -598,12 +653,39 @@ impl Proxy {
                 };
                 endpoint.health.mark_up();
                 up.clear();
-                let by = deadline(settings.response_timeout);
-                let mut sent = tokio::select! {
-                    biased;
-                    sent = send(&mut upstream, out, up) => sent,
-                    _ = timer.until(by) => {
-                        return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings))
+                let mut by = deadline(settings.response_timeout);
+                let mut sent = match upload.as_deref_mut() {
+                    None => tokio::select! {
+                        biased;
+                        sent = send(&mut upstream, out, up) => sent,
+                        _ = timer.until(by) => {
+                            return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings))
+                        }
+                    },
+                    Some(u) => {
+                        let timeout = settings.response_timeout;
+                        match u.send(&mut upstream, out, client, timeout, max_body).await {
+                            Err(PumpError::Client(e)) => return Exchanged::Failed(e),
+                            Err(PumpError::UpstreamTimeout) => {
+                                return Exchanged::Failed(
+                                    self.timed_out(&snapshot, endpoint, settings),
+                                )
+                            }
+                            // The response timeout runs from the end of the upload; an
+                            // upstream that stopped taking it may have answered first.
+                            Ok(()) | Err(PumpError::Upstream) => {
+                                by = deadline(timeout);
+                                tokio::select! {
+                                    biased;
+                                    r = read_more(&mut upstream, up, true) => r,
+                                    _ = timer.until(by) => {
+                                        return Exchanged::Failed(
+                                            self.timed_out(&snapshot, endpoint, settings),
+                                        )
+                                    }
+                                }
+                            }
+                        }
                     }
                 };
                 // Parsed as bytes arrive: httparse says whether the head is complete, so
@@ -624,9 +706,14 @@ impl Proxy {
                             })
                         }
                         Ok(ResponseParsed::Head(h)) => break Ok(h),
-                        // 1xx: skipped, as hyper's client does (101 is refused by the
-                        // parser).
+                        // 1xx (101 is refused by the parser): forwarded, as a proxy
+                        // must (RFC 9110 §15.2); the final response follows.
                         Ok(ResponseParsed::Informational(len)) => {
+                            let mut interim = Vec::new();
+                            wire::write_informational(&mut interim, &up[..len]);
+                            if send_all(client, &interim).await.is_err() {
+                                return Exchanged::Broken { unframed: false };
+                            }
                             up.drain(..len);
                             if !up.is_empty() {
                                 continue;
@@ -704,6 +791,9 @@ impl Proxy {
                 super::set_cookie_line(backend, keys, &decision, i, &snapshot, cookie);
                 &cookie[..]
             });
+            // A body the upstream answered before taking all of it: the rest of it is
+            // still coming from the client, so the connection ends after this answer.
+            let close = close || upload.as_ref().is_some_and(|u| !u.done);
             out.clear();
             wire::write_response(out, &rh, set_cookie, close);
             let (framing, mut reusable) = (rh.framing, rh.reusable);
@@ -751,12 +841,14 @@ impl Proxy {
 
             // The body: what came with the head goes out in the same write.
             let mut body = Body::new(framing);
-            let (taken, done) = match body.take(&up[head_len..]) {
-                Ok(t) => t,
-                Err(_) => return Exchanged::Failed(Error::Wire(wire::Error::Chunked)),
+            let Ok(Taken { used, relay, done }) = body.take(&up[head_len..]) else {
+                return Exchanged::Failed(Error::Wire(wire::Error::Chunked));
             };
-            out.extend_from_slice(&up[head_len..head_len + taken]);
-            reusable &= head_len + taken == up.len();
+            out.extend_from_slice(&up[head_len..head_len + relay]);
+            if done {
+                body.trailers(out);
+            }
+            reusable &= head_len + used == up.len();
             if buffered {
                 if reusable {
                     endpoint.pool.checkin_raw(upstream);
@@ -783,7 +875,11 @@ impl Proxy {
                     }
                     Ok(_) => {}
                 }
-                let (taken, end) = match body.take(up) {
+                let Taken {
+                    used,
+                    relay,
+                    done: end,
+                } = match body.take(up) {
                     Ok(t) => t,
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.identity, error = %e, "upstream response body malformed");
@@ -792,8 +888,14 @@ impl Proxy {
                         };
                     }
                 };
-                reusable &= taken == up.len();
-                if send_all(client, &up[..taken]).await.is_err() {
+                reusable &= used == up.len();
+                if end {
+                    up.truncate(relay);
+                    body.trailers(up);
+                } else {
+                    up.truncate(relay);
+                }
+                if send_all(client, up).await.is_err() {
                     return Exchanged::Broken { unframed: false };
                 }
                 done = end;
@@ -811,10 +913,21 @@ impl Proxy {
 enum Body {
     /// Bytes left.
     Length(u64),
-    /// The chunked scanner.
-    Chunked(wire::Chunked),
+    /// The chunked scanner, and the trailer section once it began (held back until it
+    /// ends, then relayed filtered by [`wire::write_trailers`]).
+    Chunked(wire::Chunked, Option<Vec<u8>>),
     /// Until the upstream closes.
     Close,
+}
+
+/// What [`Body::take`] found in a read.
+struct Taken {
+    /// Bytes of the read that belong to the body.
+    used: usize,
+    /// How many of them go to the client as they are (a trailer section is held back).
+    relay: usize,
+    /// The body ended.
+    done: bool,
 }
 
 impl Body {
@@ -822,24 +935,205 @@ impl Body {
         match framing {
             Framing::Empty => Body::Length(0),
             Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::Chunked(wire::Chunked::default()),
+            Framing::Chunked => Body::Chunked(wire::Chunked::default(), None),
             Framing::Close => Body::Close,
         }
     }
 
-    /// How many of `bytes` belong to the body, and whether it ended.
-    fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), wire::Error> {
+    /// How many of `bytes` belong to the body, how many of those are relayed as they
+    /// are, and whether it ended.
+    fn take(&mut self, bytes: &[u8]) -> Result<Taken, wire::Error> {
         match self {
             Body::Length(left) => {
                 let n = bytes
                     .len()
                     .min(usize::try_from(*left).unwrap_or(usize::MAX));
                 *left -= n as u64;
-                Ok((n, *left == 0))
+                Ok(Taken {
+                    used: n,
+                    relay: n,
+                    done: *left == 0,
+                })
             }
-            Body::Chunked(c) => c.scan(bytes),
-            Body::Close => Ok((bytes.len(), false)),
+            Body::Chunked(c, trailers) => {
+                let (used, done) = c.scan(bytes)?;
+                let relay = match (trailers.as_mut(), c.trailer_start()) {
+                    (Some(held), _) => {
+                        held.extend_from_slice(&bytes[..used]);
+                        0
+                    }
+                    // Nearly every chunked body ends with no trailer fields, all in one
+                    // read: relayed as it is.
+                    (None, Some(at)) if done && &bytes[at..used] == b"\r\n" => used,
+                    (None, Some(at)) => {
+                        *trailers = Some(bytes[at..used].to_vec());
+                        at
+                    }
+                    (None, None) => used,
+                };
+                Ok(Taken { used, relay, done })
+            }
+            Body::Close => Ok(Taken {
+                used: bytes.len(),
+                relay: bytes.len(),
+                done: false,
+            }),
         }
+    }
+
+    /// After the body ended: the trailer section to write after the relayed bytes, its
+    /// forbidden fields dropped (RFC 9110 §6.5.1).
+    fn trailers(&mut self, out: &mut Vec<u8>) {
+        if let Body::Chunked(_, Some(held)) = self {
+            wire::write_trailers(out, held);
+        }
+    }
+}
+
+/// A request body streamed upstream after its head (RFC 9112 §6.3): by its length or
+/// chunked, its chunked framing checked as it passes and its trailer section relayed
+/// with only the fields RFC 9110 §6.5.1 allows there.
+struct Upload {
+    /// Finds the end of the body in what is sent upstream.
+    body: Body,
+    /// Bytes read from the client and not sent upstream yet; after the body ended,
+    /// whatever the client sent after it.
+    pending: Vec<u8>,
+    /// The whole body went upstream.
+    done: bool,
+}
+
+/// Why streaming a request body upstream stopped.
+enum PumpError {
+    /// The client's doing (or a body over `max_body_bytes`): answered with this, and
+    /// no endpoint is blamed.
+    Client(Error),
+    /// The upstream took no bytes within the response timeout.
+    UpstreamTimeout,
+    /// The upstream connection failed; it may have answered before it did.
+    Upstream,
+}
+
+impl Upload {
+    fn new(framing: Streamed, pending: Vec<u8>) -> Self {
+        let body = match framing {
+            Streamed::Length(n) => Body::Length(n),
+            Streamed::No | Streamed::Chunked => Body::Chunked(wire::Chunked::default(), None),
+        };
+        Upload {
+            body,
+            pending,
+            done: false,
+        }
+    }
+
+    /// Reads the body before an upstream is chosen, until it is all here or `limit`
+    /// bytes are: a client slower than that holds no pod's connection
+    /// (`request_buffer`). A malformed chunked body is refused here, before any
+    /// upstream sees it.
+    async fn fill<S: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut S,
+        limit: usize,
+        timeout: Duration,
+        max_body: Option<u64>,
+    ) -> Result<(), Error> {
+        let mut probe = match self.body {
+            Body::Chunked(..) => Some(wire::Chunked::default()),
+            _ => None,
+        };
+        let mut scanned = 0;
+        loop {
+            let whole = match (&mut probe, &self.body) {
+                (Some(c), _) => {
+                    let (_, done) = c
+                        .scan(&self.pending[scanned..])
+                        .map_err(|_| ClientFault::MalformedBody)?;
+                    scanned = self.pending.len();
+                    if max_body.is_some_and(|max| c.data_len() > max) {
+                        return Err(Error::BodyTooLarge);
+                    }
+                    done
+                }
+                (None, Body::Length(n)) => self.pending.len() as u64 >= *n,
+                (None, _) => true,
+            };
+            if whole || self.pending.len() >= limit {
+                return Ok(());
+            }
+            read_client(client, &mut self.pending, timeout).await?;
+        }
+    }
+
+    /// Writes `head` upstream, then the body: what is pending, then what the client
+    /// sends, each write and each client read within `timeout` of progress.
+    async fn send<S: AsyncRead + Unpin>(
+        &mut self,
+        upstream: &mut TcpStream,
+        head: &[u8],
+        client: &mut S,
+        timeout: Duration,
+        max_body: Option<u64>,
+    ) -> Result<(), PumpError> {
+        upstream_write(upstream, head, timeout).await?;
+        let mut tail = Vec::new();
+        loop {
+            if !self.pending.is_empty() {
+                let Taken { used, relay, done } = self
+                    .body
+                    .take(&self.pending)
+                    .map_err(|_| PumpError::Client(ClientFault::MalformedBody.into()))?;
+                if let (Some(max), Body::Chunked(c, _)) = (max_body, &self.body) {
+                    if c.data_len() > max {
+                        return Err(PumpError::Client(Error::BodyTooLarge));
+                    }
+                }
+                upstream_write(upstream, &self.pending[..relay], timeout).await?;
+                if done {
+                    self.body.trailers(&mut tail);
+                    upstream_write(upstream, &tail, timeout).await?;
+                }
+                self.pending.drain(..used);
+                if done {
+                    self.done = true;
+                    return Ok(());
+                }
+            }
+            read_client(client, &mut self.pending, timeout)
+                .await
+                .map_err(PumpError::Client)?;
+        }
+    }
+}
+
+/// One write of a streamed request upstream, within `timeout`.
+async fn upstream_write(
+    upstream: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), PumpError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, upstream.write_all(bytes)).await {
+        Err(_) => Err(PumpError::UpstreamTimeout),
+        Ok(Err(_)) => Err(PumpError::Upstream),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// Reads more of a request body from the client into `buf`: its silence for `timeout`
+/// is its timeout (408), its close before the end its abort; neither is an upstream's.
+async fn read_client<S: AsyncRead + Unpin>(
+    client: &mut S,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), Error> {
+    buf.reserve(UPSTREAM_READ);
+    match tokio::time::timeout(timeout, client.read_buf(buf)).await {
+        Err(_) => Err(ClientFault::BodyTimeout.into()),
+        Ok(Ok(0) | Err(_)) => Err(ClientFault::Aborted.into()),
+        Ok(Ok(_)) => Ok(()),
     }
 }
 
@@ -899,6 +1193,13 @@ fn deadline(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// Answers a request the codec or the proxy refuses before any upstream sees it, and
+/// ends the connection: what follows such a head cannot be trusted to start a request.
+async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, e: Error) -> Flow {
+    let _ = write_error(client, &e, true).await;
+    Flow::Closed
 }
 
 /// Writes tether's own answer for `e`.

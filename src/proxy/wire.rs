@@ -116,6 +116,12 @@ pub struct RequestHead<'b> {
     /// The body, when all of it follows the head in the buffer parsed; else empty (see
     /// [`RequestHead::body_complete`]).
     pub body: &'b [u8],
+    /// A body too large to read whole first, or of unknown length: streamed upstream
+    /// after the head (RFC 9112 §6.3).
+    pub streamed: Streamed,
+    /// The client sent `Expect: 100-continue` and waits for a 100 before its body
+    /// (RFC 9110 §10.1.1); tether answers it and does not pass it on.
+    pub expects_continue: bool,
     /// The client asked to close the connection after this response.
     pub close: bool,
     /// Whether a `Connection` value names a header to drop besides the fixed hop-by-hop
@@ -138,6 +144,7 @@ impl RequestHead<'_> {
     /// fast path keeps to the same rule so the two paths retry alike).
     pub fn replayable(&self) -> bool {
         self.body_len == 0
+            && self.streamed == Streamed::No
             && matches!(
                 self.method,
                 "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
@@ -160,13 +167,64 @@ impl RequestHead<'_> {
     }
 }
 
-/// What [`parse_request`] found at the start of the buffer.
+/// A request body that is not read whole before an upstream is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streamed {
+    /// None: no body, or one of `Content-Length` up to the connection's
+    /// `request_buffer` ([`RequestHead::body_len`]).
+    No,
+    /// A `Content-Length` body larger than `request_buffer`.
+    Length(u64),
+    /// A chunked body (RFC 9112 §7.1).
+    Chunked,
+}
+
+/// A request head the codec answers itself, with the status [`Refusal::status`] gives
+/// and the connection closed (its next bytes cannot be trusted to start a request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not a valid HTTP/1.1 head (RFC 9112 §2.2, §3).
+    #[error("malformed request")]
+    Malformed,
+    /// More header fields than tether takes, or a head over `max_header_bytes`.
+    #[error("request header fields too large")]
+    HeadTooLarge,
+    /// Body framing that cannot be read without guessing (RFC 9112 §6.3): an invalid
+    /// or repeated `Content-Length`, `Transfer-Encoding` with `Content-Length`, or a
+    /// transfer coding list that does not end in `chunked`.
+    #[error("invalid message framing")]
+    Framing,
+    /// A transfer coding other than `chunked` alone (RFC 9112 §6.1: 501).
+    #[error("unsupported transfer coding")]
+    Coding,
+}
+
+impl Refusal {
+    /// The status tether answers with.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Refusal::Malformed | Refusal::Framing => http::StatusCode::BAD_REQUEST,
+            Refusal::HeadTooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::Coding => http::StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+/// What [`parse_request`] found at the start of the buffer. Unboxed though the head is
+/// large: it lives on the stack for one match, and boxing would allocate per request.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed<'b> {
     /// A complete head the fast path takes.
     Fast(RequestHead<'b>),
     /// The head is not complete yet.
     Partial,
+    /// A head answered with an error status and a close.
+    Refuse(Refusal),
+    /// A `CONNECT` (answered 501 by the proxy).
+    Connect,
+    /// A `Host` missing, repeated or invalid (answered 400 by the proxy).
+    InvalidHost,
     /// Not for the fast path (a large or chunked body, an upgrade, HTTP/1.0, HTTP/2, an
     /// error hyper should answer): hand the connection to hyper with the bytes read so
     /// far.
@@ -277,16 +335,15 @@ pub fn parse_request<'b>(
         Err(_) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => {
             return Parsed::Decline(Handover::Protocol)
         }
-        // hyper answers 431 for it, as for a head over `max_header_bytes`.
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Decline(Handover::HeadTooLarge),
-        Err(_) => return Parsed::Decline(Handover::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(Refusal::HeadTooLarge),
+        Err(_) => return Parsed::Refuse(Refusal::Malformed),
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Decline(Handover::Protocol);
     };
-    // A CONNECT turns the connection into a tunnel: hyper's to handle.
+    // RFC 9110 §9.3.6: a tunnel to anywhere, which a gateway does not open.
     if method.eq_ignore_ascii_case("CONNECT") {
-        return Parsed::Decline(Handover::Upgrade);
+        return Parsed::Connect;
     }
     // Origin form only, in RFC 3986 characters: httparse lets through more than the
     // URI parser hyper applies (a backtick, braces, raw UTF-8), and those are left for
@@ -301,6 +358,9 @@ pub fn parse_request<'b>(
     let mut names_others = false;
     let mut trailers = false;
     let mut body_len = None;
+    let mut chunked = false;
+    let mut codings = 0;
+    let mut expects_continue = false;
     let mut kinds = [Known::Other; MAX_HEADERS];
     for (f, kind) in fields.iter().zip(&mut kinds) {
         *kind = Known::of(f.name);
@@ -312,12 +372,29 @@ pub fn parse_request<'b>(
                 host = Some(f.value).filter(|h| headers::valid_host(h));
             }
             // One length, in plain digits: anything else (a list, a sign, a repeat) is
-            // a smuggling question left to hyper.
+            // a question of where the message ends, which tether does not guess at
+            // (RFC 9112 §6.3 item 5).
             Known::ContentLength => match (body_len, decimal(f.value)) {
-                (None, Some(n)) if n <= max_body as u64 => body_len = Some(n as usize),
-                _ => return Parsed::Decline(Handover::Body),
+                (None, Some(n)) => body_len = Some(n),
+                _ => return Parsed::Refuse(Refusal::Framing),
             },
-            Known::TransferEncoding | Known::Expect => return Parsed::Decline(Handover::Body),
+            // RFC 9112 §6.1: chunked must be the final coding, and only once; tether
+            // decodes no other, so it takes `chunked` alone (in one field or several).
+            Known::TransferEncoding => {
+                let Some(v) = headers::text(f.value) else {
+                    return Parsed::Refuse(Refusal::Framing);
+                };
+                for t in v.split(',').map(str::trim) {
+                    codings += 1;
+                    chunked = t.eq_ignore_ascii_case("chunked");
+                    if t.is_empty() {
+                        return Parsed::Refuse(Refusal::Framing);
+                    }
+                }
+            }
+            Known::Expect => {
+                expects_continue |= f.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
             Known::Upgrade => return Parsed::Decline(Handover::Upgrade),
             Known::Connection => {
                 let Some(v) = headers::text(f.value) else {
@@ -331,10 +408,6 @@ pub fn parse_request<'b>(
                         close = true;
                     } else if t.eq_ignore_ascii_case("upgrade") {
                         return Parsed::Decline(Handover::Upgrade);
-                    } else if t.eq_ignore_ascii_case("content-length") {
-                        // It would drop the length upstream and leave the body to be
-                        // read as the next request: hyper restores the length itself.
-                        return Parsed::Decline(Handover::Body);
                     }
                     names_others |= headers::names_other_header(t);
                 }
@@ -349,9 +422,22 @@ pub fn parse_request<'b>(
         }
     }
     let (1, Some(host)) = (hosts, host) else {
-        return Parsed::Decline(Handover::Malformed);
+        return Parsed::InvalidHost;
     };
-    let body_len = body_len.unwrap_or(0);
+    // RFC 9112 §6.3 items 3 and 4: with both, the length is a smuggling attempt; a
+    // coding list that does not end in chunked leaves no way to find the end.
+    let streamed = match (codings, chunked, body_len) {
+        (0, _, None) => Streamed::No,
+        (0, _, Some(n)) if n <= max_body as u64 => Streamed::No,
+        (0, _, Some(n)) => Streamed::Length(n),
+        (_, true, None) if codings == 1 => Streamed::Chunked,
+        (_, true, None) => return Parsed::Refuse(Refusal::Coding),
+        _ => return Parsed::Refuse(Refusal::Framing),
+    };
+    let body_len = match streamed {
+        Streamed::No => body_len.unwrap_or(0) as usize,
+        _ => 0,
+    };
     let body = buf.get(len..len + body_len).unwrap_or_default();
     Parsed::Fast(RequestHead {
         len,
@@ -361,6 +447,8 @@ pub fn parse_request<'b>(
         fields,
         body_len,
         body,
+        streamed,
+        expects_continue,
         close,
         names_others,
         trailers,
@@ -407,7 +495,10 @@ fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
 fn dropped_upstream(head: &RequestHead<'_>, name: &str, kind: Known) -> bool {
     kind.is_hop_by_hop()
         || kind == Known::XForwardedThisHop
-        || (head.names_others && kind != Known::Host && named_by_connection(head.fields, name))
+        || (kind == Known::Expect && head.expects_continue)
+        || (head.names_others
+            && !matches!(kind, Known::Host | Known::ContentLength)
+            && named_by_connection(head.fields, name))
         || (kind != Known::XForwardedFor && headers::speaks_for_tether(name.as_bytes()))
 }
 
@@ -450,6 +541,10 @@ pub fn write_request(
     }
     if head.trailers {
         field(out, b"te", b"trailers");
+    }
+    // The framing, restated: `Transfer-Encoding` is hop-by-hop (RFC 9112 §6.1).
+    if head.streamed == Streamed::Chunked {
+        field(out, b"transfer-encoding", b"chunked");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     // Every line's value, joined (RFC 9110 §5.3), then the peer: `set_forwarded`'s rule.
@@ -625,6 +720,34 @@ pub fn parse_response<'b>(
     }))
 }
 
+/// Writes the interim (1xx) response head `raw` for an HTTP/1.1 client, its hop-by-hop
+/// fields dropped: a proxy forwards the 1xx responses it did not ask for itself (RFC
+/// 9110 §15.2), such as 103 Early Hints and a 100 Continue the origin sends.
+pub fn write_informational(out: &mut Vec<u8>, raw: &[u8]) {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let (Ok(httparse::Status::Complete(_)), Some(code)) = (resp.parse(raw), resp.code) else {
+        return;
+    };
+    let code = code.min(999);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for f in resp.headers.iter() {
+        if Known::of(f.name).is_hop_by_hop() || named_by_connection(resp.headers, f.name) {
+            continue;
+        }
+        field(out, f.name.as_bytes(), f.value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A `Content-Length` value: one or more ASCII digits that fit 64 bits.
 fn decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() {
@@ -723,6 +846,11 @@ pub struct Chunked {
     size: u64,
     /// Digits or line bytes seen in the current line (bounds extensions and trailers).
     line: usize,
+    /// Where in the input of the last [`Chunked::scan`] the trailer section began, if
+    /// it began there (the byte after the last chunk's size line).
+    trailer_at: Option<usize>,
+    /// Chunk data seen so far (what `max_body_bytes` limits).
+    data: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -749,6 +877,7 @@ impl Chunked {
     /// Consumes `input`, the next bytes of the body. Returns how many of them belong to
     /// the body (all of them unless it ended inside `input`) and whether it ended.
     pub fn scan(&mut self, input: &[u8]) -> Result<(usize, bool), Error> {
+        self.trailer_at = None;
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -794,6 +923,7 @@ impl Chunked {
                     }
                     self.line = 0;
                     self.state = if self.size == 0 {
+                        self.trailer_at = Some(i + 1);
                         State::TrailerStart
                     } else {
                         State::Data
@@ -803,6 +933,7 @@ impl Chunked {
                     let take =
                         (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
                     self.size -= take as u64;
+                    self.data = self.data.saturating_add(take as u64);
                     i += take;
                     if self.size == 0 {
                         self.state = State::DataCr;
@@ -862,6 +993,42 @@ impl Chunked {
     }
 }
 
+impl Chunked {
+    /// Where the trailer section began in the input of the last [`Chunked::scan`], if it
+    /// began there.
+    pub fn trailer_start(&self) -> Option<usize> {
+        self.trailer_at
+    }
+
+    /// Bytes of chunk data seen so far.
+    pub fn data_len(&self) -> u64 {
+        self.data
+    }
+}
+
+/// Writes the trailer section `section` (the field lines after the last chunk and the
+/// empty line that ends them, as [`Chunked`] accepted them) with only the fields
+/// [`headers::allowed_in_trailers`] lets through (RFC 9110 §6.5.1), and the empty line.
+pub fn write_trailers(out: &mut Vec<u8>, section: &[u8]) {
+    for line in section.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // Field names are tokens: no blank before the colon, no obs-fold line.
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        if name.is_empty()
+            || !name.iter().all(|&b| b.is_ascii_graphic())
+            || !headers::allowed_in_trailers(name)
+        {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Checks the fast path's request hygiene against the hyper path's on one raw head:
 /// both must send the same request line and the same header fields upstream (names
 /// lowercased; fields of one name in the same order), and the upstream head must carry
@@ -896,16 +1063,26 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         .filter(|(n, _)| n == "content-length")
         .map(|(_, v)| decimal(v))
         .collect();
-    match lengths[..] {
-        [] if head.body_len == 0 => {}
-        [Some(n)] if n == head.body_len as u64 => {}
-        _ => {
-            return Err(format!(
-                "a {}-byte body goes upstream with lengths {lengths:?}",
-                head.body_len
-            ))
-        }
+    let chunked: Vec<_> = fast
+        .iter()
+        .filter(|(n, _)| n == "transfer-encoding")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    let framed = match (head.streamed, &lengths[..], &chunked[..]) {
+        (Streamed::No, [], []) => head.body_len == 0,
+        (Streamed::No, [Some(n)], []) => *n == head.body_len as u64,
+        (Streamed::Length(want), [Some(n)], []) => *n == want,
+        (Streamed::Chunked, [], [v]) => *v == b"chunked",
+        _ => false,
+    };
+    if !framed {
+        return Err(format!(
+            "a body framed {:?} ({} bytes) goes upstream with lengths {lengths:?} and codings {chunked:?}",
+            head.streamed, head.body_len
+        ));
     }
+    // Framing is compared above: hyper's client restates it from the body it sends.
+    fast.retain(|(n, _)| n != "content-length" && n != "transfer-encoding");
 
     let mut req = http::Request::new(super::body::RequestBody::Empty);
     *req.method_mut() =
@@ -928,6 +1105,9 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         .headers()
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
+        // tether answers `Expect: 100-continue` itself (RFC 9110 §10.1.1).
+        .filter(|(n, _)| !(head.expects_continue && n == "expect"))
         .collect();
     // By name only, and stable: values of one name must keep their order.
     fast.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1178,79 +1358,73 @@ mod tests {
         }
     }
 
+    /// What `parse_request` makes of `raw`, in a word.
+    fn verdict(raw: &[u8]) -> String {
+        let mut fields = no_fields();
+        match parse_request(raw, &mut fields, DEFAULT_BUFFER) {
+            Parsed::Fast(h) => match h.streamed {
+                Streamed::No => format!("whole {}", h.body_len),
+                Streamed::Length(n) => format!("stream {n}"),
+                Streamed::Chunked => "stream chunked".into(),
+            },
+            Parsed::Partial => "partial".into(),
+            Parsed::Refuse(r) => format!("refuse {}", r.status().as_u16()),
+            Parsed::Connect => "connect".into(),
+            Parsed::InvalidHost => "invalid host".into(),
+            Parsed::Decline(why) => format!("decline {}", why.as_str()),
+        }
+    }
+
     #[test]
-    fn large_or_odd_bodies_upgrades_and_old_versions_are_left_to_hyper_with_the_reason() {
+    fn every_body_framing_is_streamed_refused_or_read_whole_by_rfc_9112() {
         let large = format!(
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
             DEFAULT_BUFFER + 1
         );
-        for (raw, why) in [
-            (large.as_bytes(), Handover::Body),
-            (
-                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Handover::Body,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                Handover::Body,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
-                Handover::Body,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-                Handover::Body,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
-                Handover::Body,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
-                Handover::Body,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
-                Handover::Body,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc",
-                Handover::Body,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, content-length\r\n\r\n",
-                Handover::Body,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                Handover::Upgrade,
-            ),
-            (b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Upgrade),
-            (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", Handover::Protocol),
-            (b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Protocol),
-            (b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Protocol),
-            (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", Handover::Protocol),
-            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Handover::Protocol),
-            (b"GET / HTTP/1.1\r\n\r\n", Handover::Malformed),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Handover::Malformed),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", Handover::Malformed),
-        ] {
-            let mut fields = no_fields();
-            match parse_request(raw, &mut fields, DEFAULT_BUFFER) {
-                Parsed::Decline(got) => assert_eq!(got, why, "{}", String::from_utf8_lossy(raw)),
-                other => panic!("{}: {other:?}", String::from_utf8_lossy(raw)),
-            }
+        let cases: [(&[u8], &str); 22] = [
+            (large.as_bytes(), "stream 65537"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", "whole 3"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", "stream chunked"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  Chunked \r\n\r\n", "stream chunked"),
+            // RFC 9112 §6.3 item 3: both is a smuggling attempt.
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "refuse 400"),
+            // §6.3 item 4: chunked not last, or twice.
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "refuse 400"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "refuse 501"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "refuse 501"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", "refuse 400"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n", "refuse 400"),
+            // §6.3 item 5: one length in digits.
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n", "refuse 400"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", "refuse 400"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", "refuse 400"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", "refuse 400"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc", "whole 3"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", "whole 0"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "decline upgrade"),
+            (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", "connect"),
+            (b"GET / HTTP/1.1\r\n\r\n", "invalid host"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "invalid host"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", "refuse 400"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", "partial"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(verdict(raw), want, "{}", String::from_utf8_lossy(raw));
         }
-        let mut fields = no_fields();
-        assert!(matches!(
-            parse_request(
-                b"GET / HTTP/1.1\r\nHost: a\r\n",
-                &mut fields,
-                DEFAULT_BUFFER
-            ),
-            Parsed::Partial
-        ));
+        for raw in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert_eq!(
+                verdict(raw),
+                "decline protocol",
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]
