@@ -278,3 +278,82 @@ async fn early_hints_and_other_interim_responses_reach_an_http_1_1_client_first(
         front.proxy.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_http_1_0_client_gets_no_chunking_and_keeps_its_connection_only_when_asked() {
+    // RFC 9112 §6.3 and §9.3: an HTTP/1.0 client cannot read chunked, so the body goes
+    // decoded and ends with the close; it keeps a connection only with keep-alive.
+    let (chunked, _) = fixed_pod(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    let (sized, _) = fixed_pod(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()).await;
+    for t in [Transport::H1, Transport::H1Tls] {
+        let front = Front::start(t, &config_for(chunked, "")).await;
+        let raw = exchange_to_close(&front, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").await;
+        let (head, body) = raw.split_once("\r\n\r\n").expect(&raw);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{t:?}: {raw}");
+        assert!(!head.contains("transfer-encoding"), "{t:?}: {raw}");
+        assert!(head.contains("connection: close"), "{t:?}: {raw}");
+        assert_eq!(body, "hello world", "{t:?}");
+        front.proxy.shutdown().await;
+
+        // Keep-alive asked for and a sized body: the connection goes on, and says so.
+        let front = Front::start(t, &config_for(sized, "")).await;
+        let mut s = front.h1().await;
+        for _ in 0..2 {
+            s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+                .await
+                .unwrap();
+            let out = read_response(&mut s).await;
+            assert!(out.contains("connection: keep-alive\r\n"), "{t:?}: {out}");
+            assert!(out.ends_with("\r\n\r\nok"), "{t:?}: {out}");
+        }
+        // Without it, the connection ends after the answer.
+        let raw = exchange_to_close(&front, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").await;
+        assert!(raw.ends_with("\r\n\r\nok"), "{t:?}: {raw}");
+        front.proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_tether_before_the_body_and_not_passed_on() {
+    // RFC 9110 §10.1.1: the client waits for the 100 before sending its body.
+    let pod = TestBackend::echo("pod-a").await;
+    let cfg = config(&[&pod], &[], "");
+    for t in [Transport::H1, Transport::H1Tls] {
+        let front = Front::start(t, &cfg).await;
+        for (len, what) in [(5, "a small body"), (70_000, "a streamed body")] {
+            let mut s = front.h1().await;
+            s.write_all(
+                format!(
+                    "POST /up HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\
+                     Content-Length: {len}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut interim = [0u8; 25];
+            s.read_exact(&mut interim).await.unwrap();
+            assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "{t:?}, {what}");
+            s.write_all("x".repeat(len).as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            let reply = parse_reply(&String::from_utf8_lossy(&out));
+            assert_eq!(reply.status, 200, "{t:?}, {what}");
+            let echo = reply.json();
+            assert_eq!(
+                echo["body"].as_str().map(str::len),
+                Some(len),
+                "{t:?}, {what}"
+            );
+            assert!(
+                echo["headers"].get("expect").is_none(),
+                "{t:?}, {what}: {echo}"
+            );
+        }
+        front.proxy.shutdown().await;
+    }
+}

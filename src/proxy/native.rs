@@ -267,6 +267,12 @@ enum Exchanged {
     },
     /// Nothing went out: answer with this error.
     Failed(Error),
+    /// The upstream switched protocols (101 went out): splice the two connections.
+    Switched {
+        upstream: TcpStream,
+        elapsed: Duration,
+        log: Option<LogInfo>,
+    },
     /// The client connection broke, or a response was cut off midway: close it.
     /// `unframed`: the response's body ends where the connection does (no length, not
     /// chunked), so only an error at the close can tell the client it was cut.
@@ -461,7 +467,14 @@ impl Proxy {
             };
             let started = Instant::now();
             let close = head.close || stopping.has_changed().unwrap_or(true);
-            let line = logged.then(|| (head.method.to_owned(), head.path().to_owned()));
+            let line = logged.then(|| {
+                let version = if head.http10 {
+                    http::Version::HTTP_10
+                } else {
+                    http::Version::HTTP_11
+                };
+                (head.method.to_owned(), head.path().to_owned(), version)
+            });
             // A body too large to read whole first, or of unknown length: what came with
             // the head and up to `request_buffer` more is read before an upstream is
             // chosen, and the rest streams through.
@@ -519,21 +532,30 @@ impl Proxy {
                     )
                 }
                 Exchanged::Broken { unframed } => return Flow::Aborted { unframed },
+                Exchanged::Switched {
+                    mut upstream,
+                    elapsed,
+                    log,
+                } => {
+                    if let Some((method, path, version)) = line {
+                        let l = (&*method, &*path, version);
+                        access_log(conn, l, &backend, 101, elapsed, log.as_ref());
+                    }
+                    // Held by the tunnel tracker, so shutdown waits for it as for
+                    // every upgraded connection. What the client sent after its
+                    // request is already the new protocol.
+                    let _tunnel = self.tunnels.token();
+                    if upstream.write_all(&read[len..]).await.is_ok() {
+                        if let Err(e) = tokio::io::copy_bidirectional(client, &mut upstream).await {
+                            tracing::debug!(error = %e, "upgraded connection ended with an error");
+                        }
+                    }
+                    return Flow::Closed;
+                }
             };
-            if let Some((method, path)) = line {
-                tracing::info!(
-                    target: "tether::access",
-                    client = %conn.peer.ip(),
-                    %method,
-                    path,
-                    version = ?http::Version::HTTP_11,
-                    backend = %backend.name(),
-                    endpoint = log.as_ref().map_or("-", |l| &*l.endpoint),
-                    status,
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
-                    affinity = log.as_ref().map_or("-", |l| l.outcome),
-                    session = log.as_ref().map_or("-", |l| l.session.as_str()),
-                );
+            if let Some((method, path, version)) = line {
+                let l = (&*method, &*path, version);
+                access_log(conn, l, &backend, status, elapsed, log.as_ref());
             }
             if close {
                 return Flow::Closed;
@@ -641,7 +663,10 @@ impl Proxy {
                 // never on a pooled one the upstream may be closing just then.
                 let (mut upstream, reused) = match endpoint
                     .pool
-                    .checkout_raw(settings.connect_timeout, tries > 1 || upload.is_some())
+                    .checkout_raw(
+                        settings.connect_timeout,
+                        tries > 1 || upload.is_some() || head.upgrade.is_some(),
+                    )
                     .await
                 {
                     Ok(c) => c,
@@ -696,7 +721,12 @@ impl Proxy {
                     }
                     // A fresh array each round ends the last round's borrow of `up`.
                     fields = wire::no_fields();
-                    match wire::parse_response(up, &mut fields, head.is_head()) {
+                    match wire::parse_response_to(
+                        up,
+                        &mut fields,
+                        head.is_head(),
+                        head.upgrade.is_some(),
+                    ) {
                         // httparse takes any three digits; hyper refuses codes under
                         // 100, and so does this path: a failed exchange, like the below.
                         Ok(ResponseParsed::Head(h)) if h.status < 100 => {
@@ -708,9 +738,12 @@ impl Proxy {
                         Ok(ResponseParsed::Head(h)) => break Ok(h),
                         // 1xx (101 is refused by the parser): forwarded, as a proxy
                         // must (RFC 9110 §15.2); the final response follows.
+                        // Not to an HTTP/1.0 client, which does not know them.
                         Ok(ResponseParsed::Informational(len)) => {
                             let mut interim = Vec::new();
-                            wire::write_informational(&mut interim, &up[..len]);
+                            if !head.http10 {
+                                wire::write_informational(&mut interim, &up[..len]);
+                            }
                             if send_all(client, &interim).await.is_err() {
                                 return Exchanged::Broken { unframed: false };
                             }
@@ -795,10 +828,31 @@ impl Proxy {
             // still coming from the client, so the connection ends after this answer.
             let close = close || upload.as_ref().is_some_and(|u| !u.done);
             out.clear();
-            wire::write_response(out, &rh, set_cookie, close);
+            wire::write_response_to(out, &rh, set_cookie, close, head.http10);
             let (framing, mut reusable) = (rh.framing, rh.reusable);
             let head_len = rh.len;
-            let close = close || framing == Framing::Close;
+            let close =
+                close || framing == Framing::Close || (head.http10 && framing == Framing::Chunked);
+            if rh.status == 101 {
+                // The upstream switched (RFC 9110 §15.2.2): the head and whatever of the
+                // new protocol came with it go to the client, then the connection is
+                // the two sockets spliced.
+                out.extend_from_slice(&up[head_len..]);
+                if send_all(client, out).await.is_err() {
+                    return Exchanged::Broken { unframed: false };
+                }
+                let elapsed = started.elapsed();
+                backend.stats.observe(elapsed);
+                return Exchanged::Switched {
+                    upstream,
+                    elapsed,
+                    log: logged.then(|| LogInfo {
+                        endpoint: endpoint.identity.clone(),
+                        outcome: placement.outcome.as_str(),
+                        session,
+                    }),
+                };
+            }
             let log = logged.then(|| LogInfo {
                 endpoint: endpoint.identity.clone(),
                 outcome: placement.outcome.as_str(),
@@ -840,14 +894,12 @@ impl Proxy {
             };
 
             // The body: what came with the head goes out in the same write.
-            let mut body = Body::new(framing);
+            let mut body = Body::new(framing, head.http10);
             let Ok(Taken { used, relay, done }) = body.take(&up[head_len..]) else {
                 return Exchanged::Failed(Error::Wire(wire::Error::Chunked));
             };
             out.extend_from_slice(&up[head_len..head_len + relay]);
-            if done {
-                body.trailers(out);
-            }
+            body.emit(out, done);
             reusable &= head_len + used == up.len();
             if buffered {
                 if reusable {
@@ -870,7 +922,7 @@ impl Proxy {
                     Ok(0) | Err(_) => {
                         tracing::debug!(endpoint = %endpoint.identity, "upstream response cut off");
                         return Exchanged::Broken {
-                            unframed: framing == Framing::Close,
+                            unframed: body.unframed(),
                         };
                     }
                     Ok(_) => {}
@@ -884,17 +936,13 @@ impl Proxy {
                     Err(e) => {
                         tracing::debug!(endpoint = %endpoint.identity, error = %e, "upstream response body malformed");
                         return Exchanged::Broken {
-                            unframed: framing == Framing::Close,
+                            unframed: body.unframed(),
                         };
                     }
                 };
                 reusable &= used == up.len();
-                if end {
-                    up.truncate(relay);
-                    body.trailers(up);
-                } else {
-                    up.truncate(relay);
-                }
+                up.truncate(relay);
+                body.emit(up, end);
                 if send_all(client, up).await.is_err() {
                     return Exchanged::Broken { unframed: false };
                 }
@@ -918,6 +966,9 @@ enum Body {
     Chunked(wire::Chunked, Option<Vec<u8>>),
     /// Until the upstream closes.
     Close,
+    /// Chunked from the upstream, decoded for an HTTP/1.0 client (its data, held until
+    /// [`Body::emit`]); trailers have nowhere to go and are dropped.
+    Dechunk(wire::Chunked, Vec<u8>),
 }
 
 /// What [`Body::take`] found in a read.
@@ -931,10 +982,12 @@ struct Taken {
 }
 
 impl Body {
-    fn new(framing: Framing) -> Self {
+    /// How a body framed so is relayed; `http10`: to an HTTP/1.0 client.
+    fn new(framing: Framing, http10: bool) -> Self {
         match framing {
             Framing::Empty => Body::Length(0),
             Framing::Length(n) => Body::Length(n),
+            Framing::Chunked if http10 => Body::Dechunk(wire::Chunked::default(), Vec::new()),
             Framing::Chunked => Body::Chunked(wire::Chunked::default(), None),
             Framing::Close => Body::Close,
         }
@@ -978,15 +1031,34 @@ impl Body {
                 relay: bytes.len(),
                 done: false,
             }),
+            Body::Dechunk(c, data) => {
+                let (used, done) = c.decode(bytes, data)?;
+                Ok(Taken {
+                    used,
+                    relay: 0,
+                    done,
+                })
+            }
         }
     }
 
-    /// After the body ended: the trailer section to write after the relayed bytes, its
-    /// forbidden fields dropped (RFC 9110 §6.5.1).
-    fn trailers(&mut self, out: &mut Vec<u8>) {
-        if let Body::Chunked(_, Some(held)) = self {
-            wire::write_trailers(out, held);
+    /// Appends what goes to the client after the bytes [`Body::take`] let through as
+    /// they are: decoded data, and once the body ended (`done`) its trailer section,
+    /// with the fields RFC 9110 §6.5.1 rules out there dropped.
+    fn emit(&mut self, out: &mut Vec<u8>, done: bool) {
+        match self {
+            Body::Chunked(_, Some(held)) if done => wire::write_trailers(out, held),
+            Body::Dechunk(_, data) => {
+                out.extend_from_slice(data);
+                data.clear();
+            }
+            _ => {}
         }
+    }
+
+    /// Whether the client finds the end of this body only by the close.
+    fn unframed(&self) -> bool {
+        matches!(self, Body::Close | Body::Dechunk(..))
     }
 }
 
@@ -1090,7 +1162,7 @@ impl Upload {
                 }
                 upstream_write(upstream, &self.pending[..relay], timeout).await?;
                 if done {
-                    self.body.trailers(&mut tail);
+                    self.body.emit(&mut tail, true);
                     upstream_write(upstream, &tail, timeout).await?;
                 }
                 self.pending.drain(..used);
@@ -1193,6 +1265,30 @@ fn deadline(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// Writes the access log line of an answered request.
+fn access_log(
+    conn: &Connection,
+    (method, path, version): (&str, &str, http::Version),
+    backend: &Backend,
+    status: u16,
+    elapsed: Duration,
+    log: Option<&LogInfo>,
+) {
+    tracing::info!(
+        target: "tether::access",
+        client = %conn.peer.ip(),
+        method,
+        path,
+        version = ?version,
+        backend = %backend.name(),
+        endpoint = log.map_or("-", |l| &*l.endpoint),
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        affinity = log.map_or("-", |l| l.outcome),
+        session = log.map_or("-", |l| l.session.as_str()),
+    );
 }
 
 /// Answers a request the codec or the proxy refuses before any upstream sees it, and

@@ -107,8 +107,17 @@ pub struct RequestHead<'b> {
     pub method: &'b str,
     /// The request target in origin form (path and query).
     pub target: &'b str,
-    /// The `Host` value (text, by `headers::is_text`).
+    /// The host: the absolute target's authority, else the `Host` value (text, by
+    /// `headers::is_text`); empty for an HTTP/1.0 request that named none.
     pub host: &'b [u8],
+    /// The host came from an absolute target, and replaces any `Host` field upstream
+    /// (RFC 9112 §3.2.2).
+    pub authority_host: bool,
+    /// The client speaks HTTP/1.0: no chunked or 1xx responses, and the connection
+    /// persists only with `Connection: keep-alive`.
+    pub http10: bool,
+    /// The protocol an upgrade request asks for (`Connection: upgrade` + `Upgrade`).
+    pub upgrade: Option<&'b [u8]>,
     /// The header fields as the client sent them.
     pub fields: &'b [httparse::Header<'b>],
     /// The body's length by `Content-Length` (0 without one).
@@ -134,8 +143,11 @@ pub struct RequestHead<'b> {
 }
 
 impl RequestHead<'_> {
-    /// The path, without the query (what routes match).
+    /// The path, without the query (what routes match); `/` for `OPTIONS *`.
     pub fn path(&self) -> &str {
+        if self.target == "*" {
+            return "/";
+        }
         self.target.split('?').next().unwrap_or(self.target)
     }
 
@@ -312,6 +324,46 @@ const URI_CHAR: [bool; 256] = {
     t
 };
 
+/// The origin-form target (path and query) and, for an absolute one, its authority.
+/// `None` for a target tether does not take (400); `Some(Err)` for an absolute target
+/// whose authority is not a valid host.
+#[allow(clippy::type_complexity)]
+fn request_target<'b>(
+    method: &str,
+    target: &'b str,
+) -> Option<Result<(&'b str, Option<&'b [u8]>), ()>> {
+    if !target.bytes().all(|b| URI_CHAR[b as usize]) {
+        return None;
+    }
+    if target.starts_with('/') {
+        return Some(Ok((target, None)));
+    }
+    // RFC 9112 §3.2.4: asterisk form, only for a server-wide OPTIONS.
+    if target == "*" {
+        return method
+            .eq_ignore_ascii_case("OPTIONS")
+            .then_some(Ok((target, None)));
+    }
+    // RFC 9112 §3.2.2: absolute form; the scheme says nothing tether acts on.
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        target
+            .get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &target[scheme.len()..])
+    })?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    // A query without a path would need a `/` put before it: rare enough to refuse.
+    if rest[end..].is_empty() && authority.contains('?') {
+        return None;
+    }
+    if !headers::valid_host(authority.as_bytes()) {
+        return Some(Err(()));
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    Some(Ok((path, Some(authority.as_bytes()))))
+}
+
 /// Room for the fields of one head, left uninitialised: httparse writes the ones it
 /// parses. An initialised array is 3.2 KB of stores per head (`MAX_HEADERS` fields).
 pub fn no_fields<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
@@ -338,23 +390,29 @@ pub fn parse_request<'b>(
         Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(Refusal::HeadTooLarge),
         Err(_) => return Parsed::Refuse(Refusal::Malformed),
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Parsed::Decline(Handover::Protocol);
+    let (Some(method), Some(raw_target), Some(version)) = (req.method, req.path, req.version)
+    else {
+        return Parsed::Refuse(Refusal::Malformed);
     };
     // RFC 9110 §9.3.6: a tunnel to anywhere, which a gateway does not open.
     if method.eq_ignore_ascii_case("CONNECT") {
         return Parsed::Connect;
     }
-    // Origin form only, in RFC 3986 characters: httparse lets through more than the
-    // URI parser hyper applies (a backtick, braces, raw UTF-8), and those are left for
-    // hyper to accept or refuse.
-    if !target.starts_with('/') || !target.bytes().all(|b| URI_CHAR[b as usize]) {
-        return Parsed::Decline(Handover::Protocol);
-    }
+    // RFC 9112 §3.2: origin form, absolute form (whose authority is the host, §3.2.2)
+    // or `OPTIONS *`; in RFC 3986 characters (httparse lets through more: a backtick,
+    // braces, raw UTF-8, a fragment).
+    let (target, authority) = match request_target(method, raw_target) {
+        Some(Ok(t)) => t,
+        Some(Err(())) => return Parsed::InvalidHost,
+        None => return Parsed::Refuse(Refusal::Malformed),
+    };
     let fields: &'b [httparse::Header<'b>] = req.headers;
     let mut host = None;
     let mut hosts = 0;
     let mut close = false;
+    let mut keep_alive = false;
+    let mut wants_upgrade = false;
+    let mut upgrade = None;
     let mut names_others = false;
     let mut trailers = false;
     let mut body_len = None;
@@ -395,23 +453,26 @@ pub fn parse_request<'b>(
             Known::Expect => {
                 expects_continue |= f.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
             }
-            Known::Upgrade => return Parsed::Decline(Handover::Upgrade),
             Known::Connection => {
                 let Some(v) = headers::text(f.value) else {
                     continue;
                 };
                 if v.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
                     continue;
                 }
                 for t in v.split(',').map(str::trim) {
                     if t.eq_ignore_ascii_case("close") {
                         close = true;
+                    } else if t.eq_ignore_ascii_case("keep-alive") {
+                        keep_alive = true;
                     } else if t.eq_ignore_ascii_case("upgrade") {
-                        return Parsed::Decline(Handover::Upgrade);
+                        wants_upgrade = true;
                     }
                     names_others |= headers::names_other_header(t);
                 }
             }
+            Known::Upgrade => upgrade = Some(f.value),
             Known::Te => {
                 trailers |= headers::text(f.value).is_some_and(|v| {
                     v.split(',')
@@ -421,8 +482,13 @@ pub fn parse_request<'b>(
             _ => {}
         }
     }
-    let (1, Some(host)) = (hosts, host) else {
-        return Parsed::InvalidHost;
+    // RFC 9112 §3.2: one valid Host (an HTTP/1.0 request may have none); with an
+    // absolute target, its authority is the host.
+    let host = match (hosts, host, authority) {
+        (0, _, Some(a)) if version == 0 => a,
+        (0, _, None) if version == 0 => &[][..],
+        (1, Some(h), a) => a.unwrap_or(h),
+        _ => return Parsed::InvalidHost,
     };
     // RFC 9112 §6.3 items 3 and 4: with both, the length is a smuggling attempt; a
     // coding list that does not end in chunked leaves no way to find the end.
@@ -439,11 +505,30 @@ pub fn parse_request<'b>(
         _ => 0,
     };
     let body = buf.get(len..len + body_len).unwrap_or_default();
+    // RFC 9110 §7.8: an HTTP/1.1 request asks to switch with `Connection: upgrade` and
+    // `Upgrade`. Not to h2c (that upgrade is for tether itself, which takes HTTP/2 by
+    // prior knowledge), and not with a body, which the switched connection would
+    // have to carry first.
+    let upgrade = upgrade
+        .filter(|u| {
+            wants_upgrade
+                && version == 1
+                && streamed == Streamed::No
+                && body_len == 0
+                && headers::is_text(u)
+                && !u.trim_ascii().eq_ignore_ascii_case(b"h2c")
+        })
+        .map(<[u8]>::trim_ascii);
+    // RFC 9112 §9.3: HTTP/1.0 persists only when asked to.
+    let close = close || (version == 0 && !keep_alive);
     Parsed::Fast(RequestHead {
         len,
         method,
         target,
         host,
+        authority_host: authority.is_some(),
+        http10: version == 0,
+        upgrade,
         fields,
         body_len,
         body,
@@ -529,8 +614,13 @@ pub fn write_request(
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff = false;
+    // RFC 9112 §3.2.2: an absolute target's authority replaces Host; HTTP/1.1 upstream
+    // requests always carry one (§3.2).
+    if head.authority_host || head.host.is_empty() {
+        field(out, b"host", head.host);
+    }
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
-        if dropped_upstream(head, f.name, kind) {
+        if dropped_upstream(head, f.name, kind) || (head.authority_host && kind == Known::Host) {
             continue;
         }
         if kind == Known::XForwardedFor {
@@ -545,6 +635,10 @@ pub fn write_request(
     // The framing, restated: `Transfer-Encoding` is hop-by-hop (RFC 9112 §6.1).
     if head.streamed == Streamed::Chunked {
         field(out, b"transfer-encoding", b"chunked");
+    }
+    if let Some(protocol) = head.upgrade {
+        field(out, b"connection", b"upgrade");
+        field(out, b"upgrade", protocol);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     // Every line's value, joined (RFC 9110 §5.3), then the peer: `set_forwarded`'s rule.
@@ -640,6 +734,18 @@ pub fn parse_response<'b>(
     fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
     head_request: bool,
 ) -> Result<ResponseParsed<'b>, Error> {
+    parse_response_to(buf, fields, head_request, false)
+}
+
+/// [`parse_response`] for a request that asked to upgrade (`upgrade`): a 101 is then
+/// its final answer, with no body, after which the connection carries the new
+/// protocol (RFC 9110 §15.2.2).
+pub fn parse_response_to<'b>(
+    buf: &'b [u8],
+    fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
+    head_request: bool,
+    upgrade: bool,
+) -> Result<ResponseParsed<'b>, Error> {
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, fields)
@@ -649,10 +755,10 @@ pub fn parse_response<'b>(
         httparse::Status::Partial => return Ok(ResponseParsed::Partial),
     };
     let status = resp.code.unwrap_or(0);
-    if status == 101 {
+    if status == 101 && !upgrade {
         return Err(Error::Status(status));
     }
-    if (100..200).contains(&status) {
+    if (100..200).contains(&status) && status != 101 {
         return Ok(ResponseParsed::Informational(len));
     }
     let fields: &'b [httparse::Header<'b>] = resp.headers;
@@ -695,7 +801,10 @@ pub fn parse_response<'b>(
             _ => {}
         }
     }
-    let framing = if head_request || status == 204 || status == 304 {
+    let framing = if status == 101 {
+        reusable = false;
+        Framing::Empty
+    } else if head_request || status == 204 || status == 304 {
         Framing::Empty
     } else if chunked.is_some() {
         // A message with both is suspect: relay it chunked, and never reuse the
@@ -768,6 +877,20 @@ pub fn write_response(
     set_cookie: Option<&[u8]>,
     close: bool,
 ) {
+    write_response_to(out, head, set_cookie, close, false);
+}
+
+/// [`write_response`] for a client of either HTTP/1 version (`http10`: an HTTP/1.0
+/// client, which cannot take chunked, so a chunked body goes to it decoded and
+/// delimited by the close, RFC 9112 §6.3; and which keeps the connection only when
+/// told so). A 101 says which protocol the connection switched to.
+pub fn write_response_to(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    set_cookie: Option<&[u8]>,
+    close: bool,
+    http10: bool,
+) {
     // httparse accepts only three-digit status codes.
     let code = head.status.min(999);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -794,7 +917,7 @@ pub fn write_response(
         dated |= kind == Known::Date;
         field(out, f.name.as_bytes(), f.value);
     }
-    if head.framing == Framing::Chunked {
+    if head.framing == Framing::Chunked && !http10 {
         field(out, b"transfer-encoding", b"chunked");
     }
     // RFC 9110 §6.6.1: a recipient with a clock forwarding a response without `Date`
@@ -805,8 +928,19 @@ pub fn write_response(
     if let Some(c) = set_cookie {
         field(out, b"set-cookie", c);
     }
-    if close || head.framing == Framing::Close {
+    if head.status == 101 {
+        field(out, b"connection", b"upgrade");
+        let protocol = head.fields.iter().zip(&head.kinds);
+        if let Some((f, _)) = protocol.into_iter().find(|(_, &k)| k == Known::Upgrade) {
+            field(out, b"upgrade", f.value);
+        }
+    } else if close
+        || head.framing == Framing::Close
+        || (http10 && head.framing == Framing::Chunked)
+    {
         field(out, b"connection", b"close");
+    } else if http10 {
+        field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -877,6 +1011,20 @@ impl Chunked {
     /// Consumes `input`, the next bytes of the body. Returns how many of them belong to
     /// the body (all of them unless it ended inside `input`) and whether it ended.
     pub fn scan(&mut self, input: &[u8]) -> Result<(usize, bool), Error> {
+        self.scan_into(input, None)
+    }
+
+    /// As [`Chunked::scan`], and appends the chunk data (the decoded body) to `data`:
+    /// for a client that cannot take chunked (HTTP/1.0).
+    pub fn decode(&mut self, input: &[u8], data: &mut Vec<u8>) -> Result<(usize, bool), Error> {
+        self.scan_into(input, Some(data))
+    }
+
+    fn scan_into(
+        &mut self,
+        input: &[u8],
+        mut sink: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, bool), Error> {
         self.trailer_at = None;
         let mut i = 0;
         while i < input.len() {
@@ -932,6 +1080,9 @@ impl Chunked {
                 State::Data => {
                     let take =
                         (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    if let Some(sink) = sink.as_deref_mut() {
+                        sink.extend_from_slice(&input[i..i + take]);
+                    }
                     self.size -= take as u64;
                     self.data = self.data.saturating_add(take as u64);
                     i += take;
@@ -1381,7 +1532,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
             DEFAULT_BUFFER + 1
         );
-        let cases: [(&[u8], &str); 22] = [
+        let cases: [(&[u8], &str); 29] = [
             (large.as_bytes(), "stream 65537"),
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", "whole 3"),
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", "stream chunked"),
@@ -1401,30 +1552,73 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", "refuse 400"),
             (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc", "whole 3"),
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", "whole 0"),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "decline upgrade"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "whole 0"),
             (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", "connect"),
             (b"GET / HTTP/1.1\r\n\r\n", "invalid host"),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "invalid host"),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", "refuse 400"),
             (b"GET / HTTP/1.1\r\nHost: a\r\n", "partial"),
+            // RFC 9112 §3.2: targets in RFC 3986 characters, no fragment.
+            (b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n", "refuse 400"),
+            (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", "refuse 400"),
+            (b"GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", "refuse 400"),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", "refuse 400"),
+            (b"GET http://a@b/ HTTP/1.1\r\nHost: a\r\n\r\n", "invalid host"),
+            (b"GET http://b/ HTTP/1.1\r\n\r\n", "invalid host"),
+            (b"GET / HTTP/1.0\r\n\r\n", "whole 0"),
         ];
         for (raw, want) in cases {
             assert_eq!(verdict(raw), want, "{}", String::from_utf8_lossy(raw));
         }
-        for raw in [
-            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
-            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET /a`b HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        ] {
+        let raw = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(verdict(raw), "decline protocol");
+    }
+
+    #[test]
+    fn targets_hosts_versions_and_upgrades_are_read_as_rfc_9112_says() {
+        // (head, host, target, http10, close, upgrade)
+        type Case<'a> = (&'a [u8], &'a str, &'a str, bool, bool, Option<&'a str>);
+        let cases: [Case; 7] = [
+            (b"GET http://B.test:8080/x?y HTTP/1.1\r\nHost: a.test\r\n\r\n", "B.test:8080", "/x?y", false, false, None),
+            (b"GET HTTPS://b.test HTTP/1.1\r\nHost: a.test\r\n\r\n", "b.test", "/", false, false, None),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "a", "*", false, false, None),
+            (b"GET / HTTP/1.0\r\n\r\n", "", "/", true, true, None),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n", "a", "/", true, false, None),
+            (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket \r\n\r\n", "a", "/ws", false, false, Some("websocket")),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", "a", "/", false, false, None),
+        ];
+        for (raw, host, target, http10, close, upgrade) in cases {
+            let mut fields = no_fields();
+            let Parsed::Fast(h) = parse_request(raw, &mut fields, DEFAULT_BUFFER) else {
+                panic!("{}", String::from_utf8_lossy(raw));
+            };
+            let got = (
+                std::str::from_utf8(h.host).unwrap(),
+                h.target,
+                h.http10,
+                h.close,
+                h.upgrade.map(|u| std::str::from_utf8(u).unwrap()),
+            );
             assert_eq!(
-                verdict(raw),
-                "decline protocol",
+                got,
+                (host, target, http10, close, upgrade),
                 "{}",
                 String::from_utf8_lossy(raw)
             );
         }
+        // Upstream, the authority is the one Host, and an empty Host stands for none.
+        let out = fast(b"GET http://b.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n").unwrap();
+        assert!(
+            out.starts_with("GET /x HTTP/1.1\r\nhost: b.test\r\n"),
+            "{out}"
+        );
+        let hosts = out
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"));
+        assert_eq!(hosts.count(), 1, "{out}");
+        assert!(out.contains("x-forwarded-host: b.test\r\n"), "{out}");
+        let out = fast(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(out.starts_with("GET / HTTP/1.1\r\nhost: \r\n"), "{out}");
     }
 
     #[test]
