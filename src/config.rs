@@ -105,9 +105,6 @@ pub struct ServerSettings {
     pub access_log_sample: f64,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
-    /// Serve HTTP/1.1 requests (plaintext, or TLS without h2) with no body or a small
-    /// one on the native fast path (`proxy::native`); off = every request through hyper.
-    pub http1_fast_path: bool,
     /// A request body of known length up to this many bytes is read whole before an
     /// upstream is chosen, so a slow uploader never holds a pod's connection.
     pub request_buffer: usize,
@@ -393,6 +390,7 @@ struct RawServer {
     tls: Option<RawTls>,
     access_log_sample: Option<f64>,
     log_format: Option<String>,
+    /// Obsolete (there is one HTTP/1 codec): accepted and ignored with a warning.
     http1_fast_path: Option<bool>,
     request_buffer: Option<i64>,
     response_buffer: Option<i64>,
@@ -671,10 +669,16 @@ impl Validator<'_> {
         if send_timeout.is_zero() {
             return Err(self.err("server.send_timeout", "must be non-zero"));
         }
+        if raw.http1_fast_path.is_some() {
+            // Configs written for earlier versions keep loading.
+            tracing::warn!(
+                field = "server.http1_fast_path",
+                "ignored: every HTTP/1 request is served by tether's one HTTP/1 codec"
+            );
+        }
         Ok(ServerSettings {
             access_log_sample,
             log_json,
-            http1_fast_path: raw.http1_fast_path.unwrap_or(true),
             request_buffer,
             response_buffer,
             send_timeout,
@@ -1242,6 +1246,16 @@ mod tests {
         assert_eq!(c.routes[0].path_prefix, "/");
         assert!(c.backends[0].affinity.cookie.max_age.is_none());
         assert!(c.keys.is_empty());
+    }
+
+    #[test]
+    fn a_config_written_for_the_old_http1_fast_path_switch_still_loads() {
+        for v in ["true", "false"] {
+            let text = format!(
+                "[server]\nhttp1_fast_path = {v}\n[[backend]]\nname='app'\nendpoints=['127.0.0.1:1']\n"
+            );
+            assert!(parse(&text).is_ok(), "http1_fast_path = {v}");
+        }
     }
 
     #[test]

@@ -316,11 +316,6 @@ struct BackendReasonLabels {
     reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: String,
-}
-
 /// Renders every metric in the Prometheus text format.
 pub fn render(proxy: &Proxy) -> String {
     let mut registry = Registry::with_prefix("tether");
@@ -333,7 +328,6 @@ pub fn render(proxy: &Proxy) -> String {
     let discovery = Family::<BackendLabels, Counter>::default();
     let last_sync = Family::<BackendLabels, Gauge>::default();
     let reloads = Family::<ResultLabels, Counter>::default();
-    let handoffs = Family::<ReasonLabels, Counter>::default();
     let client_errors = Family::<BackendReasonLabels, Counter>::default();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -448,14 +442,6 @@ pub fn render(proxy: &Proxy) -> String {
             .inc_by(n);
     }
 
-    for why in crate::proxy::wire::Handover::ALL {
-        handoffs
-            .get_or_create(&ReasonLabels {
-                reason: why.as_str().into(),
-            })
-            .inc_by(proxy.handoffs(why));
-    }
-
     registry.register(
         "requests",
         "Responses by backend, endpoint (none = written by tether) and status class",
@@ -500,11 +486,6 @@ pub fn render(proxy: &Proxy) -> String {
         "send_timeouts",
         "Client connections ended because they took no bytes for send_timeout",
         send_timeouts,
-    );
-    registry.register(
-        "http1_handoffs",
-        "Connections the HTTP/1 fast path handed to hyper, by the request that made it",
-        handoffs,
     );
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

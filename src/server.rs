@@ -154,7 +154,6 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
-    let native = config.server.http1_fast_path;
     let limits = Limits {
         header_timeout: config.server.header_timeout,
         max_header_bytes: config.server.max_header_bytes,
@@ -193,7 +192,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         })?;
         let (rx, tls, service) = (rx.clone(), tls.clone(), proxy_service(proxy.clone()));
         let ended = proxy.send_timeouts();
-        let native = native.then(|| proxy.clone());
+        let native = Some(proxy.clone());
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("tether-accept-{}", n + 1))
@@ -232,7 +231,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         limits,
         proxy.send_timeouts(),
         tls,
-        native.then(|| proxy.clone()),
+        Some(proxy.clone()),
         proxy_service(proxy.clone()),
     ));
     let p = proxy.clone();
@@ -571,10 +570,11 @@ fn reset(stream: &SendTimeout<tokio::net::TcpStream>) {
     let _ = socket2::SockRef::from(stream.get_ref()).set_linger(Some(Duration::ZERO));
 }
 
-/// Accepts connections (HTTP/1.1 and cleartext HTTP/2 by prior knowledge, with
-/// upgrades) until shutdown, then drains them for at most `grace`. With `native`,
-/// plaintext connections, and TLS ones whose ALPN did not choose h2, start on the
-/// proxy's HTTP/1 fast path and move to hyper at the first request it does not take.
+/// Accepts connections until shutdown, then drains them for at most `grace`. With
+/// `native` (the proxy listener), HTTP/1 connections, plaintext or TLS whose ALPN did
+/// not choose h2, are the proxy's HTTP/1 codec's, and hyper serves HTTP/2 (ALPN h2, or
+/// a plaintext connection opening with the preface). Without (the admin listener),
+/// hyper serves HTTP/1.1 and cleartext HTTP/2.
 #[allow(clippy::too_many_arguments)]
 async fn serve<F, S, B>(
     listener: TcpListener,
@@ -652,8 +652,10 @@ async fn serve<F, S, B>(
                                 let handoff = proxy.serve_native(stream, &conn, native_limits, rx).await;
                                 drop(token);
                                 match handoff {
-                                    native::Handoff::Hyper(stream) => {
-                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                    // HTTP/2 by prior knowledge (RFC 9113 §3.3).
+                                    native::Handoff::Http2(stream) => {
+                                        let h2_only = builder.http2_only();
+                                        let conn = h2_only.serve_connection(TokioIo::new(stream), svc);
                                         if let Err(e) = watcher.watch(conn.into_owned()).await {
                                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                                         }
@@ -668,6 +670,7 @@ async fn serve<F, S, B>(
                                 drop(permit);
                             });
                         }
+                        // The admin listener: hyper serves it.
                         (None, None) => {
                             tokio::spawn(async move {
                                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -693,53 +696,46 @@ async fn serve<F, S, B>(
                                         return;
                                     }
                                 };
-                                // HTTP/1.1 over TLS starts on the fast path like plaintext;
-                                // a client that chose h2 by ALPN is hyper's from the start.
+                                // ALPN's choice is the only protocol served (RFC 9113
+                                // §3.2-3.4): HTTP/2 when it chose h2, else HTTP/1.
                                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-                                let stream = match native.filter(|_| !h2) {
+                                let ended = match native {
+                                    _ if h2 => {
+                                        let h2_only = builder.http2_only();
+                                        let conn = h2_only.serve_connection(TokioIo::new(tls_stream), svc);
+                                        watcher.watch(conn.into_owned()).await
+                                    }
                                     Some((proxy, rx, token)) => {
                                         let conn = Connection::new(peer, true);
                                         let handoff = proxy.serve_native(tls_stream, &conn, native_limits, rx).await;
                                         match handoff {
-                                            native::Handoff::Hyper(stream) => {
-                                                drop(token);
-                                                stream
-                                            }
-                                            // The TLS session ends with close_notify, as hyper
-                                            // ends its own, so the client can tell a complete
-                                            // close-delimited response from a cut one...
+                                            // The TLS session ends with close_notify, so the
+                                            // client can tell a complete close-delimited
+                                            // response from a cut one...
                                             native::Handoff::Closed(mut stream) => {
                                                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                                                drop((token, permit));
-                                                return;
                                             }
-                                            // ...which therefore ends without one, as hyper's
-                                            // do after a body error: that missing close_notify
-                                            // is the client's sign, so no reset is needed.
-                                            native::Handoff::Aborted { .. } => {
-                                                drop((token, permit));
-                                                return;
+                                            // ...which therefore ends without one: that
+                                            // missing close_notify is the client's sign.
+                                            native::Handoff::Aborted { .. } => {}
+                                            // An HTTP/2 preface after ALPN chose HTTP/1.
+                                            native::Handoff::Http2(_) => {
+                                                tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
                                             }
                                         }
+                                        drop((token, permit));
+                                        return;
                                     }
-                                    None => native::Prefixed::new(Vec::new(), tls_stream),
-                                };
-                                // ALPN's choice is the only protocol served (RFC 9113
-                                // §3.2-3.4): HTTP/2 only when it chose h2; else an h2
-                                // preface is refused (hyper's auto server would take it).
-                                let mut stream = stream;
-                                if !h2 && stream.opens_with_h2_preface(limits.header_timeout).await {
-                                    tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
-                                    drop(permit);
-                                    return;
-                                }
-                                let ended = if h2 {
-                                    let h2_only = builder.http2_only();
-                                    let conn = h2_only.serve_connection(TokioIo::new(stream), svc);
-                                    watcher.watch(conn.into_owned()).await
-                                } else {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                    watcher.watch(conn.into_owned()).await
+                                    None => {
+                                        let mut stream = native::Prefixed::new(Vec::new(), tls_stream);
+                                        if stream.opens_with_h2_preface(limits.header_timeout).await {
+                                            tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
+                                            drop(permit);
+                                            return;
+                                        }
+                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                                        watcher.watch(conn.into_owned()).await
+                                    }
                                 };
                                 if let Err(e) = ended {
                                     tracing::debug!(%peer, error = %e, "connection ended with an error");

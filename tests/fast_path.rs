@@ -109,11 +109,6 @@ async fn small_bodies_are_read_whole_and_a_large_one_streams_on_the_same_connect
         assert!(out.contains(&format!("\"path\":\"{path}\"")), "{out}");
         assert!(out.contains(&format!("\"body\":\"{body}\"")), "{out}");
     }
-    assert_eq!(
-        handoffs(&p, None).await,
-        0.0,
-        "small bodies are the fast path's"
-    );
 
     // A body over `request_buffer`: streamed through, and the connection goes on
     // with the request after it.
@@ -133,7 +128,6 @@ async fn small_bodies_are_read_whole_and_a_large_one_streams_on_the_same_connect
         "the large body arrived whole"
     );
     assert!(out.find("\"path\":\"/big\"").unwrap() < out.find("\"path\":\"/after\"").unwrap());
-    assert_eq!(handoffs(&p, None).await, 0.0);
     p.shutdown().await;
 }
 
@@ -160,7 +154,6 @@ async fn a_body_that_arrives_after_its_head_in_pieces_is_relayed_whole() {
     let out = read_response(&mut s).await;
     assert!(out.contains("\"path\":\"/next\""), "{out}");
     assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert_eq!(handoffs(&p, None).await, 0.0);
     p.shutdown().await;
 }
 
@@ -212,7 +205,6 @@ async fn a_body_over_max_body_bytes_gets_a_413_and_never_reaches_a_pod() {
     assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
     assert!(out.contains("connection: close"), "{out}");
     assert_eq!(pod.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert_eq!(handoffs(&p, None).await, 0.0);
     p.shutdown().await;
 }
 

@@ -116,3 +116,91 @@ async fn a_grpc_unary_call_with_trailers_passes_through_h2c_unchanged() {
     assert_eq!(pods.len(), 1, "the call is sticky: {pods:?}");
     p.shutdown().await;
 }
+
+/// Sends `raw` on a new HTTP/1 connection and reads until the proxy closes it.
+async fn h1_to_close(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn an_http_1_client_reaches_an_h2c_backend_with_its_body_and_gets_the_trailers() {
+    // The HTTP/1 codec hands the request to the HTTP/2 upstream client and writes the
+    // answer back as HTTP/1.1: chunked, with the trailer section (RFC 9112 §7.1.2).
+    let a = grpc_pod("grpc-a").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n\
+         [[backend]]\nname = \"grpc\"\nprotocol = \"h2c\"\nendpoints = [{{ name = \"grpc-a\", address = \"{a}\" }}]\n"
+    );
+    let p = proxy(&cfg).await;
+    let small = b"\0\0\0\0\x05hello".to_vec();
+    // Past request_buffer, chunked: streamed as it comes, decoded into DATA.
+    let mut large = b"\0\0\x01\x11\x70".to_vec();
+    large.extend(std::iter::repeat_n(b'a', 70_000 - 1));
+    large.push(b'z');
+    for (body, chunked) in [(small, false), (large, true)] {
+        let mut raw = b"POST /echo.Echo/Say HTTP/1.1\r\nHost: localhost\r\nTE: trailers\r\n\
+                        Content-Type: application/grpc\r\nConnection: close\r\n"
+            .to_vec();
+        if chunked {
+            raw.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            for part in body.chunks(30_000) {
+                raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                raw.extend_from_slice(part);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            raw.extend_from_slice(&body);
+        }
+        let out = h1_to_close(p.proxy_addr, &raw).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").expect(&text);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(head.contains("content-type: application/grpc"), "{head}");
+        assert!(head.contains("set-cookie: tether="), "{head}");
+        // Decode the chunked body and read its trailers.
+        let mut rest = rest.as_bytes();
+        let mut data = Vec::new();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16).unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            data.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        let mut want = body.clone();
+        want[5..].reverse();
+        assert_eq!(data, want, "the message, reversed by the pod");
+        let trailers = String::from_utf8_lossy(rest);
+        assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers}");
+        assert!(
+            trailers.contains("x-seen-version: HTTP/2.0\r\n"),
+            "{trailers}"
+        );
+        assert!(trailers.contains("x-seen-te: trailers\r\n"), "{trailers}");
+        assert!(trailers.ends_with("\r\n\r\n"), "{trailers}");
+    }
+    // An HTTP/1.0 client cannot take chunked: the body ends with the close.
+    let out = h1_to_close(
+        p.proxy_addr,
+        b"POST /echo.Echo/Say HTTP/1.0\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n\0\0\0\0\x05hello",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body.as_bytes(), b"\0\0\0\0\x05olleh");
+    p.shutdown().await;
+}

@@ -151,18 +151,9 @@ async fn upstream_slower_than_the_response_timeout_is_504_and_held_against_it() 
     p.shutdown().await;
 }
 
+/// The header hygiene a client sees (over every transport: `tests/hygiene.rs`).
 #[tokio::test]
 async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
-    hop_by_hop_and_forwarded(true).await;
-}
-
-#[tokio::test]
-async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set_through_hyper() {
-    hop_by_hop_and_forwarded(false).await;
-}
-
-/// The header hygiene a client sees, on the HTTP/1 fast path or through hyper.
-async fn hop_by_hop_and_forwarded(fast: bool) {
     let pod = TestBackend::with_handler("pod-a", |req| async move {
         let mut r = echo("pod-a", req).await;
         r.headers_mut()
@@ -175,7 +166,7 @@ async fn hop_by_hop_and_forwarded(fast: bool) {
     })
     .await;
     let cfg = config(&[&pod], &[], "");
-    let p = proxy(&if fast { cfg } else { hyper_only(&cfg) }).await;
+    let p = proxy(&cfg).await;
     let req = http::Request::get(format!("http://{}/x?q=1", p.proxy_addr))
         .header("host", "shop.example.com")
         .header("connection", "keep-alive, x-hop")
@@ -330,27 +321,24 @@ fn raw_pod_config(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test]
 async fn a_get_on_a_keep_alive_connection_closed_under_it_is_replayed_on_a_fresh_one() {
-    for fast in [true, false] {
-        let (addr, answered) = closes_after_first_response().await;
-        let cfg = raw_pod_config(addr);
-        let p = proxy(&if fast { cfg } else { hyper_only(&cfg) }).await;
-        let c = TestClient::new();
-        for i in 1..=3 {
-            let r = c.get(p.proxy_addr, "/", None).await;
-            assert_eq!(r.status, 200, "fast path {fast}, request {i}: {}", r.text());
-            assert_eq!(r.text(), "ok");
-        }
-        assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
-        p.shutdown().await;
+    let (addr, answered) = closes_after_first_response().await;
+    let p = proxy(&raw_pod_config(addr)).await;
+    let c = TestClient::new();
+    for i in 1..=3 {
+        let r = c.get(p.proxy_addr, "/", None).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
     }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
+    p.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_post_on_a_keep_alive_connection_closed_under_it_is_not_replayed() {
     let (addr, answered) = closes_after_first_response().await;
-    // Through hyper: the GET must leave its connection in the pool the POST (which has a
-    // body, so it never takes the fast path) then uses.
-    let p = proxy(&hyper_only(&raw_pod_config(addr))).await;
+    // The GET leaves its connection in the pool the POST (a small body, read whole)
+    // then uses.
+    let p = proxy(&raw_pod_config(addr)).await;
     let c = TestClient::new();
     assert_eq!(c.get(p.proxy_addr, "/", None).await.status, 200);
     let post = http::Request::post(format!("http://{}/pay", p.proxy_addr))
@@ -363,7 +351,7 @@ async fn a_post_on_a_keep_alive_connection_closed_under_it_is_not_replayed() {
 }
 
 #[tokio::test]
-async fn a_bodyless_post_on_a_fast_path_connection_closed_under_it_is_not_replayed() {
+async fn a_bodyless_post_on_a_pooled_connection_closed_under_it_is_not_replayed() {
     let (addr, answered) = closes_after_first_response().await;
     let p = proxy(&raw_pod_config(addr)).await;
     let c = TestClient::new();
@@ -375,7 +363,7 @@ async fn a_bodyless_post_on_a_fast_path_connection_closed_under_it_is_not_replay
     let r = c.send(post).await;
     assert_eq!(r.status, 502, "a written POST is never sent twice");
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
-    // A GET on the same kind of stale connection is replayed, as through hyper.
+    // A GET on the same kind of stale connection is replayed.
     let r = c.get(p.proxy_addr, "/", None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     p.shutdown().await;

@@ -177,7 +177,7 @@ pub fn encode(key: &SigningKey, claims: &Claims) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// [`encode`], appending the value to `out` (the fast path writes it straight into the
+/// [`encode`], appending the value to `out` (the HTTP/1 codec writes it straight into the
 /// `Set-Cookie` line, with no string of its own).
 pub fn encode_into(key: &SigningKey, claims: &Claims, out: &mut Vec<u8>) {
     let id = key.id();

@@ -145,11 +145,41 @@ pub enum RequestBody {
         /// The trailers read ahead with it, if the body had any.
         trailers: Option<Box<http::HeaderMap>>,
     },
+    /// A body tether's HTTP/1 codec read from the client (for an h2c backend): what it
+    /// read ahead, then data it decodes as it arrives, fed through a channel; a fault
+    /// the codec saw ends the body with it.
+    Fed {
+        /// Read ahead, sent first.
+        read: Option<Bytes>,
+        /// The rest, as the codec decodes it (`None`: all of it was read ahead).
+        rest: Option<tokio::sync::mpsc::Receiver<Result<Bytes, BodyFault>>>,
+        /// The length the client declared, if it did.
+        length: Option<u64>,
+        /// Where the body stands.
+        progress: BodyProgress,
+    },
     /// No body.
     Empty,
 }
 
 impl RequestBody {
+    /// A body fed by tether's HTTP/1 codec: `read` now, then what `rest` brings.
+    pub fn fed(
+        read: Bytes,
+        rest: Option<tokio::sync::mpsc::Receiver<Result<Bytes, BodyFault>>>,
+        length: Option<u64>,
+    ) -> Self {
+        if read.is_empty() && rest.is_none() {
+            return RequestBody::Empty;
+        }
+        RequestBody::Fed {
+            read: Some(read).filter(|r| !r.is_empty()),
+            rest,
+            length,
+            progress: BodyProgress(Some(Arc::new(AtomicU8::new(SENDING)))),
+        }
+    }
+
     /// The client's `body`, with at most `limit` bytes accepted.
     pub fn client(body: Incoming, limit: Option<u64>) -> Self {
         let progress = BodyProgress::for_body(&body);
@@ -211,7 +241,9 @@ impl RequestBody {
     /// client (which consumes it).
     pub fn progress(&self) -> BodyProgress {
         match self {
-            RequestBody::Client { progress, .. } => progress.clone(),
+            RequestBody::Client { progress, .. } | RequestBody::Fed { progress, .. } => {
+                progress.clone()
+            }
             RequestBody::Empty => BodyProgress(None),
         }
     }
@@ -250,11 +282,13 @@ const ABORTED: u8 = 4;
 const TOO_LARGE: u8 = 5;
 
 /// What a client did wrong with its request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BodyFault {
     /// A client fault: malformed, aborted, or too slow.
+    #[error(transparent)]
     Client(ClientFault),
     /// Larger than `max_body_bytes`.
+    #[error("request body larger than max_body_bytes")]
     TooLarge,
 }
 
@@ -362,12 +396,47 @@ impl Body for RequestBody {
                     Poll::Pending
                 }
             },
+            RequestBody::Fed {
+                read: read @ Some(_),
+                ..
+            } => Poll::Ready(read.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Fed {
+                rest: Some(rx),
+                progress,
+                ..
+            } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(d))) => {
+                    progress.set(SENDING);
+                    Poll::Ready(Some(Ok(Frame::data(d))))
+                }
+                Poll::Ready(Some(Err(fault))) => {
+                    progress.set(match fault {
+                        BodyFault::Client(ClientFault::MalformedBody) => MALFORMED,
+                        BodyFault::TooLarge => TOO_LARGE,
+                        BodyFault::Client(_) => ABORTED,
+                    });
+                    Poll::Ready(Some(Err(Box::new(fault))))
+                }
+                Poll::Ready(None) => {
+                    progress.set(DONE);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    progress.set(WAITING);
+                    Poll::Pending
+                }
+            },
+            RequestBody::Fed { progress, .. } => {
+                progress.set(DONE);
+                Poll::Ready(None)
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
+            RequestBody::Fed { read, rest, .. } => read.is_none() && rest.is_none(),
             RequestBody::Client {
                 body,
                 read,
@@ -395,6 +464,14 @@ impl Body for RequestBody {
                 hint
             }
             RequestBody::Client { body, .. } => body.size_hint(),
+            RequestBody::Fed {
+                length: Some(n), ..
+            } => SizeHint::with_exact(*n),
+            RequestBody::Fed { read, .. } => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(read.as_ref().map_or(0, |r| r.len() as u64));
+                hint
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

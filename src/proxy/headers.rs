@@ -20,7 +20,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Read access to a request's header fields, whether hyper parsed them into a
-/// [`HeaderMap`] or the HTTP/1 fast path left them as raw `httparse` fields, so the
+/// [`HeaderMap`] or the HTTP/1 codec left them as raw `httparse` fields, so the
 /// affinity decision reads both the same way.
 pub trait Fields {
     /// Every value of the header `name` (lowercase), in order.
@@ -81,7 +81,7 @@ fn always_removed() -> impl Iterator<Item = &'static HeaderName> {
 }
 
 /// Whether `name` (any case) is removed from every message whatever `Connection` says,
-/// `Connection` itself included. Only the test that holds the fast path's name classes
+/// `Connection` itself included. Only the test that holds the codec's name classes
 /// (`wire::Known`) to this module's list needs it by string.
 #[cfg(test)]
 pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {

@@ -78,7 +78,7 @@ pub enum Error {
     /// the endpoint the request was sent to.
     #[error(transparent)]
     Client(#[from] ClientFault),
-    /// The upstream's answer on the HTTP/1 fast path could not be read or relayed.
+    /// The upstream's answer could not be read or relayed by the HTTP/1 codec.
     #[error("upstream error")]
     Wire(#[source] wire::Error),
 }
@@ -280,8 +280,6 @@ pub struct Proxy {
     tunnels: TaskTracker,
     /// Config reloads: [succeeded, failed].
     reloads: [AtomicU64; 2],
-    /// Connections the HTTP/1 fast path handed to hyper, by [`wire::Handover`].
-    handoffs: [AtomicU64; wire::Handover::ALL.len()],
     /// Client connections ended by `send_timeout` (shared with their sockets).
     send_timeouts: Arc<AtomicU64>,
 }
@@ -294,7 +292,6 @@ impl Proxy {
             shutting_down: AtomicBool::new(false),
             tunnels: TaskTracker::new(),
             reloads: Default::default(),
-            handoffs: Default::default(),
             send_timeouts: Default::default(),
         }
     }
@@ -389,7 +386,20 @@ impl Proxy {
             stats: &backend.stats,
             armed: true,
         };
-        let resp = match Box::pin(self.forward(req, conn, &backend, keys, limits, logged)).await {
+        let too_large = limits
+            .max_body
+            .is_some_and(|max| req.body().size_hint().lower() > max);
+        let upgrade =
+            upgrade_request(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+        let req = req.map(|b| RequestBody::client(b, limits.max_body));
+        let forwarded = async {
+            if too_large {
+                return Err(Error::BodyTooLarge);
+            }
+            self.forward(req, upgrade, conn, &backend, keys, limits, logged)
+                .await
+        };
+        let resp = match Box::pin(forwarded).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
@@ -430,11 +440,6 @@ impl Proxy {
         self.reloads[usize::from(!success)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many connections the HTTP/1 fast path handed to hyper for `why`.
-    pub fn handoffs(&self, why: wire::Handover) -> u64 {
-        self.handoffs[why as usize].load(Ordering::Relaxed)
-    }
-
     /// The counter of client connections ended by `send_timeout`, for their sockets.
     pub fn send_timeouts(&self) -> Arc<AtomicU64> {
         self.send_timeouts.clone()
@@ -445,23 +450,20 @@ impl Proxy {
         self.reloads[usize::from(!success)].load(Ordering::Relaxed)
     }
 
+    /// Forwards a request with hyper's upstream client (HTTP/2 clients, and h2c
+    /// backends from either protocol), `upgrade`: the protocol an HTTP/1.1 request
+    /// asked to switch to and hyper's handle on the client connection.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
+        upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
         conn: &Connection,
         backend: &Arc<Backend>,
         keys: Arc<KeyRing>,
         limits: BodyLimits,
         logged: bool,
     ) -> Result<Response<ProxyBody>> {
-        if let Some(max) = limits.max_body {
-            if req.body().size_hint().lower() > max {
-                return Err(Error::BodyTooLarge);
-            }
-        }
-        let upgrade =
-            upgrade_request(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
-        let mut req = req.map(|b| RequestBody::client(b, limits.max_body));
         let progress = req.body().progress();
         // A small body of known length is read whole before an upstream is chosen, so
         // a slow uploader never holds a pod's connection (`request_buffer`); it must
@@ -619,7 +621,7 @@ impl Proxy {
                 }
             };
             // A 101 the request did not ask for switches to nothing the client knows
-            // (RFC 9110 §15.2.2), and a head past the fast path's limit is one it
+            // (RFC 9110 §15.2.2), and a head past the codec's limit is one it
             // could not relay: invalid responses, the upstream's fault.
             let invalid = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
                 Some(wire::Error::Status(101))

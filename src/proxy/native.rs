@@ -1,21 +1,25 @@
-//! The native HTTP/1 fast path: one task per client connection reads request heads,
-//! decides the session, and relays the exchange over a raw pooled upstream connection,
-//! with no `HeaderMap`, no channel and no second task in between.
+//! tether's HTTP/1 codec: one task per client connection reads request heads, decides
+//! the session, and relays each exchange over a raw pooled upstream connection, with no
+//! `HeaderMap`, no channel and no second task in between. It serves every HTTP/1
+//! request, plaintext or TLS (when ALPN did not choose h2), for the whole life of the
+//! connection; hyper serves only HTTP/2 (ALPN h2, or prior knowledge: a plaintext
+//! connection that opens with the preface is handed to it before any request).
 //!
-//! Why: hyper's HTTP/1 server and client in their minimal form cost about as much CPU
-//! per request as HAProxy does, and on a machine whose cores are shared by clients,
-//! proxy and pods that CPU is what sets throughput (see `benches/load/` and the README).
+//! Why its own codec: hyper's HTTP/1 server and client in their minimal form cost about
+//! as much CPU per request as HAProxy does, and on a machine whose cores are shared by
+//! clients, proxy and pods that CPU is what sets throughput (see `benches/load/` and
+//! the README). Heads are parsed by `httparse` ([`wire`]).
 //!
-//! It takes only requests [`wire::parse_request`] accepts (HTTP/1.1 in origin form, no
-//! body or a small `Content-Length` one) to HTTP/1.1 backends, on plaintext connections
-//! and on TLS ones whose ALPN did not choose h2 (generic over the client stream; every
-//! client write is flushed, which TCP ignores and TLS needs).
-//! A small body is read whole before an upstream is chosen and sent with the head. At
-//! the first request it does not take, it hands the connection to hyper together with
-//! every byte read so far ([`Prefixed`]), so hyper answers it exactly as it would have
-//! (large or chunked bodies, upgrades, HTTP/2 prior knowledge, malformed heads and
-//! their 400/431), and counts why ([`wire::Handover`]). Routing, affinity, health,
-//! retries, metrics and the access log are the ones the hyper path uses.
+//! What it covers (RFC 9112 unless noted): bodies by `Content-Length` or chunked, read
+//! whole up to `request_buffer` before an upstream is chosen and streamed beyond it;
+//! `Expect: 100-continue` answered by tether (RFC 9110 §10.1.1); HTTP/1.0 clients and
+//! their keep-alive (§9.3); absolute-form targets (§3.2.2); Upgrade, spliced after a
+//! 101 (RFC 9110 §7.8); CONNECT refused (501); 1xx responses forwarded (RFC 9110
+//! §15.2); trailer sections relayed without the fields RFC 9110 §6.5.1 rules out; and
+//! malformed heads answered 400/431 here. Requests to an h2c backend go through hyper's
+//! HTTP/2 client ([`Proxy::forward`]), their bodies fed as they arrive and the answer
+//! written back by the same rules. Routing, affinity, health, retries, metrics and the
+//! access log are the proxy's, shared with the HTTP/2 path.
 
 use std::cell::RefCell;
 use std::io;
@@ -30,33 +34,31 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::wire::{
-    self, Framing, Handover, Parsed, Refusal, RequestHead, ResponseParsed, Streamed,
-};
+use super::body::BodyFault;
+use super::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
 use super::{session_placed, ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
 use crate::backend::Backend;
 use crate::metrics::LastError;
 
-/// Per-listener limits the fast path enforces itself (hyper enforces them on the rest).
+/// Per-listener limits the codec enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// A client must send each request head within this time; an idle keep-alive
-    /// connection is closed after it, as hyper's header timer does.
+    /// connection is closed after it.
     pub header_timeout: Duration,
-    /// Largest request head the fast path reads before handing over (hyper then
-    /// answers 431).
+    /// Largest request head read (431 beyond).
     pub max_header_bytes: usize,
 }
 
-/// How a connection left the fast path.
+/// How a connection left the codec.
 pub enum Handoff<S> {
     /// Done: the client left, timed out, asked to close, or shutdown began. The stream
     /// is handed back so a TLS connection can end with its close_notify.
     Closed(S),
     /// A response was cut off midway (the upstream broke, or the client did). A TLS
-    /// connection ends without close_notify, as hyper's do after a body error. With
+    /// connection ends without close_notify (the client's sign of a cut). With
     /// `unframed` (a close-delimited body, whose end a plain close would fake), a TCP
     /// connection ends with a reset; otherwise its length or chunking already shows the
     /// cut, and a reset would only discard bytes still queued for the client.
@@ -66,9 +68,9 @@ pub enum Handoff<S> {
         /// The cut body was close-delimited.
         unframed: bool,
     },
-    /// A request the fast path does not take: serve the rest of the connection with
-    /// hyper, starting from the buffered bytes.
-    Hyper(Prefixed<S>),
+    /// The connection opened with the HTTP/2 preface (prior knowledge): it is the
+    /// HTTP/2 server's, starting from the bytes read.
+    Http2(Prefixed<S>),
 }
 
 /// How [`Proxy::serve_h1`] ended.
@@ -77,8 +79,8 @@ enum Flow {
     Aborted {
         unframed: bool,
     },
-    /// Hand over to hyper with these bytes read.
-    Hyper(Vec<u8>),
+    /// An HTTP/2 connection, with these bytes read.
+    Http2(Vec<u8>),
 }
 
 /// The buffers of one exchange: kept per thread between exchanges, so an idle
@@ -302,7 +304,7 @@ impl Proxy {
                 stream: client,
                 unframed,
             },
-            Flow::Hyper(read) => Handoff::Hyper(Prefixed::new(read, client)),
+            Flow::Http2(read) => Handoff::Http2(Prefixed::new(read, client)),
         }
     }
 
@@ -328,6 +330,8 @@ impl Proxy {
         let stop = shutdown.changed();
         tokio::pin!(stop);
         let mut stop_armed = false;
+        // Whether a request was answered on this connection yet.
+        let mut served = false;
         loop {
             // Wait for a complete head.
             let mut waiting_since = None;
@@ -374,19 +378,22 @@ impl Proxy {
             let mut fields = wire::no_fields();
             let head = match wire::parse_request(&read, &mut fields, request_buffer) {
                 Parsed::Fast(h) => h,
-                Parsed::Decline(why) => return self.hand_over(why, read),
+                // RFC 9113 §3.4: prior knowledge opens the connection with the preface;
+                // after an HTTP/1 request it is just a malformed one.
+                Parsed::Http2Preface if !served => return Flow::Http2(read),
+                Parsed::Http2Preface => {
+                    return refuse(client, Error::Refused(Refusal::Malformed)).await
+                }
                 Parsed::Refuse(r) => return refuse(client, Error::Refused(r)).await,
                 Parsed::Connect => return refuse(client, Error::ConnectMethod).await,
                 Parsed::InvalidHost => return refuse(client, Error::InvalidHost).await,
                 // A bare-LF head `has_head` saw end where httparse did not.
                 Parsed::Partial => return refuse(client, Error::Refused(Refusal::Malformed)).await,
             };
+            served = true;
             let len = head.total_len();
             let route = self.route(head.host, head.path());
             if let Some((backend, _, _, max_body)) = &route {
-                if backend.settings.h2c {
-                    return self.hand_over(Handover::H2cBackend, read);
-                }
                 let declared = match head.streamed {
                     Streamed::Length(n) => n,
                     _ => head.body_len as u64,
@@ -416,7 +423,7 @@ impl Proxy {
             }
             if !head.body_complete() {
                 // The rest of the body, then the head is parsed again. Routed: within
-                // the response timeout that bounds an upload on the hyper path.
+                // the response timeout that bounds an upload.
                 // Unrouted: within the header timeout, so the 404 goes out on a
                 // connection that can go on (closing with body bytes unread would
                 // reset it, and could take the 404 with it).
@@ -481,7 +488,8 @@ impl Proxy {
             let mut upload = match head.streamed {
                 Streamed::No => None,
                 framing => {
-                    let mut u = Upload::new(framing, read[head.len..].to_vec());
+                    let decode = backend.settings.h2c;
+                    let mut u = Upload::new(framing, read[head.len..].to_vec(), decode);
                     let timeout = backend.settings.response_timeout;
                     if let Err(e) = u.fill(client, request_buffer, timeout, max_body).await {
                         backend.stats.failed(&e);
@@ -492,8 +500,25 @@ impl Proxy {
                 }
             };
             let mut bufs = Buffers::take();
-            let exchanged = self
-                .exchange(
+            let exchanged = if backend.settings.h2c {
+                let limits = super::BodyLimits {
+                    max_body,
+                    request_buffer: request_buffer as u64,
+                    response_buffer: response_buffer as u64,
+                };
+                let via = Via {
+                    conn,
+                    backend: &backend,
+                    keys: &keys,
+                    limits,
+                    logged,
+                    started,
+                    close,
+                };
+                Box::pin(self.exchange_h2c(&head, via, client, upload.as_mut(), &mut bufs.out))
+                    .await
+            } else {
+                self.exchange(
                     &head,
                     conn,
                     &backend,
@@ -509,7 +534,8 @@ impl Proxy {
                     upload.as_mut(),
                     max_body,
                 )
-                .await;
+                .await
+            };
             bufs.give_back();
             let (status, close, elapsed, log) = match exchanged {
                 Exchanged::Answered {
@@ -575,12 +601,6 @@ impl Proxy {
         }
     }
 
-    /// Moves a connection to hyper, counting why.
-    fn hand_over(&self, why: Handover, read: Vec<u8>) -> Flow {
-        self.handoffs[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Flow::Hyper(read)
-    }
-
     /// The backend for host and path, with the key ring, whether to log the request and
     /// the largest body accepted.
     #[allow(clippy::type_complexity)]
@@ -601,7 +621,7 @@ impl Proxy {
         ))
     }
 
-    /// One request on the fast path: decide, try the candidates in order, relay the
+    /// One request to an HTTP/1 backend: decide, try the candidates in order, relay the
     /// response. Mirrors [`Proxy::forward`]'s failure handling: connect failures move
     /// on to the next endpoint, a stale pooled connection is retried once, replayable
     /// requests (idempotent, no body) are retried elsewhere within the retry budget.
@@ -781,7 +801,7 @@ impl Proxy {
                     Ok(h) => break (upstream, h),
                     // A pooled connection the upstream closed while it sat idle: nothing
                     // came back, so a replayable request is sent once more on a fresh
-                    // one (the hyper path does the same).
+                    // one (the HTTP/2 path does the same).
                     Err(e) if reused && tries < 2 && e.nothing_back && head.replayable() => {
                         tracing::debug!(error = %e.error, "stale upstream connection; replaying a bodyless idempotent request");
                     }
@@ -869,8 +889,8 @@ impl Proxy {
 
             // `response_buffer`: a small body of known length is read whole and the
             // upstream connection goes back to the pool before the client is written
-            // to, so a slow reader never holds a pod's connection (the hyper path's
-            // rule). The rest of it must come within the response timeout.
+            // to, so a slow reader never holds a pod's connection (the HTTP/2 path's
+            // rule too). The rest of it must come within the response timeout.
             let buffered = match framing {
                 Framing::Length(n) if n > 0 && n <= response_buffer as u64 => {
                     let want = head_len.saturating_add(n as usize);
@@ -1087,10 +1107,11 @@ enum PumpError {
 }
 
 impl Upload {
-    fn new(framing: Streamed, pending: Vec<u8>) -> Self {
+    /// `decode`: the body goes upstream as data (to an h2c backend), not as HTTP/1.
+    fn new(framing: Streamed, pending: Vec<u8>, decode: bool) -> Self {
         let body = match framing {
             Streamed::Length(n) => Body::Length(n),
-            Streamed::No | Streamed::Chunked => Body::Chunked(wire::Chunked::default(), None),
+            Streamed::No | Streamed::Chunked => Body::new(Framing::Chunked, decode),
         };
         Upload {
             body,
@@ -1176,6 +1197,244 @@ impl Upload {
                 .map_err(PumpError::Client)?;
         }
     }
+}
+
+impl Upload {
+    /// Feeds the body to hyper's upstream client as data: what is pending, then what
+    /// the client sends, decoded. A fault ends the body with it (the client's, which
+    /// the exchange then blames on the client).
+    async fn feed<S: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut S,
+        tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, BodyFault>>,
+        timeout: Duration,
+        max_body: Option<u64>,
+    ) {
+        let mut sent = 0u64;
+        let fault = loop {
+            if !self.pending.is_empty() {
+                let Ok(Taken { used, relay, done }) = self.body.take(&self.pending) else {
+                    break BodyFault::Client(ClientFault::MalformedBody);
+                };
+                let mut data = self.pending[..relay].to_vec();
+                self.body.emit(&mut data, done);
+                self.pending.drain(..used);
+                sent += data.len() as u64;
+                if max_body.is_some_and(|max| sent > max) {
+                    break BodyFault::TooLarge;
+                }
+                if !data.is_empty() && tx.send(Ok(data.into())).await.is_err() {
+                    return;
+                }
+                if done {
+                    self.done = true;
+                    return;
+                }
+            }
+            match read_client(client, &mut self.pending, timeout).await {
+                Ok(()) => {}
+                Err(Error::Client(f)) => break BodyFault::Client(f),
+                Err(_) => break BodyFault::Client(ClientFault::Aborted),
+            }
+        };
+        let _ = tx.send(Err(fault)).await;
+    }
+}
+
+/// What an exchange through hyper's client needs of the connection's request.
+struct Via<'a> {
+    conn: &'a Connection,
+    backend: &'a Arc<Backend>,
+    keys: &'a Arc<KeyRing>,
+    limits: super::BodyLimits,
+    logged: bool,
+    started: Instant,
+    close: bool,
+}
+
+impl Proxy {
+    /// One request to an h2c backend: the head becomes an `http::Request` and goes
+    /// through [`Proxy::forward`] (the only upstream client that speaks HTTP/2), its
+    /// body fed as the client sends it; the response is written back as HTTP/1.1 (or
+    /// 1.0), by the same framing rules as a relayed one.
+    async fn exchange_h2c<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        head: &RequestHead<'_>,
+        via: Via<'_>,
+        client: &mut S,
+        upload: Option<&mut Upload>,
+        out: &mut Vec<u8>,
+    ) -> Exchanged {
+        let Some(req) = h2c_request(head) else {
+            return Exchanged::Failed(Error::Refused(Refusal::Malformed));
+        };
+        let timeout = via.backend.settings.response_timeout;
+        let (tx, rx) = match &upload {
+            Some(_) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let length = match head.streamed {
+            Streamed::Length(n) => Some(n),
+            Streamed::Chunked => None,
+            Streamed::No => Some(head.body_len as u64),
+        };
+        let read = bytes::Bytes::copy_from_slice(head.body);
+        let req = req.map(|()| super::body::RequestBody::fed(read, rx, length));
+        let forward = self.forward(
+            req,
+            None,
+            via.conn,
+            via.backend,
+            via.keys.clone(),
+            via.limits,
+            via.logged,
+        );
+        tokio::pin!(forward);
+        let (answer, body_done) = match (upload, tx) {
+            (Some(u), Some(tx)) => {
+                let answer = {
+                    let feed = u.feed(client, tx, timeout, via.limits.max_body);
+                    tokio::pin!(feed);
+                    let mut fed = false;
+                    loop {
+                        tokio::select! {
+                            r = &mut forward => break r,
+                            () = &mut feed, if !fed => fed = true,
+                        }
+                    }
+                };
+                (answer, u.done)
+            }
+            _ => (forward.await, true),
+        };
+        let elapsed = via.started.elapsed();
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) => return Exchanged::Failed(e),
+        };
+        via.backend.stats.observe(elapsed);
+        let (parts, mut body) = resp.into_parts();
+        let log = parts
+            .extensions
+            .get::<super::AccessInfo>()
+            .map(|i| LogInfo {
+                endpoint: i.endpoint.clone(),
+                outcome: i.outcome,
+                session: i.session,
+            });
+        let status = parts.status.as_u16();
+        let bodyless = head.is_head() || status == 204 || status == 304;
+        let length = http_body::Body::size_hint(&body).exact();
+        // The upstream answered before the client finished its body: the rest of it
+        // cannot be told from a request, so the connection ends after this answer.
+        let close = via.close || !body_done;
+        let chunked = !bodyless && length.is_none() && !head.http10;
+        let close = close || (!bodyless && length.is_none() && head.http10);
+        out.clear();
+        wire::write_head(
+            out,
+            status,
+            &parts.headers,
+            length.filter(|_| !bodyless),
+            chunked,
+        );
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if head.http10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let answered = Exchanged::Answered {
+            status,
+            close,
+            elapsed,
+            log,
+        };
+        if bodyless {
+            return match send_all(client, out).await {
+                Ok(()) => answered,
+                Err(_) => Exchanged::Broken { unframed: false },
+            };
+        }
+        loop {
+            let frame = match http_body_util::BodyExt::frame(&mut body).await {
+                None => break,
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "upstream response cut off");
+                    let _ = send_all(client, out).await;
+                    return Exchanged::Broken {
+                        unframed: !chunked && length.is_none(),
+                    };
+                }
+            };
+            match frame.into_data() {
+                Ok(data) if chunked && !data.is_empty() => {
+                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                }
+                Ok(data) => out.extend_from_slice(&data),
+                Err(frame) => {
+                    if let (Ok(trailers), true) = (frame.into_trailers(), chunked) {
+                        out.extend_from_slice(b"0\r\n");
+                        wire::write_trailer_map(out, &trailers);
+                        if send_all(client, out).await.is_err() {
+                            return Exchanged::Broken { unframed: false };
+                        }
+                        return answered;
+                    }
+                    continue;
+                }
+            }
+            if send_all(client, out).await.is_err() {
+                return Exchanged::Broken { unframed: false };
+            }
+            out.clear();
+        }
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        match send_all(client, out).await {
+            Ok(()) => answered,
+            Err(_) => Exchanged::Broken { unframed: false },
+        }
+    }
+}
+
+/// The `http::Request` for an HTTP/1 request head (its body is fed separately): the
+/// host as [`wire::parse_request`] settled it, `Expect` answered already.
+fn h2c_request(head: &RequestHead<'_>) -> Option<http::Request<()>> {
+    let mut b = http::Request::builder()
+        .method(http::Method::from_bytes(head.method.as_bytes()).ok()?)
+        .uri(head.target)
+        .version(if head.http10 {
+            http::Version::HTTP_10
+        } else {
+            http::Version::HTTP_11
+        });
+    let headers = b.headers_mut()?;
+    for f in head.fields {
+        let name = http::HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+        if name == http::header::HOST
+            || (name == http::header::EXPECT && head.expects_continue)
+            || name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        headers.append(name, http::HeaderValue::from_bytes(f.value).ok()?);
+    }
+    if !head.host.is_empty() {
+        headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_bytes(head.host).ok()?,
+        );
+    }
+    b.body(()).ok()
 }
 
 /// One write of a streamed request upstream, within `timeout`.
@@ -1307,7 +1566,7 @@ async fn write_error<S: AsyncWrite + Unpin>(
     let status = e.status();
     let body = format!("{e}\n");
     let close = close || e.closes();
-    // With a Date, as hyper writes on every response (RFC 9110 §6.6.1).
+    // With a Date, as every response tether writes (RFC 9110 §6.6.1).
     let head = format!(
         "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
         status.as_u16(),
@@ -1328,7 +1587,8 @@ async fn send_all<S: AsyncWrite + Unpin>(client: &mut S, bytes: &[u8]) -> io::Re
 }
 
 /// A stream whose first reads return bytes already read from it: how a connection
-/// moves from the fast path to hyper without losing what the client sent.
+/// opening with the HTTP/2 preface goes to hyper's HTTP/2 server without losing what
+/// the client sent.
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
     pos: usize,

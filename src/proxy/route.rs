@@ -43,7 +43,7 @@ impl RouteTable {
     /// case-insensitively without it. Prefixes match whole path segments: `/api` matches
     /// `/api` and `/api/x`, not `/apix`.
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
-        // On bytes: the fast path's Host value is checked as text but never made a
+        // On bytes: the HTTP/1 codec's Host value is checked as text but never made a
         // `str` (that validation was ~130 instructions per request).
         let host = host.map(strip_port);
         self.routes

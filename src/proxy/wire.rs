@@ -1,76 +1,25 @@
-//! HTTP/1.1 heads and body framing as bytes, for the native fast path ([`super::native`]).
+//! HTTP/1 messages as bytes, for tether's HTTP/1 codec ([`super::native`]).
 //!
-//! Owns three things: deciding whether a client request head is one the fast path takes
-//! ([`parse_request`]; everything else goes to hyper untouched), rewriting heads by
-//! copying header lines with the same hygiene as [`super::headers`] (the two are checked
-//! against each other by a unit test and the `h1_head` fuzz target), and finding where
-//! an upstream response body ends ([`Framing`], [`Chunked`]) so bodies are relayed as
-//! bytes without being re-encoded.
+//! Owns four things: reading a client request head (RFC 9112 §2-3: request line,
+//! target form, `Host`) and its body framing (§6) in [`parse_request`], which answers
+//! what tether takes, streams or refuses; rewriting heads by copying header lines with
+//! the same hygiene as [`super::headers`] (the two are checked against each other by a
+//! unit test and the `h1_head` fuzz target); reading upstream response heads and
+//! finding where their bodies end ([`Framing`], [`Chunked`]) so bodies are relayed as
+//! bytes without being re-encoded; and writing what the client gets (status line, Date,
+//! framing restated, trailers filtered by RFC 9110 §6.5.1).
 //!
-//! The fast path is deliberately narrow: an HTTP/1.1 request in origin form with exactly
-//! one `Host`, at most one `Content-Length` (plain digits, at most [`DEFAULT_BUFFER`]), no
-//! `Transfer-Encoding`, and no `Upgrade` or `Expect`. That is what browsers and API
-//! clients send for most sticky traffic: page loads, form posts, small JSON calls. The
-//! one framing it answers itself is that single length: the body is exactly the bytes
-//! it names, and the length always reaches the upstream (a `Connection` naming
-//! `Content-Length`, which would drop it, is hyper's). Every other smuggling question
-//! (chunked bodies, `TE` + `CL`, repeated or odd lengths, obsolete line folding) is
-//! left to hyper, whose answers tether already has.
+//! Framing is strict on purpose: where a message's end could be read two ways (RFC 9112
+//! §6.3: a length with a coding, repeated or odd lengths, codings not ending in
+//! chunked, obsolete line folding) the request is refused, never guessed at.
 
 use std::mem::MaybeUninit;
 
 use super::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use crate::config::DEFAULT_BUFFER;
 
-/// Most header fields a head may carry on the fast path (hyper's own default limit).
+/// Most header fields a head may carry (hyper's own default limit).
 pub const MAX_HEADERS: usize = 100;
-
-/// Why a connection leaves the fast path for hyper: the `reason` label of
-/// `tether_http1_handoffs_total`, so operators can see which of their traffic the fast
-/// path does not take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handover {
-    /// A body the fast path does not take: chunked, `Expect`, larger than [`DEFAULT_BUFFER`]
-    /// or `max_body_bytes`, an odd or repeated `Content-Length`, or one `Connection`
-    /// names.
-    Body,
-    /// `Upgrade` (WebSocket) or `CONNECT`.
-    Upgrade,
-    /// Not HTTP/1.1 in origin form: HTTP/1.0, HTTP/2 prior knowledge, an absolute or
-    /// unusual target.
-    Protocol,
-    /// A head hyper should answer with an error: unparsable, no or several `Host`s.
-    Malformed,
-    /// A head larger than `max_header_bytes` or with more than [`MAX_HEADERS`] fields
-    /// (hyper answers 431).
-    HeadTooLarge,
-    /// The backend speaks HTTP/2 (h2c), which only the hyper path does.
-    H2cBackend,
-}
-
-impl Handover {
-    /// Every reason, in label order.
-    pub const ALL: [Handover; 6] = [
-        Handover::Body,
-        Handover::Upgrade,
-        Handover::Protocol,
-        Handover::Malformed,
-        Handover::HeadTooLarge,
-        Handover::H2cBackend,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Handover::Body => "body",
-            Handover::Upgrade => "upgrade",
-            Handover::Protocol => "protocol",
-            Handover::Malformed => "malformed",
-            Handover::HeadTooLarge => "head_too_large",
-            Handover::H2cBackend => "h2c_backend",
-        }
-    }
-}
 
 /// Why an upstream response cannot be relayed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,7 +47,7 @@ pub enum Error {
     Io(std::io::ErrorKind),
 }
 
-/// A client request head the fast path takes.
+/// A client request head tether takes.
 #[derive(Debug)]
 pub struct RequestHead<'b> {
     /// Bytes the head takes in the buffer (request line to the empty line).
@@ -152,8 +101,8 @@ impl RequestHead<'_> {
     }
 
     /// Whether the request may be sent twice: an idempotent method and no body, the
-    /// rule the hyper path applies (it streams bodies, so it cannot replay them; the
-    /// fast path keeps to the same rule so the two paths retry alike).
+    /// rule the HTTP/2 path applies too (a streamed body cannot be replayed, and a
+    /// buffered one keeps to the same rule so every request retries alike).
     pub fn replayable(&self) -> bool {
         self.body_len == 0
             && self.streamed == Streamed::No
@@ -227,7 +176,7 @@ impl Refusal {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum Parsed<'b> {
-    /// A complete head the fast path takes.
+    /// A complete head tether takes.
     Fast(RequestHead<'b>),
     /// The head is not complete yet.
     Partial,
@@ -237,13 +186,12 @@ pub enum Parsed<'b> {
     Connect,
     /// A `Host` missing, repeated or invalid (answered 400 by the proxy).
     InvalidHost,
-    /// Not for the fast path (a large or chunked body, an upgrade, HTTP/1.0, HTTP/2, an
-    /// error hyper should answer): hand the connection to hyper with the bytes read so
-    /// far.
-    Decline(Handover),
+    /// The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge,
+    /// whose connection is for the HTTP/2 server when this is its first message.
+    Http2Preface,
 }
 
-/// The header names the fast path acts on, told apart by length first so a field costs
+/// The header names the codec acts on, told apart by length first so a field costs
 /// one or two comparisons instead of one per name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Known {
@@ -305,7 +253,7 @@ impl Known {
     }
 }
 
-/// Bytes of an origin-form target the fast path passes on as they are: RFC 3986's
+/// Bytes of a request target passed on as they are: RFC 3986's
 /// unreserved, sub-delims, `:`, `@`, `/`, `?` and `%` (no fragment).
 const URI_CHAR: [bool; 256] = {
     let mut t = [false; 256];
@@ -370,10 +318,11 @@ pub fn no_fields<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
     [MaybeUninit::uninit(); MAX_HEADERS]
 }
 
-/// Parses the request head at the start of `buf`. A body up to `max_body` bytes (the
-/// connection's `request_buffer`) is the fast path's: it is read whole before an
+/// Parses the request head at the start of `buf`. A body of known length up to
+/// `max_body` bytes (the connection's `request_buffer`) is read whole before an
 /// upstream is chosen and goes out in the same write as the head, so a slow client
-/// never holds an upstream connection. Larger bodies are hyper's, streamed.
+/// never holds an upstream connection; larger and chunked bodies are
+/// [`Streamed`].
 pub fn parse_request<'b>(
     buf: &'b [u8],
     fields: &'b mut [MaybeUninit<httparse::Header<'b>>],
@@ -384,9 +333,7 @@ pub fn parse_request<'b>(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         // HTTP/2 prior knowledge opens with a request line httparse refuses.
-        Err(_) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => {
-            return Parsed::Decline(Handover::Protocol)
-        }
+        Err(_) if buf.starts_with(b"PRI * HTTP/2.0\r\n") => return Parsed::Http2Preface,
         Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(Refusal::HeadTooLarge),
         Err(_) => return Parsed::Refuse(Refusal::Malformed),
     };
@@ -423,8 +370,7 @@ pub fn parse_request<'b>(
     for (f, kind) in fields.iter().zip(&mut kinds) {
         *kind = Known::of(f.name);
         match *kind {
-            // Anything but one valid Host (RFC 9112 §3.2) goes to the hyper path, whose
-            // answer is 400.
+            // Anything but one valid Host (RFC 9112 §3.2) is refused below (400).
             Known::Host => {
                 hosts += 1;
                 host = Some(f.value).filter(|h| headers::valid_host(h));
@@ -595,7 +541,7 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes the upstream request head for `head` into `out`, up to and without the
-/// per-attempt fields ([`write_attempt`] ends the head). Same hygiene as the hyper path
+/// per-attempt fields ([`write_attempt`] ends the head). Same hygiene as the HTTP/2 path
 /// (`prepare_request`): hop-by-hop fields and those `Connection` names dropped (`TE:
 /// trailers` kept), client `x-tether-*` dropped, `X-Forwarded-For` extended with the
 /// peer, `X-Forwarded-Proto` and `X-Forwarded-Host` describing this hop, and the
@@ -829,6 +775,21 @@ pub fn parse_response_to<'b>(
     }))
 }
 
+/// Writes tether's status line: its own version, whatever the upstream spoke (RFC 9110
+/// §2.5), the three-digit code (all httparse accepts) and the reason.
+fn status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let code = code.min(999);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes the interim (1xx) response head `raw` for an HTTP/1.1 client, its hop-by-hop
 /// fields dropped: a proxy forwards the 1xx responses it did not ask for itself (RFC
 /// 9110 §15.2), such as 103 Early Hints and a 100 Continue the origin sends.
@@ -838,16 +799,7 @@ pub fn write_informational(out: &mut Vec<u8>, raw: &[u8]) {
     let (Ok(httparse::Status::Complete(_)), Some(code)) = (resp.parse(raw), resp.code) else {
         return;
     };
-    let code = code.min(999);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[
-        b'0' + (code / 100) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-        b' ',
-    ]);
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, code, resp.reason.unwrap_or(""));
     for f in resp.headers.iter() {
         if Known::of(f.name).is_hop_by_hop() || named_by_connection(resp.headers, f.name) {
             continue;
@@ -891,17 +843,7 @@ pub fn write_response_to(
     close: bool,
     http10: bool,
 ) {
-    // httparse accepts only three-digit status codes.
-    let code = head.status.min(999);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[
-        b'0' + (code / 100) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-        b' ',
-    ]);
-    out.extend_from_slice(head.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, head.status, head.reason);
     let mut dated = false;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
         // `Content-Length` frames the body being relayed: a `Connection` naming it
@@ -941,6 +883,49 @@ pub fn write_response_to(
         field(out, b"connection", b"close");
     } else if http10 {
         field(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an HTTP/1.1 response head for a response hyper's client produced (from an
+/// h2c upstream; its hop-by-hop fields already gone), up to and without the
+/// `Connection` field and the empty line: its fields, `Date` if it has none (RFC 9110
+/// §6.6.1), and the framing restated (`length`, or `chunked`, or neither: the close).
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: &http::HeaderMap,
+    length: Option<u64>,
+    chunked: bool,
+) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    status_line(out, status, reason);
+    for (name, value) in fields {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !fields.contains_key(http::header::DATE) {
+        field(out, b"date", &http_date());
+    }
+    if let Some(n) = length {
+        field(out, b"content-length", n.to_string().as_bytes());
+    } else if chunked {
+        field(out, b"transfer-encoding", b"chunked");
+    }
+}
+
+/// Writes a trailer section from a field map (the fields RFC 9110 §6.5.1 allows there)
+/// and the empty line that ends it.
+pub fn write_trailer_map(out: &mut Vec<u8>, trailers: &http::HeaderMap) {
+    for (name, value) in trailers {
+        if headers::allowed_in_trailers(name.as_str().as_bytes()) {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -1180,7 +1165,7 @@ pub fn write_trailers(out: &mut Vec<u8>, section: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Checks the fast path's request hygiene against the hyper path's on one raw head:
+/// Checks the HTTP/1 codec's request hygiene against the HTTP/2 path's on one raw head:
 /// both must send the same request line and the same header fields upstream (names
 /// lowercased; fields of one name in the same order), and the upstream head must carry
 /// the body's length as the fast path read it. `Ok(false)`: not a head the fast path takes. For
@@ -1522,7 +1507,7 @@ mod tests {
             Parsed::Refuse(r) => format!("refuse {}", r.status().as_u16()),
             Parsed::Connect => "connect".into(),
             Parsed::InvalidHost => "invalid host".into(),
-            Parsed::Decline(why) => format!("decline {}", why.as_str()),
+            Parsed::Http2Preface => "http/2".into(),
         }
     }
 
@@ -1571,7 +1556,7 @@ mod tests {
             assert_eq!(verdict(raw), want, "{}", String::from_utf8_lossy(raw));
         }
         let raw = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        assert_eq!(verdict(raw), "decline protocol");
+        assert_eq!(verdict(raw), "http/2");
     }
 
     #[test]

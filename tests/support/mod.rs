@@ -298,11 +298,6 @@ pub fn config(backends: &[&TestBackend], keys: &[(&str, &str)], backend_extra: &
     t
 }
 
-/// The same config with the HTTP/1 fast path off: every request goes through hyper.
-pub fn hyper_only(config: &str) -> String {
-    config.replacen("[server]\n", "[server]\nhttp1_fast_path = false\n", 1)
-}
-
 /// Starts a proxy from config text.
 pub async fn proxy(config: &str) -> Running {
     proxy_with(config, Default::default()).await
@@ -461,25 +456,6 @@ pub async fn metric(
             _ => f64::NAN,
         })
         .unwrap_or(0.0)
-}
-
-/// Connections handed from the fast path to hyper for `reason` (`None`: for any
-/// reason), as /metrics says.
-pub async fn handoffs(p: &Running, reason: Option<&str>) -> f64 {
-    let c = TestClient::new();
-    let mut total = 0.0;
-    for r in tether::proxy::wire::Handover::ALL.map(|h| h.as_str()) {
-        if reason.is_none_or(|want| want == r) {
-            total += metric(
-                &c,
-                p.admin_addr,
-                "tether_http1_handoffs_total",
-                &[("reason", r)],
-            )
-            .await;
-        }
-    }
-    total
 }
 
 /// Reads one whole response with a `Content-Length` body from `s`.

@@ -234,8 +234,8 @@ impl Front {
 }
 
 /// The ways a request arrives: each transport, and HTTP/1 also with a small chunked
-/// body (`true`), which today moves the connection from the fast path to hyper's
-/// HTTP/1 server: both must give the same answer.
+/// body (`true`), which goes upstream chunked on a connection of its own: both must give the
+/// same answer.
 pub fn arrivals() -> Vec<(Transport, bool)> {
     vec![
         (Transport::H1, false),
