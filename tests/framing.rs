@@ -247,6 +247,23 @@ async fn trailers_are_relayed_without_the_fields_rfc_9110_forbids_there() {
         }
         front.proxy.shutdown().await;
     }
+    // HTTP/2 clients get the same fields as a trailers frame.
+    for t in [Transport::H2c, Transport::H2Tls] {
+        use http_body_util::BodyExt;
+        let front = Front::start(t, &cfg).await;
+        let mut s = front.h2::<http_body_util::Full<bytes::Bytes>>().await;
+        let req = to_localhost(t, "/", &[], false).map(http_body_util::Full::new);
+        s.ready().await.unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{t:?}");
+        let body = resp.into_body().collect().await.unwrap();
+        let trailers = body.trailers().cloned().expect("trailers");
+        assert_eq!(&body.to_bytes()[..], b"ok", "{t:?}");
+        let mut names: Vec<_> = trailers.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["x-checksum", "x-timing"], "{t:?}");
+        front.proxy.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Any bytes as a client request head: parsing never panics, and whenever the HTTP/1
-//! fast path takes the head, it sends upstream exactly the request line and header
-//! fields the hyper path would (`tether::proxy::wire::hygiene_agrees`).
+//! codec takes the head, it sends upstream exactly the request line and header fields
+//! the HTTP/2 path would, and frames the body as it read it
+//! (`tether::proxy::wire::hygiene_agrees`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -11,13 +11,14 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::pool::{Pool, Sender};
 use super::ClientFault;
 
 /// A response body.
 pub enum ProxyBody {
-    /// Streamed from an upstream.
+    /// Streamed from an h2c upstream.
     Upstream(PooledBody),
+    /// Streamed from an HTTP/1 upstream's raw connection.
+    Raw(super::upstream_h1::RawBody),
     /// Written by tether (errors, admin answers); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -29,30 +30,16 @@ impl ProxyBody {
     }
 }
 
-/// An upstream body that gives its connection back to the pool once fully read. A body
-/// dropped before its end drops the connection instead: it cannot be reused mid-message.
+/// A response body from an h2c upstream (one stream of its shared connection), its
+/// trailers filtered.
 pub struct PooledBody {
     body: Incoming,
-    ret: Option<(Sender, Arc<Pool>)>,
 }
 
 impl PooledBody {
-    /// Wraps `body`; `sender` goes back to `pool` at the end of the body.
-    pub fn new(body: Incoming, sender: Sender, pool: Arc<Pool>) -> Self {
-        let mut b = PooledBody {
-            body,
-            ret: Some((sender, pool)),
-        };
-        if b.body.is_end_stream() {
-            b.release();
-        }
-        b
-    }
-
-    fn release(&mut self) {
-        if let Some((sender, pool)) = self.ret.take() {
-            pool.checkin(sender);
-        }
+    /// Wraps `body`.
+    pub fn new(body: Incoming) -> Self {
+        PooledBody { body }
     }
 }
 
@@ -80,12 +67,6 @@ impl Body for PooledBody {
                 }
             }
         }
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.ret = None,
-            _ => {}
-        }
         polled
     }
 
@@ -100,14 +81,15 @@ impl Body for PooledBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Raw(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -115,6 +97,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Raw(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
         }
     }
@@ -122,6 +105,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Raw(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
@@ -235,6 +219,34 @@ impl RequestBody {
         *read = Some(data.freeze());
         progress.set(DONE);
         Ok(())
+    }
+
+    /// The whole body, when it is all in hand with no trailers (none, or read whole
+    /// ahead), without taking it.
+    pub fn whole(&self) -> Option<&[u8]> {
+        match self {
+            RequestBody::Client {
+                body,
+                read,
+                trailers: None,
+                ..
+            } if body.is_end_stream() => Some(read.as_deref().unwrap_or_default()),
+            RequestBody::Fed {
+                read, rest: None, ..
+            } => Some(read.as_deref().unwrap_or_default()),
+            RequestBody::Empty => Some(&[]),
+            _ => None,
+        }
+    }
+
+    /// Whether all of the body is in hand (none, or read whole ahead): only a body
+    /// still coming from the client streams.
+    pub fn in_hand(&self) -> bool {
+        match self {
+            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Fed { rest, .. } => rest.is_none(),
+            RequestBody::Empty => true,
+        }
     }
 
     /// The body's progress, to judge a failure after it was handed to the upstream

@@ -12,6 +12,7 @@ pub mod native;
 pub mod pool;
 pub mod retry;
 pub mod route;
+pub mod upstream_h1;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,7 +34,6 @@ use body::{BodyFault, PooledBody, ProxyBody, RequestBody};
 use headers::{Fields, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use http::Method;
 use http_body::Body as _;
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use route::RouteTable;
 use tokio_util::task::TaskTracker;
@@ -70,7 +70,7 @@ pub enum Error {
     Connect,
     /// The upstream failed after the request was sent.
     #[error("upstream error")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] body::BodyError),
     /// The upstream did not answer within the response timeout.
     #[error("upstream timeout")]
     Timeout,
@@ -389,14 +389,12 @@ impl Proxy {
         let too_large = limits
             .max_body
             .is_some_and(|max| req.body().size_hint().lower() > max);
-        let upgrade =
-            upgrade_request(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let req = req.map(|b| RequestBody::client(b, limits.max_body));
         let forwarded = async {
             if too_large {
                 return Err(Error::BodyTooLarge);
             }
-            self.forward(req, upgrade, conn, &backend, keys, limits, logged)
+            self.forward(req, conn, &backend, keys, limits, logged)
                 .await
         };
         let resp = match Box::pin(forwarded).await {
@@ -450,14 +448,13 @@ impl Proxy {
         self.reloads[usize::from(!success)].load(Ordering::Relaxed)
     }
 
-    /// Forwards a request with hyper's upstream client (HTTP/2 clients, and h2c
-    /// backends from either protocol), `upgrade`: the protocol an HTTP/1.1 request
-    /// asked to switch to and hyper's handle on the client connection.
+    /// Forwards a request that arrives as an `http::Request` (from an HTTP/2 client, or
+    /// from the HTTP/1 codec for an h2c backend): to an HTTP/1 backend over the codec's
+    /// raw connections ([`upstream_h1`]), to an h2c one with hyper's HTTP/2 client.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut req: Request<RequestBody>,
-        upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
         conn: &Connection,
         backend: &Arc<Backend>,
         keys: Arc<KeyRing>,
@@ -494,11 +491,6 @@ impl Proxy {
         }
 
         prepare_request(&mut req, conn);
-        if let Some((protocol, _)) = &upgrade {
-            let h = req.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(header::UPGRADE, protocol.clone());
-        }
         let session = decision.session.to_hex();
         req.headers_mut().insert(
             &X_TETHER_SESSION,
@@ -534,26 +526,69 @@ impl Proxy {
             let mut tries = 0;
             let attempt = loop {
                 tries += 1;
-                let mut conn = match endpoint.pool.checkout(settings.connect_timeout).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.connect_failed(endpoint, settings, &e);
-                        tried_pinned |= Some(i) == decision.pinned();
-                        break Err(req);
+                fit_request(&mut req, settings.h2c);
+                // Only an idempotent, bodyless request can be sent twice; keep a copy.
+                let replay = replayable(&req);
+                let sent = if settings.h2c {
+                    let mut c = match endpoint.pool.checkout(settings.connect_timeout).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.connect_failed(endpoint, settings, &e);
+                            tried_pinned |= Some(i) == decision.pinned();
+                            break Err(req);
+                        }
+                    };
+                    endpoint.health.mark_up();
+                    let exchange = c.sender.try_send_request(req);
+                    match tokio::time::timeout(settings.response_timeout, exchange).await {
+                        Err(_) => Sent::TimedOut,
+                        Ok(Ok(resp)) => {
+                            Sent::Answer(resp.map(|b| ProxyBody::Upstream(PooledBody::new(b))))
+                        }
+                        Ok(Err(mut e)) => match e.take_message() {
+                            Some(unsent) => Sent::Unsent(unsent, c.reused),
+                            None => Sent::Failed {
+                                error: Error::Upstream(e.into_error().into()),
+                                stale: c.reused,
+                            },
+                        },
+                    }
+                } else {
+                    // A streamed body cannot be sent twice: never on a pooled
+                    // connection the upstream may be closing just then.
+                    let fresh = tries > 1 || !req.body().in_hand();
+                    let checkout = endpoint.pool.checkout_raw(settings.connect_timeout, fresh);
+                    let (stream, reused) = match checkout.await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.connect_failed(endpoint, settings, &e);
+                            tried_pinned |= Some(i) == decision.pinned();
+                            break Err(req);
+                        }
+                    };
+                    endpoint.health.mark_up();
+                    let pool = endpoint.pool.clone();
+                    let exchange = upstream_h1::send(stream, &mut req, pool);
+                    match tokio::time::timeout(settings.response_timeout, exchange).await {
+                        Err(_) => Sent::TimedOut,
+                        Ok(Ok(resp)) => Sent::Answer(resp.map(ProxyBody::Raw)),
+                        Ok(Err(upstream_h1::SendError::Unsent)) => Sent::Unsent(req, reused),
+                        Ok(Err(upstream_h1::SendError::Failed {
+                            error,
+                            nothing_back,
+                        })) => Sent::Failed {
+                            error: Error::Wire(error),
+                            stale: reused && nothing_back,
+                        },
                     }
                 };
-                endpoint.health.mark_up();
-                fit_request(&mut req, conn.sender.is_h2());
-                // Only an idempotent, bodyless request can be sent twice; keep a copy.
-                let replay = upgrade.is_none().then(|| replayable(&req)).flatten();
-                let exchange = conn.sender.try_send_request(req);
-                match tokio::time::timeout(settings.response_timeout, exchange).await {
+                match sent {
                     // Still waiting for the client's body: the client is the slow one.
-                    Err(_) if progress.waiting_on_client() => {
+                    Sent::TimedOut if progress.waiting_on_client() => {
                         return Err(ClientFault::BodyTimeout.into())
                     }
-                    Err(_) => return Err(self.timed_out(&snapshot, endpoint, settings)),
-                    Ok(Ok(resp)) => {
+                    Sent::TimedOut => return Err(self.timed_out(&snapshot, endpoint, settings)),
+                    Sent::Answer(resp) => {
                         let status = resp.status();
                         let retry_status =
                             self.response_seen(&snapshot, endpoint, settings, status);
@@ -568,62 +603,60 @@ impl Proxy {
                                 tried_pinned |= Some(i) == decision.pinned();
                                 break Err(again);
                             }
-                            _ => break Ok((resp, conn.sender)),
+                            _ => break Ok(resp),
                         }
                     }
-                    Ok(Err(mut e)) => match e.take_message() {
-                        Some(unsent) if conn.reused && tries < 2 => req = unsent,
-                        Some(unsent) => break Err(unsent),
-                        None => match (progress.fault(), replay) {
-                            // The client's body broke the exchange, which the upstream
-                            // client reports as its own failure: the client's fault
-                            // alone, and the endpoint's health is untouched.
-                            (Some(fault), _) => return Err(fault.into()),
-                            // A reused keep-alive connection closed under the request:
-                            // once more on a fresh connection to the same endpoint.
-                            (None, Some(again)) if conn.reused && tries < 2 => {
-                                tracing::debug!(error = %e.error(), "stale upstream connection; replaying an idempotent request");
-                                req = again;
-                            }
-                            // Reset or failed after sending: once on the next endpoint.
-                            (None, Some(again))
-                                if attempts.after(n) && backend.retry_budget.try_spend() =>
-                            {
-                                self.upstream_fault(
-                                    &snapshot,
-                                    endpoint,
-                                    settings,
-                                    crate::metrics::LastError::Reset,
-                                );
-                                backend.stats.retry();
-                                tried_pinned |= Some(i) == decision.pinned();
-                                tracing::debug!(endpoint = %endpoint.identity, error = %e.error(), "retrying an idempotent request on the next endpoint");
-                                break Err(again);
-                            }
-                            _ => {
-                                self.upstream_fault(
-                                    &snapshot,
-                                    endpoint,
-                                    settings,
-                                    crate::metrics::LastError::Reset,
-                                );
-                                return Err(Error::Upstream(e.into_error()));
-                            }
-                        },
+                    Sent::Unsent(unsent, reused) if reused && tries < 2 => req = unsent,
+                    Sent::Unsent(unsent, _) => break Err(unsent),
+                    Sent::Failed { error, stale } => match (progress.fault(), replay) {
+                        // The client's body broke the exchange, which the upstream
+                        // client reports as its own failure: the client's fault
+                        // alone, and the endpoint's health is untouched.
+                        (Some(fault), _) => return Err(fault.into()),
+                        // A reused keep-alive connection closed under the request:
+                        // once more on a fresh connection to the same endpoint.
+                        (None, Some(again)) if stale && tries < 2 => {
+                            tracing::debug!(error = %error, "stale upstream connection; replaying an idempotent request");
+                            req = again;
+                        }
+                        // Reset or failed after sending: once on the next endpoint.
+                        (None, Some(again))
+                            if attempts.after(n) && backend.retry_budget.try_spend() =>
+                        {
+                            self.upstream_fault(
+                                &snapshot,
+                                endpoint,
+                                settings,
+                                crate::metrics::LastError::Reset,
+                            );
+                            backend.stats.retry();
+                            tried_pinned |= Some(i) == decision.pinned();
+                            tracing::debug!(endpoint = %endpoint.identity, error = %error, "retrying an idempotent request on the next endpoint");
+                            break Err(again);
+                        }
+                        _ => {
+                            self.upstream_fault(
+                                &snapshot,
+                                endpoint,
+                                settings,
+                                crate::metrics::LastError::Reset,
+                            );
+                            return Err(error);
+                        }
                     },
                 }
             };
-            let (mut resp, sender) = match attempt {
+            let mut resp = match attempt {
                 Ok(done) => done,
                 Err(unsent) => {
                     req = unsent;
                     continue;
                 }
             };
-            // A 101 the request did not ask for switches to nothing the client knows
-            // (RFC 9110 §15.2.2), and a head past the codec's limit is one it
-            // could not relay: invalid responses, the upstream's fault.
-            let invalid = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_none() {
+            // A 101 switches to nothing an HTTP/2 client knows (RFC 9110 §15.2.2; HTTP/2
+            // has no Upgrade), and a head past the codec's limit is one it could not
+            // relay: invalid responses, the upstream's fault.
+            let invalid = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 Some(wire::Error::Status(101))
             } else if head_size(resp.headers()) > MAX_RESPONSE_HEAD {
                 Some(wire::Error::HeadTooLarge)
@@ -643,11 +676,8 @@ impl Proxy {
             // and its connection goes back to the pool before the client is written
             // to, so a slow reader never holds a pod's connection (`response_buffer`).
             // (An h2c upstream multiplexes: a slow reader holds one stream, not it.)
-            let mut sender = Some(sender);
-            let mut whole = None;
             let length = resp.body().size_hint().exact();
-            if upgrade.is_none()
-                && !sender.as_ref().is_some_and(pool::Sender::is_h2)
+            if matches!(resp.body(), ProxyBody::Raw(_))
                 && length.is_some_and(|n| n > 0 && n <= limits.response_buffer)
             {
                 let by = Instant::now() + settings.response_timeout;
@@ -663,25 +693,15 @@ impl Proxy {
                         );
                         return Err(Error::Upstream(e));
                     }
-                    Ok(Ok(body)) => {
-                        if let Some(s) = sender.take() {
-                            endpoint.pool.checkin(s);
-                        }
-                        whole = Some(body.to_bytes());
-                    }
+                    Ok(Ok(body)) => *resp.body_mut() = ProxyBody::Full(Some(body.to_bytes())),
                 }
             }
 
             session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
-            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
             let (mut parts, body) = resp.into_parts();
             // The status line is tether's own: HTTP/1.1 whatever the upstream spoke
-            // (RFC 9110 §2.5); hyper's server would repeat an upstream's HTTP/1.0.
+            // (RFC 9110 §2.5).
             parts.version = Version::HTTP_11;
-            let upgraded_to = switching
-                .then(|| parts.headers.get(header::UPGRADE).cloned())
-                .flatten();
             headers::strip_hop_by_hop(&mut parts.headers);
             if placement.set_cookie {
                 let mut cookie = Vec::with_capacity(256);
@@ -690,19 +710,6 @@ impl Proxy {
                     parts.headers.append(header::SET_COOKIE, v);
                 }
             }
-            if let (Some(up), Some((_, client)), Some(protocol)) =
-                (upstream_upgrade, upgrade, upgraded_to)
-            {
-                // The upstream agreed: splice the two upgraded connections, and never
-                // return this upstream connection to the pool.
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                parts.headers.insert(header::UPGRADE, protocol);
-                drop(sender);
-                self.tunnels.spawn(tunnel(client, up));
-                return Ok(Response::from_parts(parts, ProxyBody::Full(None)));
-            }
             if logged {
                 parts.extensions.insert(AccessInfo {
                     endpoint: endpoint.identity.clone(),
@@ -710,13 +717,6 @@ impl Proxy {
                     session,
                 });
             }
-            let body = match (whole, sender) {
-                (Some(whole), _) => ProxyBody::Full(Some(whole)),
-                (None, Some(sender)) => {
-                    ProxyBody::Upstream(PooledBody::new(body, sender, endpoint.pool.clone()))
-                }
-                (None, None) => ProxyBody::Full(None),
-            };
             return Ok(Response::from_parts(parts, body));
         }
         Err(Error::Connect)
@@ -860,6 +860,20 @@ impl Proxy {
     }
 }
 
+/// What one try on an endpoint came to.
+enum Sent {
+    /// A response head.
+    Answer(Response<ProxyBody>),
+    /// Nothing was written (the request is given back); the flag says whether the
+    /// connection was a reused one.
+    Unsent(Request<RequestBody>, bool),
+    /// The exchange failed after the request (or part of it) went out; `stale`: on a
+    /// reused connection with nothing back, so the upstream may have closed it idle.
+    Failed { error: Error, stale: bool },
+    /// No response head within the response timeout.
+    TimedOut,
+}
+
 /// About how many bytes a head with these fields takes on the wire (each field's
 /// name, value, `: ` and CRLF).
 fn head_size(headers: &http::HeaderMap) -> usize {
@@ -964,41 +978,6 @@ fn set_cookie_line(
     out.push(b'=');
     decision.write_cookie_value(keys, actual, snapshot, out);
     out.extend_from_slice(backend.cookie_attributes().as_bytes());
-}
-
-/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` +
-/// `Upgrade: ...`), e.g. `websocket`.
-fn upgrade_request<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
-        return None;
-    }
-    let wants = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    wants
-        .then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten()
-}
-
-/// Splices an upgraded client connection with an upgraded upstream one until either
-/// side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
-    }
 }
 
 /// The client address for `key = "client-ip"`: the peer, unless the peer is a trusted

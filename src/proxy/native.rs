@@ -1285,7 +1285,6 @@ impl Proxy {
         let req = req.map(|()| super::body::RequestBody::fed(read, rx, length));
         let forward = self.forward(
             req,
-            None,
             via.conn,
             via.backend,
             via.keys.clone(),

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use futures::future::Either;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -51,13 +50,8 @@ pub fn bind_worker_thread(slot: usize) {
     SLOT.with(|s| s.set(slot));
 }
 
-/// A connection ready to take one request.
-pub enum Sender {
-    /// An HTTP/1.1 connection, exclusively ours until the response body ends.
-    H1(http1::SendRequest<UpstreamBody>),
-    /// A handle on the endpoint's shared HTTP/2 connection.
-    H2(http2::SendRequest<UpstreamBody>),
-}
+/// A handle on an h2c endpoint's shared HTTP/2 connection.
+pub struct Sender(http2::SendRequest<UpstreamBody>);
 
 impl Sender {
     /// Sends a request; an unsent request comes back inside the error.
@@ -74,23 +68,12 @@ impl Sender {
             hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
         >,
     > {
-        match self {
-            Sender::H1(s) => Either::Left(s.try_send_request(req)),
-            Sender::H2(s) => Either::Right(s.try_send_request(req)),
-        }
+        self.0.try_send_request(req)
     }
 
     /// Whether the connection is gone.
     pub fn is_closed(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
-        }
-    }
-
-    /// Whether requests go out as HTTP/2.
-    pub fn is_h2(&self) -> bool {
-        matches!(self, Sender::H2(_))
+        self.0.is_closed()
     }
 }
 
@@ -151,11 +134,9 @@ pub struct Pool {
     address: SocketAddr,
     /// Speak h2c (prior knowledge) to this endpoint.
     h2c: bool,
-    /// Idle HTTP/1.1 connections, one queue per worker thread; empty when pooling is
-    /// disabled (`max_idle_per_endpoint = 0`).
-    idle: Box<[ArrayQueue<http1::SendRequest<UpstreamBody>>]>,
-    /// Idle raw connections of the native HTTP/1 path, one queue per worker thread
-    /// (they carry no hyper task: the request's own task reads and writes them).
+    /// Idle HTTP/1.1 connections, one queue per worker thread (they carry no task:
+    /// the request's own task reads and writes them); empty when pooling is disabled
+    /// (`max_idle_per_endpoint = 0`) or the endpoint speaks h2c.
     raw: Box<[ArrayQueue<TcpStream>]>,
     /// The shared HTTP/2 connection of an h2c endpoint.
     shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
@@ -187,7 +168,6 @@ impl Pool {
         Pool {
             address,
             h2c,
-            idle: queues(max_idle, h2c),
             raw: queues(max_idle, h2c),
             shared: ArcSwapOption::empty(),
         }
@@ -200,16 +180,10 @@ impl Pool {
 
     /// Number of idle connections (approximate under concurrency).
     pub fn idle(&self) -> usize {
-        let hyper: usize = self.idle.iter().map(ArrayQueue::len).sum();
-        hyper + self.raw.iter().map(ArrayQueue::len).sum::<usize>()
+        self.raw.iter().map(ArrayQueue::len).sum()
     }
 
-    /// The calling thread's idle queue, if pooling is on.
-    fn local(&self) -> Option<&ArrayQueue<http1::SendRequest<UpstreamBody>>> {
-        local(&self.idle)
-    }
-
-    /// An idle raw connection for the native HTTP/1 path (unless `fresh`), else a new
+    /// An idle HTTP/1.1 connection (unless `fresh`), else a new
     /// one; the flag says whether it was reused (and so may have been closed by the
     /// upstream a moment ago).
     ///
@@ -242,53 +216,25 @@ impl Pool {
         }
     }
 
-    /// An idle connection if one is usable, else a new one.
+    /// The h2c endpoint's shared HTTP/2 connection, opened if there is none.
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<Checkout, ConnectError> {
-        if self.h2c {
-            if let Some(s) = self.shared.load_full() {
-                if !s.is_closed() {
-                    return Ok(Checkout {
-                        sender: Sender::H2((*s).clone()),
-                        reused: true,
-                    });
-                }
-            }
-            // Boxed, like the HTTP/1.1 connect below: the connect paths are the largest
-            // states of this future and are rarely taken, so keeping them inline would
-            // make every forwarding future (boxed per request) larger.
-            let s = Box::pin(self.connect_h2(connect_timeout)).await?;
-            self.shared.store(Some(std::sync::Arc::new(s.clone())));
-            return Ok(Checkout {
-                sender: Sender::H2(s),
-                reused: false,
-            });
-        }
-        if let Some(idle) = self.local() {
-            while let Some(mut sender) = idle.pop() {
-                if sender.is_closed() {
-                    continue;
-                }
-                // A connection is returned when its response body ended; its task may
-                // need a moment to become ready for the next request.
-                if sender.is_ready()
-                    || matches!(
-                        tokio::time::timeout(connect_timeout, sender.ready()).await,
-                        Ok(Ok(()))
-                    )
-                {
-                    return Ok(Checkout {
-                        sender: Sender::H1(sender),
-                        reused: true,
-                    });
-                }
+        if let Some(s) = self.shared.load_full() {
+            if !s.is_closed() {
+                return Ok(Checkout {
+                    sender: Sender((*s).clone()),
+                    reused: true,
+                });
             }
         }
-        Box::pin(self.connect(connect_timeout))
-            .await
-            .map(|sender| Checkout {
-                sender: Sender::H1(sender),
-                reused: false,
-            })
+        // Boxed: the connect path is the largest state of this future and rarely
+        // taken, so keeping it inline would make every forwarding future (boxed per
+        // request) larger.
+        let s = Box::pin(self.connect_h2(connect_timeout)).await?;
+        self.shared.store(Some(std::sync::Arc::new(s.clone())));
+        Ok(Checkout {
+            sender: Sender(s),
+            reused: false,
+        })
     }
 
     async fn tcp(&self, connect_timeout: Duration) -> Result<TcpStream, ConnectError> {
@@ -320,38 +266,5 @@ impl Pool {
             }
         });
         Ok(sender)
-    }
-
-    /// Opens a new HTTP/1.1 connection.
-    pub async fn connect(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
-        let addr = self.address;
-        let stream = self.tcp(connect_timeout).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            // With upgrades, a 101 hands the socket to the tunnel instead of closing it.
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// Returns a connection whose last response completed.
-    pub fn checkin(&self, sender: Sender) {
-        // A shared HTTP/2 handle needs no return.
-        let Sender::H1(sender) = sender else { return };
-        if sender.is_closed() {
-            return;
-        }
-        if let Some(idle) = self.local() {
-            // A full pool drops the connection, which closes it.
-            let _ = idle.push(sender);
-        }
     }
 }

@@ -775,6 +775,30 @@ pub fn parse_response_to<'b>(
     }))
 }
 
+/// The fields of an upstream response head as a map, for a response that goes to an
+/// HTTP/2 client: the same fields [`write_response`] relays (hop-by-hop ones and those
+/// `Connection` names dropped, `Content-Length` kept only for a body it frames).
+pub fn response_fields(head: &ResponseHead<'_>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(head.fields.len());
+    for (f, &kind) in head.fields.iter().zip(&head.kinds) {
+        if kind.is_hop_by_hop()
+            || (head.names_others
+                && kind != Known::ContentLength
+                && named_by_connection(head.fields, f.name))
+            || (head.framing == Framing::Chunked && kind == Known::ContentLength)
+        {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(f.name.as_bytes()),
+            http::HeaderValue::from_bytes(f.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
 /// Writes tether's status line: its own version, whatever the upstream spoke (RFC 9110
 /// §2.5), the three-digit code (all httparse accepts) and the reason.
 fn status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
@@ -1232,6 +1256,12 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         let value = HeaderValue::from_bytes(f.value).map_err(|e| e.to_string())?;
         req.headers_mut().append(name, value);
     }
+    // The host as the codec settled it (an absolute target's authority, or none for
+    // HTTP/1.0), as `settle_host` does on the HTTP/2 path.
+    if head.authority_host || head.host.is_empty() {
+        let host = HeaderValue::from_bytes(head.host).map_err(|e| e.to_string())?;
+        req.headers_mut().insert(http::header::HOST, host);
+    }
     super::prepare_request(&mut req, &conn);
     let h = req.headers_mut();
     h.insert(&X_TETHER_SESSION, HeaderValue::from_static("s1"));
@@ -1557,6 +1587,15 @@ mod tests {
         }
         let raw = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         assert_eq!(verdict(raw), "http/2");
+    }
+
+    #[test]
+    fn heads_the_fuzzer_found_keep_both_paths_in_agreement() {
+        // An HTTP/1.0 head with no Host (it goes upstream with an empty one).
+        let raw = b"GET / HTTP/1.0\r\nHxs|:DELETE /x HTTP-foror\nX-FX-Forwarded-For: 1..4\xd7\ntent-Letioh: 0\r\n\r\n";
+        assert_eq!(hygiene_agrees(raw), Ok(true));
+        let raw = b"GET http://b.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        assert_eq!(hygiene_agrees(raw), Ok(true));
     }
 
     #[test]

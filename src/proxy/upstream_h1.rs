@@ -1,0 +1,390 @@
+//! HTTP/1.1 to an upstream for requests that arrive as `http::Request` (from HTTP/2
+//! clients), on the same raw pooled connections and with the same wire rules as the
+//! HTTP/1 codec ([`super::wire`]): the request head written from the fields the proxy
+//! prepared, its body framed by length or chunked, the response head parsed by
+//! httparse, and the body decoded as it is read ([`RawBody`]), the connection going
+//! back to the pool when the body ends cleanly.
+//!
+//! Why not hyper's HTTP/1 client: the HTTP/2 path's CPU per request sat largely in it
+//! (profiled; see the README's load figures), and tether already has an HTTP/1 client
+//! in its codec. One HTTP/1 implementation serves both directions and both client
+//! protocols.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::body::{BodyError, RequestBody};
+use super::pool::Pool;
+use super::wire::{self, Framing, ResponseParsed};
+use super::MAX_RESPONSE_HEAD;
+
+/// How much is read from an upstream at a time.
+const READ: usize = 16 * 1024;
+
+/// Why an exchange on a raw connection failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing was written: the request (still intact) can go elsewhere.
+    Unsent,
+    /// The request, or part of it, went out and no usable response came back.
+    Failed {
+        /// What went wrong.
+        error: wire::Error,
+        /// No byte of a response arrived (the connection may just have been stale).
+        nothing_back: bool,
+    },
+}
+
+/// Sends `req` on `stream` and reads the response head; the body follows in the
+/// returned [`RawBody`], which owns the connection from then on.
+pub async fn send(
+    mut stream: TcpStream,
+    req: &mut Request<RequestBody>,
+    pool: Arc<Pool>,
+) -> Result<Response<RawBody>, SendError> {
+    let mut out = Vec::with_capacity(1024);
+    let head_request = req.method() == http::Method::HEAD;
+    let length = match req.body().whole() {
+        Some(whole) => Some(whole.len() as u64),
+        None => req.body().size_hint().exact(),
+    };
+    write_head(&mut out, req, length);
+    let chunked = length.is_none();
+    // A body in hand (none, or read whole ahead) goes out in the same write as the
+    // head, and stays in the request: if the write fails, the request goes elsewhere
+    // whole.
+    if let Some(whole) = req.body().whole() {
+        out.extend_from_slice(whole);
+        if stream.write_all(&out).await.is_err() {
+            return Err(SendError::Unsent);
+        }
+        return read_response(stream, head_request, pool).await;
+    }
+    if stream.write_all(&out).await.is_err() {
+        return Err(SendError::Unsent);
+    }
+    let failed = |e: io::Error| SendError::Failed {
+        error: wire::Error::Io(e.kind()),
+        nothing_back: true,
+    };
+    // RFC 9112 §7.1: a body of unknown length goes chunked, its trailers (those RFC
+    // 9110 §6.5.1 allows) after the last chunk.
+    while let Some(frame) = req.body_mut().frame().await {
+        let frame = frame.map_err(|_| SendError::Failed {
+            error: wire::Error::Io(io::ErrorKind::Interrupted),
+            nothing_back: true,
+        })?;
+        out.clear();
+        match frame.into_data() {
+            Ok(data) if chunked && !data.is_empty() => {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            }
+            Ok(data) => out.extend_from_slice(&data),
+            Err(frame) => {
+                if let (Ok(trailers), true) = (frame.into_trailers(), chunked) {
+                    out.extend_from_slice(b"0\r\n");
+                    wire::write_trailer_map(&mut out, &trailers);
+                    stream.write_all(&out).await.map_err(failed)?;
+                    return read_response(stream, head_request, pool).await;
+                }
+                continue;
+            }
+        }
+        stream.write_all(&out).await.map_err(failed)?;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await.map_err(failed)?;
+    }
+    read_response(stream, head_request, pool).await
+}
+
+/// Writes the request line and fields of `req` (prepared by the proxy: hop-by-hop
+/// fields gone, tether's own set) and its framing.
+fn write_head(out: &mut Vec<u8>, req: &Request<RequestBody>, length: Option<u64>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // RFC 9110 §8.6: a length for every body, and for an empty one where the method
+    // gives a body a meaning.
+    match length {
+        Some(0)
+            if !matches!(
+                *req.method(),
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            ) => {}
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Reads the response head (skipping 1xx, which an HTTP/2 client of tether's cannot
+/// be sent) and returns the response with its body to read.
+async fn read_response(
+    mut stream: TcpStream,
+    head_request: bool,
+    pool: Arc<Pool>,
+) -> Result<Response<RawBody>, SendError> {
+    let mut buf = BytesMut::with_capacity(READ);
+    let mut first = true;
+    loop {
+        buf.reserve(READ);
+        match tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf).await {
+            Ok(0) => {
+                return Err(SendError::Failed {
+                    error: wire::Error::Io(io::ErrorKind::UnexpectedEof),
+                    nothing_back: first,
+                })
+            }
+            Err(e) => {
+                return Err(SendError::Failed {
+                    error: wire::Error::Io(e.kind()),
+                    nothing_back: first,
+                })
+            }
+            Ok(_) => first = false,
+        }
+        loop {
+            let mut fields = wire::no_fields();
+            let bad = |error| SendError::Failed {
+                error,
+                nothing_back: false,
+            };
+            match wire::parse_response(&buf, &mut fields, head_request).map_err(bad)? {
+                ResponseParsed::Informational(len) => {
+                    let _ = buf.split_to(len);
+                }
+                ResponseParsed::Partial if buf.len() >= MAX_RESPONSE_HEAD => {
+                    return Err(bad(wire::Error::HeadTooLarge))
+                }
+                ResponseParsed::Partial => break,
+                ResponseParsed::Head(h) if h.status < 100 => {
+                    return Err(bad(wire::Error::Status(h.status)))
+                }
+                ResponseParsed::Head(h) => {
+                    let status = http::StatusCode::from_u16(h.status)
+                        .map_err(|_| bad(wire::Error::Status(h.status)))?;
+                    let mut parts = Response::new(()).into_parts().0;
+                    parts.status = status;
+                    parts.headers = wire::response_fields(&h);
+                    let (len, framing, reusable) = (h.len, h.framing, h.reusable);
+                    let _ = buf.split_to(len);
+                    let body = RawBody::new(stream, buf, framing, reusable, pool);
+                    return Ok(Response::from_parts(parts, body));
+                }
+            }
+        }
+    }
+}
+
+/// A response body read from a raw upstream connection and decoded as it comes; the
+/// connection goes back to the pool when the body ended cleanly with nothing after it.
+pub struct RawBody {
+    stream: Option<TcpStream>,
+    /// Read and not decoded yet.
+    buf: BytesMut,
+    decoder: Decoder,
+    reusable: bool,
+    pool: Arc<Pool>,
+}
+
+enum Decoder {
+    /// Bytes left.
+    Length(u64),
+    /// The chunked decoder, and the trailer section once it began.
+    Chunked(wire::Chunked, Option<Vec<u8>>),
+    /// Until the upstream closes.
+    Close,
+    /// Ended.
+    Done,
+}
+
+impl RawBody {
+    fn new(
+        stream: TcpStream,
+        buf: BytesMut,
+        framing: Framing,
+        reusable: bool,
+        pool: Arc<Pool>,
+    ) -> Self {
+        let decoder = match framing {
+            Framing::Empty | Framing::Length(0) => Decoder::Done,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(wire::Chunked::default(), None),
+            Framing::Close => Decoder::Close,
+        };
+        let mut body = RawBody {
+            stream: Some(stream),
+            buf,
+            decoder,
+            reusable: reusable && framing != Framing::Close,
+            pool,
+        };
+        if matches!(body.decoder, Decoder::Done) {
+            body.release();
+        }
+        body
+    }
+
+    /// The body ended: the connection goes back to the pool if nothing followed it.
+    fn release(&mut self) {
+        self.decoder = Decoder::Done;
+        if let Some(s) = self.stream.take() {
+            if self.reusable && self.buf.is_empty() {
+                self.pool.checkin_raw(s);
+            }
+        }
+    }
+
+    /// Decodes what is buffered: a frame, if one is ready.
+    fn decode(&mut self) -> Result<Option<Frame<Bytes>>, BodyError> {
+        match &mut self.decoder {
+            Decoder::Done => Ok(None),
+            Decoder::Close => {
+                let data = self.buf.split().freeze();
+                Ok((!data.is_empty()).then(|| Frame::data(data)))
+            }
+            Decoder::Length(left) => {
+                let n = self
+                    .buf
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                let data = self.buf.split_to(n).freeze();
+                if *left == 0 {
+                    self.release();
+                }
+                Ok((!data.is_empty()).then(|| Frame::data(data)))
+            }
+            Decoder::Chunked(c, held) => {
+                let mut data = Vec::new();
+                let (used, done) = c.decode(&self.buf, &mut data)?;
+                match (held.as_mut(), c.trailer_start()) {
+                    (Some(h), _) => h.extend_from_slice(&self.buf[..used]),
+                    (None, Some(at)) => *held = Some(self.buf[at..used].to_vec()),
+                    (None, None) => {}
+                }
+                let _ = self.buf.split_to(used);
+                if !data.is_empty() {
+                    return Ok(Some(Frame::data(data.into())));
+                }
+                if !done {
+                    return Ok(None);
+                }
+                let trailers = held.take().map(|h| trailer_fields(&h));
+                self.release();
+                Ok(trailers.filter(|t| !t.is_empty()).map(Frame::trailers))
+            }
+        }
+    }
+}
+
+/// The fields of a raw trailer section, with only those RFC 9110 §6.5.1 allows there.
+fn trailer_fields(section: &[u8]) -> HeaderMap {
+    let mut out = Vec::new();
+    wire::write_trailers(&mut out, section);
+    let mut map = HeaderMap::new();
+    for line in out.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(&line[..colon]),
+            http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.buf.is_empty() || matches!(this.decoder, Decoder::Chunked(..)) {
+                match this.decode() {
+                    Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Ok(None) if matches!(this.decoder, Decoder::Done) => return Poll::Ready(None),
+                    Ok(None) => {}
+                    Err(e) => {
+                        this.stream = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            if matches!(this.decoder, Decoder::Done) {
+                return Poll::Ready(None);
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            this.buf.reserve(READ);
+            match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Ok(n)) => {
+                    if n == 0 {
+                        this.stream = None;
+                        if matches!(this.decoder, Decoder::Close) {
+                            this.decoder = Decoder::Done;
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Err(io::Error::from(
+                            io::ErrorKind::UnexpectedEof,
+                        )
+                        .into())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.decoder, Decoder::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Done => SizeHint::with_exact(0),
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
