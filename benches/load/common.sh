@@ -6,7 +6,8 @@
 #   nginx_head NAME WORKERS      prints an nginx config's opening lines (pid and error
 #                                log named NAME in $work) up to inside `http {`
 #   start_pods PORT_PREFIX       four nginx "pods" on 127.0.0.1:${PORT_PREFIX}1..4; each
-#                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua)
+#                                answers with x-pod and echoes X-Wrk-Slot (sticky.lua);
+#                                /big answers 256 KiB
 #   start_tether PORT_PREFIX LISTEN ADMIN WORKERS [TLS]
 #                                tether (cookie `tether`) on 127.0.0.1:LISTEN, admin on
 #                                ADMIN, in front of those pods; sets TETHER_PID; runs
@@ -37,8 +38,13 @@ setup_load_env() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
   fi
-  cargo build --release --quiet --bin tether
-  TETHER="$PWD/target/release/tether"
+  # TETHER_BIN: a tether binary built elsewhere (an earlier commit, for before/after).
+  if [ -n "${TETHER_BIN:-}" ]; then
+    TETHER="$TETHER_BIN"
+  else
+    cargo build --release --quiet --bin tether
+    TETHER="$PWD/target/release/tether"
+  fi
   work=$(mktemp -d)
   pids=()
   trap cleanup EXIT
@@ -64,9 +70,13 @@ CONF
 
 start_pods() {
   local prefix=$1 i
+  # /big answers any method with 256 KiB (a static file; POST's 405 turned into 200)
+  # after reading the request body, for the "big" scenario.
+  mkdir -p "$work/www"
+  head -c 262144 /dev/zero | tr '\0' 'b' > "$work/www/big"
   cat > "$work/upstream.conf" <<CONF
 $(nginx_head upstream 2)
-$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:${prefix}$i; location / { add_header x-pod pod-$i; add_header x-wrk-slot \$http_x_wrk_slot; return 200 \"pod-$i\n\"; } }"; done)
+$(for i in 1 2 3 4; do echo "  server { listen 127.0.0.1:${prefix}$i; location / { add_header x-pod pod-$i; add_header x-wrk-slot \$http_x_wrk_slot; return 200 \"pod-$i\n\"; } location = /big { client_max_body_size 1m; root $work/www; error_page 405 =200 \$uri; add_header x-pod pod-$i always; add_header x-wrk-slot \$http_x_wrk_slot always; } }"; done)
 }
 CONF
   nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)

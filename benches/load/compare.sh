@@ -32,7 +32,11 @@
 #       (h2c), one sticky session, h2load with 16 connections x 16 streams; each proxy
 #       speaks HTTP/1.1 to the pods (nginx `listen ... http2`, HAProxy `proto h2`). h2load
 #       reports no percentiles: the p50 column holds its mean, p99 is blank
+#   SCENARIOS="big" benches/load/compare.sh        # "big": one sticky session, every
+#       request a POST of 256 KiB answered with 256 KiB (bodies streamed both ways)
 #   WORKERS="1" DURATION=5 RELAY=0 FLOOR=0 benches/load/compare.sh   # ~2 minutes
+#   TETHER_BIN=/tmp/before/tether benches/load/compare.sh   # another build of tether
+#                                (an earlier commit's), for before/after in one setup
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORKERS="${WORKERS:-1 2}"
@@ -182,14 +186,16 @@ run() {
     many)  env=(WRK_SESSIONS=5000) ;;  # per thread: 2 threads = 10,000 sessions
     new)   env=() ;;
     post)  env=(WRK_SESSIONS=1 WRK_BODY_BYTES=1024) ;;
+    big)   env=(WRK_SESSIONS=1 WRK_BODY_BYTES=262144) ;;
     tls)   env=(WRK_SESSIONS=1) ;;
   esac
-  local scheme=http; [ "$scenario" = tls ] && scheme=https
+  local scheme=http path=/; [ "$scenario" = tls ] && scheme=https
+  [ "$scenario" = big ] && path=/big
   [ "$1" = nginx ] && env+=(WRK_CLIENT_COOKIES=1)
   local script="$LOAD/sticky.lua"; [ "$scenario" = new ] && script="$LOAD/new-session.lua"
   local out t0 t1
   t0=$(cpu_ticks "$3")
-  out=$(env "${env[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$scheme://127.0.0.1:$port/" 2>&1)
+  out=$(env "${env[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$scheme://127.0.0.1:$port$path" 2>&1)
   t1=$(cpu_ticks "$3")
   local rps p50 p99 sticky cpu
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -212,6 +218,7 @@ for w in $WORKERS; do
     [ "$scenario" = tls ] && these="tether nginx haproxy"
     [ "$scenario" = h2 ] && these="tether nginx haproxy"
     [ "$scenario" = post ] && these=${these/ floor/}
+    [ "$scenario" = big ] && these=${these/ floor/}
     for round in 1 2; do
       for proxy in $these; do
         case $scenario:$proxy in
@@ -244,7 +251,7 @@ for w in $WORKERS; do
         printf "#   ceiling: relay %s req/s; tether at %.0f%% of it, better peer at %.0f%%; 1.25x the peer would be %.0f%%\n",
           r, 100 * t / r, 100 * p / r, 125 * p / r }'
     fi
-    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ] && [ "$scenario" != post ] && [ "$scenario" != h2 ]; then
+    if [ "$FLOOR" = 1 ] && [ "$scenario" != tls ] && [ "$scenario" != post ] && [ "$scenario" != big ] && [ "$scenario" != h2 ]; then
       awk -v t="${best[tether]}" -v p="$peer" -v f="${best[floor]}" 'BEGIN {
         printf "#   floor: minimal HTTP/1 proxy on tokio %s req/s, %.2fx the better peer; tether at %.0f%% of it\n",
           f, f / p, 100 * t / f }'
