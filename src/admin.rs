@@ -79,7 +79,15 @@ pub async fn handle<B>(
         }
         (&Method::GET, "/debug/backends") => json(StatusCode::OK, &debug_backends(proxy)),
         (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, crate::metrics::render(proxy));
+            let counts = crate::metrics::ProxyCounts {
+                reloads_ok: proxy.reloads(true),
+                reloads_failed: proxy.reloads(false),
+                send_timeouts: proxy
+                    .send_timeouts()
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            };
+            let text_body = crate::metrics::render(&proxy.state().backends, counts);
+            let mut r = text(StatusCode::OK, text_body);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 
-use crate::affinity::KeyRing;
 use crate::balance::{Member, RateLimiter, Ring, SessionCounter};
 use crate::clock::{Clock, Now};
 use crate::config::{BackendSettings, Source};
 use crate::health::PassiveHealth;
-use crate::proxy::pool::Pool;
+use crate::keys::KeyRing;
+use crate::upstream::pool::Pool;
 
 /// Most connection attempts one request makes (distinct endpoints in ring order).
 pub const MAX_ATTEMPTS: usize = 3;
@@ -85,7 +85,7 @@ pub struct Endpoint {
     /// Paces rebalancing moves into this endpoint (`gradual`).
     pub moves: Arc<RateLimiter>,
     /// Request and error counters, shared across snapshots.
-    pub stats: Arc<crate::metrics::EndpointStats>,
+    pub stats: Arc<crate::stats::EndpointStats>,
 }
 
 /// What a cookie's endpoint token resolves to.
@@ -321,9 +321,9 @@ pub struct Backend {
     /// The time session logic reads.
     clock: Clock,
     /// Limits retries to a fraction of requests.
-    pub retry_budget: crate::proxy::retry::RetryBudget,
+    pub retry_budget: crate::retry::RetryBudget,
     /// Counters for `/metrics`.
-    pub stats: crate::metrics::BackendStats,
+    pub stats: crate::stats::BackendStats,
 }
 
 impl std::fmt::Debug for Backend {
@@ -342,7 +342,7 @@ struct Carried {
     pool: Arc<Pool>,
     sessions: Arc<SessionCounter>,
     moves: Arc<RateLimiter>,
-    stats: Arc<crate::metrics::EndpointStats>,
+    stats: Arc<crate::stats::EndpointStats>,
 }
 
 #[derive(Default)]
@@ -376,7 +376,7 @@ impl Backend {
         pod_name: Option<&str>,
         clock: Clock,
     ) -> Self {
-        let cookie_attributes = crate::affinity::cookie_attributes(&settings.affinity.cookie);
+        let cookie_attributes = settings.affinity.cookie.attributes();
         let local = match (settings.affinity.prefer_local, pod_name, &settings.source) {
             (true, Some(pod), Source::Kubernetes(k)) => {
                 Some(format!("{}/{pod}", k.namespace).into())
@@ -400,7 +400,7 @@ impl Backend {
             local,
             sessions,
             clock,
-            retry_budget: crate::proxy::retry::RetryBudget::new(settings.retry_budget),
+            retry_budget: crate::retry::RetryBudget::new(settings.retry_budget),
             stats: Default::default(),
             settings,
         }

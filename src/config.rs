@@ -313,6 +313,33 @@ pub struct CookieSettings {
     pub max_age: Option<Duration>,
 }
 
+impl CookieSettings {
+    /// Renders the cookie attributes once per backend: everything after `name=value`.
+    pub fn attributes(&self) -> Box<str> {
+        let s = self;
+        let mut c = ::cookie::Cookie::build((s.name.clone(), "v"))
+            .path(s.path.clone())
+            .secure(s.secure)
+            .http_only(s.http_only)
+            .same_site(match s.same_site {
+                SameSite::Lax => ::cookie::SameSite::Lax,
+                SameSite::Strict => ::cookie::SameSite::Strict,
+                SameSite::None => ::cookie::SameSite::None,
+            });
+        if let Some(d) = &s.domain {
+            c = c.domain(d.clone());
+        }
+        if let Some(age) = s.max_age {
+            c = c.max_age(::cookie::time::Duration::seconds(
+                i64::try_from(age.as_secs()).unwrap_or(i64::MAX),
+            ));
+        }
+        let rendered = c.build().to_string();
+        let prefix_len = s.name.len() + 2; // "name=v"
+        rendered[prefix_len..].into()
+    }
+}
+
 /// The `SameSite` cookie attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {

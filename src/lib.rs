@@ -1,12 +1,21 @@
 //! tether: a sticky-session aware L7 reverse proxy for Kubernetes.
 //!
 //! The crate is organised one module per concern, in the order a request meets them:
-//! [`server`] accepts connections, [`proxy`] routes and forwards, [`affinity`] reads and
-//! mints the signed session cookie, [`balance`] places sessions on a replica-stable
-//! consistent-hash table, [`backend`] holds the immutable per-backend snapshot the
-//! request path reads, [`discovery`] feeds endpoints into it, [`health`] tracks passive
-//! failures, and [`admin`] answers operators. [`config`] turns a TOML file into the
-//! validated settings all of them start from.
+//! [`server`] accepts connections, [`proxy`] routes, decides and forwards (its HTTP/1
+//! codec in `proxy::native`, the HTTP/2 service in `proxy`), [`affinity`] reads and
+//! mints the signed session cookie under the [`keys`] ring, [`balance`] places sessions
+//! on a replica-stable consistent-hash table, [`backend`] holds the immutable
+//! per-backend snapshot the request path reads, [`upstream`] talks to the pods,
+//! [`discovery`] feeds endpoints into the snapshots, [`health`] tracks passive failures,
+//! [`stats`] counts and [`metrics`] renders the counts, and [`admin`] answers
+//! operators. [`http`] holds the message
+//! rules every path shares and [`fault`] says whose fault a failure was. [`config`]
+//! turns a TOML file into the validated settings all of them start from.
+//!
+//! Dependencies point one way, down the layers: `server` → `admin` → `proxy` →
+//! `affinity` / `metrics` → `backend` → `upstream` → `http`, with `stats`, `keys`,
+//! `fault`, `retry`, `config`, `clock`, `balance` and `health` below them;
+//! `tests/layout.rs` holds the crate to it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -18,12 +27,18 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod fault;
 pub mod health;
+pub mod http;
 pub mod io;
+pub mod keys;
 pub mod metrics;
 pub mod proxy;
+pub mod retry;
 pub mod server;
+pub mod stats;
 pub mod tls;
+pub mod upstream;
 
 /// Helpers shared by unit tests.
 #[cfg(test)]

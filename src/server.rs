@@ -21,12 +21,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminHook};
-use crate::affinity::KeyRing;
 use crate::config::{Config, Source};
 use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
 use crate::io::SendTimeout;
+use crate::keys::KeyRing;
 use crate::proxy::{native, Connection, Proxy, State};
 use crate::tls::Tls;
 
@@ -119,7 +119,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     {
         return Err(Error::NoPodName(b.name.clone()));
     }
-    crate::proxy::pool::set_worker_threads(accept_threads + 1);
+    crate::upstream::pool::set_worker_threads(accept_threads + 1);
     let proxy = Arc::new(Proxy::new(State::new(config, keys, pod_name.as_deref())));
     let mut kube_client = None;
     let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
@@ -197,7 +197,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         std::thread::Builder::new()
             .name(format!("tether-accept-{}", n + 1))
             .spawn(move || {
-                crate::proxy::pool::bind_worker_thread(n + 1);
+                crate::upstream::pool::bind_worker_thread(n + 1);
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

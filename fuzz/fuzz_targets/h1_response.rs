@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tether::proxy::wire::{self, Chunked, Framing, ResponseParsed};
+use tether::http::wire::{self, Chunked, Framing, ResponseParsed};
 
 fuzz_target!(|data: &[u8]| {
     if let Err(e) = wire::response_rewrite_agrees(data) {

@@ -25,8 +25,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::Mac;
 
-use super::keys::{KeyRing, SigningKey};
 use crate::config::MAX_KEY_ID_BYTES;
+use crate::keys::{KeyRing, SigningKey};
 
 /// Format version written as the first byte.
 pub const VERSION: u8 = 2;
@@ -148,6 +148,39 @@ impl Memo {
         }
         let verified = decode(keys, value)?;
         self.last = Some((value.into(), keys.clone(), verified));
+        Ok(verified)
+    }
+}
+
+/// A [`Memo`] shared by the concurrent streams of one HTTP/2 connection: lock-free (one
+/// atomic load to answer, one allocation only when the value changes), so the streams
+/// of a connection that all carry the same cookie verify it once.
+#[derive(Debug, Default)]
+pub struct SharedMemo {
+    last: arc_swap::ArcSwapOption<(Box<[u8]>, std::sync::Arc<KeyRing>, Verified)>,
+}
+
+impl SharedMemo {
+    /// [`decode`], answered from the memo when `value` and `keys` are the last ones
+    /// that verified on this connection.
+    pub fn decode(
+        &self,
+        keys: &std::sync::Arc<KeyRing>,
+        value: &(impl AsRef<[u8]> + ?Sized),
+    ) -> Result<Verified, Invalid> {
+        let value = value.as_ref();
+        if let Some(last) = &*self.last.load() {
+            let (v, k, verified) = &**last;
+            if **v == *value && std::sync::Arc::ptr_eq(k, keys) {
+                return Ok(*verified);
+            }
+        }
+        let verified = decode(keys, value)?;
+        self.last.store(Some(std::sync::Arc::new((
+            value.into(),
+            keys.clone(),
+            verified,
+        ))));
         Ok(verified)
     }
 }

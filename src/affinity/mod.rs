@@ -10,19 +10,18 @@
 //! agree.
 
 pub mod cookie;
-pub mod keys;
 
 use std::sync::Arc;
 
-use crate::proxy::headers::Fields;
+use crate::http::headers::Fields;
 
+pub use crate::keys::KeyRing;
 pub use cookie::{Claims, Invalid, SessionId, Verified};
-pub use keys::KeyRing;
 
 use crate::backend::{Candidates, EndpointState, Resolved, Snapshot};
 use crate::balance::hash;
 use crate::clock::Now;
-use crate::config::{AffinitySettings, CookieSettings, Rebalance, SameSite};
+use crate::config::{AffinitySettings, Rebalance};
 
 /// What happened to a session on this request; sent as `x-tether-affinity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,6 +374,18 @@ pub fn decide_memo<'v>(
     decide_with(|v| memo.decode(keys, v), snapshot, values, settings, now)
 }
 
+/// [`decide`] with an HTTP/2 connection's [`cookie::SharedMemo`].
+pub fn decide_shared<'v>(
+    keys: &Arc<KeyRing>,
+    memo: &cookie::SharedMemo,
+    snapshot: &Snapshot,
+    values: impl IntoIterator<Item = &'v [u8]>,
+    settings: &AffinitySettings,
+    now: Now,
+) -> Decision {
+    decide_with(|v| memo.decode(keys, v), snapshot, values, settings, now)
+}
+
 fn decide_with<'v>(
     mut decode: impl FnMut(&[u8]) -> Result<Verified, Invalid>,
     snapshot: &Snapshot,
@@ -560,7 +571,7 @@ pub fn cookie_values<'a, H: Fields + ?Sized>(
     // separators where a per-byte split predicate cost ~500 more.
     headers
         .values(&http::header::COOKIE)
-        .filter(|v| crate::proxy::headers::is_text(v))
+        .filter(|v| crate::http::headers::is_text(v))
         .flat_map(|v| Pairs(Some(v)))
         .filter_map(move |pair| {
             let eq = memchr::memchr(b'=', pair)?;
@@ -595,33 +606,10 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
-/// Renders the cookie attributes once per backend: everything after `name=value`.
-pub fn cookie_attributes(s: &CookieSettings) -> Box<str> {
-    let mut c = ::cookie::Cookie::build((s.name.clone(), "v"))
-        .path(s.path.clone())
-        .secure(s.secure)
-        .http_only(s.http_only)
-        .same_site(match s.same_site {
-            SameSite::Lax => ::cookie::SameSite::Lax,
-            SameSite::Strict => ::cookie::SameSite::Strict,
-            SameSite::None => ::cookie::SameSite::None,
-        });
-    if let Some(d) = &s.domain {
-        c = c.domain(d.clone());
-    }
-    if let Some(age) = s.max_age {
-        c = c.max_age(::cookie::time::Duration::seconds(
-            i64::try_from(age.as_secs()).unwrap_or(i64::MAX),
-        ));
-    }
-    let rendered = c.build().to_string();
-    let prefix_len = s.name.len() + 2; // "name=v"
-    rendered[prefix_len..].into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CookieSettings, SameSite};
     use http::HeaderValue;
 
     #[test]
@@ -692,13 +680,13 @@ mod tests {
             same_site: SameSite::Lax,
             max_age: None,
         };
-        let a = cookie_attributes(&s);
+        let a = s.attributes();
         assert!(a.starts_with("; "), "{a}");
         assert!(a.contains("Path=/") && a.contains("HttpOnly") && a.contains("SameSite=Lax"));
         assert!(!a.contains("Max-Age") && !a.contains("Expires"), "{a}");
         s.max_age = Some(std::time::Duration::from_secs(60));
         s.secure = true;
-        let a = cookie_attributes(&s);
+        let a = s.attributes();
         assert!(a.contains("Max-Age=60") && a.contains("Secure"), "{a}");
     }
 }

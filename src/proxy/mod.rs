@@ -6,14 +6,9 @@
 //! mark the endpoint down; failures after the request was sent are answered with 502,
 //! timeouts with 504, and the cookie always names the endpoint that actually answered.
 
-pub mod body;
-pub mod headers;
+pub mod hygiene;
 pub mod native;
-pub mod pool;
-pub mod retry;
 pub mod route;
-pub mod upstream_h1;
-pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,18 +24,18 @@ use crate::affinity::{self, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
 use crate::config::{AffinityKey, BackendSettings, Config};
-use crate::metrics::{AffinityEvent, BackendStats};
-use body::{BodyFault, PooledBody, ProxyBody, RequestBody};
-use headers::{Fields, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+use crate::http::headers::{self, Fields, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+use crate::http::wire;
+use crate::stats::{AffinityEvent, BackendStats};
+use crate::upstream::body::{self, BodyFault, PooledBody, ProxyBody, RequestBody};
+use crate::upstream::{h1 as upstream_h1, pool};
 use http::Method;
 use http_body::Body as _;
 use ipnet::IpNet;
 use route::RouteTable;
 use tokio_util::task::TaskTracker;
 
-/// Largest upstream response head accepted, on either HTTP/1 path; a larger one is a
-/// failed exchange (502), held against the endpoint.
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub use crate::http::wire::MAX_RESPONSE_HEAD;
 
 /// Why a request could not be proxied; each maps to one status deliberately, and each
 /// is blamed on one party: [`Error::client_fault`] says which are the client's.
@@ -83,40 +78,7 @@ pub enum Error {
     Wire(#[source] wire::Error),
 }
 
-/// A failure the client caused. Only upstream faults (connect failures, resets,
-/// invalid responses, response timeouts) count against an endpoint's health; these
-/// count in `tether_client_errors_total` instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ClientFault {
-    /// The request body broke its framing: a bad chunk (RFC 9112 §7.1), or HTTP/2 DATA
-    /// that does not add up to content-length (RFC 9113 §8.1.1).
-    #[error("malformed request body")]
-    MalformedBody = 0,
-    /// The client closed the connection or reset the stream before its body ended.
-    #[error("request aborted by the client")]
-    Aborted = 1,
-    /// The client did not send the rest of its body within the response timeout.
-    #[error("request body timed out")]
-    BodyTimeout = 2,
-}
-
-impl ClientFault {
-    /// Every fault, in counter order.
-    pub const ALL: [ClientFault; 3] = [
-        ClientFault::MalformedBody,
-        ClientFault::Aborted,
-        ClientFault::BodyTimeout,
-    ];
-
-    /// The `reason` label of `tether_client_errors_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientFault::MalformedBody => "malformed_body",
-            ClientFault::Aborted => "aborted",
-            ClientFault::BodyTimeout => "body_timeout",
-        }
-    }
-}
+pub use crate::fault::ClientFault;
 
 impl From<BodyFault> for Error {
     fn from(f: BodyFault) -> Self {
@@ -161,6 +123,11 @@ impl Error {
                 | Error::Refused(_)
                 | Error::Client(_)
         )
+    }
+
+    /// Counts this failure, answered by tether itself, in `stats`.
+    pub fn count(&self, stats: &BackendStats) {
+        stats.failed(self.status(), self.client_fault());
     }
 
     /// The client's fault, when this error is one.
@@ -256,6 +223,8 @@ pub struct Connection {
     /// The session an HTTP/2 connection's cookieless requests share, so concurrent first
     /// requests land on one endpoint (set by the first of them).
     shared_session: OnceLock<SessionId>,
+    /// The last cookie that verified on this (HTTP/2) connection.
+    memo: affinity::cookie::SharedMemo,
 }
 
 impl Connection {
@@ -266,6 +235,7 @@ impl Connection {
             secure,
             peer_value: headers::peer_value(peer.ip()),
             shared_session: OnceLock::new(),
+            memo: Default::default(),
         }
     }
 }
@@ -402,7 +372,7 @@ impl Proxy {
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
                 let r = e.response();
-                backend.stats.failed(&e);
+                e.count(&backend.stats);
                 r
             }
         };
@@ -554,9 +524,9 @@ impl Proxy {
                         },
                     }
                 } else {
-                    // A streamed body cannot be sent twice: never on a pooled
-                    // connection the upstream may be closing just then.
-                    let fresh = tries > 1 || !req.body().in_hand();
+                    // A replay goes on a new connection; anything else on a pooled
+                    // one checked open first (the codec's rule).
+                    let fresh = tries > 1;
                     let checkout = endpoint.pool.checkout_raw(settings.connect_timeout, fresh);
                     let (stream, reused) = match checkout.await {
                         Ok(c) => c,
@@ -627,7 +597,7 @@ impl Proxy {
                                 &snapshot,
                                 endpoint,
                                 settings,
-                                crate::metrics::LastError::Reset,
+                                crate::stats::LastError::Reset,
                             );
                             backend.stats.retry();
                             tried_pinned |= Some(i) == decision.pinned();
@@ -639,7 +609,7 @@ impl Proxy {
                                 &snapshot,
                                 endpoint,
                                 settings,
-                                crate::metrics::LastError::Reset,
+                                crate::stats::LastError::Reset,
                             );
                             return Err(error);
                         }
@@ -668,7 +638,7 @@ impl Proxy {
                     &snapshot,
                     endpoint,
                     settings,
-                    crate::metrics::LastError::Reset,
+                    crate::stats::LastError::Reset,
                 );
                 return Err(Error::Wire(e));
             }
@@ -689,7 +659,7 @@ impl Proxy {
                             &snapshot,
                             endpoint,
                             settings,
-                            crate::metrics::LastError::Reset,
+                            crate::stats::LastError::Reset,
                         );
                         return Err(Error::Upstream(e));
                     }
@@ -754,7 +724,7 @@ impl Proxy {
             snapshot,
             endpoint,
             settings,
-            crate::metrics::LastError::Timeout,
+            crate::stats::LastError::Timeout,
         );
         Error::Timeout
     }
@@ -774,7 +744,7 @@ impl Proxy {
                 snapshot,
                 endpoint,
                 settings,
-                crate::metrics::LastError::ServerError,
+                crate::stats::LastError::ServerError,
             );
         } else {
             endpoint.health.exchange_succeeded();
@@ -792,7 +762,7 @@ impl Proxy {
         snapshot: &Snapshot,
         endpoint: &Endpoint,
         settings: &BackendSettings,
-        what: crate::metrics::LastError,
+        what: crate::stats::LastError,
     ) {
         endpoint.stats.error(what);
         let n = endpoint.health.exchange_failed();
@@ -846,6 +816,10 @@ impl Proxy {
         let values = affinity::cookie_values(headers, &affinity.cookie.name);
         let mut d = match memo {
             Some(memo) => affinity::decide_memo(keys, memo, snapshot, values, affinity, now),
+            // An HTTP/2 connection's streams share one memo.
+            None if h2 => {
+                affinity::decide_shared(keys, &conn.memo, snapshot, values, affinity, now)
+            }
             None => affinity::decide(keys, snapshot, values, affinity, now),
         };
         if d.is_fresh() && h2 {

@@ -34,13 +34,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::body::BodyFault;
-use super::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
 use super::{session_placed, ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::Memo;
 use crate::affinity::KeyRing;
 use crate::backend::Backend;
-use crate::metrics::LastError;
+use crate::http::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
+use crate::stats::LastError;
+use crate::upstream::body::BodyFault;
 
 /// Per-listener limits the codec enforces.
 #[derive(Debug, Clone, Copy)]
@@ -399,7 +399,7 @@ impl Proxy {
                     _ => head.body_len as u64,
                 };
                 if max_body.is_some_and(|max| declared > max) {
-                    backend.stats.failed(&Error::BodyTooLarge);
+                    Error::BodyTooLarge.count(&backend.stats);
                     return refuse(client, Error::BodyTooLarge).await;
                 }
             }
@@ -453,7 +453,7 @@ impl Proxy {
                             tracing::debug!(peer = %conn.peer, "request body timed out");
                             let e = Error::Client(ClientFault::BodyTimeout);
                             if let Some(stats) = stats {
-                                stats.failed(&e);
+                                e.count(stats);
                             }
                             let _ = write_error(client, &e, true).await;
                             return Flow::Closed;
@@ -492,7 +492,7 @@ impl Proxy {
                     let mut u = Upload::new(framing, read[head.len..].to_vec(), decode);
                     let timeout = backend.settings.response_timeout;
                     if let Err(e) = u.fill(client, request_buffer, timeout, max_body).await {
-                        backend.stats.failed(&e);
+                        e.count(&backend.stats);
                         let _ = write_error(client, &e, true).await;
                         return Flow::Closed;
                     }
@@ -546,7 +546,7 @@ impl Proxy {
                 } => (status, close, elapsed, log),
                 Exchanged::Failed(e) => {
                     tracing::debug!(error = %e, "request failed");
-                    backend.stats.failed(&e);
+                    e.count(&backend.stats);
                     let elapsed = started.elapsed();
                     backend.stats.observe(elapsed);
                     let broken = write_error(client, &e, close).await.is_err();
@@ -679,13 +679,15 @@ impl Proxy {
                 tries += 1;
                 // A replay after a stale pooled connection goes on a new one: the next
                 // idle connection may have been closed by the same keep-alive timeout.
-                // A streamed body cannot be sent twice: it goes on a new connection,
-                // never on a pooled one the upstream may be closing just then.
+                // An upgrade takes its connection for good: a new one. Anything else,
+                // a streamed body too, takes a pooled connection checked open first
+                // (`checkout_raw`), as small bodies always did: a connect per upload
+                // costs more than the rare close that races the request.
                 let (mut upstream, reused) = match endpoint
                     .pool
                     .checkout_raw(
                         settings.connect_timeout,
-                        tries > 1 || upload.is_some() || head.upgrade.is_some(),
+                        tries > 1 || head.upgrade.is_some(),
                     )
                     .await
                 {
@@ -1282,7 +1284,7 @@ impl Proxy {
             Streamed::No => Some(head.body_len as u64),
         };
         let read = bytes::Bytes::copy_from_slice(head.body);
-        let req = req.map(|()| super::body::RequestBody::fed(read, rx, length));
+        let req = req.map(|()| crate::upstream::body::RequestBody::fed(read, rx, length));
         let forward = self.forward(
             req,
             via.conn,

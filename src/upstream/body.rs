@@ -11,14 +11,14 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::ClientFault;
+use crate::fault::ClientFault;
 
 /// A response body.
 pub enum ProxyBody {
     /// Streamed from an h2c upstream.
     Upstream(PooledBody),
     /// Streamed from an HTTP/1 upstream's raw connection.
-    Raw(super::upstream_h1::RawBody),
+    Raw(super::h1::RawBody),
     /// Written by tether (errors, admin answers); `None` once sent.
     Full(Option<Bytes>),
 }
@@ -59,7 +59,7 @@ impl Body for PooledBody {
             if let Some(trailers) = frame.trailers_mut() {
                 let forbidden: Vec<_> = trailers
                     .keys()
-                    .filter(|n| !super::headers::allowed_in_trailers(n.as_str().as_bytes()))
+                    .filter(|n| !crate::http::headers::allowed_in_trailers(n.as_str().as_bytes()))
                     .cloned()
                     .collect();
                 for name in forbidden {
@@ -236,16 +236,6 @@ impl RequestBody {
             } => Some(read.as_deref().unwrap_or_default()),
             RequestBody::Empty => Some(&[]),
             _ => None,
-        }
-    }
-
-    /// Whether all of the body is in hand (none, or read whole ahead): only a body
-    /// still coming from the client streams.
-    pub fn in_hand(&self) -> bool {
-        match self {
-            RequestBody::Client { body, .. } => body.is_end_stream(),
-            RequestBody::Fed { rest, .. } => rest.is_none(),
-            RequestBody::Empty => true,
         }
     }
 

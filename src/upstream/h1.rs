@@ -24,8 +24,7 @@ use tokio::net::TcpStream;
 
 use super::body::{BodyError, RequestBody};
 use super::pool::Pool;
-use super::wire::{self, Framing, ResponseParsed};
-use super::MAX_RESPONSE_HEAD;
+use crate::http::wire::{self, Framing, ResponseParsed, MAX_RESPONSE_HEAD};
 
 /// How much is read from an upstream at a time.
 const READ: usize = 16 * 1024;

@@ -234,7 +234,7 @@ impl Front {
 }
 
 /// The ways a request arrives: each transport, and HTTP/1 also with a small chunked
-/// body (`true`), which goes upstream chunked on a connection of its own: both must give the
+/// body (`true`), which goes upstream chunked: both must give the
 /// same answer.
 pub fn arrivals() -> Vec<(Transport, bool)> {
     vec![
