@@ -5,4 +5,5 @@
 //! RFC 9110/9112 clause it implements.
 
 pub mod headers;
+pub mod oracle;
 pub mod wire;

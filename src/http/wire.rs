@@ -756,6 +756,10 @@ pub fn parse_response_to<'b>(
             _ => {}
         }
     }
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    if chunked.is_some() && resp.version == Some(0) {
+        return Err(Error::TransferEncoding);
+    }
     let framing = if status == 101 {
         reusable = false;
         Framing::Empty
@@ -1003,7 +1007,14 @@ pub struct Chunked {
     trailer_at: Option<usize>,
     /// Chunk data seen so far (what `max_body_bytes` limits).
     data: u64,
+    /// Trailer fields and bytes seen so far (bounded like a head: [`MAX_HEADERS`]
+    /// fields, [`MAX_TRAILER`] bytes).
+    trailer_fields: usize,
+    trailer_bytes: usize,
 }
+
+/// Largest trailer section accepted (hyper's bound too).
+pub const MAX_TRAILER: usize = 16 * 1024;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -1136,7 +1147,9 @@ impl Chunked {
                 State::TrailerStart => {
                     self.state = if b == b'\r' {
                         State::EndLf
-                    } else if is_tchar(b) {
+                    } else if is_tchar(b) && self.trailer_fields < MAX_HEADERS {
+                        self.trailer_fields += 1;
+                        self.trailer_bytes += 1;
                         self.line = 1;
                         State::Trailer
                     } else {
@@ -1145,7 +1158,8 @@ impl Chunked {
                 }
                 State::Trailer => {
                     self.line += 1;
-                    if self.line > MAX_LINE {
+                    self.trailer_bytes += 1;
+                    if self.line > MAX_LINE || self.trailer_bytes > MAX_TRAILER {
                         return Err(Error::Chunked);
                     }
                     if b == b':' {
@@ -1156,7 +1170,8 @@ impl Chunked {
                 }
                 State::TrailerValue => {
                     self.line += 1;
-                    if self.line > MAX_LINE {
+                    self.trailer_bytes += 1;
+                    if self.line > MAX_LINE || self.trailer_bytes > MAX_TRAILER {
                         return Err(Error::Chunked);
                     }
                     match b {
@@ -1715,6 +1730,21 @@ mod tests {
             b"0\r\nX: 1\r\n folded\r\n\r\n",
             b"0\r\nX: a\x00b\r\n\r\n",
         ] {
+            assert!(
+                Chunked::default().scan(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Trailers are bounded like a head: 100 fields, 16 KiB.
+        let many = format!("0\r\n{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS + 1));
+        let long = format!(
+            "0\r\n{}\r\n",
+            format!("X: {}\r\n", "v".repeat(4000)).repeat(5)
+        );
+        let fits = format!("0\r\n{}\r\n", "X: 1\r\n".repeat(MAX_HEADERS));
+        assert!(Chunked::default().scan(fits.as_bytes()).is_ok());
+        for bad in [many.as_bytes(), long.as_bytes()] {
             assert!(
                 Chunked::default().scan(bad).is_err(),
                 "{}",
