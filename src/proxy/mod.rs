@@ -497,9 +497,12 @@ impl Proxy {
             let attempt = loop {
                 tries += 1;
                 fit_request(&mut req, settings.h2c);
-                // Only an idempotent, bodyless request can be sent twice; keep a copy.
-                let replay = replayable(&req);
+                // Only an idempotent, bodyless request can be sent twice. hyper's h2c
+                // client takes the request, so it needs a copy; tether's HTTP/1 client
+                // only borrows it, and gives the request itself back to replay.
+                let again = is_replayable(&req);
                 let sent = if settings.h2c {
+                    let copy = again.then(|| replay_copy(&req));
                     let mut c = match endpoint.pool.checkout(settings.connect_timeout).await {
                         Ok(c) => c,
                         Err(e) => {
@@ -512,14 +515,16 @@ impl Proxy {
                     let exchange = c.sender.try_send_request(req);
                     match tokio::time::timeout(settings.response_timeout, exchange).await {
                         Err(_) => Sent::TimedOut,
-                        Ok(Ok(resp)) => {
-                            Sent::Answer(resp.map(|b| ProxyBody::Upstream(PooledBody::new(b))))
-                        }
+                        Ok(Ok(resp)) => Sent::Answer(
+                            resp.map(|b| ProxyBody::Upstream(PooledBody::new(b))),
+                            copy,
+                        ),
                         Ok(Err(mut e)) => match e.take_message() {
                             Some(unsent) => Sent::Unsent(unsent, c.reused),
                             None => Sent::Failed {
                                 error: Error::Upstream(e.into_error().into()),
                                 stale: c.reused,
+                                again: copy,
                             },
                         },
                     }
@@ -541,7 +546,9 @@ impl Proxy {
                     let exchange = upstream_h1::send(stream, &mut req, pool);
                     match tokio::time::timeout(settings.response_timeout, exchange).await {
                         Err(_) => Sent::TimedOut,
-                        Ok(Ok(resp)) => Sent::Answer(resp.map(ProxyBody::Raw)),
+                        Ok(Ok(resp)) => {
+                            Sent::Answer(resp.map(ProxyBody::Raw), again.then_some(req))
+                        }
                         Ok(Err(upstream_h1::SendError::Unsent)) => Sent::Unsent(req, reused),
                         Ok(Err(upstream_h1::SendError::Failed {
                             error,
@@ -549,6 +556,7 @@ impl Proxy {
                         })) => Sent::Failed {
                             error: Error::Wire(error),
                             stale: reused && nothing_back,
+                            again: again.then_some(req),
                         },
                     }
                 };
@@ -558,7 +566,7 @@ impl Proxy {
                         return Err(ClientFault::BodyTimeout.into())
                     }
                     Sent::TimedOut => return Err(self.timed_out(&snapshot, endpoint, settings)),
-                    Sent::Answer(resp) => {
+                    Sent::Answer(resp, replay) => {
                         let status = resp.status();
                         let retry_status =
                             self.response_seen(&snapshot, endpoint, settings, status);
@@ -578,7 +586,11 @@ impl Proxy {
                     }
                     Sent::Unsent(unsent, reused) if reused && tries < 2 => req = unsent,
                     Sent::Unsent(unsent, _) => break Err(unsent),
-                    Sent::Failed { error, stale } => match (progress.fault(), replay) {
+                    Sent::Failed {
+                        error,
+                        stale,
+                        again: replay,
+                    } => match (progress.fault(), replay) {
                         // The client's body broke the exchange, which the upstream
                         // client reports as its own failure: the client's fault
                         // alone, and the endpoint's health is untouched.
@@ -834,16 +846,23 @@ impl Proxy {
     }
 }
 
-/// What one try on an endpoint came to.
+/// What one try on an endpoint came to. Unboxed though large: it lives on the stack
+/// for one match, and boxing would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Sent {
-    /// A response head.
-    Answer(Response<ProxyBody>),
+    /// A response head, and the request again if it may be replayed.
+    Answer(Response<ProxyBody>, Option<Request<RequestBody>>),
     /// Nothing was written (the request is given back); the flag says whether the
     /// connection was a reused one.
     Unsent(Request<RequestBody>, bool),
     /// The exchange failed after the request (or part of it) went out; `stale`: on a
-    /// reused connection with nothing back, so the upstream may have closed it idle.
-    Failed { error: Error, stale: bool },
+    /// reused connection with nothing back, so the upstream may have closed it idle;
+    /// `again`: the request, if it may be replayed.
+    Failed {
+        error: Error,
+        stale: bool,
+        again: Option<Request<RequestBody>>,
+    },
     /// No response head within the response timeout.
     TimedOut,
 }
@@ -996,21 +1015,23 @@ pub fn client_ip<H: Fields + ?Sized>(headers: &H, peer: IpAddr, trusted: &[IpNet
         .unwrap_or(peer)
 }
 
-/// A copy of a request that is safe to send twice: idempotent method, no body.
-fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
-    let idempotent = matches!(
+/// Whether a request is safe to send twice: an idempotent method and no body.
+fn is_replayable(req: &Request<RequestBody>) -> bool {
+    matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    );
-    if !idempotent || !req.body().is_end_stream() {
-        return None;
-    }
+    ) && req.body().is_end_stream()
+}
+
+/// A copy of a replayable request (its body is empty), for a client that takes the
+/// original.
+fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
     let mut copy = Request::new(RequestBody::Empty);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    copy
 }
 
 /// Shapes the request for the connection it goes out on: HTTP/1.1 with an origin-form
