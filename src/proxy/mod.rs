@@ -570,14 +570,20 @@ impl Proxy {
                         let status = resp.status();
                         let retry_status =
                             self.response_seen(&snapshot, endpoint, settings, status);
-                        match replay {
-                            Some(again)
-                                if retry_status
-                                    && attempts.after(n)
-                                    && backend.retry_budget.try_spend() =>
-                            {
+                        let tried = Tried::Answered { retry_status };
+                        let more = attempts.after(n);
+                        let next = self.next_try(
+                            tried,
+                            replay.is_some(),
+                            tries,
+                            more,
+                            &snapshot,
+                            endpoint,
+                            backend,
+                        );
+                        match (next, replay) {
+                            (Next::Elsewhere, Some(again)) => {
                                 tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
-                                backend.stats.retry();
                                 tried_pinned |= Some(i) == decision.pinned();
                                 break Err(again);
                             }
@@ -590,42 +596,35 @@ impl Proxy {
                         error,
                         stale,
                         again: replay,
-                    } => match (progress.fault(), replay) {
+                    } => {
                         // The client's body broke the exchange, which the upstream
                         // client reports as its own failure: the client's fault
                         // alone, and the endpoint's health is untouched.
-                        (Some(fault), _) => return Err(fault.into()),
-                        // A reused keep-alive connection closed under the request:
-                        // once more on a fresh connection to the same endpoint.
-                        (None, Some(again)) if stale && tries < 2 => {
-                            tracing::debug!(error = %error, "stale upstream connection; replaying an idempotent request");
-                            req = again;
+                        if let Some(fault) = progress.fault() {
+                            return Err(fault.into());
                         }
-                        // Reset or failed after sending: once on the next endpoint.
-                        (None, Some(again))
-                            if attempts.after(n) && backend.retry_budget.try_spend() =>
-                        {
-                            self.upstream_fault(
-                                &snapshot,
-                                endpoint,
-                                settings,
-                                crate::stats::LastError::Reset,
-                            );
-                            backend.stats.retry();
-                            tried_pinned |= Some(i) == decision.pinned();
-                            tracing::debug!(endpoint = %endpoint.identity, error = %error, "retrying an idempotent request on the next endpoint");
-                            break Err(again);
+                        let next = self.next_try(
+                            Tried::Failed { stale },
+                            replay.is_some(),
+                            tries,
+                            attempts.after(n),
+                            &snapshot,
+                            endpoint,
+                            backend,
+                        );
+                        match (next, replay) {
+                            (Next::Replay, Some(again)) => {
+                                tracing::debug!(error = %error, "stale upstream connection; replaying an idempotent request");
+                                req = again;
+                            }
+                            (Next::Elsewhere, Some(again)) => {
+                                tried_pinned |= Some(i) == decision.pinned();
+                                tracing::debug!(endpoint = %endpoint.identity, error = %error, "retrying an idempotent request on the next endpoint");
+                                break Err(again);
+                            }
+                            _ => return Err(error),
                         }
-                        _ => {
-                            self.upstream_fault(
-                                &snapshot,
-                                endpoint,
-                                settings,
-                                crate::stats::LastError::Reset,
-                            );
-                            return Err(error);
-                        }
-                    },
+                    }
                 }
             };
             let mut resp = match attempt {
@@ -702,6 +701,49 @@ impl Proxy {
             return Ok(Response::from_parts(parts, body));
         }
         Err(Error::Connect)
+    }
+
+    /// The one retry rule, for both request loops (the HTTP/1 codec's and
+    /// [`Proxy::forward`]). After a try on `endpoint` that `tried` (failed with no
+    /// usable response, or answered), given whether the request may be sent twice
+    /// (`replayable`: idempotent, no body), how many tries this endpoint had and
+    /// whether another endpoint is left (`more`), says what to do next, and counts
+    /// what it decides:
+    /// - a failure on a reused connection that sent nothing back (`stale`): the
+    ///   upstream likely closed it while idle; a replayable request goes once more on a
+    ///   fresh connection to the same endpoint, blaming nobody;
+    /// - any other failure is the endpoint's ([`Proxy::upstream_fault`]); a replayable
+    ///   request moves to the next endpoint within the retry budget;
+    /// - an answer with a status the backend retries (`retry_on`) moves a replayable
+    ///   request to the next endpoint within the budget (`response_seen` counted it).
+    ///
+    /// Connect failures (nothing sent) always move on, any method, and are counted by
+    /// [`Proxy::connect_failed`]; a client's fault never comes here.
+    #[allow(clippy::too_many_arguments)]
+    fn next_try(
+        &self,
+        tried: Tried,
+        replayable: bool,
+        tries: u32,
+        more: bool,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        backend: &Backend,
+    ) -> Next {
+        let settings = &backend.settings;
+        let retry = match tried {
+            Tried::Failed { stale: true } if replayable && tries < 2 => return Next::Replay,
+            Tried::Failed { .. } => {
+                self.upstream_fault(snapshot, endpoint, settings, crate::stats::LastError::Reset);
+                true
+            }
+            Tried::Answered { retry_status } => retry_status,
+        };
+        if retry && replayable && more && backend.retry_budget.try_spend() {
+            backend.stats.retry();
+            return Next::Elsewhere;
+        }
+        Next::Stop
     }
 
     /// Counts a failed connect and cools the endpoint off.
@@ -844,6 +886,26 @@ impl Proxy {
         }
         d
     }
+}
+
+/// How a try on an endpoint ended, for [`Proxy::next_try`].
+#[derive(Debug, Clone, Copy)]
+enum Tried {
+    /// No usable response; `stale`: on a reused connection that sent nothing back.
+    Failed { stale: bool },
+    /// A response head; `retry_status`: one the backend retries elsewhere.
+    Answered { retry_status: bool },
+}
+
+/// What [`Proxy::next_try`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Send it again on a fresh connection to the same endpoint.
+    Replay,
+    /// Send it to the next endpoint.
+    Elsewhere,
+    /// No more tries: answer with what this one came to.
+    Stop,
 }
 
 /// What one try on an endpoint came to. Unboxed though large: it lives on the stack

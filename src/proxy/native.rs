@@ -801,24 +801,32 @@ impl Proxy {
                 };
                 match parsed {
                     Ok(h) => break (upstream, h),
-                    // A pooled connection the upstream closed while it sat idle: nothing
-                    // came back, so a replayable request is sent once more on a fresh
-                    // one (the HTTP/2 path does the same).
-                    Err(e) if reused && tries < 2 && e.nothing_back && head.replayable() => {
-                        tracing::debug!(error = %e.error, "stale upstream connection; replaying a bodyless idempotent request");
-                    }
+                    // The one retry rule (`Proxy::next_try`): a stale pooled connection
+                    // replays a replayable request on a fresh one; any other failure is
+                    // the endpoint's, and a replayable request moves on.
                     Err(e) => {
-                        self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
-                        if head.replayable()
-                            && attempts.after(n)
-                            && backend.retry_budget.try_spend()
-                        {
-                            backend.stats.retry();
-                            tried_pinned |= Some(i) == decision.pinned();
-                            tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying a bodyless idempotent request on the next endpoint");
-                            continue 'candidates;
+                        let stale = reused && e.nothing_back;
+                        let tried = super::Tried::Failed { stale };
+                        let more = attempts.after(n);
+                        match self.next_try(
+                            tried,
+                            head.replayable(),
+                            tries,
+                            more,
+                            &snapshot,
+                            endpoint,
+                            backend,
+                        ) {
+                            super::Next::Replay => {
+                                tracing::debug!(error = %e.error, "stale upstream connection; replaying a bodyless idempotent request");
+                            }
+                            super::Next::Elsewhere => {
+                                tried_pinned |= Some(i) == decision.pinned();
+                                tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying a bodyless idempotent request on the next endpoint");
+                                continue 'candidates;
+                            }
+                            super::Next::Stop => return Exchanged::Failed(Error::Wire(e.error)),
                         }
-                        return Exchanged::Failed(Error::Wire(e.error));
                     }
                 }
             };
@@ -829,13 +837,20 @@ impl Proxy {
                 self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
                 return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
             };
-            if self.response_seen(&snapshot, endpoint, settings, status)
-                && head.replayable()
-                && attempts.after(n)
-                && backend.retry_budget.try_spend()
-            {
+            let retry_status = self.response_seen(&snapshot, endpoint, settings, status);
+            let tried = super::Tried::Answered { retry_status };
+            let more = attempts.after(n);
+            let next = self.next_try(
+                tried,
+                head.replayable(),
+                tries,
+                more,
+                &snapshot,
+                endpoint,
+                backend,
+            );
+            if next == super::Next::Elsewhere {
                 tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
-                backend.stats.retry();
                 tried_pinned |= Some(i) == decision.pinned();
                 continue 'candidates;
             }
