@@ -956,6 +956,38 @@ pub fn write_head(
     }
 }
 
+/// Writes one body frame for an HTTP/1 peer into `out` (RFC 9112 §7.1): data as one
+/// chunk when `chunked` (as it is otherwise), trailers as the last chunk with the
+/// trailer section (only when chunked: a body framed by length or by the close has
+/// nowhere to carry them, and they are dropped). Returns whether the frame ended a
+/// chunked body.
+pub fn write_frame(
+    out: &mut Vec<u8>,
+    frame: http_body::Frame<bytes::Bytes>,
+    chunked: bool,
+) -> bool {
+    match frame.into_data() {
+        Ok(data) if chunked && !data.is_empty() => {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+            false
+        }
+        Ok(data) => {
+            out.extend_from_slice(&data);
+            false
+        }
+        Err(frame) => match (frame.into_trailers(), chunked) {
+            (Ok(trailers), true) => {
+                out.extend_from_slice(b"0\r\n");
+                write_trailer_map(out, &trailers);
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
 /// Writes a trailer section from a field map (the fields RFC 9110 §6.5.1 allows there)
 /// and the empty line that ends it.
 pub fn write_trailer_map(out: &mut Vec<u8>, trailers: &http::HeaderMap) {

@@ -1387,24 +1387,11 @@ impl Proxy {
                     };
                 }
             };
-            match frame.into_data() {
-                Ok(data) if chunked && !data.is_empty() => {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    out.extend_from_slice(&data);
-                    out.extend_from_slice(b"\r\n");
-                }
-                Ok(data) => out.extend_from_slice(&data),
-                Err(frame) => {
-                    if let (Ok(trailers), true) = (frame.into_trailers(), chunked) {
-                        out.extend_from_slice(b"0\r\n");
-                        wire::write_trailer_map(out, &trailers);
-                        if send_all(client, out).await.is_err() {
-                            return Exchanged::Broken { unframed: false };
-                        }
-                        return answered;
-                    }
-                    continue;
-                }
+            if wire::write_frame(out, frame, chunked) {
+                return match send_all(client, out).await {
+                    Ok(()) => answered,
+                    Err(_) => Exchanged::Broken { unframed: false },
+                };
             }
             if send_all(client, out).await.is_err() {
                 return Exchanged::Broken { unframed: false };

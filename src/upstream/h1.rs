@@ -83,22 +83,9 @@ pub async fn send(
             nothing_back: true,
         })?;
         out.clear();
-        match frame.into_data() {
-            Ok(data) if chunked && !data.is_empty() => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-            }
-            Ok(data) => out.extend_from_slice(&data),
-            Err(frame) => {
-                if let (Ok(trailers), true) = (frame.into_trailers(), chunked) {
-                    out.extend_from_slice(b"0\r\n");
-                    wire::write_trailer_map(&mut out, &trailers);
-                    stream.write_all(&out).await.map_err(failed)?;
-                    return read_response(stream, head_request, pool).await;
-                }
-                continue;
-            }
+        if wire::write_frame(&mut out, frame, chunked) {
+            stream.write_all(&out).await.map_err(failed)?;
+            return read_response(stream, head_request, pool).await;
         }
         stream.write_all(&out).await.map_err(failed)?;
     }
