@@ -1251,23 +1251,30 @@ impl Chunked {
 /// empty line that ends them, as [`Chunked`] accepted them) with only the fields
 /// [`headers::allowed_in_trailers`] lets through (RFC 9110 §6.5.1), and the empty line.
 pub fn write_trailers(out: &mut Vec<u8>, section: &[u8]) {
-    for line in section.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        // Field names are tokens: no blank before the colon, no obs-fold line.
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = &line[..colon];
-        if name.is_empty()
-            || !name.iter().all(|&b| b.is_ascii_graphic())
-            || !headers::allowed_in_trailers(name)
-        {
-            continue;
-        }
-        out.extend_from_slice(line);
+    for (name, value) in trailer_fields(section) {
+        out.extend_from_slice(name);
+        out.push(b':');
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The fields of a trailer section (as [`Chunked`] accepted it) that may be relayed
+/// (RFC 9110 §6.5.1, [`headers::allowed_in_trailers`]): each name and its value as
+/// sent (after the colon, blanks included). The one reading of a trailer section,
+/// whether it goes on as bytes or as a field map.
+pub fn trailer_fields(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    section.split(|&b| b == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // Field names are tokens: no blank before the colon, no obs-fold line.
+        let colon = line.iter().position(|&b| b == b':')?;
+        let name = &line[..colon];
+        (!name.is_empty()
+            && name.iter().all(|&b| b.is_ascii_graphic())
+            && headers::allowed_in_trailers(name))
+        .then(|| (name, &line[colon + 1..]))
+    })
 }
 
 /// Checks the client head [`write_response`] writes for one raw upstream response: it

@@ -293,17 +293,11 @@ impl RawBody {
 
 /// The fields of a raw trailer section, with only those RFC 9110 §6.5.1 allows there.
 fn trailer_fields(section: &[u8]) -> HeaderMap {
-    let mut out = Vec::new();
-    wire::write_trailers(&mut out, section);
     let mut map = HeaderMap::new();
-    for line in out.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
+    for (name, value) in wire::trailer_fields(section) {
         if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(&line[..colon]),
-            http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value.trim_ascii()),
         ) {
             map.append(name, value);
         }
