@@ -1,8 +1,8 @@
 //! tether: a sticky-session aware L7 reverse proxy for Kubernetes.
 //!
 //! The crate is organised one module per concern, in the order a request meets them:
-//! [`server`] accepts connections, [`proxy`] routes, decides and forwards (its HTTP/1
-//! codec in `proxy::native`, the HTTP/2 service in `proxy`), [`affinity`] reads and
+//! [`server`] accepts connections, [`proxy`] routes, decides and forwards (one exchange
+//! in `proxy::exchange`, driven by the HTTP/1 codec and the HTTP/2 service), [`affinity`] reads and
 //! mints the signed session cookie under the [`keys`] ring, [`balance`] places sessions
 //! on a replica-stable consistent-hash table, [`backend`] holds the immutable
 //! per-backend snapshot the request path reads, [`upstream`] talks to the pods,

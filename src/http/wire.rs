@@ -880,6 +880,17 @@ pub fn write_response_to(
     close: bool,
     http10: bool,
 ) {
+    write_response_fields(out, head, http10);
+    let connection = response_connection(head.status, head.framing, close, http10);
+    end_response_head(out, set_cookie, connection);
+}
+
+/// The first part of a client response head for `head`, written as soon as the
+/// upstream's head is read: the status line, its fields without the hop-by-hop ones
+/// (and those `Connection` names, RFC 9110 §7.6.1), the framing restated, `Date` if it
+/// has none, and for a 101 the protocol switched to. [`end_response_head`] ends it once
+/// the exchange committed.
+pub fn write_response_fields(out: &mut Vec<u8>, head: &ResponseHead<'_>, http10: bool) {
     status_line(out, head.status, head.reason);
     let mut dated = false;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
@@ -900,12 +911,9 @@ pub fn write_response_to(
         field(out, b"transfer-encoding", b"chunked");
     }
     // RFC 9110 §6.6.1: a recipient with a clock forwarding a response without `Date`
-    // adds one (hyper's server does the same on its path).
+    // adds one.
     if !dated {
         field(out, b"date", &http_date());
-    }
-    if let Some(c) = set_cookie {
-        field(out, b"set-cookie", c);
     }
     if head.status == 101 {
         field(out, b"connection", b"upgrade");
@@ -913,13 +921,38 @@ pub fn write_response_to(
         if let Some((f, _)) = protocol.into_iter().find(|(_, &k)| k == Known::Upgrade) {
             field(out, b"upgrade", f.value);
         }
-    } else if close
-        || head.framing == Framing::Close
-        || (http10 && head.framing == Framing::Chunked)
-    {
-        field(out, b"connection", b"close");
+    }
+}
+
+/// The `Connection` value a client response needs (RFC 9112 §9.3, §9.6): `close` when
+/// it is the connection's last (`close`, a close-delimited body, or a chunked one an
+/// HTTP/1.0 client gets decoded), `keep-alive` to an HTTP/1.0 client otherwise, none
+/// for HTTP/1.1 or a 101 (which names its upgrade).
+pub fn response_connection(
+    status: u16,
+    framing: Framing,
+    close: bool,
+    http10: bool,
+) -> Option<&'static [u8]> {
+    if status == 101 {
+        None
+    } else if close || framing == Framing::Close || (http10 && framing == Framing::Chunked) {
+        Some(b"close")
     } else if http10 {
-        field(out, b"connection", b"keep-alive");
+        Some(b"keep-alive")
+    } else {
+        None
+    }
+}
+
+/// Ends a head [`write_response_fields`] began: the `Set-Cookie` of the session, the
+/// `Connection` field, the empty line.
+pub fn end_response_head(out: &mut Vec<u8>, set_cookie: Option<&[u8]>, connection: Option<&[u8]>) {
+    if let Some(c) = set_cookie {
+        field(out, b"set-cookie", c);
+    }
+    if let Some(c) = connection {
+        field(out, b"connection", c);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -82,7 +82,7 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         let host = HeaderValue::from_bytes(head.host).map_err(|e| e.to_string())?;
         req.headers_mut().insert(http::header::HOST, host);
     }
-    super::prepare_request(&mut req, &conn);
+    super::request::prepare_request(&mut req, &conn);
     let h = req.headers_mut();
     h.insert(&X_TETHER_SESSION, HeaderValue::from_static("s1"));
     h.insert(&X_TETHER_AFFINITY, HeaderValue::from_static("failover"));

@@ -17,9 +17,10 @@
 //! 101 (RFC 9110 §7.8); CONNECT refused (501); 1xx responses forwarded (RFC 9110
 //! §15.2); trailer sections relayed without the fields RFC 9110 §6.5.1 rules out; and
 //! malformed heads answered 400/431 here. Requests to an h2c backend go through hyper's
-//! HTTP/2 client ([`Proxy::forward`]), their bodies fed as they arrive and the answer
+//! HTTP/2 client ([`super::request`]), their bodies fed as they arrive and the answer
 //! written back by the same rules. Routing, affinity, health, retries, metrics and the
-//! access log are the proxy's, shared with the HTTP/2 path.
+//! access log are the exchange's ([`super::exchange`]), shared with the HTTP/2 path:
+//! the codec only moves bytes, as [`Relay`] (its [`Upstream`]) and around it.
 
 use std::cell::RefCell;
 use std::io;
@@ -34,13 +35,15 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{session_placed, ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
+use super::exchange::{access_log, Arrival, Cut, LogInfo, LogLine, Route, Served, Try, Upstream};
+use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::Memo;
-use crate::affinity::KeyRing;
-use crate::backend::Backend;
+use crate::affinity::Outcome;
+use crate::backend::Endpoint;
+use crate::config::BackendSettings;
 use crate::http::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
-use crate::stats::LastError;
 use crate::upstream::body::BodyFault;
+use crate::upstream::pool::Pool;
 
 /// Per-listener limits the codec enforces.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +90,10 @@ enum Flow {
 /// keep-alive connection holds only its read buffer.
 #[derive(Default)]
 struct Buffers {
-    /// The upstream request head, then the client response head and first body bytes.
+    /// The upstream request.
     out: Vec<u8>,
+    /// The client response head and first body bytes.
+    resp: Vec<u8>,
     /// Bytes read from the upstream.
     up: Vec<u8>,
     /// The `Set-Cookie` value of a response that carries one.
@@ -105,6 +110,7 @@ impl Buffers {
             .with(|s| s.borrow_mut().pop())
             .unwrap_or_else(|| Buffers {
                 out: Vec::with_capacity(1024),
+                resp: Vec::with_capacity(1024),
                 up: Vec::with_capacity(UPSTREAM_READ),
                 cookie: Vec::new(),
             })
@@ -112,10 +118,12 @@ impl Buffers {
 
     fn give_back(mut self) {
         self.out.clear();
+        self.resp.clear();
         self.up.clear();
         self.cookie.clear();
         // Buffers grown by a huge head go back to the allocator.
         if self.out.capacity() > 64 * 1024
+            || self.resp.capacity() > 64 * 1024
             || self.up.capacity() > 4 * UPSTREAM_READ
             || self.cookie.capacity() > 64 * 1024
         {
@@ -281,13 +289,6 @@ enum Exchanged {
     Broken { unframed: bool },
 }
 
-/// What the access log says about an answered request.
-struct LogInfo {
-    endpoint: Arc<str>,
-    outcome: &'static str,
-    session: crate::affinity::cookie::HexId,
-}
-
 impl Proxy {
     /// Serves an HTTP/1 connection (plaintext, or TLS that did not choose h2) on the fast
     /// path until it closes or hands over.
@@ -392,14 +393,14 @@ impl Proxy {
             };
             served = true;
             let len = head.total_len();
-            let route = self.route(head.host, head.path());
-            if let Some((backend, _, _, max_body)) = &route {
+            let route = self.route(Some(head.host), head.path());
+            if let Some(route) = &route {
                 let declared = match head.streamed {
                     Streamed::Length(n) => n,
                     _ => head.body_len as u64,
                 };
-                if max_body.is_some_and(|max| declared > max) {
-                    Error::BodyTooLarge.count(&backend.stats);
+                if route.max_body.is_some_and(|max| declared > max) {
+                    Error::BodyTooLarge.count(&route.backend.stats);
                     return refuse(client, Error::BodyTooLarge).await;
                 }
             }
@@ -428,9 +429,7 @@ impl Proxy {
                 // connection that can go on (closing with body bytes unread would
                 // reset it, and could take the 404 with it).
                 let (timeout, stats) = match &route {
-                    Some((backend, ..)) => {
-                        (backend.settings.response_timeout, Some(&backend.stats))
-                    }
+                    Some(r) => (r.backend.settings.response_timeout, Some(&r.backend.stats)),
                     None => (limits.header_timeout, None),
                 };
                 if read.capacity() < len {
@@ -462,7 +461,7 @@ impl Proxy {
                 }
                 continue;
             }
-            let Some((backend, keys, logged, max_body)) = route else {
+            let Some(route) = route else {
                 let close = head.close;
                 if write_error(client, &Error::NoRoute, close).await.is_err()
                     || close
@@ -474,7 +473,8 @@ impl Proxy {
             };
             let started = Instant::now();
             let close = head.close || stopping.has_changed().unwrap_or(true);
-            let line = logged.then(|| {
+            let backend = &route.backend;
+            let line = route.logged.then(|| {
                 let version = if head.http10 {
                     http::Version::HTTP_10
                 } else {
@@ -491,7 +491,10 @@ impl Proxy {
                     let decode = backend.settings.h2c;
                     let mut u = Upload::new(framing, read[head.len..].to_vec(), decode);
                     let timeout = backend.settings.response_timeout;
-                    if let Err(e) = u.fill(client, request_buffer, timeout, max_body).await {
+                    if let Err(e) = u
+                        .fill(client, request_buffer, timeout, route.max_body)
+                        .await
+                    {
                         e.count(&backend.stats);
                         let _ = write_error(client, &e, true).await;
                         return Flow::Closed;
@@ -501,38 +504,32 @@ impl Proxy {
             };
             let mut bufs = Buffers::take();
             let exchanged = if backend.settings.h2c {
-                let limits = super::BodyLimits {
-                    max_body,
-                    request_buffer: request_buffer as u64,
-                    response_buffer: response_buffer as u64,
-                };
-                let via = Via {
-                    conn,
-                    backend: &backend,
-                    keys: &keys,
-                    limits,
-                    logged,
-                    started,
-                    close,
-                };
-                Box::pin(self.exchange_h2c(&head, via, client, upload.as_mut(), &mut bufs.out))
-                    .await
-            } else {
-                self.exchange(
+                let h2c = self.exchange_h2c(
                     &head,
                     conn,
-                    &backend,
-                    &keys,
+                    &route,
+                    &mut memo,
+                    started,
+                    close,
+                    response_buffer,
+                    client,
+                    upload.as_mut(),
+                    &mut bufs.out,
+                );
+                Box::pin(h2c).await
+            } else {
+                self.relay(
+                    &head,
+                    conn,
+                    &route,
                     &mut memo,
                     client,
                     &mut bufs,
                     response_timer,
                     started,
                     close,
-                    logged,
                     response_buffer,
                     upload.as_mut(),
-                    max_body,
                 )
                 .await
             };
@@ -544,11 +541,9 @@ impl Proxy {
                     elapsed,
                     log,
                 } => (status, close, elapsed, log),
+                // Counted by the exchange.
                 Exchanged::Failed(e) => {
-                    tracing::debug!(error = %e, "request failed");
-                    e.count(&backend.stats);
                     let elapsed = started.elapsed();
-                    backend.stats.observe(elapsed);
                     let broken = write_error(client, &e, close).await.is_err();
                     (
                         e.status().as_u16(),
@@ -564,8 +559,12 @@ impl Proxy {
                     log,
                 } => {
                     if let Some((method, path, version)) = line {
-                        let l = (&*method, &*path, version);
-                        access_log(conn, l, &backend, 101, elapsed, log.as_ref());
+                        let l = LogLine {
+                            method: &method,
+                            path: &path,
+                            version,
+                        };
+                        access_log(conn, &l, backend, 101, elapsed, log.as_ref());
                     }
                     // Held by the tunnel tracker, so shutdown waits for it as for
                     // every upgraded connection. What the client sent after its
@@ -580,8 +579,12 @@ impl Proxy {
                 }
             };
             if let Some((method, path, version)) = line {
-                let l = (&*method, &*path, version);
-                access_log(conn, l, &backend, status, elapsed, log.as_ref());
+                let l = LogLine {
+                    method: &method,
+                    path: &path,
+                    version,
+                };
+                access_log(conn, &l, backend, status, elapsed, log.as_ref());
             }
             if close {
                 return Flow::Closed;
@@ -601,396 +604,368 @@ impl Proxy {
         }
     }
 
-    /// The backend for host and path, with the key ring, whether to log the request and
-    /// the largest body accepted.
-    #[allow(clippy::type_complexity)]
-    fn route(
-        &self,
-        host: &[u8],
-        path: &str,
-    ) -> Option<(Arc<Backend>, Arc<KeyRing>, bool, Option<u64>)> {
-        let state = self.state.load();
-        let i = state.routes.find(Some(host), path)?;
-        let sample = state.access_log_sample;
-        let logged = sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample);
-        Some((
-            state.backends[i].clone(),
-            state.keys.clone(),
-            logged,
-            state.max_body_bytes,
-        ))
-    }
-
-    /// One request to an HTTP/1 backend: decide, try the candidates in order, relay the
-    /// response. Mirrors [`Proxy::forward`]'s failure handling: connect failures move
-    /// on to the next endpoint, a stale pooled connection is retried once, replayable
-    /// requests (idempotent, no body) are retried elsewhere within the retry budget.
+    /// One request to an HTTP/1 backend: the exchange with [`Relay`], then the answer
+    /// relayed to the client as it comes (or read whole first, `response_buffer`), or,
+    /// after a 101, the two connections spliced.
     #[allow(clippy::too_many_arguments)]
-    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         head: &RequestHead<'_>,
         conn: &Connection,
-        backend: &Arc<Backend>,
-        keys: &Arc<KeyRing>,
+        route: &Route,
         memo: &mut Memo,
         client: &mut S,
         bufs: &mut Buffers,
         timer: &mut LazyTimer,
         started: Instant,
         close: bool,
-        logged: bool,
         response_buffer: usize,
-        mut upload: Option<&mut Upload>,
-        max_body: Option<u64>,
+        upload: Option<&mut Upload>,
     ) -> Exchanged {
-        let snapshot = backend.snapshot();
-        let settings = &backend.settings;
-        let now = backend.clock().now();
-        let decision = self.decide(head, false, conn, backend, keys, Some(memo), &snapshot, now);
-        let mut attempts = decision.attempts(&snapshot);
-        if attempts.get(0).is_none() {
-            return Exchanged::Failed(Error::NoEndpoint);
-        }
-        let session = decision.session.to_hex();
-        let Buffers { out, up, cookie } = bufs;
-        wire::write_request(
+        let Buffers {
             out,
+            up,
+            resp,
+            cookie,
+        } = bufs;
+        let mut relay = Relay {
             head,
-            conn.peer_value.as_bytes(),
-            conn.secure,
-            session.as_bytes(),
-        );
-        let prefix = out.len();
-        backend.retry_budget.deposit();
-        let mut tried_pinned = false;
-        let mut next = 0;
-        'candidates: while let Some(i) = attempts.get(next) {
-            let n = next;
-            next += 1;
-            let endpoint = &snapshot.endpoints[i as usize];
-            let placement = decision.placement(i, &snapshot);
-            out.truncate(prefix);
-            wire::write_attempt(out, placement.outcome.as_str(), placement.previous);
-            out.extend_from_slice(head.body);
-            let mut tries = 0;
-            // Filled afresh on each parse below; the head borrows it.
-            let mut fields;
-            let (mut upstream, rh) = loop {
-                tries += 1;
-                // A replay after a stale pooled connection goes on a new one: the next
-                // idle connection may have been closed by the same keep-alive timeout.
-                // An upgrade takes its connection for good: a new one. Anything else,
-                // a streamed body too, takes a pooled connection checked open first
-                // (`checkout_raw`), as small bodies always did: a connect per upload
-                // costs more than the rare close that races the request.
-                let (mut upstream, reused) = match endpoint
-                    .pool
-                    .checkout_raw(
-                        settings.connect_timeout,
-                        tries > 1 || head.upgrade.is_some(),
-                    )
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.connect_failed(endpoint, settings, &e);
-                        tried_pinned |= Some(i) == decision.pinned();
-                        continue 'candidates;
-                    }
-                };
-                endpoint.health.mark_up();
-                up.clear();
-                let mut by = deadline(settings.response_timeout);
-                let mut sent = match upload.as_deref_mut() {
-                    None => tokio::select! {
-                        biased;
-                        sent = send(&mut upstream, out, up) => sent,
-                        _ = timer.until(by) => {
-                            return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings))
-                        }
-                    },
-                    Some(u) => {
-                        let timeout = settings.response_timeout;
-                        match u.send(&mut upstream, out, client, timeout, max_body).await {
-                            Err(PumpError::Client(e)) => return Exchanged::Failed(e),
-                            Err(PumpError::UpstreamTimeout) => {
-                                return Exchanged::Failed(
-                                    self.timed_out(&snapshot, endpoint, settings),
-                                )
-                            }
-                            // The response timeout runs from the end of the upload; an
-                            // upstream that stopped taking it may have answered first.
-                            Ok(()) | Err(PumpError::Upstream) => {
-                                by = deadline(timeout);
-                                tokio::select! {
-                                    biased;
-                                    r = read_more(&mut upstream, up, true) => r,
-                                    _ = timer.until(by) => {
-                                        return Exchanged::Failed(
-                                            self.timed_out(&snapshot, endpoint, settings),
-                                        )
-                                    }
-                                }
-                            }
-                        }
-                    }
-                };
-                // Parsed as bytes arrive: httparse says whether the head is complete, so
-                // there is no separate search for its end (~300 instructions a request).
-                let parsed = loop {
-                    if let Err(e) = sent {
-                        break Err(e);
-                    }
-                    // A fresh array each round ends the last round's borrow of `up`.
-                    fields = wire::no_fields();
-                    match wire::parse_response_to(
-                        up,
-                        &mut fields,
-                        head.is_head(),
-                        head.upgrade.is_some(),
-                    ) {
-                        // httparse takes any three digits; hyper refuses codes under
-                        // 100, and so does this path: a failed exchange, like the below.
-                        Ok(ResponseParsed::Head(h)) if h.status < 100 => {
-                            break Err(SendError {
-                                error: wire::Error::Status(h.status),
-                                nothing_back: false,
-                            })
-                        }
-                        Ok(ResponseParsed::Head(h)) => break Ok(h),
-                        // 1xx (101 is refused by the parser): forwarded, as a proxy
-                        // must (RFC 9110 §15.2); the final response follows.
-                        // Not to an HTTP/1.0 client, which does not know them.
-                        Ok(ResponseParsed::Informational(len)) => {
-                            let mut interim = Vec::new();
-                            if !head.http10 {
-                                wire::write_informational(&mut interim, &up[..len]);
-                            }
-                            if send_all(client, &interim).await.is_err() {
-                                return Exchanged::Broken { unframed: false };
-                            }
-                            up.drain(..len);
-                            if !up.is_empty() {
-                                continue;
-                            }
-                        }
-                        Ok(ResponseParsed::Partial) if up.len() >= MAX_RESPONSE_HEAD => {
-                            sent = Err(SendError {
-                                error: wire::Error::HeadTooLarge,
-                                nothing_back: false,
-                            });
-                            continue;
-                        }
-                        Ok(ResponseParsed::Partial) => {}
-                        // Not HTTP/1 (a TLS-only port, say): a failed exchange like a
-                        // reset, retried on the next endpoint when that is safe.
-                        Err(e) => {
-                            break Err(SendError {
-                                error: e,
-                                nothing_back: false,
-                            })
-                        }
-                    }
-                    sent = tokio::select! {
-                        biased;
-                        r = read_more(&mut upstream, up, false) => r,
-                        _ = timer.until(by) => {
-                        return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings))
-                    }
-                    };
-                };
-                match parsed {
-                    Ok(h) => break (upstream, h),
-                    // The one retry rule (`Proxy::next_try`): a stale pooled connection
-                    // replays a replayable request on a fresh one; any other failure is
-                    // the endpoint's, and a replayable request moves on.
-                    Err(e) => {
-                        let stale = reused && e.nothing_back;
-                        let tried = super::Tried::Failed { stale };
-                        let more = attempts.after(n);
-                        match self.next_try(
-                            tried,
-                            head.replayable(),
-                            tries,
-                            more,
-                            &snapshot,
-                            endpoint,
-                            backend,
-                        ) {
-                            super::Next::Replay => {
-                                tracing::debug!(error = %e.error, "stale upstream connection; replaying a bodyless idempotent request");
-                            }
-                            super::Next::Elsewhere => {
-                                tried_pinned |= Some(i) == decision.pinned();
-                                tracing::debug!(endpoint = %endpoint.identity, error = %e.error, "retrying a bodyless idempotent request on the next endpoint");
-                                continue 'candidates;
-                            }
-                            super::Next::Stop => return Exchanged::Failed(Error::Wire(e.error)),
-                        }
-                    }
-                }
-            };
-
-            // Codes under 100 were refused above; httparse reads three digits, so this
-            // holds, but a code `StatusCode` refuses is never relayed.
-            let Some(status) = StatusCode::from_u16(rh.status).ok() else {
-                self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
-                return Exchanged::Failed(Error::Wire(wire::Error::Status(rh.status)));
-            };
-            let retry_status = self.response_seen(&snapshot, endpoint, settings, status);
-            let tried = super::Tried::Answered { retry_status };
-            let more = attempts.after(n);
-            let next = self.next_try(
-                tried,
-                head.replayable(),
-                tries,
-                more,
-                &snapshot,
-                endpoint,
-                backend,
-            );
-            if next == super::Next::Elsewhere {
-                tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
-                tried_pinned |= Some(i) == decision.pinned();
-                continue 'candidates;
+            client,
+            out,
+            up,
+            resp,
+            timer,
+            upload,
+            max_body: route.max_body,
+            response_buffer,
+            prefix: 0,
+        };
+        let arrival = Arrival::Http1(memo);
+        let served = self
+            .exchange(&mut relay, conn, route, arrival, started, cookie)
+            .await;
+        let Served {
+            answer,
+            status,
+            set_cookie,
+            elapsed,
+            log,
+        } = match served {
+            Ok(s) => s,
+            Err(e) => return Exchanged::Failed(e),
+        };
+        let Relay {
+            client,
+            resp: out,
+            up,
+            upload,
+            ..
+        } = relay;
+        let Answer {
+            mut upstream,
+            pool,
+            framing,
+            mut reusable,
+            head_len,
+            buffered,
+        } = answer;
+        // A body the upstream answered before taking all of it: the rest of it is
+        // still coming from the client, so the connection ends after this answer.
+        let close = close || upload.as_ref().is_some_and(|u| !u.done);
+        let status = status.as_u16();
+        let connection = wire::response_connection(status, framing, close, head.http10);
+        let close = connection == Some(b"close");
+        wire::end_response_head(out, set_cookie.then_some(&cookie[..]), connection);
+        if status == 101 {
+            // The upstream switched (RFC 9110 §15.2.2): the head and whatever of the
+            // new protocol came with it go to the client, then the connection is the
+            // two sockets spliced.
+            out.extend_from_slice(&up[head_len..]);
+            if send_all(client, out).await.is_err() {
+                return Exchanged::Broken { unframed: false };
             }
-
-            session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
-            let set_cookie = placement.set_cookie.then(|| {
-                cookie.clear();
-                super::set_cookie_line(backend, keys, &decision, i, &snapshot, cookie);
-                &cookie[..]
-            });
-            // A body the upstream answered before taking all of it: the rest of it is
-            // still coming from the client, so the connection ends after this answer.
-            let close = close || upload.as_ref().is_some_and(|u| !u.done);
-            out.clear();
-            wire::write_response_to(out, &rh, set_cookie, close, head.http10);
-            let (framing, mut reusable) = (rh.framing, rh.reusable);
-            let head_len = rh.len;
-            let close =
-                close || framing == Framing::Close || (head.http10 && framing == Framing::Chunked);
-            if rh.status == 101 {
-                // The upstream switched (RFC 9110 §15.2.2): the head and whatever of the
-                // new protocol came with it go to the client, then the connection is
-                // the two sockets spliced.
-                out.extend_from_slice(&up[head_len..]);
-                if send_all(client, out).await.is_err() {
-                    return Exchanged::Broken { unframed: false };
-                }
-                let elapsed = started.elapsed();
-                backend.stats.observe(elapsed);
-                return Exchanged::Switched {
-                    upstream,
-                    elapsed,
-                    log: logged.then(|| LogInfo {
-                        endpoint: endpoint.identity.clone(),
-                        outcome: placement.outcome.as_str(),
-                        session,
-                    }),
-                };
-            }
-            let log = logged.then(|| LogInfo {
-                endpoint: endpoint.identity.clone(),
-                outcome: placement.outcome.as_str(),
-                session,
-            });
-            let elapsed = started.elapsed();
-            backend.stats.observe(elapsed);
-            let answered = Exchanged::Answered {
-                status: status.as_u16(),
-                close,
+            return Exchanged::Switched {
+                upstream,
                 elapsed,
                 log,
             };
+        }
+        let answered = Exchanged::Answered {
+            status,
+            close,
+            elapsed,
+            log,
+        };
 
-            // `response_buffer`: a small body of known length is read whole and the
-            // upstream connection goes back to the pool before the client is written
-            // to, so a slow reader never holds a pod's connection (the HTTP/2 path's
-            // rule too). The rest of it must come within the response timeout.
-            let buffered = match framing {
-                Framing::Length(n) if n > 0 && n <= response_buffer as u64 => {
-                    let want = head_len.saturating_add(n as usize);
-                    let by = deadline(settings.response_timeout);
-                    while up.len() < want {
-                        let read = tokio::select! {
-                            biased;
-                            r = read_more(&mut upstream, up, false) => r,
-                            _ = timer.until(by) => {
-                                return Exchanged::Failed(self.timed_out(&snapshot, endpoint, settings));
-                            }
-                        };
-                        if let Err(e) = read {
-                            self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
-                            return Exchanged::Failed(Error::Wire(e.error));
-                        }
-                    }
-                    true
-                }
-                _ => false,
-            };
-
-            // The body: what came with the head goes out in the same write.
-            let mut body = Body::new(framing, head.http10);
-            let Ok(Taken { used, relay, done }) = body.take(&up[head_len..]) else {
-                return Exchanged::Failed(Error::Wire(wire::Error::Chunked));
-            };
-            out.extend_from_slice(&up[head_len..head_len + relay]);
-            body.emit(out, done);
-            reusable &= head_len + used == up.len();
-            if buffered {
-                if reusable {
-                    endpoint.pool.checkin_raw(upstream);
-                }
-                if send_all(client, out).await.is_err() {
-                    return Exchanged::Broken { unframed: false };
-                }
-                return answered;
+        // The body: what came with the head goes out in the same write.
+        let mut body = Body::new(framing, head.http10);
+        let Ok(Taken { used, relay, done }) = body.take(&up[head_len..]) else {
+            return Exchanged::Broken { unframed: false };
+        };
+        out.extend_from_slice(&up[head_len..head_len + relay]);
+        body.emit(out, done);
+        reusable &= head_len + used == up.len();
+        if buffered {
+            if reusable {
+                pool.checkin_raw(upstream);
             }
             if send_all(client, out).await.is_err() {
                 return Exchanged::Broken { unframed: false };
             }
-            let mut done = done;
-            while !done {
-                up.clear();
-                up.reserve(UPSTREAM_READ);
-                match upstream.read_buf(up).await {
-                    Ok(0) if framing == Framing::Close => break,
-                    Ok(0) | Err(_) => {
-                        tracing::debug!(endpoint = %endpoint.identity, "upstream response cut off");
-                        return Exchanged::Broken {
-                            unframed: body.unframed(),
-                        };
-                    }
-                    Ok(_) => {}
-                }
-                let Taken {
-                    used,
-                    relay,
-                    done: end,
-                } = match body.take(up) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::debug!(endpoint = %endpoint.identity, error = %e, "upstream response body malformed");
-                        return Exchanged::Broken {
-                            unframed: body.unframed(),
-                        };
-                    }
-                };
-                reusable &= used == up.len();
-                up.truncate(relay);
-                body.emit(up, end);
-                if send_all(client, up).await.is_err() {
-                    return Exchanged::Broken { unframed: false };
-                }
-                done = end;
-            }
-            if reusable && framing != Framing::Close {
-                endpoint.pool.checkin_raw(upstream);
-            }
             return answered;
         }
-        Exchanged::Failed(Error::Connect)
+        if send_all(client, out).await.is_err() {
+            return Exchanged::Broken { unframed: false };
+        }
+        let mut done = done;
+        while !done {
+            up.clear();
+            up.reserve(UPSTREAM_READ);
+            match upstream.read_buf(up).await {
+                Ok(0) if framing == Framing::Close => break,
+                Ok(0) | Err(_) => {
+                    tracing::debug!(backend = %route.backend.name(), "upstream response cut off");
+                    return Exchanged::Broken {
+                        unframed: body.unframed(),
+                    };
+                }
+                Ok(_) => {}
+            }
+            let Taken {
+                used,
+                relay,
+                done: end,
+            } = match body.take(up) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(backend = %route.backend.name(), error = %e, "upstream response body malformed");
+                    return Exchanged::Broken {
+                        unframed: body.unframed(),
+                    };
+                }
+            };
+            reusable &= used == up.len();
+            up.truncate(relay);
+            body.emit(up, end);
+            if send_all(client, up).await.is_err() {
+                return Exchanged::Broken { unframed: false };
+            }
+            done = end;
+        }
+        if reusable && framing != Framing::Close {
+            pool.checkin_raw(upstream);
+        }
+        answered
+    }
+}
+
+/// An HTTP/1 request on its way to an HTTP/1 pod as bytes: the exchange's
+/// [`Upstream`] for the codec. The upstream request is the client's head rewritten
+/// once ([`wire::write_request`]), the placement fields restamped per endpoint; a try
+/// writes it (and streams the body, [`Upload`]), forwards any 1xx to the client and
+/// reads the response head, whose client head it writes at once
+/// ([`wire::write_response_fields`]) so no borrow of the read bytes outlives the try.
+struct Relay<'a, 'h, S> {
+    head: &'a RequestHead<'h>,
+    client: &'a mut S,
+    /// The upstream request.
+    out: &'a mut Vec<u8>,
+    /// Bytes read from the upstream.
+    up: &'a mut Vec<u8>,
+    /// The client response head, then its first body bytes.
+    resp: &'a mut Vec<u8>,
+    timer: &'a mut LazyTimer,
+    upload: Option<&'a mut Upload>,
+    max_body: Option<u64>,
+    response_buffer: usize,
+    /// Where the per-endpoint fields begin in `out`.
+    prefix: usize,
+}
+
+/// A response head an HTTP/1 pod sent (its client head written already).
+struct Answer {
+    upstream: TcpStream,
+    /// The pool the connection goes back to.
+    pool: Arc<Pool>,
+    framing: Framing,
+    /// The upstream connection can take another request after this response.
+    reusable: bool,
+    /// Bytes of `up` the head took.
+    head_len: usize,
+    /// The whole body is in `up` already (`response_buffer`).
+    buffered: bool,
+}
+
+impl<'h, S: AsyncRead + AsyncWrite + Unpin> Upstream for Relay<'_, 'h, S> {
+    type Fields = RequestHead<'h>;
+    type Answer = Answer;
+
+    fn fields(&self) -> &RequestHead<'h> {
+        self.head
+    }
+
+    fn replayable(&self) -> bool {
+        self.head.replayable()
+    }
+
+    fn begin(&mut self, conn: &Connection, session: &str) {
+        let peer = conn.peer_value.as_bytes();
+        wire::write_request(self.out, self.head, peer, conn.secure, session.as_bytes());
+        self.prefix = self.out.len();
+    }
+
+    fn place(&mut self, outcome: Outcome, previous: Option<&str>) {
+        self.out.truncate(self.prefix);
+        wire::write_attempt(self.out, outcome.as_str(), previous);
+        self.out.extend_from_slice(self.head.body);
+    }
+
+    async fn send(
+        &mut self,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        fresh: bool,
+    ) -> Try<Answer> {
+        // An upgrade takes its connection for good: a new one. Anything else, a
+        // streamed body too, takes a pooled connection checked open first
+        // (`checkout_raw`): a connect per upload costs more than the rare close that
+        // races the request.
+        let fresh = fresh || self.head.upgrade.is_some();
+        let checkout = endpoint.pool.checkout_raw(settings.connect_timeout, fresh);
+        let (mut upstream, reused) = match checkout.await {
+            Ok(c) => c,
+            Err(e) => return Try::Unreachable(e),
+        };
+        let up = &mut *self.up;
+        up.clear();
+        let timeout = settings.response_timeout;
+        let mut by = deadline(timeout);
+        let mut sent = match self.upload.as_deref_mut() {
+            None => tokio::select! {
+                biased;
+                sent = send(&mut upstream, self.out, up) => sent,
+                _ = self.timer.until(by) => return Try::TimedOut,
+            },
+            Some(u) => {
+                match u
+                    .send(&mut upstream, self.out, self.client, timeout, self.max_body)
+                    .await
+                {
+                    Err(PumpError::Client(e)) => return Try::Client(e),
+                    Err(PumpError::UpstreamTimeout) => return Try::TimedOut,
+                    // The response timeout runs from the end of the upload; an upstream
+                    // that stopped taking it may have answered first.
+                    Ok(()) | Err(PumpError::Upstream) => {
+                        by = deadline(timeout);
+                        tokio::select! {
+                            biased;
+                            r = read_more(&mut upstream, up, true) => r,
+                            _ = self.timer.until(by) => return Try::TimedOut,
+                        }
+                    }
+                }
+            }
+        };
+        // Parsed as bytes arrive: httparse says whether the head is complete, so there
+        // is no separate search for its end.
+        loop {
+            if let Err(e) = sent {
+                return Try::Failed {
+                    error: Error::Wire(e.error),
+                    stale: reused && e.nothing_back,
+                };
+            }
+            let mut fields = wire::no_fields();
+            let upgrade = self.head.upgrade.is_some();
+            match wire::parse_response_to(up, &mut fields, self.head.is_head(), upgrade) {
+                Ok(ResponseParsed::Head(h)) => {
+                    // httparse takes any three digits; hyper refuses codes under 100,
+                    // and so does this path, like any code `StatusCode` refuses.
+                    let status = StatusCode::from_u16(h.status).ok();
+                    let Some(status) = status.filter(|s| s.as_u16() >= 100) else {
+                        return Try::Failed {
+                            error: Error::Wire(wire::Error::Status(h.status)),
+                            stale: false,
+                        };
+                    };
+                    self.resp.clear();
+                    wire::write_response_fields(self.resp, &h, self.head.http10);
+                    let answer = Answer {
+                        pool: endpoint.pool.clone(),
+                        framing: h.framing,
+                        reusable: h.reusable,
+                        head_len: h.len,
+                        buffered: false,
+                        upstream,
+                    };
+                    return Try::Answer { status, answer };
+                }
+                // 1xx (101 is refused by the parser): forwarded, as a proxy must (RFC
+                // 9110 §15.2); the final response follows. Not to an HTTP/1.0 client,
+                // which does not know them.
+                Ok(ResponseParsed::Informational(len)) => {
+                    if !self.head.http10 {
+                        let mut interim = Vec::new();
+                        wire::write_informational(&mut interim, &up[..len]);
+                        if send_all(self.client, &interim).await.is_err() {
+                            return Try::Client(ClientFault::Aborted.into());
+                        }
+                    }
+                    up.drain(..len);
+                    if !up.is_empty() {
+                        continue;
+                    }
+                }
+                Ok(ResponseParsed::Partial) if up.len() >= MAX_RESPONSE_HEAD => {
+                    sent = Err(SendError {
+                        error: wire::Error::HeadTooLarge,
+                        nothing_back: false,
+                    });
+                    continue;
+                }
+                Ok(ResponseParsed::Partial) => {}
+                // Not HTTP/1 (a TLS-only port, say): a failed exchange like a reset,
+                // retried on the next endpoint when that is safe.
+                Err(error) => {
+                    return Try::Failed {
+                        error: Error::Wire(error),
+                        stale: false,
+                    }
+                }
+            }
+            sent = tokio::select! {
+                biased;
+                r = read_more(&mut upstream, up, false) => r,
+                _ = self.timer.until(by) => return Try::TimedOut,
+            };
+        }
+    }
+
+    /// `response_buffer`: a small body of known length is read whole and the upstream
+    /// connection goes back to the pool before the client is written to, so a slow
+    /// reader never holds a pod's connection. The rest of it must come within the
+    /// response timeout.
+    async fn settle(&mut self, answer: &mut Answer, settings: &BackendSettings) -> Result<(), Cut> {
+        let Framing::Length(n) = answer.framing else {
+            return Ok(());
+        };
+        if n == 0 || n > self.response_buffer as u64 {
+            return Ok(());
+        }
+        let want = answer.head_len.saturating_add(n as usize);
+        let by = deadline(settings.response_timeout);
+        while self.up.len() < want {
+            let read = tokio::select! {
+                biased;
+                r = read_more(&mut answer.upstream, self.up, false) => r,
+                _ = self.timer.until(by) => return Err(Cut::TimedOut),
+            };
+            if let Err(e) = read {
+                return Err(Cut::Failed(Error::Wire(e.error)));
+            }
+        }
+        answer.buffered = true;
+        Ok(())
     }
 }
 
@@ -1258,34 +1233,32 @@ impl Upload {
     }
 }
 
-/// What an exchange through hyper's client needs of the connection's request.
-struct Via<'a> {
-    conn: &'a Connection,
-    backend: &'a Arc<Backend>,
-    keys: &'a Arc<KeyRing>,
-    limits: super::BodyLimits,
-    logged: bool,
-    started: Instant,
-    close: bool,
-}
-
 impl Proxy {
     /// One request to an h2c backend: the head becomes an `http::Request` and goes
-    /// through [`Proxy::forward`] (the only upstream client that speaks HTTP/2), its
-    /// body fed as the client sends it; the response is written back as HTTP/1.1 (or
-    /// 1.0), by the same framing rules as a relayed one.
+    /// through the exchange with [`Forwarded`](super::request::Forwarded) (hyper's
+    /// HTTP/2 client is the only upstream client that speaks HTTP/2), its body fed as
+    /// the client sends it; the response is written back as HTTP/1.1 (or 1.0), by the
+    /// same framing rules as a relayed one.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange_h2c<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         head: &RequestHead<'_>,
-        via: Via<'_>,
+        conn: &Connection,
+        route: &Route,
+        memo: &mut Memo,
+        started: Instant,
+        close: bool,
+        response_buffer: usize,
         client: &mut S,
         upload: Option<&mut Upload>,
         out: &mut Vec<u8>,
     ) -> Exchanged {
         let Some(req) = h2c_request(head) else {
-            return Exchanged::Failed(Error::Refused(Refusal::Malformed));
+            let e = Error::Refused(Refusal::Malformed);
+            e.count(&route.backend.stats);
+            return Exchanged::Failed(e);
         };
-        let timeout = via.backend.settings.response_timeout;
+        let timeout = route.backend.settings.response_timeout;
         let (tx, rx) = match &upload {
             Some(_) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -1300,19 +1273,14 @@ impl Proxy {
         };
         let read = bytes::Bytes::copy_from_slice(head.body);
         let req = req.map(|()| crate::upstream::body::RequestBody::fed(read, rx, length));
-        let forward = self.forward(
-            req,
-            via.conn,
-            via.backend,
-            via.keys.clone(),
-            via.limits,
-            via.logged,
-        );
+        let arrival = Arrival::Http1(memo);
+        let buffer = response_buffer as u64;
+        let forward = self.forward(req, conn, route, arrival, started, buffer);
         tokio::pin!(forward);
         let (answer, body_done) = match (upload, tx) {
             (Some(u), Some(tx)) => {
                 let answer = {
-                    let feed = u.feed(client, tx, timeout, via.limits.max_body);
+                    let feed = u.feed(client, tx, timeout, route.max_body);
                     tokio::pin!(feed);
                     let mut fed = false;
                     loop {
@@ -1326,27 +1294,17 @@ impl Proxy {
             }
             _ => (forward.await, true),
         };
-        let elapsed = via.started.elapsed();
-        let resp = match answer {
+        let (resp, elapsed, log) = match answer {
             Ok(r) => r,
             Err(e) => return Exchanged::Failed(e),
         };
-        via.backend.stats.observe(elapsed);
         let (parts, mut body) = resp.into_parts();
-        let log = parts
-            .extensions
-            .get::<super::AccessInfo>()
-            .map(|i| LogInfo {
-                endpoint: i.endpoint.clone(),
-                outcome: i.outcome,
-                session: i.session,
-            });
         let status = parts.status.as_u16();
         let bodyless = head.is_head() || status == 204 || status == 304;
         let length = http_body::Body::size_hint(&body).exact();
         // The upstream answered before the client finished its body: the rest of it
         // cannot be told from a request, so the connection ends after this answer.
-        let close = via.close || !body_done;
+        let close = close || !body_done;
         let chunked = !bodyless && length.is_none() && !head.http10;
         let close = close || (!bodyless && length.is_none() && head.http10);
         out.clear();
@@ -1527,30 +1485,6 @@ fn deadline(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
-}
-
-/// Writes the access log line of an answered request.
-fn access_log(
-    conn: &Connection,
-    (method, path, version): (&str, &str, http::Version),
-    backend: &Backend,
-    status: u16,
-    elapsed: Duration,
-    log: Option<&LogInfo>,
-) {
-    tracing::info!(
-        target: "tether::access",
-        client = %conn.peer.ip(),
-        method,
-        path,
-        version = ?version,
-        backend = %backend.name(),
-        endpoint = log.map_or("-", |l| &*l.endpoint),
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        affinity = log.map_or("-", |l| l.outcome),
-        session = log.map_or("-", |l| l.session.as_str()),
-    );
 }
 
 /// Answers a request the codec or the proxy refuses before any upstream sees it, and

@@ -1,0 +1,633 @@
+//! The one exchange: what happens to a request between its route and its answer,
+//! written once for every codec and protocol. It owns the affinity decision, the
+//! candidate endpoints and their tries, the one retry and replay rule
+//! ([`Proxy::next_try`]), health feedback with blame, placement and its commit, the
+//! `Set-Cookie` value, the duration and failure metrics and the access log line.
+//!
+//! A codec drives it through [`Upstream`], the narrow view of one request on its way
+//! to a pod: the fields the affinity decision reads, how to stamp the session and the
+//! placement on the request, and one try on an endpoint that reports what came of it
+//! ([`Try`]) and whose fault it was. Three implement it: the HTTP/1 codec's byte relay
+//! (`native::Relay`, an HTTP/1 client to an HTTP/1 pod), and [`Forwarded`] (an
+//! `http::Request`: from an HTTP/2 client to any pod, or from an HTTP/1 client to an
+//! h2c pod); the test simulator is the fourth. What an [`Upstream`] does is I/O; what
+//! to do about its outcome is decided here.
+//!
+//! [`Forwarded`]: super::request::Forwarded
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::time::Instant;
+
+use super::{client_ip, Connection, Error, Proxy};
+use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome};
+use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
+use crate::clock::Now;
+use crate::config::{AffinityKey, BackendSettings};
+use crate::http::headers::Fields;
+use crate::stats::{AffinityEvent, BackendStats, LastError};
+use crate::upstream::pool::ConnectError;
+
+/// One request on its way to a pod, as a codec carries it: the exchange's only view of
+/// the request and of the connection it goes out on.
+// `async fn`: every implementation's futures are `Send` where they are spawned, and
+// the exchange is only ever instantiated with concrete ones.
+#[allow(async_fn_in_trait)]
+pub trait Upstream {
+    /// The request's header fields, as the affinity decision reads them.
+    type Fields: Fields + ?Sized;
+    /// A response head from a pod, with what it takes to relay its body.
+    type Answer;
+
+    /// The request's fields.
+    fn fields(&self) -> &Self::Fields;
+
+    /// Whether the request may be sent twice: an idempotent method and no body.
+    fn replayable(&self) -> bool;
+
+    /// Stamps what every try carries: the forwarding fields and the session id.
+    fn begin(&mut self, conn: &Connection, session: &str);
+
+    /// Stamps what a try on one candidate carries: the affinity outcome and the
+    /// endpoint a session came from.
+    fn place(&mut self, outcome: Outcome, previous: Option<&str>);
+
+    /// One try on `endpoint`: a connection (`fresh`: a new one, not from the pool),
+    /// the request, and the response head, within the backend's timeouts.
+    async fn send(
+        &mut self,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        fresh: bool,
+    ) -> Try<Self::Answer>;
+
+    /// Reads a small response body whole (`response_buffer`) so its connection goes
+    /// back to the pool before the client is written to; a no-op for others.
+    async fn settle(
+        &mut self,
+        answer: &mut Self::Answer,
+        settings: &BackendSettings,
+    ) -> Result<(), Cut>;
+}
+
+/// What one try on an endpoint came to, with whose fault a failure was.
+#[derive(Debug)]
+pub enum Try<A> {
+    /// No connection: nothing was sent (the endpoint's fault).
+    Unreachable(ConnectError),
+    /// Nothing was written on the connection; `reused`: it came from the pool.
+    Unsent {
+        /// The connection was a pooled one.
+        reused: bool,
+    },
+    /// A response head, valid for the client that asked.
+    Answer {
+        /// Its status.
+        status: StatusCode,
+        /// The head and what relays its body.
+        answer: A,
+    },
+    /// The exchange broke after the request (or part of it) went out, or the answer
+    /// was invalid (the upstream's fault); `stale`: on a reused connection with
+    /// nothing back, so the upstream may have closed it while idle.
+    Failed {
+        /// What to answer with if nothing else is tried.
+        error: Error,
+        /// The connection was likely closed while idle.
+        stale: bool,
+    },
+    /// No response head within the response timeout, the request all sent.
+    TimedOut,
+    /// The client's fault (its body malformed, cut, too slow or too large): answered
+    /// with this, and no endpoint is blamed.
+    Client(Error),
+}
+
+/// Why a response body could not be read whole by [`Upstream::settle`]: the upstream's
+/// fault either way.
+#[derive(Debug)]
+pub enum Cut {
+    /// Not within the response timeout.
+    TimedOut,
+    /// The connection broke, or the body was malformed.
+    Failed(Error),
+}
+
+/// How the request arrived, for the affinity decision.
+pub enum Arrival<'m> {
+    /// On an HTTP/1 connection, with its memo of the last verified cookie.
+    Http1(&'m mut Memo),
+    /// On an HTTP/2 connection, whose cookieless streams share one session.
+    Http2,
+}
+
+/// Where a request goes, as the routing state said when it arrived.
+pub struct Route {
+    /// The backend.
+    pub backend: Arc<Backend>,
+    /// The cookie keys.
+    pub keys: Arc<KeyRing>,
+    /// Whether this request is written to the access log (`access_log_sample`).
+    pub logged: bool,
+    /// `max_body_bytes`.
+    pub max_body: Option<u64>,
+}
+
+/// A request an endpoint answered, committed: its session placed and counted.
+#[derive(Debug)]
+pub struct Served<A> {
+    /// The response head and what relays its body.
+    pub answer: A,
+    /// Its status.
+    pub status: StatusCode,
+    /// The response carries a `Set-Cookie`, whose value is in the exchange's buffer.
+    pub set_cookie: bool,
+    /// Time to the response head (the duration histogram and the access log).
+    pub elapsed: Duration,
+    /// What the access log says about it, if it is logged.
+    pub log: Option<LogInfo>,
+}
+
+/// What the access log says about an answered request (like HAProxy's cookie flags).
+#[derive(Debug, Clone)]
+pub struct LogInfo {
+    endpoint: Arc<str>,
+    outcome: &'static str,
+    session: HexId,
+}
+
+/// The request line of a logged request.
+pub struct LogLine<'a> {
+    /// Its method.
+    pub method: &'a str,
+    /// Its path.
+    pub path: &'a str,
+    /// Its version.
+    pub version: http::Version,
+}
+
+impl Proxy {
+    /// The route for host and path, read from the current routing state.
+    pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<Route> {
+        let state = self.state.load();
+        let i = state.routes.find(host, path)?;
+        let sample = state.access_log_sample;
+        Some(Route {
+            backend: state.backends[i].clone(),
+            keys: state.keys.clone(),
+            logged: sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample),
+            max_body: state.max_body_bytes,
+        })
+    }
+
+    /// Takes a request from its route to a committed answer: decides the session, tries
+    /// the candidates in order under the one retry rule, feeds health with each try's
+    /// blame, places the session and writes its `Set-Cookie` value into `cookie`.
+    /// Counts the outcome either way (the duration; a failure by status and whose
+    /// fault); the caller answers a failure with [`Error::status`].
+    pub async fn exchange<U: Upstream>(
+        &self,
+        up: &mut U,
+        conn: &Connection,
+        route: &Route,
+        arrival: Arrival<'_>,
+        started: Instant,
+        cookie: &mut Vec<u8>,
+    ) -> Result<Served<U::Answer>, Error> {
+        let served = self.tries(up, conn, route, arrival, cookie).await;
+        let stats = &route.backend.stats;
+        let elapsed = started.elapsed();
+        stats.observe(elapsed);
+        match served {
+            Ok((answer, status, set_cookie, log)) => Ok(Served {
+                answer,
+                status,
+                set_cookie,
+                elapsed,
+                log,
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "request failed");
+                e.count(stats);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn tries<U: Upstream>(
+        &self,
+        up: &mut U,
+        conn: &Connection,
+        route: &Route,
+        arrival: Arrival<'_>,
+        cookie: &mut Vec<u8>,
+    ) -> Result<(U::Answer, StatusCode, bool, Option<LogInfo>), Error> {
+        let backend = &route.backend;
+        let snapshot = backend.snapshot();
+        let settings = &backend.settings;
+        let now = backend.clock().now();
+        let decision = self.decide(
+            up.fields(),
+            arrival,
+            conn,
+            backend,
+            &route.keys,
+            &snapshot,
+            now,
+        );
+        let mut attempts = decision.attempts(&snapshot);
+        if attempts.get(0).is_none() {
+            return Err(Error::NoEndpoint);
+        }
+        let session = decision.session.to_hex();
+        up.begin(conn, session.as_str());
+        let replayable = up.replayable();
+        backend.retry_budget.deposit();
+        let mut tried_pinned = false;
+        let mut next = 0;
+        'candidates: while let Some(i) = attempts.get(next) {
+            let n = next;
+            next += 1;
+            let endpoint = &snapshot.endpoints[i as usize];
+            let placement = decision.placement(i, &snapshot);
+            up.place(placement.outcome, placement.previous);
+            let mut tries = 0;
+            let (status, mut answer) = loop {
+                tries += 1;
+                // A replay goes on a new connection: the next idle one may have been
+                // closed by the same keep-alive timeout.
+                let tried = up.send(endpoint, settings, tries > 1).await;
+                if !matches!(tried, Try::Unreachable(_)) {
+                    endpoint.health.mark_up();
+                }
+                match tried {
+                    Try::Unreachable(e) => {
+                        self.connect_failed(endpoint, settings, &e);
+                        tried_pinned |= Some(i) == decision.pinned();
+                        continue 'candidates;
+                    }
+                    // Nothing went out on a pooled connection that had closed: once
+                    // more on a fresh one; otherwise the next endpoint, blaming none.
+                    Try::Unsent { reused: true } if tries < 2 => {}
+                    Try::Unsent { .. } => {
+                        tried_pinned |= Some(i) == decision.pinned();
+                        continue 'candidates;
+                    }
+                    Try::Client(e) => return Err(e),
+                    Try::TimedOut => return Err(self.timed_out(&snapshot, endpoint, settings)),
+                    Try::Failed { error, stale } => {
+                        let tried = Tried::Failed { stale };
+                        let more = attempts.after(n);
+                        match self
+                            .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
+                        {
+                            Next::Replay => {
+                                tracing::debug!(error = %error, "stale upstream connection; replaying an idempotent request");
+                            }
+                            Next::Elsewhere => {
+                                tried_pinned |= Some(i) == decision.pinned();
+                                tracing::debug!(endpoint = %endpoint.identity, error = %error, "retrying an idempotent request on the next endpoint");
+                                continue 'candidates;
+                            }
+                            Next::Stop => return Err(error),
+                        }
+                    }
+                    Try::Answer { status, answer } => {
+                        let retry_status =
+                            self.response_seen(&snapshot, endpoint, settings, status);
+                        let tried = Tried::Answered { retry_status };
+                        let more = attempts.after(n);
+                        if self
+                            .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
+                            == Next::Elsewhere
+                        {
+                            tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
+                            tried_pinned |= Some(i) == decision.pinned();
+                            continue 'candidates;
+                        }
+                        break (status, answer);
+                    }
+                }
+            };
+            match up.settle(&mut answer, settings).await {
+                Ok(()) => {}
+                Err(Cut::TimedOut) => return Err(self.timed_out(&snapshot, endpoint, settings)),
+                Err(Cut::Failed(e)) => {
+                    self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
+                    return Err(e);
+                }
+            }
+            session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
+            let set_cookie = placement.set_cookie;
+            if set_cookie {
+                cookie.clear();
+                set_cookie_line(backend, &route.keys, &decision, i, &snapshot, cookie);
+            }
+            let log = route.logged.then(|| LogInfo {
+                endpoint: endpoint.identity.clone(),
+                outcome: placement.outcome.as_str(),
+                session,
+            });
+            return Ok((answer, status, set_cookie, log));
+        }
+        Err(Error::Connect)
+    }
+
+    /// The one retry rule. After a try on `endpoint` that `tried` (failed with no
+    /// usable response, or answered), given whether the request may be sent twice
+    /// (`replayable`: idempotent, no body), how many tries this endpoint had and
+    /// whether another endpoint is left (`more`), says what to do next, and counts
+    /// what it decides:
+    /// - a failure on a reused connection that sent nothing back (`stale`): the
+    ///   upstream likely closed it while idle; a replayable request goes once more on a
+    ///   fresh connection to the same endpoint, blaming nobody;
+    /// - any other failure is the endpoint's ([`Proxy::upstream_fault`]); a replayable
+    ///   request moves to the next endpoint within the retry budget;
+    /// - an answer with a status the backend retries (`retry_on`) moves a replayable
+    ///   request to the next endpoint within the budget (`response_seen` counted it).
+    ///
+    /// Connect failures (nothing sent) always move on, any method, and are counted by
+    /// [`Proxy::connect_failed`]; a client's fault never comes here.
+    #[allow(clippy::too_many_arguments)]
+    fn next_try(
+        &self,
+        tried: Tried,
+        replayable: bool,
+        tries: u32,
+        more: bool,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        backend: &Backend,
+    ) -> Next {
+        let settings = &backend.settings;
+        let retry = match tried {
+            Tried::Failed { stale: true } if replayable && tries < 2 => return Next::Replay,
+            Tried::Failed { .. } => {
+                self.upstream_fault(snapshot, endpoint, settings, LastError::Reset);
+                true
+            }
+            Tried::Answered { retry_status } => retry_status,
+        };
+        if retry && replayable && more && backend.retry_budget.try_spend() {
+            backend.stats.retry();
+            return Next::Elsewhere;
+        }
+        Next::Stop
+    }
+
+    /// Counts a failed connect and cools the endpoint off.
+    fn connect_failed(&self, endpoint: &Endpoint, settings: &BackendSettings, e: &ConnectError) {
+        endpoint.stats.connect_error();
+        let n = endpoint
+            .health
+            .mark_down(Instant::now(), settings.down_cooloff);
+        tracing::warn!(
+            backend = %settings.name,
+            endpoint = %endpoint.identity,
+            error = %e,
+            consecutive = n,
+            "upstream connect failed; endpoint cooling off"
+        );
+    }
+
+    /// Counts a response timeout against the endpoint (an upstream fault: the request
+    /// was all sent) and returns the error to answer with.
+    fn timed_out(
+        &self,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+    ) -> Error {
+        self.upstream_fault(snapshot, endpoint, settings, LastError::Timeout);
+        Error::Timeout
+    }
+
+    /// Counts an upstream response head and feeds passive health; returns whether its
+    /// status is one the backend retries on another endpoint (`retry_on`).
+    fn response_seen(
+        &self,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        status: StatusCode,
+    ) -> bool {
+        endpoint.stats.response(status);
+        if status.is_server_error() {
+            self.upstream_fault(snapshot, endpoint, settings, LastError::ServerError);
+        } else {
+            endpoint.health.exchange_succeeded();
+        }
+        (status == StatusCode::BAD_GATEWAY && settings.retry_on.bad_gateway)
+            || (status == StatusCode::SERVICE_UNAVAILABLE && settings.retry_on.unavailable)
+    }
+
+    /// Holds an upstream fault (`what`: a 5xx, a reset or invalid response, a response
+    /// timeout) against the endpoint: the one place blame reaches passive health. Only
+    /// upstream faults come here; a client's never do. Ejects the endpoint after
+    /// `outlier_failures` in a row, unless half of the backend is ejected already.
+    fn upstream_fault(
+        &self,
+        snapshot: &Snapshot,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        what: LastError,
+    ) {
+        endpoint.stats.error(what);
+        let n = endpoint.health.exchange_failed();
+        if n < settings.outlier_failures {
+            return;
+        }
+        let now = Instant::now();
+        let ejected = snapshot
+            .endpoints
+            .iter()
+            .filter(|e| e.health.is_down(now))
+            .count();
+        if (ejected + 1) * 2 > snapshot.endpoints.len() {
+            return;
+        }
+        let d = endpoint.health.eject(now, settings.outlier_base);
+        tracing::warn!(backend = %settings.name, endpoint = %endpoint.identity, consecutive = n, ejected_for = ?d, "endpoint ejected as an outlier");
+    }
+
+    /// The affinity decision for a request, by the backend's affinity key: the one
+    /// sticky decision point.
+    #[allow(clippy::too_many_arguments)]
+    fn decide<H: Fields + ?Sized>(
+        &self,
+        headers: &H,
+        arrival: Arrival<'_>,
+        conn: &Connection,
+        backend: &Backend,
+        keys: &Arc<KeyRing>,
+        snapshot: &Snapshot,
+        now: Now,
+    ) -> Decision {
+        let affinity = &backend.settings.affinity;
+        match &affinity.key {
+            AffinityKey::Header(name) => {
+                if let Some(v) = headers.first(name).filter(|v| !v.is_empty()) {
+                    return affinity::keyed(snapshot, v, now);
+                }
+            }
+            AffinityKey::ClientIp => {
+                let ip = client_ip(headers, conn.peer.ip(), &affinity.trusted_proxies);
+                let bytes = match ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                };
+                return affinity::keyed(snapshot, &bytes, now);
+            }
+            AffinityKey::Cookie => {}
+        }
+        let values = affinity::cookie_values(headers, &affinity.cookie.name);
+        match arrival {
+            Arrival::Http1(memo) => {
+                affinity::decide_memo(keys, memo, snapshot, values, affinity, now)
+            }
+            // An HTTP/2 connection's streams share one memo, and its cookieless
+            // requests one session, so concurrent first requests land together.
+            Arrival::Http2 => {
+                let mut d =
+                    affinity::decide_shared(keys, &conn.memo, snapshot, values, affinity, now);
+                if d.is_fresh() {
+                    let mut first = false;
+                    let shared = *conn.shared_session.get_or_init(|| {
+                        first = true;
+                        d.session
+                    });
+                    d.join(snapshot, shared, first);
+                }
+                d
+            }
+        }
+    }
+}
+
+/// Writes the access log line of a request tether answered (`log`: about the endpoint
+/// that answered, if one did).
+pub fn access_log(
+    conn: &Connection,
+    line: &LogLine<'_>,
+    backend: &Backend,
+    status: u16,
+    elapsed: Duration,
+    log: Option<&LogInfo>,
+) {
+    tracing::info!(
+        target: "tether::access",
+        client = %conn.peer.ip(),
+        method = line.method,
+        path = line.path,
+        version = ?line.version,
+        backend = %backend.name(),
+        endpoint = log.map_or("-", |l| &*l.endpoint),
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        affinity = log.map_or("-", |l| l.outcome),
+        session = log.map_or("-", |l| l.session.as_str()),
+    );
+}
+
+/// How a try on an endpoint ended, for [`Proxy::next_try`].
+#[derive(Debug, Clone, Copy)]
+enum Tried {
+    /// No usable response; `stale`: on a reused connection that sent nothing back.
+    Failed { stale: bool },
+    /// A response head; `retry_status`: one the backend retries elsewhere.
+    Answered { retry_status: bool },
+}
+
+/// What [`Proxy::next_try`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Send it again on a fresh connection to the same endpoint.
+    Replay,
+    /// Send it to the next endpoint.
+    Elsewhere,
+    /// No more tries: answer with what this one came to.
+    Stop,
+}
+
+/// Records where a session was served: commits the placement (session counts), counts
+/// the outcome, and logs any placement that was not sticky.
+fn session_placed(
+    backend: &Backend,
+    decision: &Decision,
+    placement: &affinity::Placement<'_>,
+    i: u32,
+    snapshot: &Snapshot,
+    tried_pinned: bool,
+) {
+    decision.commit(i, snapshot);
+    count_affinity(&backend.stats, decision, placement, snapshot, tried_pinned);
+    if placement.outcome != Outcome::Sticky {
+        tracing::debug!(
+            backend = %backend.settings.name,
+            endpoint = %snapshot.endpoints[i as usize].identity,
+            outcome = placement.outcome.as_str(),
+            previous = placement.previous,
+            "session placed"
+        );
+    }
+}
+
+/// Counts the affinity outcome of a served request, with its reason.
+fn count_affinity(
+    stats: &BackendStats,
+    d: &Decision,
+    placement: &affinity::Placement<'_>,
+    snapshot: &Snapshot,
+    tried_pinned: bool,
+) {
+    use affinity::{Invalid, Prior};
+    let event = match (placement.outcome, &d.prior) {
+        (Outcome::New, Prior::Fresh { invalid, .. }) => {
+            if let Some(r) = invalid {
+                stats.affinity(match r {
+                    Invalid::Malformed => AffinityEvent::InvalidMalformed,
+                    Invalid::UnknownKey => AffinityEvent::InvalidUnknownKey,
+                    Invalid::BadSignature => AffinityEvent::InvalidBadSignature,
+                    Invalid::Expired => AffinityEvent::InvalidExpired,
+                });
+            }
+            AffinityEvent::New
+        }
+        (Outcome::New, _) => AffinityEvent::New,
+        (Outcome::Sticky, Prior::Pinned { key_index, .. }) if *key_index != 0 => {
+            stats.affinity(AffinityEvent::KeyRotated);
+            AffinityEvent::Sticky
+        }
+        (Outcome::Sticky, _) => AffinityEvent::Sticky,
+        (Outcome::Rebalanced, _) => AffinityEvent::Rebalanced,
+        (Outcome::Failover, Prior::Departed { .. }) => AffinityEvent::FailoverEndpointGone,
+        (Outcome::Failover, _) if tried_pinned => AffinityEvent::FailoverConnectFailed,
+        (Outcome::Failover, Prior::Pinned { endpoint, .. })
+            if snapshot.endpoints[*endpoint as usize].state == EndpointState::Draining =>
+        {
+            AffinityEvent::FailoverDrained
+        }
+        (Outcome::Failover, _) => AffinityEvent::FailoverEndpointDown,
+    };
+    stats.affinity(event);
+}
+
+/// Appends the `Set-Cookie` value that pins `decision`'s session to endpoint `actual`
+/// (name, signed value, the backend's attributes): the same on both paths.
+fn set_cookie_line(
+    backend: &Backend,
+    keys: &KeyRing,
+    decision: &Decision,
+    actual: u32,
+    snapshot: &Snapshot,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(backend.settings.affinity.cookie.name.as_bytes());
+    out.push(b'=');
+    decision.write_cookie_value(keys, actual, snapshot, out);
+    out.extend_from_slice(backend.cookie_attributes().as_bytes());
+}

@@ -1,0 +1,353 @@
+//! An `http::Request` on its way to a pod: the exchange's [`Upstream`] for requests
+//! from HTTP/2 clients, and from HTTP/1 clients to h2c pods. To an HTTP/1 pod it goes
+//! through tether's own HTTP/1 client ([`upstream_h1`]) on the pooled connections the
+//! codec relays over, to an h2c pod through hyper's HTTP/2 client. It shapes the request
+//! for the pod (origin-form, hop-by-hop fields gone, forwarding fields and the session
+//! set, RFC 9110 §7.6) and the answer for the client (tether's own status line, no
+//! hop-by-hop fields, the `Set-Cookie`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::time::Instant;
+
+use super::exchange::{Arrival, Cut, LogInfo, Route, Try, Upstream};
+use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
+use crate::affinity::Outcome;
+use crate::backend::Endpoint;
+use crate::config::BackendSettings;
+use crate::http::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
+use crate::http::wire;
+use crate::upstream::body::{BodyProgress, PooledBody, ProxyBody, RequestBody};
+use crate::upstream::h1 as upstream_h1;
+
+/// A request as an `http::Request`, with what its tries need to know of it.
+pub struct Forwarded {
+    req: Request<RequestBody>,
+    /// Idempotent and bodyless: it may be sent twice.
+    replayable: bool,
+    /// How far the client got with its body, to tell its faults from the pod's.
+    progress: BodyProgress,
+    /// `response_buffer`.
+    response_buffer: u64,
+}
+
+impl Forwarded {
+    /// `req` to be forwarded, reading response bodies up to `response_buffer` whole.
+    pub fn new(req: Request<RequestBody>, response_buffer: u64) -> Self {
+        Forwarded {
+            replayable: is_replayable(&req),
+            progress: req.body().progress(),
+            req,
+            response_buffer,
+        }
+    }
+
+    /// To an h2c pod: hyper's HTTP/2 client takes the request, so a replayable one is
+    /// copied first (its body is empty), and one it did not send comes back.
+    async fn send_h2c(
+        &mut self,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+    ) -> Try<Response<ProxyBody>> {
+        let mut c = match endpoint.pool.checkout(settings.connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => return Try::Unreachable(e),
+        };
+        let copy = match self.replayable {
+            true => replay_copy(&self.req),
+            false => Request::new(RequestBody::Empty),
+        };
+        let req = std::mem::replace(&mut self.req, copy);
+        let exchange = c.sender.try_send_request(req);
+        match tokio::time::timeout(settings.response_timeout, exchange).await {
+            Err(_) => Try::TimedOut,
+            Ok(Ok(resp)) => Try::Answer {
+                status: resp.status(),
+                answer: resp.map(|b| ProxyBody::Upstream(PooledBody::new(b))),
+            },
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) => {
+                    self.req = unsent;
+                    Try::Unsent { reused: c.reused }
+                }
+                None => Try::Failed {
+                    error: Error::Upstream(e.into_error().into()),
+                    stale: c.reused,
+                },
+            },
+        }
+    }
+
+    /// To an HTTP/1 pod, through tether's HTTP/1 client, which borrows the request.
+    async fn send_h1(
+        &mut self,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        fresh: bool,
+    ) -> Try<Response<ProxyBody>> {
+        let checkout = endpoint.pool.checkout_raw(settings.connect_timeout, fresh);
+        let (stream, reused) = match checkout.await {
+            Ok(c) => c,
+            Err(e) => return Try::Unreachable(e),
+        };
+        let exchange = upstream_h1::send(stream, &mut self.req, endpoint.pool.clone());
+        match tokio::time::timeout(settings.response_timeout, exchange).await {
+            Err(_) => Try::TimedOut,
+            Ok(Ok(resp)) => Try::Answer {
+                status: resp.status(),
+                answer: resp.map(ProxyBody::Raw),
+            },
+            Ok(Err(upstream_h1::SendError::Unsent)) => Try::Unsent { reused },
+            Ok(Err(upstream_h1::SendError::Failed {
+                error,
+                nothing_back,
+            })) => Try::Failed {
+                error: Error::Wire(error),
+                stale: reused && nothing_back,
+            },
+        }
+    }
+}
+
+impl Upstream for Forwarded {
+    type Fields = http::HeaderMap;
+    type Answer = Response<ProxyBody>;
+
+    fn fields(&self) -> &http::HeaderMap {
+        self.req.headers()
+    }
+
+    fn replayable(&self) -> bool {
+        self.replayable
+    }
+
+    fn begin(&mut self, conn: &Connection, session: &str) {
+        prepare_request(&mut self.req, conn);
+        if let Ok(v) = HeaderValue::from_str(session) {
+            self.req.headers_mut().insert(&X_TETHER_SESSION, v);
+        }
+    }
+
+    fn place(&mut self, outcome: Outcome, previous: Option<&str>) {
+        let h = self.req.headers_mut();
+        h.insert(
+            &X_TETHER_AFFINITY,
+            HeaderValue::from_static(outcome.as_str()),
+        );
+        match previous.and_then(|p| HeaderValue::from_str(p).ok()) {
+            Some(p) => h.insert(&X_TETHER_PREVIOUS, p),
+            None => h.remove(&X_TETHER_PREVIOUS),
+        };
+    }
+
+    async fn send(
+        &mut self,
+        endpoint: &Endpoint,
+        settings: &BackendSettings,
+        fresh: bool,
+    ) -> Try<Response<ProxyBody>> {
+        fit_request(&mut self.req, settings.h2c);
+        let tried = if settings.h2c {
+            self.send_h2c(endpoint, settings).await
+        } else {
+            self.send_h1(endpoint, settings, fresh).await
+        };
+        match tried {
+            // Still waiting for the client's body: the client is the slow one.
+            Try::TimedOut if self.progress.waiting_on_client() => {
+                Try::Client(ClientFault::BodyTimeout.into())
+            }
+            // The client's body broke the exchange, which the upstream client reports
+            // as its own failure: the client's fault alone.
+            Try::Failed { error, stale } => match self.progress.fault() {
+                Some(fault) => Try::Client(fault.into()),
+                None => Try::Failed { error, stale },
+            },
+            // A 101 switches to nothing an HTTP/2 client knows (RFC 9110 §15.2.2; HTTP/2
+            // has no Upgrade), and a head past the codec's limit is one it could not
+            // relay: invalid responses, the upstream's fault.
+            Try::Answer { status, .. } if status == StatusCode::SWITCHING_PROTOCOLS => {
+                Try::Failed {
+                    error: Error::Wire(wire::Error::Status(101)),
+                    stale: false,
+                }
+            }
+            Try::Answer { answer, .. } if head_size(answer.headers()) > MAX_RESPONSE_HEAD => {
+                Try::Failed {
+                    error: Error::Wire(wire::Error::HeadTooLarge),
+                    stale: false,
+                }
+            }
+            tried => tried,
+        }
+    }
+
+    /// A small response of known length from an HTTP/1 pod is read whole and its
+    /// connection goes back to the pool before the client is written to, so a slow
+    /// reader never holds a pod's connection (`response_buffer`). An h2c pod
+    /// multiplexes: a slow reader holds one stream, not its connection.
+    async fn settle(
+        &mut self,
+        resp: &mut Response<ProxyBody>,
+        settings: &BackendSettings,
+    ) -> Result<(), Cut> {
+        let length = resp.body().size_hint().exact();
+        if !matches!(resp.body(), ProxyBody::Raw(_))
+            || !length.is_some_and(|n| n > 0 && n <= self.response_buffer)
+        {
+            return Ok(());
+        }
+        let by = Instant::now() + settings.response_timeout;
+        let read = http_body_util::BodyExt::collect(resp.body_mut());
+        match tokio::time::timeout_at(by, read).await {
+            Err(_) => Err(Cut::TimedOut),
+            Ok(Err(e)) => Err(Cut::Failed(Error::Upstream(e))),
+            Ok(Ok(body)) => {
+                *resp.body_mut() = ProxyBody::Full(Some(body.to_bytes()));
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Forwards `req` along `route` (the exchange, with [`Forwarded`]) and shapes the
+    /// answer for the client: HTTP/1.1 on tether's status line whatever the pod spoke
+    /// (RFC 9110 §2.5), no hop-by-hop fields, the session's `Set-Cookie`. With it, the
+    /// time to its head and what the access log says.
+    pub(super) async fn forward(
+        &self,
+        req: Request<RequestBody>,
+        conn: &Connection,
+        route: &Route,
+        arrival: Arrival<'_>,
+        started: Instant,
+        response_buffer: u64,
+    ) -> Result<(Response<ProxyBody>, Duration, Option<LogInfo>), Error> {
+        let mut up = Forwarded::new(req, response_buffer);
+        let mut cookie = Vec::new();
+        let served = self
+            .exchange(&mut up, conn, route, arrival, started, &mut cookie)
+            .await?;
+        let (mut parts, body) = served.answer.into_parts();
+        parts.version = Version::HTTP_11;
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if served.set_cookie {
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(cookie)) {
+                parts.headers.append(header::SET_COOKIE, v);
+            }
+        }
+        let resp = Response::from_parts(parts, body);
+        Ok((resp, served.elapsed, served.log))
+    }
+}
+
+/// About how many bytes a head with these fields takes on the wire (each field's
+/// name, value, `: ` and CRLF).
+fn head_size(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// Whether a request is safe to send twice: an idempotent method and no body.
+fn is_replayable(req: &Request<RequestBody>) -> bool {
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) && req.body().is_end_stream()
+}
+
+/// A copy of a replayable request (its body is empty), for a client that takes the
+/// original.
+fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// Shapes the request for the connection it goes out on: HTTP/1.1 with an origin-form
+/// target, or HTTP/2 with the authority in the URI (hyper's h2 client sends `:authority`
+/// and `:scheme` from it; a `Host` header has no place in HTTP/2).
+fn fit_request(req: &mut Request<RequestBody>, h2: bool) {
+    if h2 && req.version() != Version::HTTP_2 {
+        let host = req.headers_mut().remove(header::HOST);
+        let authority = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost");
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = format!("http://{authority}{pq}").parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+    } else if !h2 && req.version() != Version::HTTP_11 {
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(v) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        origin_form(req);
+        *req.version_mut() = Version::HTTP_11;
+    }
+}
+
+/// Makes the target origin-form (RFC 9112 §3.2.1): its path and query only.
+fn origin_form<B>(req: &mut Request<B>) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Ok(uri) = pq.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Rewrites a client request into an upstream HTTP/1.1 request in place. Its `Host` was
+/// settled by [`settle_host`]; a request without one (HTTP/1.0, HTTP/2 without
+/// `:authority`) goes upstream with an empty one, as RFC 9110 §7.2 asks of a target
+/// with no authority.
+pub(super) fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
+    // Origin-form for the upstream; absolute-form is for proxies, not origins.
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        origin_form(req);
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let host = req.headers().get(header::HOST).cloned();
+    // `TE: trailers` is the one TE value worth keeping: gRPC requires it end to end.
+    let trailers = req
+        .headers()
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h);
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    // Even when `Connection` named it: an HTTP/1.1 request always carries its Host.
+    if !h.contains_key(header::HOST) {
+        h.insert(
+            header::HOST,
+            host.clone().unwrap_or(HeaderValue::from_static("")),
+        );
+    }
+    headers::strip_tether_headers(h);
+    headers::set_forwarded(h, &conn.peer_value, conn.secure, host.as_ref());
+}
