@@ -281,7 +281,7 @@ impl Proxy {
                     Try::TimedOut => return Err(self.timed_out(&snapshot, endpoint, settings)),
                     Try::Failed { error, stale } => {
                         let tried = Tried::Failed { stale };
-                        let more = attempts.after(n);
+                        let more = || attempts.after(n);
                         match self
                             .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
                         {
@@ -300,7 +300,7 @@ impl Proxy {
                         let retry_status =
                             self.response_seen(&snapshot, endpoint, settings, status);
                         let tried = Tried::Answered { retry_status };
-                        let more = attempts.after(n);
+                        let more = || attempts.after(n);
                         if self
                             .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
                             == Next::Elsewhere
@@ -340,7 +340,8 @@ impl Proxy {
     /// The one retry rule. After a try on `endpoint` that `tried` (failed with no
     /// usable response, or answered), given whether the request may be sent twice
     /// (`replayable`: idempotent, no body), how many tries this endpoint had and
-    /// whether another endpoint is left (`more`), says what to do next, and counts
+    /// whether another endpoint is left (`more`, asked only when it matters: working
+    /// out the rest of the candidates walks the ring), says what to do next, and counts
     /// what it decides:
     /// - a failure on a reused connection that sent nothing back (`stale`): the
     ///   upstream likely closed it while idle; a replayable request goes once more on a
@@ -358,7 +359,7 @@ impl Proxy {
         tried: Tried,
         replayable: bool,
         tries: u32,
-        more: bool,
+        more: impl FnOnce() -> bool,
         snapshot: &Snapshot,
         endpoint: &Endpoint,
         backend: &Backend,
@@ -372,7 +373,7 @@ impl Proxy {
             }
             Tried::Answered { retry_status } => retry_status,
         };
-        if retry && replayable && more && backend.retry_budget.try_spend() {
+        if retry && replayable && more() && backend.retry_budget.try_spend() {
             backend.stats.retry();
             return Next::Elsewhere;
         }
