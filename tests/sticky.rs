@@ -329,6 +329,38 @@ async fn new_session_on_a_dead_owner_lands_elsewhere_and_its_cookie_names_the_su
     }
 }
 
+/// A client without a cookie jar on one kept-alive connection. Over HTTP/1 each request
+/// is a session of its own; over HTTP/2 they share one (README, Protocols: so that
+/// concurrent first requests land on one endpoint). Either way a session lives on one
+/// pod, and every cookie it is given pins it there.
+#[tokio::test]
+#[ignore = "bug: over HTTP/2 the first cookieless request of a connection lands on one pod \
+            and the later ones, with the same session id, on another (a joining request \
+            is placed again under the load bound its own session now counts towards)"]
+async fn cookieless_requests_on_one_connection_keep_each_session_on_one_pod() {
+    for t in Transport::ALL {
+        let pods = three_pods().await;
+        let front = Front::start(t, &config(&refs(&pods), &[("k1", KEY_1)], "")).await;
+        let mut conn = front.conn();
+        let mut served: HashMap<String, String> = HashMap::new();
+        let mut cookies = Vec::new();
+        for i in 0..5 {
+            let r = conn.send(with_cookie(t, "/", None, false)).await;
+            let what = format!("{t:?}, request {i}");
+            assert_eq!(r.status, 200, "{what}");
+            let session = r.seen("x-tether-session").unwrap();
+            let pod = served.entry(session.clone()).or_insert_with(|| r.pod());
+            assert_eq!(*pod, r.pod(), "{what}: session {session} on two pods");
+            cookies.push((r.cookie("tether").expect(&what), r.pod()));
+        }
+        for (cookie, pod) in cookies {
+            let r = front.send(with_cookie(t, "/", Some(&cookie), false)).await;
+            assert_eq!(r.pod(), pod, "{t:?}: a cookie pins its session elsewhere");
+        }
+        front.proxy.shutdown().await;
+    }
+}
+
 /// Placement is a property of the proxy, not of the client's protocol: plain HTTP/1.1.
 #[tokio::test]
 async fn two_replicas_agree_on_placement_and_on_failover_targets() {
