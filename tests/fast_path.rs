@@ -1,5 +1,6 @@
-//! The HTTP/1 fast path, seen from a raw client socket: pipelining, the hand-over to
-//! hyper in the middle of a connection, and every way an upstream frames a response.
+//! tether's HTTP/1 codec (the fast path), seen from a raw client socket: pipelining,
+//! small bodies read whole and large ones streamed on one connection, and every way an
+//! upstream frames a response.
 
 mod support;
 

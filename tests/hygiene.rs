@@ -1,7 +1,7 @@
 //! What the app is told, and what a client cannot make it believe: the headers tether
 //! sets in any spelling, the host a request is for, and `X-Forwarded-For`, on every
-//! listener and protocol (HTTP/1.1 on the fast path and through hyper, over TCP and
-//! TLS; HTTP/2 with prior knowledge and over TLS).
+//! listener and protocol (HTTP/1.1 bodyless and with a chunked body, over TCP and TLS;
+//! HTTP/2 with prior knowledge and over TLS).
 
 mod support;
 

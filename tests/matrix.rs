@@ -1,27 +1,14 @@
 //! The behaviours a user sees, the same however a request arrives: each test runs on
-//! HTTP/1.1 (on the fast path and, with a chunked body, through hyper), HTTP/1.1 over
-//! TLS (both ways), h2c and HTTP/2 over TLS. Stickiness, failover, retries, limits and
-//! the statuses tether writes itself.
+//! HTTP/1.1 (tether's own codec, bodyless and with a chunked body, which takes the
+//! streamed-body path), HTTP/1.1 over TLS (both ways), h2c and HTTP/2 over TLS.
+//! Stickiness, failover, retries, limits and the statuses tether writes itself.
 
 mod support;
 
 use std::sync::atomic::Ordering;
 
-use support::transport::{arrivals, to_localhost, Front, Transport};
+use support::transport::{arrivals, with_cookie, Front, Transport};
 use support::*;
-
-/// A request for `path` carrying the affinity cookie `cookie`, as `transport` sends it.
-fn get(
-    transport: Transport,
-    chunked: bool,
-    path: &str,
-    cookie: Option<&str>,
-) -> http::Request<bytes::Bytes> {
-    match cookie.map(|c| format!("tether={c}")) {
-        Some(c) => to_localhost(transport, path, &[("cookie", &c)], chunked),
-        None => to_localhost(transport, path, &[], chunked),
-    }
-}
 
 #[tokio::test]
 async fn a_first_request_sets_one_cookie_and_twenty_follow_ups_stick() {
@@ -31,7 +18,7 @@ async fn a_first_request_sets_one_cookie_and_twenty_follow_ups_stick() {
         let front = Front::start(t, &cfg).await;
         for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
             let what = format!("{transport:?}, chunked {chunked}");
-            let first = front.send(get(transport, chunked, "/", None)).await;
+            let first = front.send(with_cookie(transport, "/", None, chunked)).await;
             assert_eq!(first.status, 200, "{what}");
             assert_eq!(first.set_cookies().len(), 1, "{what}");
             let cookie = first.cookie("tether").expect(&what);
@@ -39,7 +26,7 @@ async fn a_first_request_sets_one_cookie_and_twenty_follow_ups_stick() {
             assert_eq!(first.seen("x-tether-affinity").as_deref(), Some("new"));
             for _ in 0..20 {
                 let r = front
-                    .send(get(transport, chunked, "/", Some(&cookie)))
+                    .send(with_cookie(transport, "/", Some(&cookie), chunked))
                     .await;
                 assert_eq!(r.pod(), first.pod(), "{what}");
                 assert_eq!(
@@ -61,57 +48,80 @@ async fn a_first_request_sets_one_cookie_and_twenty_follow_ups_stick() {
 #[tokio::test]
 async fn failover_keeps_the_session_id_and_names_the_pod_it_came_from() {
     for (transport, chunked) in arrivals() {
-        let what = format!("{transport:?}, chunked {chunked}");
-        let pods = three_pods().await;
-        let front = Front::start(transport, &config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-        let first = front.send(get(transport, chunked, "/", None)).await;
-        let cookie = first.cookie("tether").expect(&what);
-        let session = first.seen("x-tether-session").unwrap();
-        let pinned = first.pod();
-        pods.iter()
-            .find(|b| b.name == pinned)
-            .unwrap()
-            .stop_and_wait()
-            .await;
+        for upstream in Upstream::ALL {
+            failover(transport, chunked, upstream).await;
+        }
+    }
+}
 
-        let r = front
-            .send(get(transport, chunked, "/", Some(&cookie)))
+/// One arrival of the failover test, against `upstream` pods.
+async fn failover(transport: Transport, chunked: bool, upstream: Upstream) {
+    let what = format!("{transport:?}, chunked {chunked}, {upstream:?} upstream");
+    let pods = pods_over(&["pod-a", "pod-b", "pod-c"], upstream).await;
+    let cfg = config(&refs(&pods), &[("k1", KEY_1)], upstream.protocol());
+    let front = Front::start(transport, &cfg).await;
+    let first = front.send(with_cookie(transport, "/", None, chunked)).await;
+    let cookie = first.cookie("tether").expect(&what);
+    let session = first.seen("x-tether-session").unwrap();
+    let pinned = first.pod();
+    pods.iter()
+        .find(|b| b.name == pinned)
+        .unwrap()
+        .stop_and_wait()
+        .await;
+
+    let r = front
+        .send(with_cookie(transport, "/", Some(&cookie), chunked))
+        .await;
+    assert_eq!(r.status, 200, "{what}");
+    assert_ne!(r.pod(), pinned, "{what}");
+    assert_eq!(
+        r.seen("x-tether-affinity").as_deref(),
+        Some("failover"),
+        "{what}"
+    );
+    assert_eq!(
+        r.seen("x-tether-session").as_deref(),
+        Some(session.as_str()),
+        "{what}"
+    );
+    assert_eq!(
+        r.seen("x-tether-previous-endpoint").as_deref(),
+        Some(pinned.as_str()),
+        "{what}"
+    );
+    let again = r.cookie("tether").expect("failover re-issues the cookie");
+    assert_ne!(again, cookie, "{what}");
+    for _ in 0..10 {
+        let r2 = front
+            .send(with_cookie(transport, "/", Some(&again), chunked))
             .await;
-        assert_eq!(r.status, 200, "{what}");
-        assert_ne!(r.pod(), pinned, "{what}");
+        assert_eq!(r2.pod(), r.pod(), "{what}");
         assert_eq!(
-            r.seen("x-tether-affinity").as_deref(),
-            Some("failover"),
+            r2.seen("x-tether-affinity").as_deref(),
+            Some("sticky"),
             "{what}"
         );
         assert_eq!(
-            r.seen("x-tether-session").as_deref(),
+            r2.seen("x-tether-session").as_deref(),
             Some(session.as_str()),
             "{what}"
         );
-        assert_eq!(
-            r.seen("x-tether-previous-endpoint").as_deref(),
-            Some(pinned.as_str())
-        );
-        let again = r.cookie("tether").expect("failover re-issues the cookie");
-        assert_ne!(again, cookie, "{what}");
-        for _ in 0..10 {
-            let r2 = front.send(get(transport, chunked, "/", Some(&again))).await;
-            assert_eq!(r2.pod(), r.pod(), "{what}");
-            assert_eq!(r2.seen("x-tether-affinity").as_deref(), Some("sticky"));
-            assert_eq!(
-                r2.seen("x-tether-session").as_deref(),
-                Some(session.as_str())
-            );
-            assert!(r2.set_cookies().is_empty(), "{what}");
-        }
-        front.proxy.shutdown().await;
+        assert!(r2.set_cookies().is_empty(), "{what}");
     }
+    front.proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_503_is_retried_elsewhere_for_a_get_and_answered_as_is_for_a_body() {
-    let flaky = TestBackend::with_handler("pod-x", |_req| async move {
+    for upstream in Upstream::ALL {
+        a_503_is_retried(upstream).await;
+    }
+}
+
+/// The 503 test over every arrival, against `upstream` pods.
+async fn a_503_is_retried(upstream: Upstream) {
+    let flaky = TestBackend::with_handler_over("pod-x", upstream, |_req| async move {
         http::Response::builder()
             .status(503)
             .header("x-pod", "pod-x")
@@ -119,20 +129,20 @@ async fn a_503_is_retried_elsewhere_for_a_get_and_answered_as_is_for_a_body() {
             .unwrap()
     })
     .await;
-    let ok = TestBackend::echo("pod-a").await;
-    let cfg = config(
-        &[&flaky, &ok],
-        &[("k1", KEY_1)],
-        "retry_on = [\"503\"]\noutlier_failures = 1000\n",
+    let ok = TestBackend::echo_over("pod-a", upstream).await;
+    let extra = format!(
+        "{}retry_on = [\"503\"]\noutlier_failures = 1000\n",
+        upstream.protocol()
     );
+    let cfg = config(&[&flaky, &ok], &[("k1", KEY_1)], &extra);
     for t in Transport::ALL {
         let front = Front::start(t, &cfg).await;
         for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
-            let what = format!("{transport:?}, chunked {chunked}");
+            let what = format!("{transport:?}, chunked {chunked}, {upstream:?} upstream");
             let before = flaky.hits.load(Ordering::SeqCst);
             let mut fives = 0;
             for _ in 0..30 {
-                let r = front.send(get(transport, chunked, "/", None)).await;
+                let r = front.send(with_cookie(transport, "/", None, chunked)).await;
                 // A bodyless GET on pod-x is retried on pod-a; a body is never sent
                 // twice, so the chunked POST gets pod-x's 503.
                 match (chunked, r.status.as_u16()) {
@@ -154,29 +164,49 @@ async fn a_503_is_retried_elsewhere_for_a_get_and_answered_as_is_for_a_body() {
 
 #[tokio::test]
 async fn the_statuses_tether_writes_itself_are_the_same_on_every_arrival() {
-    let slow = TestBackend::with_handler("slow", |_req| async move {
+    for upstream in Upstream::ALL {
+        statuses(upstream).await;
+    }
+}
+
+/// The statuses test over every arrival, with `upstream` pods.
+async fn statuses(upstream: Upstream) {
+    let slow = TestBackend::with_handler_over("slow", upstream, |_req| async move {
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         http::Response::new(full("late"))
     })
     .await;
+    let protocol = upstream.protocol();
     let cases = [
         // No endpoint at all (the list is emptied once the proxy runs).
-        (config(&[&slow], &[], ""), 503, "no endpoint available\n"),
+        (
+            config(&[&slow], &[], protocol),
+            503,
+            "no endpoint available\n",
+        ),
         // Every endpoint refuses.
         (
-            config_for("127.0.0.1:1".parse().unwrap(), ""),
+            config_for("127.0.0.1:1".parse().unwrap(), protocol),
             502,
             "upstream connect failed\n",
         ),
         // The response head does not come in time.
         (
-            config(&[&slow], &[], "response_timeout = \"300ms\""),
+            config(
+                &[&slow],
+                &[],
+                &format!("{protocol}response_timeout = \"300ms\""),
+            ),
             504,
             "upstream timeout\n",
         ),
         // A body over max_body_bytes.
         (
-            config(&[&slow], &[], "").replacen("[server]\n", "[server]\nmax_body_bytes = 1\n", 1),
+            config(&[&slow], &[], protocol).replacen(
+                "[server]\n",
+                "[server]\nmax_body_bytes = 1\n",
+                1,
+            ),
             413,
             "request body too large\n",
         ),
@@ -188,8 +218,9 @@ async fn the_statuses_tether_writes_itself_are_the_same_on_every_arrival() {
                 front.proxy.proxy.backend("app").unwrap().publish(vec![]);
             }
             for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
-                let what = format!("{transport:?}, chunked {chunked}, {status}");
-                let mut req = get(transport, chunked, "/", None);
+                let what =
+                    format!("{transport:?}, chunked {chunked}, {upstream:?} upstream, {status}");
+                let mut req = with_cookie(transport, "/", None, chunked);
                 if status == 413 && !chunked {
                     // Bodyless requests are within any limit: send a small body.
                     *req.body_mut() = bytes::Bytes::from_static(b"too much");
@@ -198,6 +229,7 @@ async fn the_statuses_tether_writes_itself_are_the_same_on_every_arrival() {
                 let r = front.send(req).await;
                 assert_eq!(r.status, status, "{what}: {}", r.text());
                 assert_eq!(r.text(), text, "{what}");
+                assert!(r.set_cookies().is_empty(), "{what}: no session was served");
             }
             front.proxy.shutdown().await;
         }

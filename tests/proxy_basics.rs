@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use support::transport::{
+    arrivals, post_to_localhost, request, target, with_cookie, Front, Transport,
+};
 use support::*;
 use tokio::sync::{mpsc, Notify};
 
@@ -16,7 +19,7 @@ async fn routes_by_exact_host_and_longest_prefix_and_404s_the_rest() {
     let api = TestBackend::echo("api").await;
     let admin = TestBackend::echo("admin").await;
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
          [[backend]]\nname = \"web\"\nendpoints = [\"{}\"]\n\
          [[backend]]\nname = \"api\"\nendpoints = [\"{}\"]\n\
          [[backend]]\nname = \"admin\"\nendpoints = [\"{}\"]\n\
@@ -25,34 +28,39 @@ async fn routes_by_exact_host_and_longest_prefix_and_404s_the_rest() {
          [[route]]\npath_prefix = \"/admin\"\nbackend = \"admin\"\n",
         web.addr, api.addr, admin.addr
     );
-    let p = proxy(&cfg).await;
-    let c = TestClient::new();
-    let get = |host: &'static str, path: &'static str| {
-        let c = c.clone();
-        let addr = p.proxy_addr;
-        async move {
-            c.send(
-                http::Request::get(format!("http://{addr}{path}"))
-                    .header("host", host)
-                    .body(Default::default())
-                    .unwrap(),
-            )
-            .await
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
+            let what = format!("{transport:?}, chunked {chunked}");
+            // HTTP/1: the host in `Host`; HTTP/2: in the target's authority.
+            let get = |host: &str, path: &str| {
+                let fields: &[(&str, &str)] = match transport.is_h2() {
+                    true => &[],
+                    false => &[("host", host)],
+                };
+                front.send(request(&target(transport, host, path), fields, chunked))
+            };
+            assert_eq!(get("app.example.com", "/").await.pod(), "web", "{what}");
+            assert_eq!(
+                get("APP.example.com:8080", "/api/v1/x").await.pod(),
+                "api",
+                "{what}"
+            );
+            assert_eq!(get("app.example.com", "/apix").await.pod(), "web", "{what}");
+            assert_eq!(
+                get("other.example.com", "/admin/users").await.pod(),
+                "admin",
+                "{what}"
+            );
+            let miss = get("other.example.com", "/").await;
+            assert_eq!(miss.status, 404, "{what}");
+            assert_eq!(miss.text(), "no route\n", "{what}");
         }
-    };
-    assert_eq!(get("app.example.com", "/").await.pod(), "web");
-    assert_eq!(get("APP.example.com:8080", "/api/v1/x").await.pod(), "api");
-    assert_eq!(get("app.example.com", "/apix").await.pod(), "web");
-    assert_eq!(
-        get("other.example.com", "/admin/users").await.pod(),
-        "admin"
-    );
-    let miss = get("other.example.com", "/").await;
-    assert_eq!(miss.status, 404);
-    assert_eq!(miss.text(), "no route\n");
-    p.shutdown().await;
+        front.proxy.shutdown().await;
+    }
 }
 
+/// The 503 over every arrival: `tests/matrix.rs`; readiness is the admin listener's.
 #[tokio::test]
 async fn no_endpoint_is_503_and_readiness_follows() {
     let pod = TestBackend::echo("pod-a").await;
@@ -69,6 +77,7 @@ async fn no_endpoint_is_503_and_readiness_follows() {
     p.shutdown().await;
 }
 
+/// Over every arrival, with the statuses tether writes itself: `tests/matrix.rs`.
 #[tokio::test]
 async fn every_endpoint_refusing_is_502() {
     let pod = TestBackend::echo("pod-a").await;
@@ -98,57 +107,69 @@ async fn upstream_dying_after_the_request_was_sent_is_502_and_not_retried() {
     });
     let other = TestBackend::echo("healthy").await;
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
          [[backend]]\nname = \"app\"\nendpoints = [{{ name = \"dying\", address = \"{addr}\" }}, {}]\n",
         other.entry()
     );
-    let p = proxy(&cfg).await;
-    let c = TestClient::new();
-    // Find a session the table places on the dying pod; it must get a 502, not a retry.
-    let mut saw_502 = false;
-    for _ in 0..64 {
-        let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
-        let healthy_before = other.hits.load(std::sync::atomic::Ordering::SeqCst);
-        let req = http::Request::post(format!("http://{}/pay", p.proxy_addr))
-            .body(http_body_util::Full::new(Bytes::from_static(b"once")))
-            .unwrap();
-        let r = c.send(req).await;
-        if accepted.load(std::sync::atomic::Ordering::SeqCst) > before {
-            assert_eq!(r.status, 502);
-            assert_eq!(r.text(), "upstream error\n");
-            let healthy_after = other.hits.load(std::sync::atomic::Ordering::SeqCst);
-            assert_eq!(
-                healthy_after, healthy_before,
-                "a sent POST was retried elsewhere"
-            );
-            saw_502 = true;
-            break;
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        for (transport, chunked) in arrivals().into_iter().filter(|a| a.0 == t) {
+            let what = format!("{transport:?}, chunked {chunked}");
+            // Find a session the table places on the dying pod; it must get a 502, not
+            // a retry.
+            let mut saw_502 = false;
+            for _ in 0..64 {
+                let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+                let healthy_before = other.hits.load(std::sync::atomic::Ordering::SeqCst);
+                let req = post_to_localhost(transport, "/pay", &[], b"once", chunked);
+                let r = front.send(req).await;
+                if accepted.load(std::sync::atomic::Ordering::SeqCst) > before {
+                    assert_eq!(r.status, 502, "{what}");
+                    assert_eq!(r.text(), "upstream error\n", "{what}");
+                    let healthy_after = other.hits.load(std::sync::atomic::Ordering::SeqCst);
+                    assert_eq!(
+                        healthy_after, healthy_before,
+                        "{what}: a sent POST was retried elsewhere"
+                    );
+                    saw_502 = true;
+                    break;
+                }
+                assert_eq!(r.status, 200, "{what}");
+            }
+            assert!(saw_502, "{what}: no session was placed on the dying pod");
         }
-        assert_eq!(r.status, 200);
+        front.proxy.shutdown().await;
     }
-    assert!(saw_502, "no session was placed on the dying pod");
-    p.shutdown().await;
 }
 
 #[tokio::test]
 async fn upstream_slower_than_the_response_timeout_is_504_and_held_against_it() {
-    let slow = TestBackend::with_handler("slow", |_req| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        http::Response::new(full("late"))
-    })
-    .await;
-    let p = proxy(&config(&[&slow], &[], "response_timeout = \"200ms\"")).await;
-    let c = TestClient::new();
-    let r = c.get(p.proxy_addr, "/", None).await;
-    assert_eq!(r.status, 504);
-    assert_eq!(r.text(), "upstream timeout\n");
-    // The whole request was sent: the pod's fault, held against it.
-    let debug = c.get(p.admin_addr, "/debug/backends", None).await.json();
-    assert_eq!(
-        debug["backends"][0]["endpoints"][0]["last_error"],
-        "response timed out"
-    );
-    p.shutdown().await;
+    for upstream in Upstream::ALL {
+        let slow = TestBackend::with_handler_over("slow", upstream, |_req| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            http::Response::new(full("late"))
+        })
+        .await;
+        let extra = format!("{}response_timeout = \"200ms\"\n", upstream.protocol());
+        let cfg = config(&[&slow], &[], &extra);
+        for t in Transport::ALL {
+            let what = format!("{t:?}, {upstream:?} upstream");
+            let front = Front::start(t, &cfg).await;
+            let r = front.send(with_cookie(t, "/", None, false)).await;
+            assert_eq!(r.status, 504, "{what}");
+            assert_eq!(r.text(), "upstream timeout\n", "{what}");
+            // The whole request was sent: the pod's fault, held against it.
+            let debug = TestClient::new()
+                .get(front.proxy.admin_addr, "/debug/backends", None)
+                .await
+                .json();
+            assert_eq!(
+                debug["backends"][0]["endpoints"][0]["last_error"], "response timed out",
+                "{what}"
+            );
+            front.proxy.shutdown().await;
+        }
+    }
 }
 
 /// The header hygiene a client sees (over every transport: `tests/hygiene.rs`).
@@ -314,57 +335,72 @@ async fn closes_after_first_response() -> (std::net::SocketAddr, Arc<std::sync::
 /// A proxy whose one backend is the raw pod at `addr`.
 fn raw_pod_config(addr: std::net::SocketAddr) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
          [[backend]]\nname = \"app\"\nendpoints = [\"{addr}\"]\n"
     )
 }
 
 #[tokio::test]
 async fn a_get_on_a_keep_alive_connection_closed_under_it_is_replayed_on_a_fresh_one() {
-    let (addr, answered) = closes_after_first_response().await;
-    let p = proxy(&raw_pod_config(addr)).await;
-    let c = TestClient::new();
-    for i in 1..=3 {
-        let r = c.get(p.proxy_addr, "/", None).await;
-        assert_eq!(r.status, 200, "request {i}: {}", r.text());
-        assert_eq!(r.text(), "ok");
+    for t in Transport::ALL {
+        let (addr, answered) = closes_after_first_response().await;
+        let front = Front::start(t, &raw_pod_config(addr)).await;
+        for i in 1..=3 {
+            let what = format!("{t:?}, request {i}");
+            let r = front.send(with_cookie(t, "/", None, false)).await;
+            assert_eq!(r.status, 200, "{what}: {}", r.text());
+            assert_eq!(r.text(), "ok", "{what}");
+        }
+        assert_eq!(
+            answered.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "{t:?}"
+        );
+        front.proxy.shutdown().await;
     }
-    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 3);
-    p.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_post_on_a_keep_alive_connection_closed_under_it_is_not_replayed() {
-    let (addr, answered) = closes_after_first_response().await;
-    // The GET leaves its connection in the pool the POST (a small body, read whole)
-    // then uses.
-    let p = proxy(&raw_pod_config(addr)).await;
-    let c = TestClient::new();
-    assert_eq!(c.get(p.proxy_addr, "/", None).await.status, 200);
-    let post = http::Request::post(format!("http://{}/pay", p.proxy_addr))
-        .body(http_body_util::Full::new(Bytes::from_static(b"once")))
-        .unwrap();
-    let r = c.send(post).await;
-    assert_eq!(r.status, 502, "a written POST is never sent twice");
-    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
-    p.shutdown().await;
+    for (t, chunked) in arrivals() {
+        let what = format!("{t:?}, chunked {chunked}");
+        let (addr, answered) = closes_after_first_response().await;
+        // The GET leaves its connection in the pool the POST (a small body, read whole)
+        // then uses.
+        let front = Front::start(t, &raw_pod_config(addr)).await;
+        let r = front.send(with_cookie(t, "/", None, false)).await;
+        assert_eq!(r.status, 200, "{what}");
+        let r = front
+            .send(post_to_localhost(t, "/pay", &[], b"once", chunked))
+            .await;
+        assert_eq!(r.status, 502, "{what}: a written POST is never sent twice");
+        assert_eq!(
+            answered.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{what}"
+        );
+        front.proxy.shutdown().await;
+    }
 }
 
 #[tokio::test]
 async fn a_bodyless_post_on_a_pooled_connection_closed_under_it_is_not_replayed() {
-    let (addr, answered) = closes_after_first_response().await;
-    let p = proxy(&raw_pod_config(addr)).await;
-    let c = TestClient::new();
-    assert_eq!(c.get(p.proxy_addr, "/", None).await.status, 200);
-    let post = http::Request::post(format!("http://{}/pay", p.proxy_addr))
-        .header("content-length", "0")
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
-    let r = c.send(post).await;
-    assert_eq!(r.status, 502, "a written POST is never sent twice");
-    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
-    // A GET on the same kind of stale connection is replayed.
-    let r = c.get(p.proxy_addr, "/", None).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    p.shutdown().await;
+    for t in Transport::ALL {
+        let (addr, answered) = closes_after_first_response().await;
+        let front = Front::start(t, &raw_pod_config(addr)).await;
+        let r = front.send(with_cookie(t, "/", None, false)).await;
+        assert_eq!(r.status, 200, "{t:?}");
+        let post = post_to_localhost(t, "/pay", &[("content-length", "0")], b"", false);
+        let r = front.send(post).await;
+        assert_eq!(r.status, 502, "{t:?}: a written POST is never sent twice");
+        assert_eq!(
+            answered.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{t:?}"
+        );
+        // A GET on the same kind of stale connection is replayed.
+        let r = front.send(with_cookie(t, "/", None, false)).await;
+        assert_eq!(r.status, 200, "{t:?}: {}", r.text());
+        front.proxy.shutdown().await;
+    }
 }

@@ -5,6 +5,9 @@ mod support;
 use std::collections::HashMap;
 
 use base64::Engine;
+use support::transport::{
+    arrivals, post_to_localhost, to_localhost, with_cookie, Front, Transport,
+};
 use support::*;
 use tether::affinity::{cookie, KeyRing};
 use tether::config::KeyMaterial;
@@ -25,66 +28,98 @@ fn ring(keys: &[(&str, &str)]) -> KeyRing {
 #[tokio::test]
 async fn first_request_sets_one_cookie_and_fifty_follow_ups_stick() {
     let pods = three_pods().await;
-    let p = proxy(&config(
+    let cfg = config(
         &refs(&pods),
         &[("k1", KEY_1)],
         "[backend.affinity]\ncookie = \"tether\"\npath = \"/\"\n",
-    ))
-    .await;
-    let c = TestClient::new();
-
-    let first = c.get(p.proxy_addr, "/cart", None).await;
-    assert_eq!(first.status, 200);
-    assert_eq!(first.set_cookies().len(), 1, "{:?}", first.set_cookies());
-    let set = ::cookie::Cookie::parse(first.set_cookies()[0].clone()).unwrap();
-    assert_eq!(set.name(), "tether");
-    assert_eq!(set.path(), Some("/"));
-    assert_eq!(set.http_only(), Some(true));
-    assert_eq!(set.same_site(), Some(::cookie::SameSite::Lax));
-    assert!(
-        set.max_age().is_none() && set.expires().is_none(),
-        "session cookie"
     );
-    assert_eq!(first.seen("x-tether-affinity").as_deref(), Some("new"));
-    let session = first.seen("x-tether-session").unwrap();
-    assert_eq!(session.len(), 32);
-    let pinned = first.pod();
-    let value = set.value().to_string();
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        // One keep-alive connection (one HTTP/2 connection), as a browser keeps.
+        let mut conn = front.conn();
+        let what = format!("{t:?}");
 
-    for _ in 0..50 {
-        let r = c.get(p.proxy_addr, "/cart", Some(&value)).await;
-        assert_eq!(r.status, 200);
-        assert_eq!(r.pod(), pinned);
-        assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
+        let first = conn.send(with_cookie(t, "/cart", None, false)).await;
+        assert_eq!(first.status, 200, "{what}");
         assert_eq!(
-            r.seen("x-tether-session").as_deref(),
-            Some(session.as_str())
+            first.set_cookies().len(),
+            1,
+            "{what}: {:?}",
+            first.set_cookies()
         );
-        assert!(r.set_cookies().is_empty(), "sticky responses set no cookie");
+        let set = ::cookie::Cookie::parse(first.set_cookies()[0].clone()).unwrap();
+        assert_eq!(set.name(), "tether", "{what}");
+        assert_eq!(set.path(), Some("/"), "{what}");
+        assert_eq!(set.http_only(), Some(true), "{what}");
+        assert_eq!(set.same_site(), Some(::cookie::SameSite::Lax), "{what}");
+        assert!(
+            set.max_age().is_none() && set.expires().is_none(),
+            "{what}: session cookie"
+        );
+        assert_eq!(
+            first.seen("x-tether-affinity").as_deref(),
+            Some("new"),
+            "{what}"
+        );
+        let session = first.seen("x-tether-session").unwrap();
+        assert_eq!(session.len(), 32, "{what}");
+        let pinned = first.pod();
+        let value = set.value().to_string();
+
+        for _ in 0..50 {
+            let r = conn
+                .send(with_cookie(t, "/cart", Some(&value), false))
+                .await;
+            assert_eq!(r.status, 200, "{what}");
+            assert_eq!(r.pod(), pinned, "{what}");
+            assert_eq!(
+                r.seen("x-tether-affinity").as_deref(),
+                Some("sticky"),
+                "{what}"
+            );
+            assert_eq!(
+                r.seen("x-tether-session").as_deref(),
+                Some(session.as_str()),
+                "{what}"
+            );
+            assert!(
+                r.set_cookies().is_empty(),
+                "{what}: sticky responses set no cookie"
+            );
+        }
+        front.proxy.shutdown().await;
     }
-    p.shutdown().await;
 }
 
 #[tokio::test]
 async fn cookie_attributes_follow_the_config() {
     let pods = three_pods().await;
-    let p = proxy(&config(
+    let cfg = config(
         &refs(&pods),
         &[("k1", KEY_1)],
         "[backend.affinity]\ncookie = \"sid\"\npath = \"/app\"\ndomain = \"example.com\"\nsecure = true\nsame_site = \"strict\"\nmax_age = \"2h\"\n",
-    ))
-    .await;
-    let r = TestClient::new().get(p.proxy_addr, "/", None).await;
-    let set = ::cookie::Cookie::parse(r.set_cookies()[0].clone()).unwrap();
-    assert_eq!(set.name(), "sid");
-    assert_eq!(set.path(), Some("/app"));
-    assert_eq!(set.domain(), Some("example.com"));
-    assert_eq!(set.secure(), Some(true));
-    assert_eq!(set.same_site(), Some(::cookie::SameSite::Strict));
-    assert_eq!(set.max_age().map(|d| d.whole_seconds()), Some(7200));
-    p.shutdown().await;
+    );
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        let what = format!("{t:?}");
+        let r = front.send(to_localhost(t, "/", &[], false)).await;
+        assert_eq!(r.set_cookies().len(), 1, "{what}: {:?}", r.set_cookies());
+        let set = ::cookie::Cookie::parse(r.set_cookies()[0].clone()).unwrap();
+        assert_eq!(set.name(), "sid", "{what}");
+        assert_eq!(set.path(), Some("/app"), "{what}");
+        assert_eq!(set.domain(), Some("example.com"), "{what}");
+        assert_eq!(set.secure(), Some(true), "{what}");
+        assert_eq!(set.same_site(), Some(::cookie::SameSite::Strict), "{what}");
+        assert_eq!(
+            set.max_age().map(|d| d.whole_seconds()),
+            Some(7200),
+            "{what}"
+        );
+        front.proxy.shutdown().await;
+    }
 }
 
+/// What a cookie holds does not depend on how the request arrived: plain HTTP/1.1 only.
 #[tokio::test]
 async fn cookie_value_reveals_no_endpoint_address_or_port() {
     let pods = three_pods().await;
@@ -124,124 +159,209 @@ async fn cookie_value_reveals_no_endpoint_address_or_port() {
 #[tokio::test]
 async fn tampered_truncated_oversized_and_garbage_cookies_are_new_sessions() {
     let pods = three_pods().await;
-    let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-    let c = TestClient::new();
-    let first = c.get(p.proxy_addr, "/", None).await;
-    let value = first.cookie("tether").unwrap();
-    let session = first.seen("x-tether-session").unwrap();
+    let cfg = config(&refs(&pods), &[("k1", KEY_1)], "");
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        // The session is minted on a connection of its own: cookieless requests on one
+        // HTTP/2 connection share a session (README, Protocols), and this is about what
+        // a bad cookie gets, not about that.
+        let first = front.send(with_cookie(t, "/", None, false)).await;
+        let value = first.cookie("tether").unwrap();
+        // Then every cookie on one connection, each bad one right after the genuine one
+        // verified there: a connection remembers the last cookie that verified.
+        let mut conn = front.conn();
+        let session = first.seen("x-tether-session").unwrap();
 
-    let mut bad: Vec<String> = Vec::new();
-    for i in 0..value.len() {
-        let mut bytes = value.clone().into_bytes();
-        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-        bad.push(String::from_utf8(bytes).unwrap());
+        let mut bad: Vec<String> = Vec::new();
+        for i in 0..value.len() {
+            let mut bytes = value.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            bad.push(String::from_utf8(bytes).unwrap());
+        }
+        bad.push(String::new());
+        bad.push("A".repeat(5000));
+        bad.push("%%%not-base64%%%".into());
+        bad.push(value[..value.len() - 3].to_string());
+        for v in bad {
+            let what = format!("{t:?}, cookie {v:?}");
+            let good = conn.send(with_cookie(t, "/", Some(&value), false)).await;
+            assert_eq!(
+                good.seen("x-tether-affinity").as_deref(),
+                Some("sticky"),
+                "{what}"
+            );
+            let r = conn.send(with_cookie(t, "/", Some(&v), false)).await;
+            assert_eq!(r.status, 200, "{what}");
+            assert_eq!(
+                r.seen("x-tether-affinity").as_deref(),
+                Some("new"),
+                "{what}"
+            );
+            let new_session = r.seen("x-tether-session").unwrap();
+            assert_ne!(new_session, session, "{what} kept the session");
+            assert!(
+                r.cookie("tether").is_some(),
+                "{what}: a new session gets a cookie"
+            );
+        }
+        front.proxy.shutdown().await;
     }
-    bad.push(String::new());
-    bad.push("A".repeat(5000));
-    bad.push("%%%not-base64%%%".into());
-    bad.push(value[..value.len() - 3].to_string());
-    for v in bad {
-        let r = c.get(p.proxy_addr, "/", Some(&v)).await;
-        assert_eq!(r.status, 200, "cookie {v:?}");
-        assert_eq!(
-            r.seen("x-tether-affinity").as_deref(),
-            Some("new"),
-            "cookie {v:?}"
-        );
-        let new_session = r.seen("x-tether-session").unwrap();
-        assert_ne!(new_session, session, "cookie {v:?} kept the session");
-        assert!(r.cookie("tether").is_some(), "a new session gets a cookie");
-    }
-    p.shutdown().await;
 }
 
 #[tokio::test]
 async fn unknown_key_is_a_new_session_and_second_key_is_reissued_under_the_first() {
     let pods = three_pods().await;
-    let c = TestClient::new();
-    let old = proxy(&config(&refs(&pods), &[("k2", KEY_2)], "")).await;
-    let minted = c.get(old.proxy_addr, "/", None).await;
-    let value = minted.cookie("tether").unwrap();
-    let session = minted.seen("x-tether-session").unwrap();
-
-    // k1 first, k2 still verifying: accepted, same pod and session, re-issued under k1.
     let keys = [("k1", KEY_1), ("k2", KEY_2)];
-    let rotated = proxy(&config(&refs(&pods), &keys, "")).await;
-    let r = c.get(rotated.proxy_addr, "/", Some(&value)).await;
-    assert_eq!(r.pod(), minted.pod());
-    assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("sticky"));
-    assert_eq!(
-        r.seen("x-tether-session").as_deref(),
-        Some(session.as_str())
-    );
-    let reissued = r.cookie("tether").expect("re-issued under the first key");
-    let v = cookie::decode(&ring(&keys), &reissued).unwrap();
-    assert_eq!(v.key_index, 0);
-    assert_eq!(v.claims.session.to_hex().as_str(), session);
-    // The re-issued cookie is sticky without another Set-Cookie.
-    let again = c.get(rotated.proxy_addr, "/", Some(&reissued)).await;
-    assert_eq!(again.pod(), minted.pod());
-    assert!(again.set_cookies().is_empty());
+    for t in Transport::ALL {
+        let what = format!("{t:?}");
+        let old = Front::start(t, &config(&refs(&pods), &[("k2", KEY_2)], "")).await;
+        let minted = old.send(with_cookie(t, "/", None, false)).await;
+        let value = minted.cookie("tether").unwrap();
+        let session = minted.seen("x-tether-session").unwrap();
 
-    // A proxy that only knows k1 does not trust the k2 cookie.
-    let other = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-    let r = c.get(other.proxy_addr, "/", Some(&value)).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("new"));
-    assert_ne!(r.seen("x-tether-session").unwrap(), session);
-    for p in [old, rotated, other] {
-        p.shutdown().await;
+        // k1 first, k2 still verifying: accepted, same pod and session, re-issued under
+        // k1.
+        let rotated = Front::start(t, &config(&refs(&pods), &keys, "")).await;
+        let mut conn = rotated.conn();
+        let r = conn.send(with_cookie(t, "/", Some(&value), false)).await;
+        assert_eq!(r.pod(), minted.pod(), "{what}");
+        assert_eq!(
+            r.seen("x-tether-affinity").as_deref(),
+            Some("sticky"),
+            "{what}"
+        );
+        assert_eq!(
+            r.seen("x-tether-session").as_deref(),
+            Some(session.as_str()),
+            "{what}"
+        );
+        let reissued = r.cookie("tether").expect("re-issued under the first key");
+        let v = cookie::decode(&ring(&keys), &reissued).unwrap();
+        assert_eq!(v.key_index, 0, "{what}");
+        assert_eq!(v.claims.session.to_hex().as_str(), session, "{what}");
+        // The re-issued cookie is sticky without another Set-Cookie.
+        let again = conn.send(with_cookie(t, "/", Some(&reissued), false)).await;
+        assert_eq!(again.pod(), minted.pod(), "{what}");
+        assert!(again.set_cookies().is_empty(), "{what}");
+
+        // A proxy that only knows k1 does not trust the k2 cookie.
+        let other = Front::start(t, &config(&refs(&pods), &[("k1", KEY_1)], "")).await;
+        let r = other.send(with_cookie(t, "/", Some(&value), false)).await;
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(
+            r.seen("x-tether-affinity").as_deref(),
+            Some("new"),
+            "{what}"
+        );
+        assert_ne!(r.seen("x-tether-session").unwrap(), session, "{what}");
+        for f in [old, rotated, other] {
+            f.proxy.shutdown().await;
+        }
     }
 }
 
 #[tokio::test]
 async fn connect_failure_retries_a_post_with_its_body_on_the_next_pod() {
-    let pods = three_pods().await;
-    let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-    let c = TestClient::new();
-    let first = c.get(p.proxy_addr, "/", None).await;
-    let value = first.cookie("tether").unwrap();
-    let pinned = first.pod();
-    pods.iter()
-        .find(|b| b.name == pinned)
-        .unwrap()
-        .stop_and_wait()
-        .await;
+    for upstream in Upstream::ALL {
+        for (t, chunked) in arrivals() {
+            let what = format!("{t:?}, chunked {chunked}, {upstream:?} upstream");
+            let pods = pods_over(&["pod-a", "pod-b", "pod-c"], upstream).await;
+            let cfg = config(&refs(&pods), &[("k1", KEY_1)], upstream.protocol());
+            let front = Front::start(t, &cfg).await;
+            let first = front.send(with_cookie(t, "/", None, false)).await;
+            let value = first.cookie("tether").expect(&what);
+            let pinned = first.pod();
+            pods.iter()
+                .find(|b| b.name == pinned)
+                .unwrap()
+                .stop_and_wait()
+                .await;
 
-    let req = http::Request::post(format!("http://{}/orders", p.proxy_addr))
-        .header("cookie", format!("tether={value}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-            b"{\"qty\":3}",
-        )))
-        .unwrap();
-    let r = c.send(req).await;
-    assert_eq!(r.status, 200);
-    assert_ne!(r.pod(), pinned);
-    assert_eq!(r.json()["method"], "POST");
-    assert_eq!(r.json()["body"], "{\"qty\":3}");
-    assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("failover"));
-    p.shutdown().await;
+            let cookie = format!("tether={value}");
+            let body = b"{\"qty\":3}";
+            let req = post_to_localhost(t, "/orders", &[("cookie", &cookie)], body, chunked);
+            let r = front.send(req).await;
+            assert_eq!(r.status, 200, "{what}: {}", r.text());
+            assert_ne!(r.pod(), pinned, "{what}");
+            assert_eq!(r.json()["method"], "POST", "{what}");
+            assert_eq!(r.json()["body"], "{\"qty\":3}", "{what}");
+            assert_eq!(
+                r.seen("x-tether-affinity").as_deref(),
+                Some("failover"),
+                "{what}"
+            );
+            front.proxy.shutdown().await;
+        }
+    }
 }
 
 #[tokio::test]
 async fn new_session_on_a_dead_owner_lands_elsewhere_and_its_cookie_names_the_survivor() {
-    let pods = three_pods().await;
-    let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-    pods[0].stop_and_wait().await;
-    let c = TestClient::new();
-    for _ in 0..30 {
-        let r = c.get(p.proxy_addr, "/", None).await;
-        assert_eq!(r.status, 200);
-        assert_ne!(r.pod(), "pod-a");
-        assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("new"));
-        let value = r.cookie("tether").unwrap();
-        let again = c.get(p.proxy_addr, "/", Some(&value)).await;
-        assert_eq!(again.pod(), r.pod());
-        assert_eq!(again.seen("x-tether-affinity").as_deref(), Some("sticky"));
+    for upstream in Upstream::ALL {
+        let pods = pods_over(&["pod-a", "pod-b", "pod-c"], upstream).await;
+        let cfg = config(&refs(&pods), &[("k1", KEY_1)], upstream.protocol());
+        pods[0].stop_and_wait().await;
+        for t in Transport::ALL {
+            let what = format!("{t:?}, {upstream:?} upstream");
+            let front = Front::start(t, &cfg).await;
+            // A connection per new session: cookieless requests on one HTTP/2
+            // connection share a session.
+            for _ in 0..30 {
+                let r = front.send(with_cookie(t, "/", None, false)).await;
+                assert_eq!(r.status, 200, "{what}");
+                assert_ne!(r.pod(), "pod-a", "{what}");
+                assert_eq!(
+                    r.seen("x-tether-affinity").as_deref(),
+                    Some("new"),
+                    "{what}"
+                );
+                let value = r.cookie("tether").unwrap();
+                let again = front.send(with_cookie(t, "/", Some(&value), false)).await;
+                assert_eq!(again.pod(), r.pod(), "{what}");
+                assert_eq!(
+                    again.seen("x-tether-affinity").as_deref(),
+                    Some("sticky"),
+                    "{what}"
+                );
+            }
+            front.proxy.shutdown().await;
+        }
     }
-    p.shutdown().await;
 }
 
+/// A client without a cookie jar on one kept-alive connection. Over HTTP/1 each request
+/// is a session of its own; over HTTP/2 they share one (README, Protocols: so that
+/// concurrent first requests land on one endpoint). Either way a session lives on one
+/// pod, and every cookie it is given pins it there.
+#[tokio::test]
+#[ignore = "bug: over HTTP/2 the first cookieless request of a connection lands on one pod \
+            and the later ones, with the same session id, on another (a joining request \
+            is placed again under the load bound its own session now counts towards)"]
+async fn cookieless_requests_on_one_connection_keep_each_session_on_one_pod() {
+    for t in Transport::ALL {
+        let pods = three_pods().await;
+        let front = Front::start(t, &config(&refs(&pods), &[("k1", KEY_1)], "")).await;
+        let mut conn = front.conn();
+        let mut served: HashMap<String, String> = HashMap::new();
+        let mut cookies = Vec::new();
+        for i in 0..5 {
+            let r = conn.send(with_cookie(t, "/", None, false)).await;
+            let what = format!("{t:?}, request {i}");
+            assert_eq!(r.status, 200, "{what}");
+            let session = r.seen("x-tether-session").unwrap();
+            let pod = served.entry(session.clone()).or_insert_with(|| r.pod());
+            assert_eq!(*pod, r.pod(), "{what}: session {session} on two pods");
+            cookies.push((r.cookie("tether").expect(&what), r.pod()));
+        }
+        for (cookie, pod) in cookies {
+            let r = front.send(with_cookie(t, "/", Some(&cookie), false)).await;
+            assert_eq!(r.pod(), pod, "{t:?}: a cookie pins its session elsewhere");
+        }
+        front.proxy.shutdown().await;
+    }
+}
+
+/// Placement is a property of the proxy, not of the client's protocol: plain HTTP/1.1.
 #[tokio::test]
 async fn two_replicas_agree_on_placement_and_on_failover_targets() {
     let pods = vec![
@@ -309,6 +429,7 @@ async fn two_replicas_agree_on_placement_and_on_failover_targets() {
     b.shutdown().await;
 }
 
+/// Spread is a property of placement, not of the client's protocol: plain HTTP/1.1.
 #[tokio::test]
 async fn ten_thousand_new_sessions_spread_within_ten_percent_over_four_pods() {
     let pods = vec![
@@ -353,21 +474,31 @@ async fn ten_thousand_new_sessions_spread_within_ten_percent_over_four_pods() {
 #[tokio::test]
 async fn client_supplied_tether_headers_never_reach_the_backend() {
     let pods = three_pods().await;
-    let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
-    let req = http::Request::get(format!("http://{}/", p.proxy_addr))
-        .header("x-tether-session", "spoofed-session")
-        .header("X-Tether-Affinity", "sticky")
-        .header("x-tether-previous-endpoint", "10.0.0.9:8080")
-        .header("x-tether-anything", "1")
-        .body(Default::default())
-        .unwrap();
-    let r = TestClient::new().send(req).await;
-    assert_eq!(r.status, 200);
-    let headers = r.json()["headers"].clone();
-    assert_ne!(headers["x-tether-session"], "spoofed-session");
-    assert_eq!(headers["x-tether-session"].as_str().unwrap().len(), 32);
-    assert_eq!(headers["x-tether-affinity"], "new");
-    assert!(headers.get("x-tether-previous-endpoint").is_none());
-    assert!(headers.get("x-tether-anything").is_none());
-    p.shutdown().await;
+    let cfg = config(&refs(&pods), &[("k1", KEY_1)], "");
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        let what = format!("{t:?}");
+        let fields = [
+            ("x-tether-session", "spoofed-session"),
+            ("X-Tether-Affinity", "sticky"),
+            ("x-tether-previous-endpoint", "10.0.0.9:8080"),
+            ("x-tether-anything", "1"),
+        ];
+        let r = front.send(to_localhost(t, "/", &fields, false)).await;
+        assert_eq!(r.status, 200, "{what}");
+        let headers = r.json()["headers"].clone();
+        assert_ne!(headers["x-tether-session"], "spoofed-session", "{what}");
+        assert_eq!(
+            headers["x-tether-session"].as_str().unwrap().len(),
+            32,
+            "{what}"
+        );
+        assert_eq!(headers["x-tether-affinity"], "new", "{what}");
+        assert!(
+            headers.get("x-tether-previous-endpoint").is_none(),
+            "{what}"
+        );
+        assert!(headers.get("x-tether-anything").is_none(), "{what}");
+        front.proxy.shutdown().await;
+    }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -46,13 +46,37 @@ type Handler = Arc<
 /// Response body type test backends produce.
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// A real hyper HTTP/1.1 server standing in for a pod.
+/// How the proxy speaks to a pod: the two upstream protocols a `[[backend]]` offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// HTTP/1.1 (the default).
+    H1,
+    /// h2c: HTTP/2 by prior knowledge (`protocol = "h2c"`).
+    H2c,
+}
+
+impl Upstream {
+    /// Both protocols.
+    pub const ALL: [Upstream; 2] = [Upstream::H1, Upstream::H2c];
+
+    /// The `[[backend]]` line that selects this protocol, for [`config`]'s extra lines
+    /// (put it first: it must come before any `[backend.*]` table).
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Upstream::H1 => "",
+            Upstream::H2c => "protocol = \"h2c\"\n",
+        }
+    }
+}
+
+/// A real hyper server standing in for a pod: HTTP/1.1, or h2c (see [`Upstream`]).
 pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     /// TCP connections accepted: how well the proxy reuses upstream connections.
     pub connections: Arc<AtomicU64>,
+    pub protocol: Upstream,
     stop: Mutex<Option<watch::Sender<bool>>>,
     /// The accept loop and every connection task, so a stop can wait for all of them.
     tasks: Mutex<Option<tokio_util::task::TaskTracker>>,
@@ -62,8 +86,13 @@ pub struct TestBackend {
 impl TestBackend {
     /// A backend that answers every request with [`echo`].
     pub async fn echo(name: &str) -> Arc<TestBackend> {
+        Self::echo_over(name, Upstream::H1).await
+    }
+
+    /// A backend that answers every request with [`echo`], speaking `protocol`.
+    pub async fn echo_over(name: &str, protocol: Upstream) -> Arc<TestBackend> {
         let n = name.to_string();
-        Self::with_handler(name, move |req| {
+        Self::with_handler_over(name, protocol, move |req| {
             let n = n.clone();
             async move { echo(&n, req).await }
         })
@@ -75,10 +104,15 @@ impl TestBackend {
     pub async fn echo_at(name: &str, addr: SocketAddr) -> std::io::Result<Arc<TestBackend>> {
         let n = name.to_string();
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self::from_listener(name, listener, move |req| {
-            let n = n.clone();
-            async move { echo(&n, req).await }
-        }))
+        Ok(Self::from_listener(
+            name,
+            listener,
+            Upstream::H1,
+            move |req| {
+                let n = n.clone();
+                async move { echo(&n, req).await }
+            },
+        ))
     }
 
     /// A backend with a custom handler.
@@ -87,11 +121,25 @@ impl TestBackend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<BoxBody>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::from_listener(name, listener, f)
+        Self::with_handler_over(name, Upstream::H1, f).await
     }
 
-    fn from_listener<F, Fut>(name: &str, listener: TcpListener, f: F) -> Arc<TestBackend>
+    /// A backend with a custom handler, speaking `protocol`.
+    pub async fn with_handler_over<F, Fut>(name: &str, protocol: Upstream, f: F) -> Arc<TestBackend>
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::from_listener(name, listener, protocol, f)
+    }
+
+    fn from_listener<F, Fut>(
+        name: &str,
+        listener: TcpListener,
+        protocol: Upstream,
+        f: F,
+    ) -> Arc<TestBackend>
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<BoxBody>> + Send + 'static,
@@ -101,6 +149,7 @@ impl TestBackend {
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicU64::new(0)),
             connections: Arc::new(AtomicU64::new(0)),
+            protocol,
             stop: Mutex::new(None),
             tasks: Mutex::new(None),
             handler: Arc::new(move |req| Box::pin(f(req))),
@@ -115,6 +164,7 @@ impl TestBackend {
         let handler = self.handler.clone();
         let hits = self.hits.clone();
         let accepted = self.connections.clone();
+        let protocol = self.protocol;
         let tasks = tokio_util::task::TaskTracker::new();
         *self.tasks.lock().unwrap() = Some(tasks.clone());
         let connections = tasks.clone();
@@ -132,7 +182,13 @@ impl TestBackend {
                                 let f = handler(req);
                                 async move { Ok::<_, Infallible>(f.await) }
                             });
-                            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                            let io = TokioIo::new(stream);
+                            let conn: Pin<Box<dyn Future<Output = _> + Send>> = match protocol {
+                                Upstream::H1 => Box::pin(http1::Builder::new().serve_connection(io, svc)),
+                                Upstream::H2c => Box::pin(
+                                    http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc),
+                                ),
+                            };
                             tokio::select! { _ = conn => {}, _ = stop.changed() => {} }
                         });
                     }
@@ -210,9 +266,14 @@ pub fn full(b: impl Into<Bytes>) -> BoxBody {
 
 /// Echo pods with these names, each on its own port.
 pub async fn pods(names: &[&str]) -> Vec<Arc<TestBackend>> {
+    pods_over(names, Upstream::H1).await
+}
+
+/// Echo pods with these names speaking `protocol`, each on its own port.
+pub async fn pods_over(names: &[&str], protocol: Upstream) -> Vec<Arc<TestBackend>> {
     let mut v = Vec::with_capacity(names.len());
     for n in names {
-        v.push(TestBackend::echo(n).await);
+        v.push(TestBackend::echo_over(n, protocol).await);
     }
     v
 }

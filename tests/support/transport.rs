@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -58,7 +61,13 @@ pub fn with_tls(config: &str, dir: &std::path::Path) -> (String, Cert) {
     let c = cert();
     std::fs::write(dir.join("tls.crt"), &c.pem).unwrap();
     std::fs::write(dir.join("tls.key"), &c.key).unwrap();
-    let cfg = config.replacen(
+    (tls_section(config, dir), c)
+}
+
+/// `config` with a `[server.tls]` section serving the certificate [`with_tls`] wrote
+/// to `dir`.
+fn tls_section(config: &str, dir: &std::path::Path) -> String {
+    config.replacen(
         "shutdown_grace = \"5s\"\n",
         &format!(
             "shutdown_grace = \"5s\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -66,8 +75,7 @@ pub fn with_tls(config: &str, dir: &std::path::Path) -> (String, Cert) {
             dir.join("tls.key").display()
         ),
         1,
-    );
-    (cfg, c)
+    )
 }
 
 /// How a test client reaches the proxy.
@@ -111,6 +119,8 @@ pub struct Front {
     pub proxy: Running,
     pub transport: Transport,
     cert: Option<Cert>,
+    /// The config file, for a proxy started with [`Front::start_from_file`].
+    file: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -125,6 +135,7 @@ impl Front {
                 proxy: super::proxy(&cfg).await,
                 transport,
                 cert: Some(cert),
+                file: None,
                 _dir: Some(dir),
             }
         } else {
@@ -132,22 +143,59 @@ impl Front {
                 proxy: super::proxy(config).await,
                 transport,
                 cert: None,
+                file: None,
                 _dir: None,
             }
         }
     }
 
+    /// Starts a proxy from a config file holding `config` (with TLS when the transport
+    /// uses it), which [`Front::rewrite`] changes and `proxy.reload()` re-reads.
+    pub async fn start_from_file(transport: Transport, config: &str) -> Front {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tether.toml");
+        let (text, cert) = if transport.is_tls() {
+            let (text, cert) = with_tls(config, dir.path());
+            (text, Some(cert))
+        } else {
+            (config.to_string(), None)
+        };
+        std::fs::write(&file, text).unwrap();
+        let c = tether::config::Config::from_file(&file).unwrap();
+        let options = tether::server::Options {
+            config_path: Some(file.clone()),
+            ..Default::default()
+        };
+        super::init_logs();
+        Front {
+            proxy: tether::server::start(&c, options).await.unwrap(),
+            transport,
+            cert,
+            file: Some(file),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Writes `config` over the file of a proxy from [`Front::start_from_file`], with the
+    /// same TLS section, for the next reload.
+    pub fn rewrite(&self, config: &str) {
+        let file = self.file.as_ref().expect("started from a file");
+        let text = match self.transport.is_tls() {
+            true => tls_section(config, file.parent().unwrap()),
+            false => config.to_string(),
+        };
+        std::fs::write(file, text).unwrap();
+    }
+
+    /// Writes `text` over the config file as it is: no TLS section added (a broken
+    /// config, say).
+    pub fn rewrite_raw(&self, text: &str) {
+        std::fs::write(self.file.as_ref().expect("started from a file"), text).unwrap();
+    }
+
     /// A new HTTP/1.1 byte stream (panics on an HTTP/2 transport).
     pub async fn h1(&self) -> Box<dyn Stream> {
-        match (self.transport, &self.cert) {
-            (Transport::H1, _) => {
-                Box::new(TcpStream::connect(self.proxy.proxy_addr).await.unwrap())
-            }
-            (Transport::H1Tls, Some(c)) => {
-                Box::new(tls_connect(self.proxy.proxy_addr, &c.der, &[b"http/1.1"]).await)
-            }
-            (t, _) => panic!("{t:?} is not an HTTP/1 transport"),
-        }
+        h1_connect(self.transport, self.proxy.proxy_addr, self.root()).await
     }
 
     /// A new HTTP/2 connection (panics on an HTTP/1 transport).
@@ -156,23 +204,137 @@ impl Front {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let io: Box<dyn Stream> = match (self.transport, &self.cert) {
-            (Transport::H2c, _) => {
-                Box::new(TcpStream::connect(self.proxy.proxy_addr).await.unwrap())
+        h2_connect(self.transport, self.proxy.proxy_addr, self.root()).await
+    }
+
+    /// A client connection kept open across requests (see [`Conn`]); it connects on
+    /// its first request.
+    pub fn conn(&self) -> Conn {
+        Conn {
+            transport: self.transport,
+            addr: self.proxy.proxy_addr,
+            root: self.root().cloned(),
+            h1: None,
+            h2: None,
+        }
+    }
+
+    fn root(&self) -> Option<&CertificateDer<'static>> {
+        self.cert.as_ref().map(|c| &c.der)
+    }
+}
+
+/// A new HTTP/1.1 byte stream to `addr` (panics on an HTTP/2 transport).
+async fn h1_connect(
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    root: Option<&CertificateDer<'static>>,
+) -> Box<dyn Stream> {
+    match (transport, root) {
+        (Transport::H1, _) => Box::new(TcpStream::connect(addr).await.unwrap()),
+        (Transport::H1Tls, Some(root)) => Box::new(tls_connect(addr, root, &[b"http/1.1"]).await),
+        (t, _) => panic!("{t:?} is not an HTTP/1 transport"),
+    }
+}
+
+/// A new HTTP/2 connection to `addr` (panics on an HTTP/1 transport).
+async fn h2_connect<B>(
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    root: Option<&CertificateDer<'static>>,
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io: Box<dyn Stream> = match (transport, root) {
+        (Transport::H2c, _) => Box::new(TcpStream::connect(addr).await.unwrap()),
+        (Transport::H2Tls, Some(root)) => {
+            let s = tls_connect(addr, root, &[b"h2"]).await;
+            assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            Box::new(s)
+        }
+        (t, _) => panic!("{t:?} is not an HTTP/2 transport"),
+    };
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends `req` on the HTTP/2 connection `s` and reads the whole answer ([`no_response`]
+/// for a stream the proxy refused or reset).
+async fn h2_send(
+    s: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    req: http::Request<Bytes>,
+) -> Reply {
+    let (mut parts, body) = req.into_parts();
+    parts.version = http::Version::HTTP_2;
+    let req = http::Request::from_parts(parts, Full::new(body));
+    let refused = || Reply {
+        status: no_response(),
+        headers: Default::default(),
+        body: Bytes::new(),
+    };
+    if s.ready().await.is_err() {
+        return refused();
+    }
+    let Ok(resp) = s.send_request(req).await else {
+        return refused();
+    };
+    let (parts, body) = resp.into_parts();
+    match body.collect().await {
+        Ok(body) => Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.to_bytes(),
+        },
+        Err(_) => refused(),
+    }
+}
+
+/// One client connection to the proxy, used for request after request the way a
+/// browser uses one: HTTP/1.1 keep-alive (connecting again only once the proxy has
+/// closed it), or one HTTP/2 connection carrying each request as a stream. Requests
+/// are written as [`Front::send`] writes them.
+pub struct Conn {
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    root: Option<CertificateDer<'static>>,
+    h1: Option<Box<dyn Stream>>,
+    h2: Option<hyper::client::conn::http2::SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    /// Sends `req` on this connection and reads the whole answer.
+    pub async fn send(&mut self, req: http::Request<Bytes>) -> Reply {
+        use tokio::io::AsyncWriteExt;
+        if self.transport.is_h2() {
+            if self.h2.is_none() {
+                self.h2 = Some(h2_connect(self.transport, self.addr, self.root.as_ref()).await);
             }
-            (Transport::H2Tls, Some(c)) => {
-                let s = tls_connect(self.proxy.proxy_addr, &c.der, &[b"h2"]).await;
-                assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-                Box::new(s)
-            }
-            (t, _) => panic!("{t:?} is not an HTTP/2 transport"),
+            return h2_send(self.h2.as_mut().unwrap(), req).await;
+        }
+        let mut s = match self.h1.take() {
+            Some(s) => s,
+            None => h1_connect(self.transport, self.addr, self.root.as_ref()).await,
         };
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        sender
+        let written = s.write_all(&raw_request(&req)).await.is_ok() && s.flush().await.is_ok();
+        let reply = match written {
+            true => parse_reply(&read_response(&mut s).await),
+            false => parse_reply(""),
+        };
+        let closed = reply.status == no_response()
+            || reply
+                .headers
+                .get("connection")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if !closed {
+            self.h1 = Some(s);
+        }
+        reply
     }
 }
 
@@ -183,29 +345,8 @@ impl Front {
     /// with its length unless the request says `transfer-encoding`), HTTP/2 through
     /// hyper's client on a new connection (the URI's authority as `:authority`).
     pub async fn send(&self, req: http::Request<Bytes>) -> Reply {
-        use http_body_util::{BodyExt, Full};
         if self.transport.is_h2() {
-            let mut s = self.h2::<Full<Bytes>>().await;
-            let (mut parts, body) = req.into_parts();
-            parts.version = http::Version::HTTP_2;
-            let req = http::Request::from_parts(parts, Full::new(body));
-            s.ready().await.unwrap();
-            return match s.send_request(req).await {
-                Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    Reply {
-                        status: parts.status,
-                        headers: parts.headers,
-                        body: body.collect().await.unwrap().to_bytes(),
-                    }
-                }
-                // A stream the proxy refused (RST_STREAM).
-                Err(_) => Reply {
-                    status: no_response(),
-                    headers: Default::default(),
-                    body: Bytes::new(),
-                },
-            };
+            return h2_send(&mut self.h2::<Full<Bytes>>().await, req).await;
         }
         parse_reply(&self.send_raw(req).await)
     }
@@ -214,23 +355,29 @@ impl Front {
     /// does, and returns the whole raw response (read by its `Content-Length`).
     pub async fn send_raw(&self, req: http::Request<Bytes>) -> String {
         use tokio::io::AsyncWriteExt;
-        let mut raw = format!("{} {} HTTP/1.1\r\n", req.method(), req.uri()).into_bytes();
-        for (name, value) in req.headers() {
-            raw.extend_from_slice(name.as_str().as_bytes());
-            raw.extend_from_slice(b": ");
-            raw.extend_from_slice(value.as_bytes());
-            raw.extend_from_slice(b"\r\n");
-        }
-        if !req.body().is_empty() && !req.headers().contains_key("transfer-encoding") {
-            raw.extend_from_slice(format!("content-length: {}\r\n", req.body().len()).as_bytes());
-        }
-        raw.extend_from_slice(b"\r\n");
-        raw.extend_from_slice(req.body());
         let mut s = self.h1().await;
-        s.write_all(&raw).await.unwrap();
+        s.write_all(&raw_request(&req)).await.unwrap();
         s.flush().await.unwrap();
         read_response(&mut s).await
     }
+}
+
+/// `req` as HTTP/1.1 bytes: the target as given, only the header fields given, and a
+/// body with its length unless the request says `transfer-encoding`.
+fn raw_request(req: &http::Request<Bytes>) -> Vec<u8> {
+    let mut raw = format!("{} {} HTTP/1.1\r\n", req.method(), req.uri()).into_bytes();
+    for (name, value) in req.headers() {
+        raw.extend_from_slice(name.as_str().as_bytes());
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    if !req.body().is_empty() && !req.headers().contains_key("transfer-encoding") {
+        raw.extend_from_slice(format!("content-length: {}\r\n", req.body().len()).as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(req.body());
+    raw
 }
 
 /// The ways a request arrives: each transport, and HTTP/1 also with a small chunked
@@ -281,6 +428,47 @@ pub fn to_localhost(
     }
     all.extend_from_slice(fields);
     request(&target(t, "localhost", path), &all, chunked)
+}
+
+/// A GET for `localhost` and `path` as transport `t` sends one, carrying the affinity
+/// cookie `tether=cookie` when given; with `chunked`, see [`request`].
+pub fn with_cookie(
+    t: Transport,
+    path: &str,
+    cookie: Option<&str>,
+    chunked: bool,
+) -> http::Request<Bytes> {
+    match cookie.map(|c| format!("tether={c}")) {
+        Some(c) => to_localhost(t, path, &[("cookie", &c)], chunked),
+        None => to_localhost(t, path, &[], chunked),
+    }
+}
+
+/// A POST of `body` for `localhost` and `path` with these fields, as transport `t`
+/// sends one: with its length, or with `chunked` (HTTP/1 only) as one chunk.
+pub fn post_to_localhost(
+    t: Transport,
+    path: &str,
+    fields: &[(&str, &str)],
+    body: &[u8],
+    chunked: bool,
+) -> http::Request<Bytes> {
+    assert!(!(chunked && t.is_h2()), "HTTP/2 has no chunked encoding");
+    let mut req = to_localhost(t, path, fields, false);
+    *req.method_mut() = http::Method::POST;
+    *req.body_mut() = if chunked {
+        req.headers_mut().insert(
+            "transfer-encoding",
+            http::HeaderValue::from_static("chunked"),
+        );
+        let mut b = format!("{:x}\r\n", body.len()).into_bytes();
+        b.extend_from_slice(body);
+        b.extend_from_slice(b"\r\n0\r\n\r\n");
+        Bytes::from(b)
+    } else {
+        Bytes::copy_from_slice(body)
+    };
+    req
 }
 
 /// A target for `host` as a transport sends one: origin-form (with `Host` among the
