@@ -134,6 +134,25 @@ async fn concurrent_first_requests_on_one_http2_connection_land_on_one_pod() {
     p.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_trusted_proxys_http2_connection_gives_each_cookieless_request_its_own_session() {
+    // A proxy in front of tether carries many users' first requests on one connection:
+    // they must not become one session the app would see as one user.
+    let pods = three_pods().await;
+    let extra = "[backend.affinity]\ntrusted_proxies = [\"127.0.0.0/8\"]\n";
+    let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], extra)).await;
+    let addr = p.proxy_addr;
+    let mut sender = h2(addr).await;
+    let mut cookies = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let (status, set, _) = h2_get(&mut sender, addr, None).await;
+        assert_eq!(status, 200);
+        cookies.insert(set.expect("a new session's cookie"));
+    }
+    assert_eq!(cookies.len(), 10, "ten users, ten sessions");
+    p.shutdown().await;
+}
+
 /// A WebSocket echo pod that first sends its own name.
 async fn ws_pod(name: &'static str) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

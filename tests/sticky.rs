@@ -334,9 +334,6 @@ async fn new_session_on_a_dead_owner_lands_elsewhere_and_its_cookie_names_the_su
 /// concurrent first requests land on one endpoint). Either way a session lives on one
 /// pod, and every cookie it is given pins it there.
 #[tokio::test]
-#[ignore = "bug: over HTTP/2 the first cookieless request of a connection lands on one pod \
-            and the later ones, with the same session id, on another (a joining request \
-            is placed again under the load bound its own session now counts towards)"]
 async fn cookieless_requests_on_one_connection_keep_each_session_on_one_pod() {
     for t in Transport::ALL {
         let pods = three_pods().await;

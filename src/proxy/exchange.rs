@@ -16,14 +16,14 @@
 //! [`Forwarded`]: super::request::Forwarded
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
 use tokio::time::Instant;
 
 use super::{client_ip, Connection, Error, Proxy};
-use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome};
+use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
 use crate::config::{AffinityKey, BackendSettings};
@@ -230,7 +230,7 @@ impl Proxy {
         let snapshot = backend.snapshot();
         let settings = &backend.settings;
         let now = backend.clock().now();
-        let decision = self.decide(
+        let (decision, shared) = self.decide(
             up.fields(),
             arrival,
             conn,
@@ -320,6 +320,9 @@ impl Proxy {
                     self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
                     return Err(e);
                 }
+            }
+            if let Some(s) = shared {
+                s.placed(&endpoint.identity);
             }
             session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
             let set_cookie = placement.set_cookie;
@@ -456,23 +459,24 @@ impl Proxy {
     }
 
     /// The affinity decision for a request, by the backend's affinity key: the one
-    /// sticky decision point.
+    /// sticky decision point. With it, the session the request shares with others on
+    /// its HTTP/2 connection, if it does.
     #[allow(clippy::too_many_arguments)]
-    fn decide<H: Fields + ?Sized>(
+    fn decide<'c, H: Fields + ?Sized>(
         &self,
         headers: &H,
         arrival: Arrival<'_>,
-        conn: &Connection,
+        conn: &'c Connection,
         backend: &Backend,
         keys: &Arc<KeyRing>,
         snapshot: &Snapshot,
         now: Now,
-    ) -> Decision {
+    ) -> (Decision, Option<&'c Shared>) {
         let affinity = &backend.settings.affinity;
         match &affinity.key {
             AffinityKey::Header(name) => {
                 if let Some(v) = headers.first(name).filter(|v| !v.is_empty()) {
-                    return affinity::keyed(snapshot, v, now);
+                    return (affinity::keyed(snapshot, v, now), None);
                 }
             }
             AffinityKey::ClientIp => {
@@ -481,30 +485,69 @@ impl Proxy {
                     IpAddr::V4(v4) => v4.octets().to_vec(),
                     IpAddr::V6(v6) => v6.octets().to_vec(),
                 };
-                return affinity::keyed(snapshot, &bytes, now);
+                return (affinity::keyed(snapshot, &bytes, now), None);
             }
             AffinityKey::Cookie => {}
         }
         let values = affinity::cookie_values(headers, &affinity.cookie.name);
         match arrival {
             Arrival::Http1(memo) => {
-                affinity::decide_memo(keys, memo, snapshot, values, affinity, now)
+                let d = affinity::decide_memo(keys, memo, snapshot, values, affinity, now);
+                (d, None)
             }
-            // An HTTP/2 connection's streams share one memo, and its cookieless
-            // requests one session, so concurrent first requests land together.
             Arrival::Http2 => {
                 let mut d =
                     affinity::decide_shared(keys, &conn.memo, snapshot, values, affinity, now);
-                if d.is_fresh() {
-                    let mut first = false;
-                    let shared = *conn.shared_session.get_or_init(|| {
-                        first = true;
-                        d.session
-                    });
-                    d.join(snapshot, shared, first);
+                // A trusted proxy's connection carries many clients: none share.
+                let trusted = affinity.trusted_proxies.iter();
+                if !d.is_fresh() || trusted.clone().any(|n| n.contains(&conn.peer.ip())) {
+                    return (d, None);
                 }
-                d
+                let mut first = false;
+                let shared = conn.shared.get_or_init(|| {
+                    first = true;
+                    Shared {
+                        session: d.session,
+                        placed: OnceLock::new(),
+                    }
+                });
+                if !first {
+                    d.join(snapshot, shared.session, false);
+                    // Once a request of the session was served, the others go where
+                    // it went: placed again, the load bound the session itself now
+                    // counts towards could send them elsewhere.
+                    let placed = shared.placed.get().and_then(|id| {
+                        let found = snapshot
+                            .endpoints
+                            .binary_search_by(|e| (*e.identity).cmp(&**id));
+                        found.ok()
+                    });
+                    if let Some(i) = placed {
+                        d.target = Some(i as u32);
+                        d.bounded = false;
+                    }
+                }
+                (d, Some(shared))
             }
+        }
+    }
+}
+
+/// The session an HTTP/2 connection's cookieless requests share (README, Protocols),
+/// so that concurrent first requests land on one endpoint: opened by the first, and
+/// once one of them was served, pinned where it went.
+#[derive(Debug)]
+pub struct Shared {
+    session: SessionId,
+    /// The endpoint that served the session's first answered request.
+    placed: OnceLock<Arc<str>>,
+}
+
+impl Shared {
+    /// Records where the session was served, if nothing was yet.
+    fn placed(&self, identity: &Arc<str>) {
+        if self.placed.get().is_none() {
+            let _ = self.placed.set(identity.clone());
         }
     }
 }

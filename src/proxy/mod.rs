@@ -21,7 +21,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::affinity::{self, KeyRing, SessionId};
+use crate::affinity::{self, KeyRing};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::http::headers::{self, Fields};
@@ -202,7 +202,7 @@ pub struct Connection {
     peer_value: HeaderValue,
     /// The session an HTTP/2 connection's cookieless requests share, so concurrent first
     /// requests land on one endpoint (set by the first of them).
-    shared_session: OnceLock<SessionId>,
+    shared: OnceLock<exchange::Shared>,
     /// The last cookie that verified on this (HTTP/2) connection.
     memo: affinity::cookie::SharedMemo,
 }
@@ -214,7 +214,7 @@ impl Connection {
             peer,
             secure,
             peer_value: headers::peer_value(peer.ip()),
-            shared_session: OnceLock::new(),
+            shared: OnceLock::new(),
             memo: Default::default(),
         }
     }
