@@ -48,8 +48,8 @@ pub trait Upstream {
     /// Whether the request may be sent twice: an idempotent method and no body.
     fn replayable(&self) -> bool;
 
-    /// Stamps what every try carries: the forwarding fields and the session id.
-    fn begin(&mut self, conn: &Connection, session: &str);
+    /// Stamps what every try carries: the forwarding fields and the session id (hex).
+    fn begin(&mut self, conn: &Connection, session: &HexId);
 
     /// Stamps what a try on one candidate carries: the affinity outcome and the
     /// endpoint a session came from.
@@ -197,7 +197,125 @@ impl Proxy {
         started: Instant,
         cookie: &mut Vec<u8>,
     ) -> Result<Served<U::Answer>, Error> {
-        let served = self.tries(up, conn, route, arrival, cookie).await;
+        // One block, not a nested async fn: each level of future is polled on every wake.
+        let served = 'tries: {
+            let backend = &route.backend;
+            let snapshot = backend.snapshot();
+            let settings = &backend.settings;
+            let now = backend.clock().now();
+            let (decision, shared) = self.decide(
+                up.fields(),
+                arrival,
+                conn,
+                backend,
+                &route.keys,
+                &snapshot,
+                now,
+            );
+            let mut attempts = decision.attempts(&snapshot);
+            if attempts.get(0).is_none() {
+                break 'tries Err(Error::NoEndpoint);
+            }
+            let session = decision.session.to_hex();
+            up.begin(conn, &session);
+            let replayable = up.replayable();
+            backend.retry_budget.deposit();
+            let mut tried_pinned = false;
+            let mut next = 0;
+            'candidates: while let Some(i) = attempts.get(next) {
+                let n = next;
+                next += 1;
+                let endpoint = &snapshot.endpoints[i as usize];
+                let placement = decision.placement(i, &snapshot);
+                up.place(placement.outcome, placement.previous);
+                let mut tries = 0;
+                let (status, mut answer) = loop {
+                    tries += 1;
+                    // A replay goes on a new connection: the next idle one may have been
+                    // closed by the same keep-alive timeout.
+                    let tried = up.send(endpoint, settings, tries > 1).await;
+                    if !matches!(tried, Try::Unreachable(_)) {
+                        endpoint.health.mark_up();
+                    }
+                    match tried {
+                        Try::Unreachable(e) => {
+                            self.connect_failed(endpoint, settings, &e);
+                            tried_pinned |= Some(i) == decision.pinned();
+                            continue 'candidates;
+                        }
+                        // Nothing went out on a pooled connection that had closed: once
+                        // more on a fresh one; otherwise the next endpoint, blaming none.
+                        Try::Unsent { reused: true } if tries < 2 => {}
+                        Try::Unsent { .. } => {
+                            tried_pinned |= Some(i) == decision.pinned();
+                            continue 'candidates;
+                        }
+                        Try::Client(e) => break 'tries Err(e),
+                        Try::TimedOut => {
+                            break 'tries Err(self.timed_out(&snapshot, endpoint, settings))
+                        }
+                        Try::Failed { error, stale } => {
+                            let tried = Tried::Failed { stale };
+                            let more = || attempts.after(n);
+                            match self.next_try(
+                                tried, replayable, tries, more, &snapshot, endpoint, backend,
+                            ) {
+                                Next::Replay => {
+                                    tracing::debug!(error = %error, "stale upstream connection; replaying an idempotent request");
+                                }
+                                Next::Elsewhere => {
+                                    tried_pinned |= Some(i) == decision.pinned();
+                                    tracing::debug!(endpoint = %endpoint.identity, error = %error, "retrying an idempotent request on the next endpoint");
+                                    continue 'candidates;
+                                }
+                                Next::Stop => break 'tries Err(error),
+                            }
+                        }
+                        Try::Answer { status, answer } => {
+                            let retry_status =
+                                self.response_seen(&snapshot, endpoint, settings, status);
+                            let tried = Tried::Answered { retry_status };
+                            let more = || attempts.after(n);
+                            if self.next_try(
+                                tried, replayable, tries, more, &snapshot, endpoint, backend,
+                            ) == Next::Elsewhere
+                            {
+                                tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
+                                tried_pinned |= Some(i) == decision.pinned();
+                                continue 'candidates;
+                            }
+                            break (status, answer);
+                        }
+                    }
+                };
+                match up.settle(&mut answer, settings).await {
+                    Ok(()) => {}
+                    Err(Cut::TimedOut) => {
+                        break 'tries Err(self.timed_out(&snapshot, endpoint, settings))
+                    }
+                    Err(Cut::Failed(e)) => {
+                        self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
+                        break 'tries Err(e);
+                    }
+                }
+                if let Some(s) = shared {
+                    s.placed(&endpoint.identity);
+                }
+                session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
+                let set_cookie = placement.set_cookie;
+                if set_cookie {
+                    cookie.clear();
+                    set_cookie_line(backend, &route.keys, &decision, i, &snapshot, cookie);
+                }
+                let log = route.logged.then(|| LogInfo {
+                    endpoint: endpoint.identity.clone(),
+                    outcome: placement.outcome.as_str(),
+                    session,
+                });
+                break 'tries Ok((answer, status, set_cookie, log));
+            }
+            Err(Error::Connect)
+        };
         let stats = &route.backend.stats;
         let elapsed = started.elapsed();
         stats.observe(elapsed);
@@ -215,129 +333,6 @@ impl Proxy {
                 Err(e)
             }
         }
-    }
-
-    #[allow(clippy::type_complexity)]
-    async fn tries<U: Upstream>(
-        &self,
-        up: &mut U,
-        conn: &Connection,
-        route: &Route,
-        arrival: Arrival<'_>,
-        cookie: &mut Vec<u8>,
-    ) -> Result<(U::Answer, StatusCode, bool, Option<LogInfo>), Error> {
-        let backend = &route.backend;
-        let snapshot = backend.snapshot();
-        let settings = &backend.settings;
-        let now = backend.clock().now();
-        let (decision, shared) = self.decide(
-            up.fields(),
-            arrival,
-            conn,
-            backend,
-            &route.keys,
-            &snapshot,
-            now,
-        );
-        let mut attempts = decision.attempts(&snapshot);
-        if attempts.get(0).is_none() {
-            return Err(Error::NoEndpoint);
-        }
-        let session = decision.session.to_hex();
-        up.begin(conn, session.as_str());
-        let replayable = up.replayable();
-        backend.retry_budget.deposit();
-        let mut tried_pinned = false;
-        let mut next = 0;
-        'candidates: while let Some(i) = attempts.get(next) {
-            let n = next;
-            next += 1;
-            let endpoint = &snapshot.endpoints[i as usize];
-            let placement = decision.placement(i, &snapshot);
-            up.place(placement.outcome, placement.previous);
-            let mut tries = 0;
-            let (status, mut answer) = loop {
-                tries += 1;
-                // A replay goes on a new connection: the next idle one may have been
-                // closed by the same keep-alive timeout.
-                let tried = up.send(endpoint, settings, tries > 1).await;
-                if !matches!(tried, Try::Unreachable(_)) {
-                    endpoint.health.mark_up();
-                }
-                match tried {
-                    Try::Unreachable(e) => {
-                        self.connect_failed(endpoint, settings, &e);
-                        tried_pinned |= Some(i) == decision.pinned();
-                        continue 'candidates;
-                    }
-                    // Nothing went out on a pooled connection that had closed: once
-                    // more on a fresh one; otherwise the next endpoint, blaming none.
-                    Try::Unsent { reused: true } if tries < 2 => {}
-                    Try::Unsent { .. } => {
-                        tried_pinned |= Some(i) == decision.pinned();
-                        continue 'candidates;
-                    }
-                    Try::Client(e) => return Err(e),
-                    Try::TimedOut => return Err(self.timed_out(&snapshot, endpoint, settings)),
-                    Try::Failed { error, stale } => {
-                        let tried = Tried::Failed { stale };
-                        let more = || attempts.after(n);
-                        match self
-                            .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
-                        {
-                            Next::Replay => {
-                                tracing::debug!(error = %error, "stale upstream connection; replaying an idempotent request");
-                            }
-                            Next::Elsewhere => {
-                                tried_pinned |= Some(i) == decision.pinned();
-                                tracing::debug!(endpoint = %endpoint.identity, error = %error, "retrying an idempotent request on the next endpoint");
-                                continue 'candidates;
-                            }
-                            Next::Stop => return Err(error),
-                        }
-                    }
-                    Try::Answer { status, answer } => {
-                        let retry_status =
-                            self.response_seen(&snapshot, endpoint, settings, status);
-                        let tried = Tried::Answered { retry_status };
-                        let more = || attempts.after(n);
-                        if self
-                            .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
-                            == Next::Elsewhere
-                        {
-                            tracing::debug!(endpoint = %endpoint.identity, %status, "retrying on the next endpoint");
-                            tried_pinned |= Some(i) == decision.pinned();
-                            continue 'candidates;
-                        }
-                        break (status, answer);
-                    }
-                }
-            };
-            match up.settle(&mut answer, settings).await {
-                Ok(()) => {}
-                Err(Cut::TimedOut) => return Err(self.timed_out(&snapshot, endpoint, settings)),
-                Err(Cut::Failed(e)) => {
-                    self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
-                    return Err(e);
-                }
-            }
-            if let Some(s) = shared {
-                s.placed(&endpoint.identity);
-            }
-            session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
-            let set_cookie = placement.set_cookie;
-            if set_cookie {
-                cookie.clear();
-                set_cookie_line(backend, &route.keys, &decision, i, &snapshot, cookie);
-            }
-            let log = route.logged.then(|| LogInfo {
-                endpoint: endpoint.identity.clone(),
-                outcome: placement.outcome.as_str(),
-                session,
-            });
-            return Ok((answer, status, set_cookie, log));
-        }
-        Err(Error::Connect)
     }
 
     /// The one retry rule. After a try on `endpoint` that `tried` (failed with no

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::exchange::{access_log, Arrival, Cut, LogInfo, LogLine, Route, Served, Try, Upstream};
 use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
-use crate::affinity::cookie::Memo;
+use crate::affinity::cookie::{HexId, Memo};
 use crate::affinity::Outcome;
 use crate::backend::Endpoint;
 use crate::config::BackendSettings;
@@ -808,7 +808,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Upstream for Relay<'_, 'h, S> {
         self.head.replayable()
     }
 
-    fn begin(&mut self, conn: &Connection, session: &str) {
+    fn begin(&mut self, conn: &Connection, session: &HexId) {
         let peer = conn.peer_value.as_bytes();
         wire::write_request(self.out, self.head, peer, conn.secure, session.as_bytes());
         self.prefix = self.out.len();

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::exchange::{Arrival, Cut, LogInfo, Route, Try, Upstream};
 use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
-use crate::affinity::Outcome;
+use crate::affinity::{cookie::HexId, Outcome};
 use crate::backend::Endpoint;
 use crate::config::BackendSettings;
 use crate::http::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
@@ -125,9 +125,9 @@ impl Upstream for Forwarded {
         self.replayable
     }
 
-    fn begin(&mut self, conn: &Connection, session: &str) {
+    fn begin(&mut self, conn: &Connection, session: &HexId) {
         prepare_request(&mut self.req, conn);
-        if let Ok(v) = HeaderValue::from_str(session) {
+        if let Ok(v) = HeaderValue::from_bytes(session.as_bytes()) {
             self.req.headers_mut().insert(&X_TETHER_SESSION, v);
         }
     }
