@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use http::StatusCode;
-use tether::affinity::cookie::Memo;
+use tether::affinity::cookie::{HexId, Memo};
 use tether::affinity::{KeyRing, Outcome, SessionId};
 use tether::backend::{Backend, Endpoint, EndpointSpec, EndpointState};
 use tether::clock::Clock;
@@ -205,8 +205,8 @@ impl Upstream for Pods<'_> {
         true
     }
 
-    fn begin(&mut self, _conn: &Connection, session: &str) {
-        self.session = Some(parse_session(session));
+    fn begin(&mut self, _conn: &Connection, session: &HexId) {
+        self.session = Some(parse_session(session.as_str()));
     }
 
     fn place(&mut self, outcome: Outcome, previous: Option<&str>) {
