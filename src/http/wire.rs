@@ -791,8 +791,12 @@ pub fn parse_response_to<'b>(
 /// The fields of an upstream response head as a map, for a response that goes to an
 /// HTTP/2 client: the same fields [`write_response`] relays (hop-by-hop ones and those
 /// `Connection` names dropped, `Content-Length` kept only for a body it frames).
-pub fn response_fields(head: &ResponseHead<'_>) -> http::HeaderMap {
+///
+/// `raw` holds the head's bytes from where it was parsed (`at`): each value is a slice
+/// of it, so the map costs one allocation for the head instead of one per value.
+pub fn response_fields(head: &ResponseHead<'_>, at: &[u8], raw: &bytes::Bytes) -> http::HeaderMap {
     let mut map = http::HeaderMap::with_capacity(head.fields.len());
+    let base = at.as_ptr() as usize;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
         if kind.is_hop_by_hop()
             || (head.names_others
@@ -802,9 +806,14 @@ pub fn response_fields(head: &ResponseHead<'_>) -> http::HeaderMap {
         {
             continue;
         }
+        let start = (f.value.as_ptr() as usize).wrapping_sub(base);
+        let value = match raw.get(start..start + f.value.len()) {
+            Some(v) if v == f.value => raw.slice(start..start + f.value.len()),
+            _ => bytes::Bytes::copy_from_slice(f.value),
+        };
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(f.name.as_bytes()),
-            http::HeaderValue::from_bytes(f.value),
+            http::HeaderValue::from_maybe_shared(value),
         ) {
             map.append(name, value);
         }

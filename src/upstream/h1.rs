@@ -178,7 +178,8 @@ async fn read_response(
                         .map_err(|_| bad(wire::Error::Status(h.status)))?;
                     let mut parts = Response::new(()).into_parts().0;
                     parts.status = status;
-                    parts.headers = wire::response_fields(&h);
+                    let raw = bytes::Bytes::copy_from_slice(&buf[..h.len]);
+                    parts.headers = wire::response_fields(&h, &buf, &raw);
                     let (len, framing, reusable) = (h.len, h.framing, h.reusable);
                     let _ = buf.split_to(len);
                     let body = RawBody::new(stream, buf, framing, reusable, pool);
