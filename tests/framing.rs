@@ -201,6 +201,24 @@ async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
     }
 }
 
+#[tokio::test]
+async fn a_chunked_answer_broken_before_a_byte_went_out_is_never_a_200() {
+    // The pod's first chunk size is not hex (RFC 9112 §7.1). An HTTP/1 client has had
+    // nothing yet and gets tether's 502 (README, Statuses); an HTTP/2 client, whose
+    // head went out with the stream, gets the stream reset. Never a clean 200.
+    let (pod, _) = fixed_pod(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n".to_vec(),
+    )
+    .await;
+    for (what, reply, _) in answers(&config_for(pod, "")).await {
+        if what.starts_with("H2") {
+            assert_ne!(reply.status, 200, "{what}: {}", reply.text());
+        } else {
+            assert_eq!(reply.status, 502, "{what}: {}", reply.text());
+        }
+    }
+}
+
 /// Sends `raw` on a new HTTP/1 connection of `front` and reads until the proxy closes.
 async fn exchange_to_close(front: &Front, raw: &[u8]) -> String {
     let mut s = front.h1().await;

@@ -134,14 +134,15 @@ impl Decision {
         matches!(self.prior, Prior::Fresh { .. })
     }
 
-    /// Makes a fresh decision join `session` (shared by the requests of one HTTP/2
-    /// connection until a cookie exists); `first` says whether this request started it.
-    pub fn join(&mut self, snapshot: &Snapshot, session: SessionId, first: bool) {
+    /// Makes a fresh decision join `session`, which another request started (the
+    /// cookieless requests of one HTTP/2 connection share one): placed as that session,
+    /// and not counted as a new one again.
+    pub fn join(&mut self, snapshot: &Snapshot, session: SessionId) {
         if let Prior::Fresh { invalid, .. } = self.prior {
             let mut d = new_session(snapshot, session, self.now);
             d.prior = Prior::Fresh {
                 invalid,
-                counted: first,
+                counted: false,
             };
             *self = d;
         }

@@ -806,9 +806,11 @@ pub fn response_fields(head: &ResponseHead<'_>, at: &[u8], raw: &bytes::Bytes) -
         {
             continue;
         }
+        // A value outside `raw` (a caller's mistake) is copied rather than misread.
         let start = (f.value.as_ptr() as usize).wrapping_sub(base);
-        let value = match raw.get(start..start + f.value.len()) {
-            Some(v) if v == f.value => raw.slice(start..start + f.value.len()),
+        let range = start..start.saturating_add(f.value.len());
+        let value = match raw.get(range.clone()) {
+            Some(v) if v == f.value => raw.slice(range),
             _ => bytes::Bytes::copy_from_slice(f.value),
         };
         if let (Ok(name), Ok(value)) = (
@@ -1676,6 +1678,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn response_field_values_for_http2_clients_are_exactly_the_pods_after_a_1xx() {
+        let wire = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+HTTP/1.1 200 OK\r\nx-a: one\r\nconnection: close\r\nx-b: two words\r\ncontent-length: 2\r\n\r\nok";
+        let mut fields = no_fields();
+        let Ok(ResponseParsed::Informational(skip)) = parse_response(wire, &mut fields, false)
+        else {
+            panic!("a 103 first");
+        };
+        let head = &wire[skip..];
+        let mut fields = no_fields();
+        let Ok(ResponseParsed::Head(h)) = parse_response(head, &mut fields, false) else {
+            panic!("then the 200");
+        };
+        let raw = bytes::Bytes::copy_from_slice(&head[..h.len]);
+        let map = response_fields(&h, head, &raw);
+        let got: Vec<(&str, &[u8])> = map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let want: Vec<(&str, &[u8])> = vec![
+            ("x-a", b"one"),
+            ("x-b", b"two words"),
+            ("content-length", b"2"),
+        ];
+        assert_eq!(got, want);
+        // Given bytes the head was not parsed from, values are copied, not misread.
+        let elsewhere = bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\n");
+        let map = response_fields(&h, wire, &elsewhere);
+        let got: Vec<(&str, &[u8])> = map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

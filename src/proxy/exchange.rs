@@ -2,16 +2,18 @@
 //! written once for every codec and protocol. It owns the affinity decision, the
 //! candidate endpoints and their tries, the one retry and replay rule
 //! ([`Proxy::next_try`]), health feedback with blame, placement and its commit, the
-//! `Set-Cookie` value, the duration and failure metrics and the access log line.
+//! `Set-Cookie` value, the duration and failure metrics, and what the access log says.
 //!
 //! A codec drives it through [`Upstream`], the narrow view of one request on its way
 //! to a pod: the fields the affinity decision reads, how to stamp the session and the
-//! placement on the request, and one try on an endpoint that reports what came of it
-//! ([`Try`]) and whose fault it was. Three implement it: the HTTP/1 codec's byte relay
-//! (`native::Relay`, an HTTP/1 client to an HTTP/1 pod), and [`Forwarded`] (an
-//! `http::Request`: from an HTTP/2 client to any pod, or from an HTTP/1 client to an
-//! h2c pod); the test simulator is the fourth. What an [`Upstream`] does is I/O; what
-//! to do about its outcome is decided here.
+//! placement on the request, a connection to an endpoint, and one try on it that
+//! reports what came of it ([`Try`]) and whose fault it was. Two implement it: the
+//! HTTP/1 codec's byte relay (`native::Relay`, an HTTP/1 client to an HTTP/1 pod), and
+//! [`Forwarded`] (an `http::Request`: from an HTTP/2 client to any pod, or from an
+//! HTTP/1 client to an h2c pod); the test simulator is a third. What an [`Upstream`]
+//! does is I/O; what to do about its outcome is decided here. The codecs write what
+//! the exchange decided: the answer, or the status of its [`Error`], and the access
+//! log line ([`LogLine::write`]) from the [`LogInfo`] it hands back.
 //!
 //! [`Forwarded`]: super::request::Forwarded
 
@@ -41,6 +43,8 @@ pub trait Upstream {
     type Fields: Fields + ?Sized;
     /// A response head from a pod, with what it takes to relay its body.
     type Answer;
+    /// A connection a try goes out on.
+    type Connection;
 
     /// The request's fields.
     fn fields(&self) -> &Self::Fields;
@@ -55,13 +59,22 @@ pub trait Upstream {
     /// endpoint a session came from.
     fn place(&mut self, outcome: Outcome, previous: Option<&str>);
 
-    /// One try on `endpoint`: a connection (`fresh`: a new one, not from the pool),
-    /// the request, and the response head, within the backend's timeouts.
-    async fn send(
+    /// A connection to `endpoint` for one try, within the connect timeout: from the
+    /// pool, checked open, or with `fresh` a new one (an h2c endpoint's one shared
+    /// connection is always the pool's).
+    async fn connect(
         &mut self,
         endpoint: &Endpoint,
         settings: &BackendSettings,
         fresh: bool,
+    ) -> Result<Self::Connection, ConnectError>;
+
+    /// One try on a connection: the request, and the response head, within the
+    /// response timeout.
+    async fn send(
+        &mut self,
+        connection: Self::Connection,
+        settings: &BackendSettings,
     ) -> Try<Self::Answer>;
 
     /// Reads a small response body whole (`response_buffer`) so its connection goes
@@ -73,11 +86,9 @@ pub trait Upstream {
     ) -> Result<(), Cut>;
 }
 
-/// What one try on an endpoint came to, with whose fault a failure was.
+/// What one try on a connection came to, with whose fault a failure was.
 #[derive(Debug)]
 pub enum Try<A> {
-    /// No connection: nothing was sent (the endpoint's fault).
-    Unreachable(ConnectError),
     /// Nothing was written on the connection; `reused`: it came from the pool.
     Unsent {
         /// The connection was a pooled one.
@@ -134,6 +145,10 @@ pub struct Route {
     pub logged: bool,
     /// `max_body_bytes`.
     pub max_body: Option<u64>,
+    /// `request_buffer`.
+    pub request_buffer: usize,
+    /// `response_buffer`.
+    pub response_buffer: usize,
 }
 
 /// A request an endpoint answered, committed: its session placed and counted.
@@ -145,7 +160,8 @@ pub struct Served<A> {
     pub status: StatusCode,
     /// The response carries a `Set-Cookie`, whose value is in the exchange's buffer.
     pub set_cookie: bool,
-    /// Time to the response head (the duration histogram and the access log).
+    /// Time until the answer was ready to relay: its head, and its body when read whole
+    /// (`response_buffer`); what the duration histogram and the access log report.
     pub elapsed: Duration,
     /// What the access log says about it, if it is logged.
     pub log: Option<LogInfo>,
@@ -159,14 +175,47 @@ pub struct LogInfo {
     session: HexId,
 }
 
-/// The request line of a logged request.
-pub struct LogLine<'a> {
-    /// Its method.
-    pub method: &'a str,
-    /// Its path.
-    pub path: &'a str,
-    /// Its version.
-    pub version: http::Version,
+/// The request line of a logged request, kept from its head until the answer.
+pub struct LogLine {
+    method: Box<str>,
+    path: Box<str>,
+    version: http::Version,
+}
+
+impl LogLine {
+    /// The line for a request with this method, path and version.
+    pub fn new(method: &str, path: &str, version: http::Version) -> Self {
+        LogLine {
+            method: method.into(),
+            path: path.into(),
+            version,
+        }
+    }
+
+    /// Writes the access log line of a request tether answered with `status` after
+    /// `elapsed` (`log`: about the endpoint that answered, if one did).
+    pub fn write(
+        &self,
+        conn: &Connection,
+        backend: &Backend,
+        status: u16,
+        elapsed: Duration,
+        log: Option<&LogInfo>,
+    ) {
+        tracing::info!(
+            target: "tether::access",
+            client = %conn.peer.ip(),
+            method = &*self.method,
+            path = &*self.path,
+            version = ?self.version,
+            backend = %backend.name(),
+            endpoint = log.map_or("-", |l| &*l.endpoint),
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            affinity = log.map_or("-", |l| l.outcome),
+            session = log.map_or("-", |l| l.session.as_str()),
+        );
+    }
 }
 
 impl Proxy {
@@ -180,6 +229,8 @@ impl Proxy {
             keys: state.keys.clone(),
             logged: sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample),
             max_body: state.max_body_bytes,
+            request_buffer: state.request_buffer,
+            response_buffer: state.response_buffer,
         })
     }
 
@@ -233,16 +284,17 @@ impl Proxy {
                     tries += 1;
                     // A replay goes on a new connection: the next idle one may have been
                     // closed by the same keep-alive timeout.
-                    let tried = up.send(endpoint, settings, tries > 1).await;
-                    if !matches!(tried, Try::Unreachable(_)) {
-                        endpoint.health.mark_up();
-                    }
-                    match tried {
-                        Try::Unreachable(e) => {
+                    let connection = match up.connect(endpoint, settings, tries > 1).await {
+                        Ok(c) => c,
+                        Err(e) => {
                             self.connect_failed(endpoint, settings, &e);
                             tried_pinned |= Some(i) == decision.pinned();
                             continue 'candidates;
                         }
+                    };
+                    // Reached: whatever comes of the request, the endpoint is there.
+                    endpoint.health.mark_up();
+                    match up.send(connection, settings).await {
                         // Nothing went out on a pooled connection that had closed: once
                         // more on a fresh one; otherwise the next endpoint, blaming none.
                         Try::Unsent { reused: true } if tries < 2 => {}
@@ -299,7 +351,7 @@ impl Proxy {
                     }
                 }
                 if let Some(s) = shared {
-                    s.placed(&endpoint.identity);
+                    s.serve(backend, &endpoint.identity);
                 }
                 session_placed(backend, &decision, &placement, i, &snapshot, tried_pinned);
                 let set_cookie = placement.set_cookie;
@@ -507,15 +559,22 @@ impl Proxy {
                     }
                 });
                 if !first {
-                    d.join(snapshot, shared.session, false);
+                    d.join(snapshot, shared.session);
                     // Once a request of the session was served, the others go where
                     // it went: placed again, the load bound the session itself now
                     // counts towards could send them elsewhere.
-                    let placed = shared.placed.get().and_then(|id| {
+                    // Not to a draining endpoint (it takes no new sessions), nor to one
+                    // of another backend's that happens to share its identity.
+                    let placed = shared.placed.get().and_then(|(name, id)| {
+                        if **name != *backend.settings.name {
+                            return None;
+                        }
                         let found = snapshot
                             .endpoints
                             .binary_search_by(|e| (*e.identity).cmp(&**id));
-                        found.ok()
+                        found
+                            .ok()
+                            .filter(|&i| snapshot.endpoints[i].state == EndpointState::Ready)
                     });
                     if let Some(i) = placed {
                         d.target = Some(i as u32);
@@ -534,42 +593,19 @@ impl Proxy {
 #[derive(Debug)]
 pub struct Shared {
     session: SessionId,
-    /// The endpoint that served the session's first answered request.
-    placed: OnceLock<Arc<str>>,
+    /// The backend and endpoint that served the session's first answered request.
+    placed: OnceLock<(Box<str>, Arc<str>)>,
 }
 
 impl Shared {
     /// Records where the session was served, if nothing was yet.
-    fn placed(&self, identity: &Arc<str>) {
+    fn serve(&self, backend: &Backend, identity: &Arc<str>) {
         if self.placed.get().is_none() {
-            let _ = self.placed.set(identity.clone());
+            let _ = self
+                .placed
+                .set((backend.settings.name.as_str().into(), identity.clone()));
         }
     }
-}
-
-/// Writes the access log line of a request tether answered (`log`: about the endpoint
-/// that answered, if one did).
-pub fn access_log(
-    conn: &Connection,
-    line: &LogLine<'_>,
-    backend: &Backend,
-    status: u16,
-    elapsed: Duration,
-    log: Option<&LogInfo>,
-) {
-    tracing::info!(
-        target: "tether::access",
-        client = %conn.peer.ip(),
-        method = line.method,
-        path = line.path,
-        version = ?line.version,
-        backend = %backend.name(),
-        endpoint = log.map_or("-", |l| &*l.endpoint),
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        affinity = log.map_or("-", |l| l.outcome),
-        session = log.map_or("-", |l| l.session.as_str()),
-    );
 }
 
 /// How a try on an endpoint ended, for [`Proxy::next_try`].

@@ -309,11 +309,7 @@ impl Proxy {
             return Error::NoRoute.response();
         };
         let line = route.logged.then(|| {
-            (
-                req.method().clone(),
-                req.uri().path().to_owned(),
-                req.version(),
-            )
+            exchange::LogLine::new(req.method().as_str(), req.uri().path(), req.version())
         });
         let stats = &route.backend.stats;
         let mut abandoned = Abandoned { stats, armed: true };
@@ -324,10 +320,8 @@ impl Proxy {
         // Boxed: hyper keeps room for the request future in every connection, idle or
         // not, and forwarding is ~3 KB of it (benches/load/idle-memory.sh).
         let forwarded = async {
-            let (request_buffer, response_buffer) = {
-                let state = self.state.load();
-                (state.request_buffer as u64, state.response_buffer as u64)
-            };
+            let request_buffer = route.request_buffer as u64;
+            let response_buffer = route.response_buffer as u64;
             // A small body of known length is read whole before an upstream is chosen,
             // so a slow uploader never holds a pod's connection (`request_buffer`); it
             // must arrive within the response timeout, the bound an upload has anyway.
@@ -354,14 +348,9 @@ impl Proxy {
             Err(e) => (e.response(), started.elapsed(), None),
         };
         abandoned.armed = false;
-        if let Some((method, path, version)) = line {
-            let line = exchange::LogLine {
-                method: method.as_str(),
-                path: &path,
-                version,
-            };
+        if let Some(line) = line {
             let status = resp.status().as_u16();
-            exchange::access_log(conn, &line, &route.backend, status, elapsed, log.as_ref());
+            line.write(conn, &route.backend, status, elapsed, log.as_ref());
         }
         resp
     }

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::exchange::{access_log, Arrival, Cut, LogInfo, LogLine, Route, Served, Try, Upstream};
+use super::exchange::{self, Arrival, Cut, LogInfo, LogLine, Route, Served, Try};
 use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::{HexId, Memo};
 use crate::affinity::Outcome;
@@ -43,7 +43,7 @@ use crate::backend::Endpoint;
 use crate::config::BackendSettings;
 use crate::http::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
 use crate::upstream::body::BodyFault;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{ConnectError, Pool};
 
 /// Per-listener limits the codec enforces.
 #[derive(Debug, Clone, Copy)]
@@ -480,7 +480,7 @@ impl Proxy {
                 } else {
                     http::Version::HTTP_11
                 };
-                (head.method.to_owned(), head.path().to_owned(), version)
+                LogLine::new(head.method, head.path(), version)
             });
             // A body too large to read whole first, or of unknown length: what came with
             // the head and up to `request_buffer` more is read before an upstream is
@@ -558,13 +558,8 @@ impl Proxy {
                     elapsed,
                     log,
                 } => {
-                    if let Some((method, path, version)) = line {
-                        let l = LogLine {
-                            method: &method,
-                            path: &path,
-                            version,
-                        };
-                        access_log(conn, &l, backend, 101, elapsed, log.as_ref());
+                    if let Some(line) = line {
+                        line.write(conn, backend, 101, elapsed, log.as_ref());
                     }
                     // Held by the tunnel tracker, so shutdown waits for it as for
                     // every upgraded connection. What the client sent after its
@@ -578,13 +573,8 @@ impl Proxy {
                     return Flow::Closed;
                 }
             };
-            if let Some((method, path, version)) = line {
-                let l = LogLine {
-                    method: &method,
-                    path: &path,
-                    version,
-                };
-                access_log(conn, &l, backend, status, elapsed, log.as_ref());
+            if let Some(line) = line {
+                line.write(conn, backend, status, elapsed, log.as_ref());
             }
             if close {
                 return Flow::Closed;
@@ -700,7 +690,10 @@ impl Proxy {
         // The body: what came with the head goes out in the same write.
         let mut body = Body::new(framing, head.http10);
         let Ok(Taken { used, relay, done }) = body.take(&up[head_len..]) else {
-            return Exchanged::Broken { unframed: false };
+            // Nothing went to the client yet: it gets a 502 (README, Statuses).
+            let e = Error::Wire(wire::Error::Chunked);
+            e.count(&route.backend.stats);
+            return Exchanged::Failed(e);
         };
         out.extend_from_slice(&up[head_len..head_len + relay]);
         body.emit(out, done);
@@ -782,6 +775,15 @@ struct Relay<'a, 'h, S> {
     prefix: usize,
 }
 
+/// A connection to an HTTP/1 pod for one try.
+struct Upstream {
+    stream: TcpStream,
+    /// It came from the pool.
+    reused: bool,
+    /// The pool it goes back to.
+    pool: Arc<Pool>,
+}
+
 /// A response head an HTTP/1 pod sent (its client head written already).
 struct Answer {
     upstream: TcpStream,
@@ -796,9 +798,10 @@ struct Answer {
     buffered: bool,
 }
 
-impl<'h, S: AsyncRead + AsyncWrite + Unpin> Upstream for Relay<'_, 'h, S> {
+impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h, S> {
     type Fields = RequestHead<'h>;
     type Answer = Answer;
+    type Connection = Upstream;
 
     fn fields(&self) -> &RequestHead<'h> {
         self.head
@@ -820,22 +823,33 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Upstream for Relay<'_, 'h, S> {
         self.out.extend_from_slice(self.head.body);
     }
 
-    async fn send(
+    /// An upgrade takes its connection for good: a new one. Anything else, a streamed
+    /// body too, takes a pooled connection checked open first (`checkout_raw`): a
+    /// connect per upload costs more than the rare close that races the request.
+    async fn connect(
         &mut self,
         endpoint: &Endpoint,
         settings: &BackendSettings,
         fresh: bool,
-    ) -> Try<Answer> {
-        // An upgrade takes its connection for good: a new one. Anything else, a
-        // streamed body too, takes a pooled connection checked open first
-        // (`checkout_raw`): a connect per upload costs more than the rare close that
-        // races the request.
+    ) -> Result<Upstream, ConnectError> {
         let fresh = fresh || self.head.upgrade.is_some();
-        let checkout = endpoint.pool.checkout_raw(settings.connect_timeout, fresh);
-        let (mut upstream, reused) = match checkout.await {
-            Ok(c) => c,
-            Err(e) => return Try::Unreachable(e),
-        };
+        let (stream, reused) = endpoint
+            .pool
+            .checkout_raw(settings.connect_timeout, fresh)
+            .await?;
+        Ok(Upstream {
+            stream,
+            reused,
+            pool: endpoint.pool.clone(),
+        })
+    }
+
+    async fn send(&mut self, connection: Upstream, settings: &BackendSettings) -> Try<Answer> {
+        let Upstream {
+            stream: mut upstream,
+            reused,
+            pool,
+        } = connection;
         let up = &mut *self.up;
         up.clear();
         let timeout = settings.response_timeout;
@@ -891,7 +905,7 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> Upstream for Relay<'_, 'h, S> {
                     self.resp.clear();
                     wire::write_response_fields(self.resp, &h, self.head.http10);
                     let answer = Answer {
-                        pool: endpoint.pool.clone(),
+                        pool,
                         framing: h.framing,
                         reusable: h.reusable,
                         head_len: h.len,

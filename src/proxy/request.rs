@@ -6,6 +6,7 @@
 //! set, RFC 9110 §7.6) and the answer for the client (tether's own status line, no
 //! hop-by-hop fields, the `Set-Cookie`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,8 @@ use crate::http::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_
 use crate::http::wire;
 use crate::upstream::body::{BodyProgress, PooledBody, ProxyBody, RequestBody};
 use crate::upstream::h1 as upstream_h1;
+use crate::upstream::pool::{self, ConnectError, Pool};
+use tokio::net::TcpStream;
 
 /// A request as an `http::Request`, with what its tries need to know of it.
 pub struct Forwarded {
@@ -50,13 +53,9 @@ impl Forwarded {
     /// copied first (its body is empty), and one it did not send comes back.
     async fn send_h2c(
         &mut self,
-        endpoint: &Endpoint,
+        mut c: pool::Checkout,
         settings: &BackendSettings,
     ) -> Try<Response<ProxyBody>> {
-        let mut c = match endpoint.pool.checkout(settings.connect_timeout).await {
-            Ok(c) => c,
-            Err(e) => return Try::Unreachable(e),
-        };
         let copy = match self.replayable {
             true => replay_copy(&self.req),
             false => Request::new(RequestBody::Empty),
@@ -85,16 +84,11 @@ impl Forwarded {
     /// To an HTTP/1 pod, through tether's HTTP/1 client, which borrows the request.
     async fn send_h1(
         &mut self,
-        endpoint: &Endpoint,
+        (stream, reused): (TcpStream, bool),
+        pool: Arc<Pool>,
         settings: &BackendSettings,
-        fresh: bool,
     ) -> Try<Response<ProxyBody>> {
-        let checkout = endpoint.pool.checkout_raw(settings.connect_timeout, fresh);
-        let (stream, reused) = match checkout.await {
-            Ok(c) => c,
-            Err(e) => return Try::Unreachable(e),
-        };
-        let exchange = upstream_h1::send(stream, &mut self.req, endpoint.pool.clone());
+        let exchange = upstream_h1::send(stream, &mut self.req, pool);
         match tokio::time::timeout(settings.response_timeout, exchange).await {
             Err(_) => Try::TimedOut,
             Ok(Ok(resp)) => Try::Answer {
@@ -113,9 +107,18 @@ impl Forwarded {
     }
 }
 
+/// A connection a [`Forwarded`] request goes out on.
+pub enum Connected {
+    /// An h2c endpoint's shared connection.
+    H2c(pool::Checkout),
+    /// A raw HTTP/1 connection (and whether it came from the pool), with its pool.
+    H1((TcpStream, bool), Arc<Pool>),
+}
+
 impl Upstream for Forwarded {
     type Fields = http::HeaderMap;
     type Answer = Response<ProxyBody>;
+    type Connection = Connected;
 
     fn fields(&self) -> &http::HeaderMap {
         self.req.headers()
@@ -144,17 +147,30 @@ impl Upstream for Forwarded {
         };
     }
 
-    async fn send(
+    async fn connect(
         &mut self,
         endpoint: &Endpoint,
         settings: &BackendSettings,
         fresh: bool,
+    ) -> Result<Connected, ConnectError> {
+        let pool = &endpoint.pool;
+        Ok(if settings.h2c {
+            Connected::H2c(pool.checkout(settings.connect_timeout).await?)
+        } else {
+            let raw = pool.checkout_raw(settings.connect_timeout, fresh).await?;
+            Connected::H1(raw, pool.clone())
+        })
+    }
+
+    async fn send(
+        &mut self,
+        connection: Connected,
+        settings: &BackendSettings,
     ) -> Try<Response<ProxyBody>> {
         fit_request(&mut self.req, settings.h2c);
-        let tried = if settings.h2c {
-            self.send_h2c(endpoint, settings).await
-        } else {
-            self.send_h1(endpoint, settings, fresh).await
+        let tried = match connection {
+            Connected::H2c(c) => self.send_h2c(c, settings).await,
+            Connected::H1(raw, pool) => self.send_h1(raw, pool, settings).await,
         };
         match tried {
             // Still waiting for the client's body: the client is the slow one.
@@ -318,7 +334,7 @@ fn origin_form<B>(req: &mut Request<B>) {
 }
 
 /// Rewrites a client request into an upstream HTTP/1.1 request in place. Its `Host` was
-/// settled by [`settle_host`]; a request without one (HTTP/1.0, HTTP/2 without
+/// settled by `settle_host`; a request without one (HTTP/1.0, HTTP/2 without
 /// `:authority`) goes upstream with an empty one, as RFC 9110 §7.2 asks of a target
 /// with no authority.
 pub(super) fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {

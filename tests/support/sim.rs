@@ -19,6 +19,7 @@ use tether::clock::Clock;
 use tether::config::{AffinitySettings, BackendSettings, Config, KeyMaterial};
 use tether::proxy::exchange::{Arrival, Cut, Route, Try, Upstream};
 use tether::proxy::{ClientFault, Connection, Error, Proxy, State};
+use tether::upstream::pool::ConnectError;
 
 /// What one simulated request saw.
 #[derive(Debug, Clone)]
@@ -140,6 +141,8 @@ impl Sim {
             keys: self.keys.clone(),
             logged: false,
             max_body: None,
+            request_buffer: 64 * 1024,
+            response_buffer: 64 * 1024,
         };
         let mut memo = Memo::default();
         let mut line = Vec::new();
@@ -196,6 +199,8 @@ struct Pods<'a> {
 impl Upstream for Pods<'_> {
     type Fields = HeaderMap;
     type Answer = ();
+    /// The endpoint reached.
+    type Connection = Arc<str>;
 
     fn fields(&self) -> &HeaderMap {
         &self.fields
@@ -213,17 +218,21 @@ impl Upstream for Pods<'_> {
         self.placed = Some((outcome, previous.map(str::to_string)));
     }
 
-    async fn send(
+    async fn connect(
         &mut self,
         endpoint: &Endpoint,
         _settings: &BackendSettings,
         _fresh: bool,
-    ) -> Try<()> {
+    ) -> Result<Arc<str>, ConnectError> {
+        Ok(endpoint.identity.clone())
+    }
+
+    async fn send(&mut self, endpoint: Arc<str>, _settings: &BackendSettings) -> Try<()> {
         let session = self.session.expect("the exchange begins before it sends");
         if !(self.admit)(session) {
             return Try::Client(ClientFault::Aborted.into());
         }
-        self.answered = Some(endpoint.identity.to_string());
+        self.answered = Some(endpoint.to_string());
         Try::Answer {
             status: StatusCode::OK,
             answer: (),
