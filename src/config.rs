@@ -63,6 +63,9 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
     /// How to reach the Kubernetes API, for backends discovered from EndpointSlices.
     pub kubernetes: KubernetesSettings,
+    /// What the file says that is accepted but likely not meant (`file: field: reason`):
+    /// printed by `tether check` and logged at start and reload.
+    pub warnings: Vec<String>,
 }
 
 /// `[kubernetes]`: the API client for EndpointSlice discovery.
@@ -544,16 +547,32 @@ impl Config {
                 },
             }
         })?;
-        Validator { file, base }.config(raw)
+        let v = Validator {
+            file,
+            base,
+            tls: raw.server.tls.is_some(),
+            warnings: Default::default(),
+        };
+        let mut config = v.config(raw)?;
+        config.warnings = v.warnings.into_inner();
+        Ok(config)
     }
 }
 
 struct Validator<'a> {
     file: &'a str,
     base: &'a Path,
+    /// The listener terminates TLS (`[server.tls]`).
+    tls: bool,
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Validator<'_> {
+    fn warn(&self, field: &str, reason: &str) {
+        let w = format!("{}: {field}: {reason}", self.file);
+        self.warnings.borrow_mut().push(w);
+    }
+
     fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
@@ -608,6 +627,7 @@ impl Validator<'_> {
             backends,
             routes,
             kubernetes,
+            warnings: Vec::new(),
         })
     }
 
@@ -698,9 +718,9 @@ impl Validator<'_> {
         }
         if raw.http1_fast_path.is_some() {
             // Configs written for earlier versions keep loading.
-            tracing::warn!(
-                field = "server.http1_fast_path",
-                "ignored: every HTTP/1 request is served by tether's one HTTP/1 codec"
+            self.warn(
+                "server.http1_fast_path",
+                "ignored: every HTTP/1 request is served by tether's one HTTP/1 codec",
             );
         }
         Ok(ServerSettings {
@@ -1043,7 +1063,14 @@ impl Validator<'_> {
                 ))
             }
         };
-        let secure = raw.secure.unwrap_or(false);
+        // Sessions served over TLS get a cookie only TLS carries, unless told otherwise.
+        let secure = raw.secure.unwrap_or(self.tls);
+        if self.tls && raw.secure == Some(false) {
+            self.warn(
+                &f("secure"),
+                "false on a TLS listener: the session cookie may also be sent in clear text",
+            );
+        }
         if same_site == SameSite::None && !secure {
             return Err(self.err(
                 f("same_site"),

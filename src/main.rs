@@ -85,6 +85,9 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => match Config::from_file(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} backend(s), {} route(s), {} key(s))",
                     config.display(),
@@ -109,6 +112,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.server.log_json);
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             let path = config_path;
             exit(runtime(config.server.workers).and_then(|rt| rt.block_on(run(config, path))))
         }
@@ -193,8 +199,13 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: `kubectl logs` and log shippers get plain
+    // text (https://no-color.org: any `NO_COLOR` turns it off too).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         fmt.json().flatten_event(true).init();

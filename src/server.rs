@@ -425,7 +425,12 @@ impl Reloader {
             return Err("no config file to reload (started without one)".into());
         };
         match Config::from_file(path) {
-            Ok(c) => self.apply(&c).await,
+            Ok(c) => {
+                for w in &c.warnings {
+                    tracing::warn!("{w}");
+                }
+                self.apply(&c).await
+            }
             Err(e) => Err(self.failed(e.to_string())),
         }
     }

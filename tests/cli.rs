@@ -590,6 +590,27 @@ async fn run_reloads_when_the_config_file_changes() {
     let _ = child.wait().await;
 }
 
+/// `tether run` on `path` (with `env`, and no in-cluster API), its log lines to read.
+fn run_with_logs(
+    path: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(path)
+        .envs(env.iter().copied())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, stderr)
+}
+
 #[tokio::test]
 async fn the_access_log_writes_one_json_line_per_request_with_the_affinity_outcome() {
     let pod = TestBackend::echo("pod-a").await;
@@ -599,14 +620,7 @@ async fn the_access_log_writes_one_json_line_per_request_with_the_affinity_outco
         &pod.entry(),
         "access_log_sample = 1.0\nlog_format = \"json\"",
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut stderr) = run_with_logs(&path, &[]);
     let c = TestClient::new();
     wait_until_ready(&c, admin).await;
     let first = c.get(listen, "/a", None).await;
@@ -635,4 +649,109 @@ async fn the_access_log_writes_one_json_line_per_request_with_the_affinity_outco
     assert!(access[1]["duration_ms"].as_f64().is_some());
     child.start_kill().unwrap();
     let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    // What `kubectl logs` and log shippers read: stderr is a pipe, not a terminal.
+    let pod = TestBackend::echo("pod-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listen, admin) = binary_config(dir.path(), &pod.entry(), "access_log_sample = 1.0");
+    let (mut child, mut stderr) = run_with_logs(&path, &[]);
+    let c = TestClient::new();
+    wait_until_ready(&c, admin).await;
+    c.get(listen, "/a", None).await;
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("tether::access")) {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line())
+            .await
+            .expect("log lines")
+            .unwrap()
+            .unwrap();
+        lines.push(line);
+    }
+    for l in &lines {
+        assert!(!l.contains('\u{1b}'), "an escape code in {l:?}");
+    }
+    assert!(lines.iter().any(|l| l.contains("INFO")), "{lines:?}");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn an_api_server_down_from_the_start_is_logged_as_no_endpoints_loaded_yet() {
+    // Not "keeping the last known endpoints": there never were any.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://{closed}\n\
+             contexts:\n- name: gone\n  context:\n    cluster: gone\n    user: gone\n    namespace: default\n\
+             current-context: gone\nusers:\n- name: gone\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"web\"\nkubernetes = { service = \"web\", port = \"http\" }\n",
+    )
+    .unwrap();
+    let (mut child, mut stderr) = run_with_logs(&path, &[("KUBECONFIG", kubeconfig.as_os_str())]);
+    let warning = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), stderr.next_line())
+            .await
+            .expect("a discovery warning")
+            .unwrap()
+            .expect("tether keeps running");
+        if line.contains("endpointslice watch failed") {
+            break line;
+        }
+    };
+    assert!(warning.contains("none are loaded yet"), "{warning}");
+    assert!(!warning.contains("keeping the last known"), "{warning}");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
+#[test]
+fn check_warns_when_a_tls_listeners_cookie_is_set_not_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    let config = |secure: &str| {
+        format!(
+            "[server.tls]\ncert_file = \"tls.crt\"\nkey_file = \"tls.key\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:1\"]\n[backend.affinity]\n{secure}"
+        )
+    };
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, config("secure = false\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("backend[0].affinity.secure"),
+        "{err}"
+    );
+    // Left to the default, a TLS listener's cookie is Secure and nothing is said.
+    std::fs::write(&path, config("")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }

@@ -43,6 +43,9 @@ fn check_manifest(path: &str, service: &str) {
         panic!("{path}: the backend should discover a Service");
     };
     assert_eq!(k.service, service);
+    // `kubectl logs` and log shippers read one JSON object per line.
+    assert!(config.server.log_json, "{path}: log_format = \"json\"");
+    assert!(config.warnings.is_empty(), "{path}: {:?}", config.warnings);
     assert!(Path::new(path).exists());
 }
 

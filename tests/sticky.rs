@@ -119,6 +119,21 @@ async fn cookie_attributes_follow_the_config() {
     }
 }
 
+#[tokio::test]
+async fn the_cookie_is_secure_by_default_exactly_when_the_listener_is_tls() {
+    // A session served over TLS must not have its cookie sent in clear text later.
+    let pods = three_pods().await;
+    let cfg = config(&refs(&pods), &[("k1", KEY_1)], "");
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        let r = front.send(to_localhost(t, "/", &[], false)).await;
+        let set = ::cookie::Cookie::parse(r.set_cookies()[0].clone()).unwrap();
+        let tls = matches!(t, Transport::H1Tls | Transport::H2Tls);
+        assert_eq!(set.secure().unwrap_or(false), tls, "{t:?}: {set}");
+        front.proxy.shutdown().await;
+    }
+}
+
 /// What a cookie holds does not depend on how the request arrived: plain HTTP/1.1 only.
 #[tokio::test]
 async fn cookie_value_reveals_no_endpoint_address_or_port() {

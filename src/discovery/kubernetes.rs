@@ -98,13 +98,20 @@ impl Discovery for KubernetesDiscovery {
                 }
                 Err(e) => {
                     // The watcher retries by itself after the backoff; keep routing on
-                    // the last published endpoints meanwhile.
+                    // the last published endpoints meanwhile, if there ever were any.
+                    let what = if backend.snapshot().is_synced() {
+                        "endpointslice watch failed; keeping the last known endpoints"
+                    } else {
+                        "endpointslice watch failed before any endpoints were loaded: \
+                         none are loaded yet, so the backend answers 503 until the watch \
+                         succeeds"
+                    };
                     tracing::warn!(
                         backend = %backend.name(),
                         namespace = %self.source.namespace,
                         service = %self.source.service,
                         error = %e,
-                        "endpointslice watch failed; keeping the last known endpoints"
+                        "{what}"
                     );
                     failing = true;
                 }
