@@ -326,3 +326,33 @@ async fn a_stalled_upload_is_the_clients_timeout_not_the_pods_over_h2c() {
 async fn a_stalled_upload_is_the_clients_timeout_not_the_pods_over_http2_tls() {
     a_stalled_upload_is_the_clients_timeout_not_the_pods(Transport::H2Tls).await;
 }
+
+#[tokio::test]
+async fn a_pod_refusing_a_large_upload_before_reading_it_is_relayed_and_not_blamed() {
+    // An app may answer before it has read a body (a 413, a 401) and stop reading it
+    // (RFC 9112 §9.6): its answer is the answer, on every transport, and the pod did
+    // nothing wrong. More of them than `outlier_failures` would eject a blamed pod.
+    let pod = TestBackend::with_handler("pod-a", |_req| async {
+        let mut r = http::Response::new(full("too large\n"));
+        *r.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+        r
+    })
+    .await;
+    let body = vec![b'x'; 1024 * 1024];
+    for t in Transport::ALL {
+        let front = Front::start(t, &config(&[&pod], &[("k1", KEY_1)], "")).await;
+        for i in 0..6 {
+            let req = transport::post_to_localhost(t, "/up", &[], &body, false);
+            let r = front.send(req).await;
+            assert_eq!(r.status, 413, "{t:?} #{i}: {}", r.text());
+        }
+        let debug = TestClient::new()
+            .get(front.proxy.admin_addr, "/debug/backends", None)
+            .await
+            .json();
+        let endpoint = &debug["backends"][0]["endpoints"][0];
+        assert!(endpoint["last_error"].is_null(), "{t:?}: {endpoint}");
+        assert_eq!(endpoint["state"], "ready", "{t:?}: {endpoint}");
+        front.proxy.shutdown().await;
+    }
+}

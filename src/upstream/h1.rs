@@ -66,33 +66,61 @@ pub async fn send(
         if stream.write_all(&out).await.is_err() {
             return Err(SendError::Unsent);
         }
-        return read_response(stream, head_request, pool).await;
+        return read_response(stream, BytesMut::new(), head_request, pool, true).await;
     }
     if stream.write_all(&out).await.is_err() {
         return Err(SendError::Unsent);
     }
-    let failed = |e: io::Error| SendError::Failed {
-        error: wire::Error::Io(e.kind()),
-        nothing_back: true,
+    // A pod may answer before it has the whole body (a 413, a 401) and stop reading it
+    // or close: the answer is watched for while the body goes out (RFC 9112 §9.6), and
+    // a write that fails is no failure if an answer came. Either way the connection
+    // carried a body cut short and is not reused.
+    let mut early = BytesMut::new();
+    let sent = {
+        let (mut rd, mut wr) = stream.split();
+        let body = stream_body(req, &mut wr, &mut out, chunked);
+        tokio::select! {
+            biased;
+            sent = body => sent,
+            _ = tokio::io::AsyncReadExt::read_buf(&mut rd, &mut early) => Ok(false),
+        }
     };
-    // RFC 9112 §7.1: a body of unknown length goes chunked, its trailers (those RFC
-    // 9110 §6.5.1 allows) after the last chunk.
+    match sent {
+        Ok(whole) => read_response(stream, early, head_request, pool, whole).await,
+        // The client's body broke: nothing to wait for.
+        Err(Some(e)) => Err(e),
+        Err(None) => read_response(stream, early, head_request, pool, false).await,
+    }
+}
+
+/// Writes a streamed request body (RFC 9112 §7.1: of unknown length, chunked, with the
+/// trailers RFC 9110 §6.5.1 allows after the last chunk). Ok(true) once it all went
+/// out; Err(None) if the upstream stopped taking it; Err(Some) if the client's body
+/// failed.
+async fn stream_body<W: tokio::io::AsyncWrite + Unpin>(
+    req: &mut Request<RequestBody>,
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    chunked: bool,
+) -> Result<bool, Option<SendError>> {
     while let Some(frame) = req.body_mut().frame().await {
-        let frame = frame.map_err(|_| SendError::Failed {
-            error: wire::Error::Io(io::ErrorKind::Interrupted),
-            nothing_back: true,
+        let frame = frame.map_err(|_| {
+            Some(SendError::Failed {
+                error: wire::Error::Io(io::ErrorKind::Interrupted),
+                nothing_back: true,
+            })
         })?;
         out.clear();
-        if wire::write_frame(&mut out, frame, chunked) {
-            stream.write_all(&out).await.map_err(failed)?;
-            return read_response(stream, head_request, pool).await;
+        let last = wire::write_frame(out, frame, chunked);
+        wr.write_all(out).await.map_err(|_| None)?;
+        if last {
+            return Ok(true);
         }
-        stream.write_all(&out).await.map_err(failed)?;
     }
     if chunked {
-        stream.write_all(b"0\r\n\r\n").await.map_err(failed)?;
+        wr.write_all(b"0\r\n\r\n").await.map_err(|_| None)?;
     }
-    read_response(stream, head_request, pool).await
+    Ok(true)
 }
 
 /// Writes the request line and fields of `req` (prepared by the proxy: hop-by-hop
@@ -104,7 +132,12 @@ fn write_head(out: &mut Vec<u8>, req: &Request<RequestBody>, length: Option<u64>
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+        // The framing is restated below; an expectation is not passed on (the pod is
+        // never waited for: RFC 9110 §10.1.1 lets a proxy answer it or drop it).
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::EXPECT
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -132,29 +165,38 @@ fn write_head(out: &mut Vec<u8>, req: &Request<RequestBody>, length: Option<u64>
 
 /// Reads the response head (skipping 1xx, which an HTTP/2 client of tether's cannot
 /// be sent) and returns the response with its body to read.
+/// `buf`: what was read already; `whole`: the request went out whole (else the
+/// connection is not reused).
 async fn read_response(
     mut stream: TcpStream,
+    mut buf: BytesMut,
     head_request: bool,
     pool: Arc<Pool>,
+    whole: bool,
 ) -> Result<Response<RawBody>, SendError> {
-    let mut buf = BytesMut::with_capacity(READ);
-    let mut first = true;
+    let mut first = buf.is_empty();
+    let mut read = !first;
     loop {
         buf.reserve(READ);
-        match tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf).await {
-            Ok(0) => {
-                return Err(SendError::Failed {
-                    error: wire::Error::Io(io::ErrorKind::UnexpectedEof),
-                    nothing_back: first,
-                })
+        if read {
+            // Bytes in hand first.
+            read = false;
+        } else {
+            match tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf).await {
+                Ok(0) => {
+                    return Err(SendError::Failed {
+                        error: wire::Error::Io(io::ErrorKind::UnexpectedEof),
+                        nothing_back: first,
+                    })
+                }
+                Err(e) => {
+                    return Err(SendError::Failed {
+                        error: wire::Error::Io(e.kind()),
+                        nothing_back: first,
+                    })
+                }
+                Ok(_) => first = false,
             }
-            Err(e) => {
-                return Err(SendError::Failed {
-                    error: wire::Error::Io(e.kind()),
-                    nothing_back: first,
-                })
-            }
-            Ok(_) => first = false,
         }
         loop {
             let mut fields = wire::no_fields();
@@ -182,7 +224,7 @@ async fn read_response(
                     parts.headers = wire::response_fields(&h, &buf, &raw);
                     let (len, framing, reusable) = (h.len, h.framing, h.reusable);
                     let _ = buf.split_to(len);
-                    let body = RawBody::new(stream, buf, framing, reusable, pool);
+                    let body = RawBody::new(stream, buf, framing, reusable && whole, pool);
                     return Ok(Response::from_parts(parts, body));
                 }
             }
