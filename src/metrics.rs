@@ -104,6 +104,7 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
     let endpoints = Family::<StateLabels, Gauge>::default();
     let discovery = Family::<BackendLabels, Counter>::default();
     let last_sync = Family::<BackendLabels, Gauge>::default();
+    let discovery_errors = Family::<BackendLabels, Counter>::default();
     let reloads = Family::<ResultLabels, Counter>::default();
     let client_errors = Family::<BackendReasonLabels, Counter>::default();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -161,6 +162,9 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
         last_sync
             .get_or_create(&bl)
             .set(load(&stats.last_sync_unix) as i64);
+        discovery_errors
+            .get_or_create(&bl)
+            .inc_by(load(&stats.discovery_errors));
         for ev in AffinityEvent::ALL {
             let (outcome, reason) = ev.labels();
             affinity
@@ -250,6 +254,11 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
         "discovery_events",
         "Endpoint updates applied per backend",
         discovery,
+    );
+    registry.register(
+        "discovery_errors",
+        "Failed discovery calls (API errors, lost watches) per backend",
+        discovery_errors,
     );
     registry.register(
         "discovery_last_sync_timestamp_seconds",

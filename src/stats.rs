@@ -164,6 +164,8 @@ pub struct BackendStats {
     pub(crate) duration_sum_us: AtomicU64,
     pub(crate) discovery_events: AtomicU64,
     pub(crate) last_sync_unix: AtomicU64,
+    /// Failed discovery calls (an API error, a lost watch).
+    pub(crate) discovery_errors: AtomicU64,
 }
 
 impl BackendStats {
@@ -229,6 +231,11 @@ impl BackendStats {
         self.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
         self.duration_sum_us
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a failed discovery call.
+    pub fn discovery_error(&self) {
+        self.discovery_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a discovery update published at `unix`.

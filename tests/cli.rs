@@ -696,11 +696,17 @@ async fn an_api_server_down_from_the_start_is_logged_as_no_endpoints_loaded_yet(
         ),
     )
     .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let path = dir.path().join("tether.toml");
     std::fs::write(
         &path,
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [[backend]]\nname = \"web\"\nkubernetes = { service = \"web\", port = \"http\" }\n",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"{admin}\"\n\
+             [[backend]]\nname = \"web\"\nkubernetes = {{ service = \"web\", port = \"http\" }}\n"
+        ),
     )
     .unwrap();
     let (mut child, mut stderr) = run_with_logs(&path, &[("KUBECONFIG", kubeconfig.as_os_str())]);
@@ -716,6 +722,15 @@ async fn an_api_server_down_from_the_start_is_logged_as_no_endpoints_loaded_yet(
     };
     assert!(warning.contains("none are loaded yet"), "{warning}");
     assert!(!warning.contains("keeping the last known"), "{warning}");
+    // And counted, for the alert on discovery errors.
+    let errors = metric(
+        &TestClient::new(),
+        admin,
+        "tether_discovery_errors_total",
+        &[("backend", "web")],
+    )
+    .await;
+    assert!(errors >= 1.0, "{errors}");
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }

@@ -113,6 +113,7 @@ impl Discovery for KubernetesDiscovery {
                         error = %e,
                         "{what}"
                     );
+                    backend.stats.discovery_error();
                     failing = true;
                 }
             }
