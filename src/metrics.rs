@@ -66,6 +66,12 @@ struct AffinityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    backend: String,
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     backend: String,
     state: String,
@@ -105,6 +111,7 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
     let discovery = Family::<BackendLabels, Counter>::default();
     let last_sync = Family::<BackendLabels, Gauge>::default();
     let discovery_errors = Family::<BackendLabels, Counter>::default();
+    let by_protocol = Family::<ProtocolLabels, Counter>::default();
     let reloads = Family::<ResultLabels, Counter>::default();
     let client_errors = Family::<BackendReasonLabels, Counter>::default();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -165,6 +172,14 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
         discovery_errors
             .get_or_create(&bl)
             .inc_by(load(&stats.discovery_errors));
+        for (i, protocol) in ["http1", "http2"].into_iter().enumerate() {
+            by_protocol
+                .get_or_create(&ProtocolLabels {
+                    backend: bl.backend.clone(),
+                    protocol: protocol.into(),
+                })
+                .inc_by(load(&stats.by_protocol[i]));
+        }
         for ev in AffinityEvent::ALL {
             let (outcome, reason) = ev.labels();
             affinity
@@ -254,6 +269,11 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
         "discovery_events",
         "Endpoint updates applied per backend",
         discovery,
+    );
+    registry.register(
+        "requests_by_protocol",
+        "Requests per backend by the protocol they arrived on (http1, http2)",
+        by_protocol,
     );
     registry.register(
         "discovery_errors",

@@ -166,6 +166,8 @@ pub struct BackendStats {
     pub(crate) last_sync_unix: AtomicU64,
     /// Failed discovery calls (an API error, a lost watch).
     pub(crate) discovery_errors: AtomicU64,
+    /// Requests by the protocol they arrived on: [HTTP/1, HTTP/2].
+    pub(crate) by_protocol: [AtomicU64; 2],
 }
 
 impl BackendStats {
@@ -231,6 +233,12 @@ impl BackendStats {
         self.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
         self.duration_sum_us
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a request that arrived over HTTP/2 (`true`) or HTTP/1.
+    #[inline]
+    pub fn arrived(&self, http2: bool) {
+        self.by_protocol[usize::from(http2)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed discovery call.

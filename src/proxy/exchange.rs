@@ -248,6 +248,10 @@ impl Proxy {
         started: Instant,
         cookie: &mut Vec<u8>,
     ) -> Result<Served<U::Answer>, Error> {
+        route
+            .backend
+            .stats
+            .arrived(matches!(arrival, Arrival::Http2));
         // One block, not a nested async fn: each level of future is polled on every wake.
         let served = 'tries: {
             let backend = &route.backend;
