@@ -202,20 +202,30 @@ async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
 }
 
 #[tokio::test]
-async fn a_chunked_answer_broken_before_a_byte_went_out_is_never_a_200() {
-    // The pod's first chunk size is not hex (RFC 9112 §7.1). An HTTP/1 client has had
-    // nothing yet and gets tether's 502 (README, Statuses); an HTTP/2 client, whose
-    // head went out with the stream, gets the stream reset. Never a clean 200.
+async fn a_chunked_answer_broken_before_a_byte_went_out_is_a_502_held_against_the_pod() {
+    // The pod's first chunk size is not hex (RFC 9112 §7.1), in the bytes that came
+    // with its head: an invalid answer, refused before anything goes to the client, on
+    // every path (README, Statuses), and the pod's fault.
     let (pod, _) = fixed_pod(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n".to_vec(),
     )
     .await;
     for (what, reply, _) in answers(&config_for(pod, "")).await {
-        if what.starts_with("H2") {
-            assert_ne!(reply.status, 200, "{what}: {}", reply.text());
-        } else {
-            assert_eq!(reply.status, 502, "{what}: {}", reply.text());
-        }
+        assert_eq!(reply.status, 502, "{what}: {}", reply.text());
+    }
+    // Held against the pod: its last error says so.
+    for t in Transport::ALL {
+        let front = Front::start(t, &config_for(pod, "")).await;
+        front.send(to_localhost(t, "/", &[], false)).await;
+        let debug = TestClient::new()
+            .get(front.proxy.admin_addr, "/debug/backends", None)
+            .await
+            .json();
+        assert_eq!(
+            debug["backends"][0]["endpoints"][0]["last_error"], "reset after send",
+            "{t:?}"
+        );
+        front.proxy.shutdown().await;
     }
 }
 

@@ -689,11 +689,10 @@ impl Proxy {
 
         // The body: what came with the head goes out in the same write.
         let mut body = Body::new(framing, head.http10);
+        // `settle` refused a chunked body broken in these bytes; an HTTP/1.0 client's
+        // decoding reads them the same way.
         let Ok(Taken { used, relay, done }) = body.take(&up[head_len..]) else {
-            // Nothing went to the client yet: it gets a 502 (README, Statuses).
-            let e = Error::Wire(wire::Error::Chunked);
-            e.count(&route.backend.stats);
-            return Exchanged::Failed(e);
+            return Exchanged::Broken { unframed: false };
         };
         out.extend_from_slice(&up[head_len..head_len + relay]);
         body.emit(out, done);
@@ -960,6 +959,14 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
     /// reader never holds a pod's connection. The rest of it must come within the
     /// response timeout.
     async fn settle(&mut self, answer: &mut Answer, settings: &BackendSettings) -> Result<(), Cut> {
+        // A chunked body already broken in the bytes that came with its head (RFC 9112
+        // §7.1): an invalid answer, before anything went to the client.
+        if answer.framing == Framing::Chunked {
+            let mut probe = wire::Chunked::default();
+            if probe.scan(&self.up[answer.head_len..]).is_err() {
+                return Err(Cut::Failed(Error::Wire(wire::Error::Chunked)));
+            }
+        }
         let Framing::Length(n) = answer.framing else {
             return Ok(());
         };

@@ -211,6 +211,13 @@ impl Upstream for Forwarded {
         resp: &mut Response<ProxyBody>,
         settings: &BackendSettings,
     ) -> Result<(), Cut> {
+        // A chunked body already broken in the bytes that came with its head: an
+        // invalid answer, refused before its head goes to the client (as the codec does).
+        if let ProxyBody::Raw(b) = resp.body() {
+            if b.broken_from_the_start() {
+                return Err(Cut::Failed(Error::Wire(wire::Error::Chunked)));
+            }
+        }
         let length = resp.body().size_hint().exact();
         if !matches!(resp.body(), ProxyBody::Raw(_))
             || !length.is_some_and(|n| n > 0 && n <= self.response_buffer)

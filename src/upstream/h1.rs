@@ -255,6 +255,15 @@ enum Decoder {
 }
 
 impl RawBody {
+    /// Whether a chunked body is already broken in the bytes that came with its head
+    /// (RFC 9112 §7.1), before any of it was decoded: the answer is then invalid.
+    pub fn broken_from_the_start(&self) -> bool {
+        match &self.decoder {
+            Decoder::Chunked(..) => wire::Chunked::default().scan(&self.buf).is_err(),
+            _ => false,
+        }
+    }
+
     fn new(
         stream: TcpStream,
         buf: BytesMut,
