@@ -177,6 +177,15 @@ async fn only_the_protocol_alpn_chose_is_served_on_a_tls_connection() {
     }
 }
 
+/// The last upstream fault held against the front's one pod (/debug/backends).
+async fn last_error(front: &Front) -> serde_json::Value {
+    let debug = TestClient::new()
+        .get(front.proxy.admin_addr, "/debug/backends", None)
+        .await
+        .json();
+    debug["backends"][0]["endpoints"][0]["last_error"].clone()
+}
+
 #[tokio::test]
 async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
     // Within `response_buffer`, the body is read whole before the client gets a byte:
@@ -189,14 +198,7 @@ async fn a_small_response_cut_mid_body_is_a_502_before_anything_is_sent() {
         cut.send(()).unwrap();
         let r = front.send(to_localhost(t, "/", &[], false)).await;
         assert_eq!(r.status, 502, "{t:?}: {}", r.text());
-        let debug = TestClient::new()
-            .get(front.proxy.admin_addr, "/debug/backends", None)
-            .await
-            .json();
-        assert_eq!(
-            debug["backends"][0]["endpoints"][0]["last_error"], "reset after send",
-            "{t:?}"
-        );
+        assert_eq!(last_error(&front).await, "reset after send", "{t:?}");
         front.proxy.shutdown().await;
     }
 }
@@ -217,14 +219,7 @@ async fn a_chunked_answer_broken_before_a_byte_went_out_is_a_502_held_against_th
     for t in Transport::ALL {
         let front = Front::start(t, &config_for(pod, "")).await;
         front.send(to_localhost(t, "/", &[], false)).await;
-        let debug = TestClient::new()
-            .get(front.proxy.admin_addr, "/debug/backends", None)
-            .await
-            .json();
-        assert_eq!(
-            debug["backends"][0]["endpoints"][0]["last_error"], "reset after send",
-            "{t:?}"
-        );
+        assert_eq!(last_error(&front).await, "reset after send", "{t:?}");
         front.proxy.shutdown().await;
     }
 }
