@@ -75,16 +75,7 @@ async fn failover(transport: Transport, chunked: bool, upstream: Upstream) {
         .await;
     assert_eq!(r.status, 200, "{what}");
     assert_ne!(r.pod(), pinned, "{what}");
-    assert_eq!(
-        r.seen("x-tether-affinity").as_deref(),
-        Some("failover"),
-        "{what}"
-    );
-    assert_eq!(
-        r.seen("x-tether-session").as_deref(),
-        Some(session.as_str()),
-        "{what}"
-    );
+    r.assert_told("failover", session.as_str(), &what);
     assert_eq!(
         r.seen("x-tether-previous-endpoint").as_deref(),
         Some(pinned.as_str()),
@@ -97,16 +88,7 @@ async fn failover(transport: Transport, chunked: bool, upstream: Upstream) {
             .send(with_cookie(transport, "/", Some(&again), chunked))
             .await;
         assert_eq!(r2.pod(), r.pod(), "{what}");
-        assert_eq!(
-            r2.seen("x-tether-affinity").as_deref(),
-            Some("sticky"),
-            "{what}"
-        );
-        assert_eq!(
-            r2.seen("x-tether-session").as_deref(),
-            Some(session.as_str()),
-            "{what}"
-        );
+        r2.assert_told("sticky", session.as_str(), &what);
         assert!(r2.set_cookies().is_empty(), "{what}");
     }
     front.proxy.shutdown().await;

@@ -228,16 +228,7 @@ async fn keys_rotate_without_losing_a_session() {
         );
         let r = conn.send(with_cookie(t, "/", Some(&under_k2), false)).await;
         assert_eq!(r.pod(), pod, "{what}");
-        assert_eq!(
-            r.seen("x-tether-affinity").as_deref(),
-            Some("sticky"),
-            "{what}"
-        );
-        assert_eq!(
-            r.seen("x-tether-session").as_deref(),
-            Some(session.as_str()),
-            "{what}"
-        );
+        r.assert_told("sticky", session.as_str(), &what);
         let metrics = TestClient::new()
             .get(front.proxy.admin_addr, "/metrics", None)
             .await

@@ -72,16 +72,7 @@ async fn first_request_sets_one_cookie_and_fifty_follow_ups_stick() {
                 .await;
             assert_eq!(r.status, 200, "{what}");
             assert_eq!(r.pod(), pinned, "{what}");
-            assert_eq!(
-                r.seen("x-tether-affinity").as_deref(),
-                Some("sticky"),
-                "{what}"
-            );
-            assert_eq!(
-                r.seen("x-tether-session").as_deref(),
-                Some(session.as_str()),
-                "{what}"
-            );
+            r.assert_told("sticky", session.as_str(), &what);
             assert!(
                 r.set_cookies().is_empty(),
                 "{what}: sticky responses set no cookie"
@@ -240,16 +231,7 @@ async fn unknown_key_is_a_new_session_and_second_key_is_reissued_under_the_first
         let mut conn = rotated.conn();
         let r = conn.send(with_cookie(t, "/", Some(&value), false)).await;
         assert_eq!(r.pod(), minted.pod(), "{what}");
-        assert_eq!(
-            r.seen("x-tether-affinity").as_deref(),
-            Some("sticky"),
-            "{what}"
-        );
-        assert_eq!(
-            r.seen("x-tether-session").as_deref(),
-            Some(session.as_str()),
-            "{what}"
-        );
+        r.assert_told("sticky", session.as_str(), &what);
         let reissued = r.cookie("tether").expect("re-issued under the first key");
         let v = cookie::decode(&ring(&keys), &reissued).unwrap();
         assert_eq!(v.key_index, 0, "{what}");

@@ -403,6 +403,15 @@ impl Reply {
     pub fn seen(&self, name: &str) -> Option<String> {
         self.json()["headers"][name].as_str().map(str::to_string)
     }
+    /// Asserts what tether told the app about the session: its affinity outcome and
+    /// its id (`what` names the case).
+    #[track_caller]
+    pub fn assert_told(&self, outcome: &str, session: &str, what: &str) {
+        let affinity = self.seen("x-tether-affinity");
+        assert_eq!(affinity.as_deref(), Some(outcome), "{what}");
+        let id = self.seen("x-tether-session");
+        assert_eq!(id.as_deref(), Some(session), "{what}");
+    }
     /// Every Set-Cookie header.
     pub fn set_cookies(&self) -> Vec<String> {
         self.headers
