@@ -1,6 +1,7 @@
 //! The admin dashboard, rendered by a real browser (headless Chromium): it shows every
 //! endpoint with its state and live sessions, and keeps refreshing itself.
-//! Skips (with a message) when no `chromium` is installed; .ci/run installs it.
+//! Skips (with a message) when no `chromium` is installed; .ci/run installs it and sets
+//! `TETHER_REQUIRE_TOOLS`, under which a missing browser fails the test.
 
 mod support;
 
@@ -41,6 +42,11 @@ fn dump_dom(browser: &str, url: &str, ms: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_every_endpoint_and_refreshes_itself() {
     let Some(browser) = chromium() else {
+        // `.ci/run` installs chromium and requires it.
+        assert!(
+            std::env::var_os("TETHER_REQUIRE_TOOLS").is_none(),
+            "no chromium: apt-get install chromium"
+        );
         eprintln!("SKIPPED: no chromium installed (apt-get install chromium)");
         return;
     };

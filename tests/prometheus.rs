@@ -16,14 +16,19 @@ use std::sync::Arc;
 use serde_json::Value;
 use support::*;
 
-/// The `prometheus` binary on `PATH`.
-fn prometheus_bin() -> PathBuf {
-    std::env::var_os("PATH")
+/// The `prometheus` binary on `PATH`. Without it the test is skipped with a message on
+/// a developer's machine, and fails under `.ci/run` (which sets
+/// `TETHER_REQUIRE_TOOLS` and installs Debian's prometheus package).
+fn prometheus_bin() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file())
-        .expect("the prometheus binary (Debian's prometheus package; .ci/run installs it)")
+        .find(|p| p.is_file());
+    if found.is_none() && std::env::var_os("TETHER_REQUIRE_TOOLS").is_some() {
+        panic!("no prometheus binary: apt-get install prometheus");
+    }
+    found
 }
 
 /// `s` percent-encoded for a query string.
@@ -79,6 +84,10 @@ where
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_tether_and_runs_every_dashboard_query_and_alert_rule() {
+    let Some(prometheus) = prometheus_bin() else {
+        eprintln!("SKIPPED: no prometheus installed (apt-get install prometheus)");
+        return;
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let pods = three_pods().await;
     let p = proxy(&config(&refs(&pods), &[("k1", KEY_1)], "")).await;
@@ -97,7 +106,7 @@ async fn a_real_prometheus_scrapes_tether_and_runs_every_dashboard_query_and_ale
         ),
     )
     .unwrap();
-    let _prometheus = tokio::process::Command::new(prometheus_bin())
+    let _prometheus = tokio::process::Command::new(prometheus)
         .arg(format!(
             "--config.file={}",
             dir.path().join("prometheus.yml").display()
