@@ -1,6 +1,9 @@
 //! The tether.toml embedded in each Kubernetes ConfigMap is a valid tether config, so an
 //! operator applying the manifests does not find a config error at rollout time. (The
-//! manifests themselves are validated against the Kubernetes schemas in .ci/run.)
+//! manifests themselves are validated against the Kubernetes schemas in .ci/run.) Each
+//! kustomization installs every manifest of its folder, and never the example Secret.
+
+mod support;
 
 use std::path::Path;
 
@@ -64,4 +67,90 @@ fn sidecar_configmap_holds_a_valid_config_with_prefer_local() {
         &std::fs::read_to_string("config/kubernetes/sidecar/legacy-app.yaml").unwrap(),
     );
     assert!(toml.contains("prefer_local = true"));
+}
+
+/// The `resources:` a kustomization lists.
+fn kustomize_resources(dir: &str) -> Vec<String> {
+    let k = std::fs::read_to_string(format!("{dir}/kustomization.yaml")).unwrap();
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in k.lines() {
+        if line.starts_with("resources:") {
+            inside = true;
+        } else if inside && line.trim_start().starts_with("- ") {
+            out.push(line.trim_start()[2..].trim().to_string());
+        } else if inside && !line.starts_with(' ') {
+            inside = false;
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The manifests in `dir` an install should apply: every YAML file but the kustomization
+/// and the example Secret (a public placeholder key that must never sign cookies).
+fn manifests_in(dir: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| n != "kustomization.yaml" && n != "secret.example.yaml")
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn each_kustomization_installs_every_manifest_of_its_folder_but_the_example_secret() {
+    for dir in [
+        "config/kubernetes",
+        "config/kubernetes/sidecar",
+        "config/kubernetes/autoscaling",
+    ] {
+        assert_eq!(kustomize_resources(dir), manifests_in(dir), "{dir}");
+    }
+}
+
+/// What `kubectl kustomize dir` renders, one kind per object.
+fn rendered_kinds(kubectl: &Path, dir: &str) -> Vec<String> {
+    let out = std::process::Command::new(kubectl)
+        .args(["kustomize", dir])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut kinds: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::to_string)
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn kubectl_apply_k_installs_the_gateway_and_the_sidecar_without_a_placeholder_key() {
+    let Some(kubectl) = support::system_tool("kubectl", "kubernetes-client") else {
+        return;
+    };
+    assert_eq!(
+        rendered_kinds(&kubectl, "config/kubernetes"),
+        [
+            "ConfigMap",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let sidecar = rendered_kinds(&kubectl, "config/kubernetes/sidecar");
+    assert!(sidecar.contains(&"Deployment".to_string()), "{sidecar:?}");
+    assert!(!sidecar.contains(&"Secret".to_string()), "{sidecar:?}");
 }

@@ -8,28 +8,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
 use support::*;
-
-/// The `prometheus` binary on `PATH`. Without it the test is skipped with a message on
-/// a developer's machine, and fails under `.ci/run` (which sets
-/// `TETHER_REQUIRE_TOOLS` and installs Debian's prometheus package).
-fn prometheus_bin() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("prometheus"))
-        .find(|p| p.is_file());
-    if found.is_none() && std::env::var_os("TETHER_REQUIRE_TOOLS").is_some() {
-        panic!("no prometheus binary: apt-get install prometheus");
-    }
-    found
-}
 
 /// `s` percent-encoded for a query string.
 fn encode(s: &str) -> String {
@@ -84,7 +69,7 @@ where
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_tether_and_runs_every_dashboard_query_and_alert_rule() {
-    let Some(prometheus) = prometheus_bin() else {
+    let Some(prometheus) = system_tool("prometheus", "prometheus") else {
         eprintln!("SKIPPED: no prometheus installed (apt-get install prometheus)");
         return;
     };

@@ -365,6 +365,26 @@ pub async fn proxy(config: &str) -> Running {
 }
 
 /// Routes tether's logs to the test output when RUST_LOG is set.
+/// A program the test needs from the system (`chromium`, `prometheus`, `kubectl`), found
+/// on `PATH`. Without it the test skips with a message on a developer's machine, and
+/// fails under `.ci/run`, which installs each one and sets `TETHER_REQUIRE_TOOLS` so a
+/// missing tool cannot pass unseen.
+pub fn system_tool(name: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TETHER_REQUIRE_TOOLS").is_none(),
+            "no {name}: apt-get install {package}"
+        );
+        eprintln!("SKIPPED: no {name} installed (apt-get install {package})");
+    }
+    found
+}
+
 pub fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
