@@ -4,7 +4,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -310,24 +309,6 @@ async fn metrics_parse_and_count_new_sticky_failover_and_invalid_outcomes() {
     p.shutdown().await;
 }
 
-/// `/debug/history` once it holds a sample newer than `after` (unix seconds).
-async fn next_sample(c: &TestClient, admin: std::net::SocketAddr, after: Option<u64>) -> Value {
-    for _ in 0..1000 {
-        let h = c.get(admin, "/debug/history", None).await.json();
-        let newest = h["times"].as_array().and_then(|t| t.last()?.as_u64());
-        if newest.is_some() && newest != after {
-            return h;
-        }
-        // The sampler's tick may be due at this very instant: let it run.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("the sampler took no sample after {after:?}");
-}
-
-fn newest(h: &Value) -> Option<u64> {
-    h["times"].as_array()?.last()?.as_u64()
-}
-
 fn history_of<'a>(h: &'a Value, pod: &str) -> Option<&'a Value> {
     h["backends"][0]["pods"]
         .as_array()?
@@ -356,7 +337,7 @@ async fn the_history_holds_fifteen_minutes_of_request_rate_failovers_and_session
     let c = TestClient::new();
     let admin = p.admin_addr;
     // The sampler reads the counters as tether starts, before any request.
-    let h = next_sample(&c, admin, None).await;
+    let h = history_after(&c, admin, None).await;
     assert_eq!(h["times"].as_array().unwrap().len(), 1, "{h}");
     assert_eq!(h["interval_seconds"], INTERVAL.as_secs_f64());
     assert_eq!(h["window_seconds"], WINDOW.as_secs_f64());
@@ -368,7 +349,7 @@ async fn the_history_holds_fifteen_minutes_of_request_rate_failovers_and_session
         sessions.push((r.pod(), r.cookie("tether").unwrap()));
     }
     tokio::time::sleep(INTERVAL).await;
-    let h = next_sample(&c, admin, newest(&h)).await;
+    let h = history_after(&c, admin, newest(&h)).await;
     let app = &h["backends"][0];
     assert_eq!(app["name"], "app");
     assert_eq!(app["requests_per_second"], json!([null, 5.0]), "{h}");
@@ -410,7 +391,7 @@ async fn the_history_holds_fifteen_minutes_of_request_rate_failovers_and_session
         assert_eq!(r.seen("x-tether-affinity").as_deref(), Some("failover"));
     }
     tokio::time::sleep(INTERVAL).await;
-    let mut h = next_sample(&c, admin, newest(&h)).await;
+    let mut h = history_after(&c, admin, newest(&h)).await;
     let app = &h["backends"][0];
     assert_eq!(*latest(&app["failovers"]["endpoint_gone"]), gone.len());
     assert_eq!(*latest(&app["failovers"]["drained"]), 0);
@@ -424,7 +405,7 @@ async fn the_history_holds_fifteen_minutes_of_request_rate_failovers_and_session
     let mut aged_out = None;
     for _ in 0..100 {
         tokio::time::sleep(INTERVAL).await;
-        h = next_sample(&c, admin, newest(&h)).await;
+        h = history_after(&c, admin, newest(&h)).await;
         let times: Vec<u64> = serde_json::from_value(h["times"].clone()).unwrap();
         assert!(times.len() <= 90, "{} samples", times.len());
         assert!(times[times.len() - 1] - times[0] < 900, "{times:?}");
