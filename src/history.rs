@@ -186,8 +186,11 @@ fn rates(ring: &Ring<f32>) -> Vec<Option<f64>> {
 /// What bounds the rings.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
+    /// Samples per series.
     capacity: usize,
+    /// The age past which a sample goes, however few there are.
     window: Duration,
+    /// Pod series across all backends.
     max_pods: usize,
 }
 
@@ -203,17 +206,23 @@ struct Stamp {
 /// Every series, each as long as `times`.
 #[derive(Debug, Default)]
 struct Rings {
+    /// When each sample was taken, oldest first: the x axis every series shares.
     times: VecDeque<Stamp>,
+    /// In the order they first appeared (the config's, unless a reload added some).
     backends: Vec<BackendSeries>,
     /// Pods of the latest sample left out because the cap was reached.
     untracked: usize,
 }
 
 /// A pod seen in this sample with no series yet.
+/// Held aside until the series of pods that went are dropped, so they can make room.
 struct NewPod {
+    /// Its backend's name.
     backend: Arc<str>,
     identity: Arc<str>,
+    /// Its counters, for the first reading.
     stats: Arc<EndpointStats>,
+    /// Its live sessions now.
     sessions: u64,
 }
 
@@ -341,7 +350,9 @@ impl Rings {
 struct Reading<S, C> {
     /// Identifies the counter: a reload or a returning pod brings a new one.
     source: Weak<S>,
+    /// What it said.
     count: C,
+    /// When: rates are over the time since.
     at: Instant,
 }
 
@@ -382,18 +393,22 @@ fn increase(before: u64, now: u64) -> u32 {
 /// The counters a backend sample reads: requests, then failovers by reason.
 type BackendCounts = (u64, [u64; FAILOVERS.len()]);
 
+/// One backend's series, and its pods'.
 #[derive(Debug)]
 struct BackendSeries {
+    /// What a reload's new backend is matched by: its series go on.
     name: Arc<str>,
     /// Requests finished per second.
     requests: Ring<f32>,
     /// Failovers in each sample, by reason (in [`FAILOVERS`] order).
     failovers: [Ring<u32>; FAILOVERS.len()],
+    /// The previous reading of the backend's counters.
     last: Option<Reading<Backend, BackendCounts>>,
     /// When it was last present; it goes once no sample in the window saw it.
     last_seen: Instant,
     /// Present in the sample being taken.
     seen: bool,
+    /// By identity, so the JSON lists them in a stable order.
     pods: BTreeMap<Arc<str>, PodSeries>,
 }
 
@@ -458,12 +473,14 @@ impl BackendSeries {
 
 // === impl PodSeries ===
 
+/// One pod's series (a pod is an endpoint, by identity).
 #[derive(Debug)]
 struct PodSeries {
     /// Live sessions pinned to the pod, as this replica counts them.
     sessions: Ring<u64>,
     /// Responses from the pod per second.
     requests: Ring<f32>,
+    /// The previous reading of the pod's response counter.
     last: Option<Reading<EndpointStats, u64>>,
     /// When it was last present; it goes once no sample in the window saw it.
     last_seen: Instant,
