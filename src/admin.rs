@@ -4,7 +4,8 @@
 //! - `GET /` (dashboard), `GET /healthz`, `GET /readyz`
 //! - `POST /admin/backends/{backend}/endpoints/{endpoint}/drain` and `.../undrain`
 //!   (`{endpoint}` is the identity, e.g. `shop/cart-0`, `/` included, or percent-encoded)
-//! - `GET /debug/backends`
+//! - `GET /debug/backends`, `GET /debug/history` (the last 15 minutes, see
+//!   [`crate::history`])
 //! - `GET /metrics` (Prometheus / OpenMetrics text)
 
 use std::sync::Arc;
@@ -14,10 +15,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::backend::EndpointState;
+use crate::history::History;
 use crate::proxy::Proxy;
 
 /// The dashboard: one self-contained page (no external assets, works offline in a
-/// cluster) that redraws itself from `/debug/backends`.
+/// cluster) that redraws its tables from `/debug/backends` and its charts from
+/// `/debug/history`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The answer of an [`AdminHook`]: produced asynchronously, so a hook can wait for what
@@ -53,10 +56,11 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Byte
     r
 }
 
-/// Handles one admin request.
+/// Handles one admin request; `history` is what the sampler recorded of `proxy`.
 pub async fn handle<B>(
     req: &Request<B>,
     proxy: &Proxy,
+    history: &History,
     hook: Option<&Arc<dyn AdminHook>>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
@@ -78,6 +82,7 @@ pub async fn handle<B>(
             }
         }
         (&Method::GET, "/debug/backends") => json(StatusCode::OK, &debug_backends(proxy)),
+        (&Method::GET, "/debug/history") => json(StatusCode::OK, &history.to_json()),
         (&Method::GET, "/metrics") => {
             let counts = crate::metrics::ProxyCounts {
                 reloads_ok: proxy.reloads(true),

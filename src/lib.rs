@@ -7,13 +7,13 @@
 //! on a replica-stable consistent-hash table, [`backend`] holds the immutable
 //! per-backend snapshot the request path reads, [`upstream`] talks to the pods,
 //! [`discovery`] feeds endpoints into the snapshots, [`health`] tracks passive failures,
-//! [`stats`] counts and [`metrics`] renders the counts, and [`admin`] answers
-//! operators. [`http`] holds the message
+//! [`stats`] counts and [`metrics`] renders the counts, [`history`] samples them for
+//! the dashboard's charts, and [`admin`] answers operators. [`http`] holds the message
 //! rules every path shares and [`fault`] says whose fault a failure was. [`config`]
 //! turns a TOML file into the validated settings all of them start from.
 //!
-//! Dependencies point one way, down the layers: `server` → `admin` → `proxy` →
-//! `affinity` / `metrics` → `backend` → `upstream` → `http`, with `stats`, `keys`,
+//! Dependencies point one way, down the layers: `server` → `admin` → `proxy` /
+//! `history` → `affinity` / `metrics` → `backend` → `upstream` → `http`, with `stats`, `keys`,
 //! `fault`, `retry`, `config`, `clock`, `balance` and `health` below them;
 //! `tests/layout.rs` holds the crate to it.
 #![forbid(unsafe_code)]
@@ -29,6 +29,7 @@ pub mod demo;
 pub mod discovery;
 pub mod fault;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod io;
 pub mod keys;

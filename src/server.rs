@@ -25,6 +25,7 @@ use crate::config::{Config, Source};
 use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
+use crate::history::History;
 use crate::io::SendTimeout;
 use crate::keys::KeyRing;
 use crate::proxy::{native, Connection, Proxy, State};
@@ -62,7 +63,7 @@ pub struct Running {
     pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// Background tasks (TLS file watch, reload watch); aborted at shutdown.
+    /// Background tasks (TLS file watch, reload watch, history sampler); aborted at shutdown.
     discovery: Vec<JoinHandle<()>>,
     /// Applies new configs.
     reloader: Arc<Reloader>,
@@ -234,6 +235,15 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         Some(proxy.clone()),
         proxy_service(proxy.clone()),
     ));
+    // The dashboard's history: sampled off the request path, from whatever backends
+    // the routing state holds at each tick (a reload's included).
+    let history = Arc::new(History::default());
+    let sampled = proxy.clone();
+    discovery.push(tokio::spawn(
+        history
+            .clone()
+            .run(move || sampled.state().backends.clone()),
+    ));
     let p = proxy.clone();
     let admin_limits = Limits {
         max_connections: Some(256),
@@ -248,11 +258,13 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         None,
         None,
         move |_peer, _secure| {
-            let p = p.clone();
-            let hook = hook.clone();
+            let (p, history, hook) = (p.clone(), history.clone(), hook.clone());
             service_fn(move |req: Request<Incoming>| {
-                let (p, hook) = (p.clone(), hook.clone());
-                async move { Ok::<_, Infallible>(admin::handle(&req, &p, hook.as_ref()).await) }
+                let (p, history, hook) = (p.clone(), history.clone(), hook.clone());
+                async move {
+                    let answer = admin::handle(&req, &p, &history, hook.as_ref()).await;
+                    Ok::<_, Infallible>(answer)
+                }
             })
         },
     ));

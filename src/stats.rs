@@ -193,6 +193,20 @@ impl BackendStats {
             .collect()
     }
 
+    /// How many times `e` happened so far.
+    pub fn affinity_count(&self, e: AffinityEvent) -> u64 {
+        self.affinity[e as usize].load(Ordering::Relaxed)
+    }
+
+    /// Requests finished so far (answered by an endpoint or by tether): the count of
+    /// the duration histogram, so a rate of it is `tether_request_duration_seconds_count`'s.
+    pub fn requests(&self) -> u64 {
+        self.duration_buckets
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Counts a retry.
     #[inline]
     pub fn retry(&self) {

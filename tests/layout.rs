@@ -111,6 +111,12 @@ fn the_layers_below_the_proxy_know_nothing_of_it() {
             assert!(!deps.contains(high), "{low} depends on {high}: {deps:?}");
         }
     }
+    // The dashboard's history reads the backends' counters from the side: it knows
+    // nothing of the request path, and the request path nothing of it.
+    for high in ["proxy", "admin", "server"] {
+        assert!(!graph["history"].contains(high), "{:?}", graph["history"]);
+    }
+    assert!(!graph["proxy"].contains("history"), "{:?}", graph["proxy"]);
     assert!(
         !graph["backend"].contains("affinity"),
         "{:?}",

@@ -548,6 +548,26 @@ pub async fn metric(
         .unwrap_or(0.0)
 }
 
+/// `/debug/history` from the admin listener at `admin` once it holds a sample newer
+/// than `after` (unix seconds; `None`: any sample).
+pub async fn history_after(c: &TestClient, admin: SocketAddr, after: Option<u64>) -> Value {
+    for _ in 0..1000 {
+        let h = c.get(admin, "/debug/history", None).await.json();
+        let newest = newest(&h);
+        if newest.is_some() && newest != after {
+            return h;
+        }
+        // The sampler's tick may be due at this very instant (a paused clock): let it run.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the sampler took no sample after {after:?}");
+}
+
+/// The time of the newest sample in a `/debug/history` answer.
+pub fn newest(history: &Value) -> Option<u64> {
+    history["times"].as_array()?.last()?.as_u64()
+}
+
 /// Reads one whole response with a `Content-Length` body from `s`.
 pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
     let mut got = Vec::new();
