@@ -13,15 +13,9 @@ use support::*;
 use tether::backend::{EndpointSpec, EndpointState};
 use tether::history::INTERVAL;
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
 /// Loads `url` in headless Chromium, lets the page run for `ms` of virtual time, and
 /// returns the DOM it ended with.
-fn dump_dom(browser: &str, url: &str, ms: u32) -> String {
+fn dump_dom(browser: &std::path::Path, url: &str, ms: u32) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(browser)
         .args([
@@ -88,13 +82,7 @@ fn assert_line(dom: &str, kind: &str, series: &str) {
 
 #[tokio::test(start_paused = true)]
 async fn the_dashboard_renders_every_endpoint_charts_its_history_and_refreshes_itself() {
-    let Some(browser) = chromium() else {
-        // `.ci/run` installs chromium and requires it.
-        assert!(
-            std::env::var_os("TETHER_REQUIRE_TOOLS").is_none(),
-            "no chromium: apt-get install chromium"
-        );
-        eprintln!("SKIPPED: no chromium installed (apt-get install chromium)");
+    let Some(browser) = system_tool("chromium", "chromium") else {
         return;
     };
     let pods = pods(&["pod-a", "pod-b", "pod-c", "pod-d"]).await;
@@ -139,7 +127,7 @@ async fn the_dashboard_renders_every_endpoint_charts_its_history_and_refreshes_i
 
     // The browser runs on a blocking thread, which keeps the paused clock where it is.
     let url = format!("http://{}/?refresh=0.5", p.admin_addr);
-    let dom = tokio::task::spawn_blocking(move || dump_dom(browser, &url, 3000))
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&browser, &url, 3000))
         .await
         .unwrap();
     for pod in ["pod-a", "pod-b", "pod-c"] {
