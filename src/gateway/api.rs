@@ -269,12 +269,11 @@ pub struct SessionPersistence {
     /// The cookie's or header's name; implementation-chosen when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_name: Option<String>,
-    /// A session older than this is over (a Gateway API duration such as `48h`).
+    /// A session older than this is over (a Gateway API duration such as `48h`). The
+    /// CRD of v1.6.1 has no `idleTimeout` (GEP-1619 dropped it); tether's idle timeout
+    /// stays a tether setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absolute_timeout: Option<String>,
-    /// A session idle longer than this is over.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<String>,
     /// Where the session token travels; `Cookie` when absent.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<SessionPersistenceType>,

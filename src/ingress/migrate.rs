@@ -858,7 +858,6 @@ fn session_persistence(a: &Affinity) -> Option<SessionPersistence> {
                     }),
                 }),
                 absolute_timeout: timeout,
-                idle_timeout: None,
             })
         }
     }
