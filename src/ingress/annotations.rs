@@ -442,7 +442,10 @@ mod tests {
     #[test]
     fn upstream_hash_by_a_header_becomes_header_affinity() {
         let m = map(&annotations(&[("upstream-hash-by", "$http_x_session_id")]));
-        assert_eq!(m.affinity.unwrap().key, Key::Header("X-Session-Id".into()));
+        assert_eq!(
+            m.affinity.as_ref().unwrap().key,
+            Key::Header("X-Session-Id".into())
+        );
         assert_eq!(verdict(&m, "upstream-hash-by"), Verdict::Mapped);
         let ip = map(&annotations(&[("upstream-hash-by", "$binary_remote_addr")]));
         assert_eq!(ip.affinity.unwrap().key, Key::ClientIp);

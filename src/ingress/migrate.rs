@@ -159,9 +159,12 @@ pub fn migrate(text: &str, options: &Options) -> Result<Migration> {
 
 // === reading ===
 
-/// The Ingresses of the input with their 1-based document index, notes on what was
-/// skipped, and how many documents there were.
-fn read(text: &str) -> Result<(Vec<(usize, Ingress)>, Vec<String>, usize)> {
+/// The Ingresses of the input, each with its 1-based document index.
+type Indexed = Vec<(usize, Ingress)>;
+
+/// The Ingresses of the input, notes on what was skipped, and how many documents there
+/// were.
+fn read(text: &str) -> Result<(Indexed, Vec<String>, usize)> {
     let mut ingresses = Vec::new();
     let mut notes = Vec::new();
     let mut documents = 0;
@@ -187,7 +190,7 @@ fn read(text: &str) -> Result<(Vec<(usize, Ingress)>, Vec<String>, usize)> {
 fn collect(
     index: usize,
     json: serde_json::Value,
-    ingresses: &mut Vec<(usize, Ingress)>,
+    ingresses: &mut Indexed,
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let field = |field: &str, reason: String| Error::Field {
@@ -213,7 +216,7 @@ fn collect(
         .and_then(|n| n.as_str())
         .unwrap_or("")
         .to_string();
-    if kind == "List" || kind.ends_with("List") && object.contains_key("items") {
+    if kind.ends_with("List") && object.contains_key("items") {
         let items = object.get("items").and_then(|i| i.as_array());
         for item in items.into_iter().flatten() {
             collect(index, item.clone(), ingresses, notes)?;
