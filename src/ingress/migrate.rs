@@ -418,6 +418,12 @@ impl Builder<'_> {
                         );
                         PathMatchType::PathPrefix
                     }
+                    "" => {
+                        return Err(field_err(
+                            format!("{at}.pathType"),
+                            "missing (Prefix, Exact or ImplementationSpecific)".into(),
+                        ))
+                    }
                     other => {
                         return Err(field_err(
                             format!("{at}.pathType"),
