@@ -10,12 +10,15 @@
 //! [`stats`] counts and [`metrics`] renders the counts, [`history`] samples them for
 //! the dashboard's charts, and [`admin`] answers operators. [`http`] holds the message
 //! rules every path shares and [`fault`] says whose fault a failure was. [`config`]
-//! turns a TOML file into the validated settings all of them start from.
+//! turns a TOML file into the validated settings all of them start from. [`gateway`]
+//! holds the typed Gateway API objects and GEP-1619's rules, and [`ingress`] what tether
+//! makes of ingress-nginx Ingresses (`tether migrate`).
 //!
 //! Dependencies point one way, down the layers: `server` → `admin` → `proxy` /
 //! `history` → `affinity` / `metrics` → `backend` → `upstream` → `http`, with `stats`, `keys`,
 //! `fault`, `retry`, `config`, `clock`, `balance` and `health` below them;
-//! `tests/layout.rs` holds the crate to it.
+//! `ingress` → `gateway` / `config` sit beside the request path and nothing on it uses
+//! them; `tests/layout.rs` holds the crate to it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,9 +31,11 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fault;
+pub mod gateway;
 pub mod health;
 pub mod history;
 pub mod http;
+pub mod ingress;
 pub mod io;
 pub mod keys;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The `tether` command: run, check, keygen, demo.
+//! The `tether` command: run, check, keygen, cookie, demo, migrate.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use base64::Engine;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tether::config::Config;
 
 #[derive(Parser)]
@@ -64,6 +64,33 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Read ingress-nginx Ingress manifests (offline) and print the equivalent Gateway and
+    /// HTTPRoutes with sessionPersistence, the tether.toml, and how each annotation maps.
+    Migrate {
+        /// Multi-document YAML of Ingresses (`kubectl get ingress -A -o yaml` works);
+        /// standard input when absent or `-`.
+        file: Option<PathBuf>,
+        /// `gatewayClassName` of the Gateways written.
+        #[arg(long, default_value = "tether")]
+        gateway_class: String,
+        /// What to print: the Gateway API objects, the TOML, the report, or all three
+        /// (TOML and report as YAML comments after the objects).
+        #[arg(long, value_enum, default_value = "all")]
+        format: Format,
+    },
+}
+
+/// `tether migrate --format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// The Gateways and HTTPRoutes (YAML).
+    Gateway,
+    /// The tether.toml.
+    Toml,
+    /// The annotation table (Markdown).
+    Report,
+    /// All three.
+    All,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +145,11 @@ fn main() -> ExitCode {
             let path = config_path;
             exit(runtime(config.server.workers).and_then(|rt| rt.block_on(run(config, path))))
         }
+        Command::Migrate {
+            file,
+            gateway_class,
+            format,
+        } => migrate(file, gateway_class, format),
         Command::Demo { listen, admin } => {
             init_logging(false);
             exit(runtime(None).and_then(|rt| rt.block_on(demo(listen, admin))))
@@ -184,6 +216,57 @@ fn inspect(config: &Config, value: &str) -> ExitCode {
     println!("placed:   {} ago", age(v.claims.placed));
     println!("seen:     {} ago", age(v.claims.seen));
     ExitCode::SUCCESS
+}
+
+/// `tether migrate`: exit 0 with the translation, or 2 naming the document and field.
+fn migrate(file: Option<PathBuf>, gateway_class: String, format: Format) -> ExitCode {
+    use std::io::Read;
+    use tether::ingress::migrate;
+    let text = match file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => std::fs::read_to_string(p),
+        _ => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map(|_| s)
+        }
+    };
+    let source = match file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => p.display().to_string(),
+        _ => "<stdin>".into(),
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {source}: cannot read: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = migrate::Options { gateway_class };
+    let m = match migrate::migrate(&text, &options) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {source}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for n in &m.notes {
+        eprintln!("note: {n}");
+    }
+    let out = match format {
+        Format::Gateway => m.gateway_yaml(),
+        Format::Toml => Ok(m.toml.clone()),
+        Format::Report => Ok(m.report()),
+        Format::All => m.all(),
+    };
+    match out {
+        Ok(o) => {
+            print!("{o}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn exit(r: anyhow::Result<()>) -> ExitCode {

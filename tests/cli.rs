@@ -770,3 +770,104 @@ fn check_warns_when_a_tls_listeners_cookie_is_set_not_secure() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
+
+#[test]
+fn migrate_reads_a_file_and_prints_gateway_api_objects_toml_and_the_report() {
+    let out = Command::new(BIN)
+        .args(["migrate", "examples/ingress-nginx/shop.yaml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("kind: Gateway\n"), "{stdout}");
+    assert!(stdout.contains("kind: HTTPRoute\n"), "{stdout}");
+    assert!(stdout.contains("sessionName: SHOPSESSION"), "{stdout}");
+    assert!(stdout.contains("# [[backend]]"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "| web/shop | nginx.ingress.kubernetes.io/proxy-body-size | 8m | not supported |"
+        ),
+        "{stdout}"
+    );
+    let toml = Command::new(BIN)
+        .args([
+            "migrate",
+            "--format",
+            "toml",
+            "examples/ingress-nginx/shop.yaml",
+        ])
+        .output()
+        .unwrap();
+    let toml = String::from_utf8_lossy(&toml.stdout);
+    assert!(toml.starts_with("# tether.toml"), "{toml}");
+    assert!(!toml.contains("kind:"), "{toml}");
+    let (ok, stderr) = check(&toml);
+    assert!(ok, "tether check rejects the printed TOML: {stderr}");
+}
+
+#[test]
+fn migrate_reads_standard_input_and_skips_other_kinds_with_a_note() {
+    use std::io::Write;
+    let input = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n---\n{}",
+        std::fs::read_to_string("examples/ingress-nginx/shop.yaml").unwrap()
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "migrate",
+            "--format",
+            "gateway",
+            "--gateway-class",
+            "edge",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("gatewayClassName: edge"), "{stdout}");
+    assert!(
+        !stdout.contains("# "),
+        "gateway format prints only objects: {stdout}"
+    );
+    assert!(
+        stderr.contains("note: document 1: skipped Service \"web\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn migrate_rejects_bad_yaml_naming_the_document_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\nspec: [unclosed\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("document 2: not valid YAML"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

@@ -124,3 +124,30 @@ fn the_layers_below_the_proxy_know_nothing_of_it() {
     );
     assert!(!graph["http"].contains("upstream"), "{:?}", graph["http"]);
 }
+
+#[test]
+fn ingress_and_gateway_api_sit_beside_the_request_path() {
+    let graph = dependencies();
+    // `tether migrate` (and later the controllers) read Ingress and Gateway API objects
+    // and produce settings; the request path never reaches for them, and the typed
+    // Gateway API objects know nothing of Ingress.
+    for (module, deps) in &graph {
+        if module != "ingress" && module != "server" {
+            assert!(!deps.contains("ingress"), "{module} depends on ingress");
+        }
+    }
+    for low in [
+        "http", "upstream", "backend", "affinity", "balance", "proxy", "config",
+    ] {
+        assert!(!graph[low].contains("gateway"), "{low} depends on gateway");
+    }
+    assert!(
+        !graph["gateway"].contains("ingress"),
+        "{:?}",
+        graph["gateway"]
+    );
+    for high in ["proxy", "admin", "server", "demo", "history"] {
+        assert!(!graph["ingress"].contains(high), "{:?}", graph["ingress"]);
+        assert!(!graph["gateway"].contains(high), "{:?}", graph["gateway"]);
+    }
+}

@@ -1,0 +1,356 @@
+//! Typed Gateway API objects (`gateway.networking.k8s.io/v1`, experimental channel v1.6.1):
+//! GatewayClass, Gateway, HTTPRoute and ReferenceGrant, with the fields tether reads and
+//! writes and no others.
+//!
+//! The `gateway-api` crate would give all of them, but it is built on kube 4 /
+//! k8s-openapi 0.28 and tether on kube 5 / 0.29, so these are written by hand from the
+//! CRDs. Field names follow the CRD (`rename_all = "camelCase"`); optional fields and
+//! empty lists are left out when serialising, so what tether prints is what a person
+//! would write. `tests/gateway_api.rs` walks the CRD schemas to prove every field here
+//! exists there, and validates what `tether migrate` prints against them. Objects the
+//! API server sends with fields tether does not know still deserialise: serde ignores
+//! unknown fields.
+
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every object here.
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+// === GatewayClass ===
+
+/// `GatewayClass.spec`: which controller implements Gateways of this class.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "GatewayClass",
+    plural = "gatewayclasses",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassSpec {
+    /// The controller that owns Gateways of this class (tether's, for class `tether`).
+    pub controller_name: String,
+    /// Free text shown by `kubectl describe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+// === Gateway ===
+
+/// `Gateway.spec`: the listeners one tether deployment serves.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "Gateway",
+    plural = "gateways",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The GatewayClass this Gateway belongs to (and so the controller that serves it).
+    pub gateway_class_name: String,
+    /// Ports, protocols and hostnames the Gateway accepts traffic on.
+    pub listeners: Vec<Listener>,
+}
+
+/// One `Gateway.spec.listeners[]` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// Unique within the Gateway; routes may attach to it by this name (`sectionName`).
+    pub name: String,
+    /// Only requests for this host (or wildcard) reach the listener; none means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The port the listener accepts connections on.
+    pub port: i32,
+    /// `HTTP` or `HTTPS` for tether (the CRD also knows `TLS`, `TCP`, `UDP`).
+    pub protocol: String,
+    /// Certificates for `HTTPS`; required there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+    /// Which namespaces' routes may attach (default: the Gateway's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// `listeners[].tls`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTls {
+    /// `Terminate` (tether terminates TLS) or `Passthrough`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The Secrets holding the certificate and key (`kubernetes.io/tls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_refs: Vec<SecretObjectReference>,
+}
+
+/// A reference to a Secret (or another object holding certificates).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretObjectReference {
+    /// API group; `""` (the default) is the core group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; `Secret` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The object's name.
+    pub name: String,
+    /// The object's namespace; the Gateway's when absent (another needs a ReferenceGrant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// `listeners[].allowedRoutes`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedRoutes {
+    /// Namespaces whose routes may attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<RouteNamespaces>,
+}
+
+/// `allowedRoutes.namespaces`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteNamespaces {
+    /// `Same` (default), `All` or `Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+// === HTTPRoute ===
+
+/// `HTTPRoute.spec`: which requests go to which Services, and how sessions stick.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    plural = "httproutes",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteSpec {
+    /// The Gateways (or listeners of one) the route attaches to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    /// Host names the route answers; none means every host its listeners accept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Matches and the backends they send to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<HTTPRouteRule>,
+}
+
+/// A route's reference to the Gateway it attaches to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    /// API group; `gateway.networking.k8s.io` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; `Gateway` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The Gateway's namespace; the route's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Gateway's name.
+    pub name: String,
+    /// One listener of the Gateway, by name; all of them when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// One listener of the Gateway, by port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// One `HTTPRoute.spec.rules[]` entry: each rule is its own session scope (GEP-1619).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteRule {
+    /// Optional name of the rule, for status and policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Any one of these matches the rule; none means `PathPrefix /`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HTTPRouteMatch>,
+    /// Where matching requests go, weighted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<HTTPBackendRef>,
+    /// Sticky sessions for the rule (GEP-1619).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistence>,
+}
+
+/// One `rules[].matches[]` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteMatch {
+    /// The path condition; `PathPrefix /` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HTTPPathMatch>,
+    /// Header conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HTTPHeaderMatch>,
+}
+
+/// `matches[].path`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPPathMatch {
+    /// How `value` is compared; `PathPrefix` when absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<PathMatchType>,
+    /// The path, prefix or expression; `/` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `matches[].path.type`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathMatchType {
+    /// The whole path equals the value.
+    Exact,
+    /// The path starts with the value, element-wise (`/foo` matches `/foo/bar`, not `/foobar`).
+    PathPrefix,
+    /// An implementation-specific regular expression.
+    RegularExpression,
+}
+
+/// `matches[].headers[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPHeaderMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The header name, case-insensitive.
+    pub name: String,
+    /// The value to compare with.
+    pub value: String,
+}
+
+/// One `rules[].backendRefs[]` entry: a Service and its share of new sessions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPBackendRef {
+    /// API group; `""` (core) by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; `Service` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The Service's name.
+    pub name: String,
+    /// The Service's namespace; the route's when absent (another needs a ReferenceGrant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The Service port number; required for Services (a CEL rule of the CRD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Relative share of new sessions; 1 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+/// `rules[].sessionPersistence` (GEP-1619).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPersistence {
+    /// The cookie's or header's name; implementation-chosen when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// A session older than this is over (a Gateway API duration such as `48h`). The
+    /// CRD of v1.6.1 has no `idleTimeout` (GEP-1619 dropped it); tether's idle timeout
+    /// stays a tether setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout: Option<String>,
+    /// Where the session token travels; `Cookie` when absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<SessionPersistenceType>,
+    /// Cookie attributes (`type: Cookie` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_config: Option<CookieConfig>,
+}
+
+/// `sessionPersistence.type`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionPersistenceType {
+    /// A cookie the gateway sets.
+    Cookie,
+    /// A header the client sends.
+    Header,
+}
+
+/// `sessionPersistence.cookieConfig`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieConfig {
+    /// `Permanent` (Max-Age from `absoluteTimeout`) or `Session` (no Max-Age/Expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_type: Option<LifetimeType>,
+}
+
+/// `cookieConfig.lifetimeType`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifetimeType {
+    /// The cookie outlives the browser session: `Max-Age` from `absoluteTimeout`.
+    Permanent,
+    /// A session cookie: no `Max-Age` or `Expires`.
+    Session,
+}
+
+// === ReferenceGrant ===
+
+/// `ReferenceGrant.spec`: lets objects in other namespaces refer to objects in this one
+/// (a route to a Service, a Gateway to a certificate Secret).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "ReferenceGrant",
+    plural = "referencegrants",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    /// Who may refer.
+    pub from: Vec<ReferenceGrantFrom>,
+    /// To what.
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// `ReferenceGrant.spec.from[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    /// The referring object's API group.
+    pub group: String,
+    /// The referring object's kind.
+    pub kind: String,
+    /// The referring object's namespace.
+    pub namespace: String,
+}
+
+/// `ReferenceGrant.spec.to[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    /// The referred object's API group (`""` for core).
+    pub group: String,
+    /// The referred object's kind.
+    pub kind: String,
+    /// One object by name; every object of the kind when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}

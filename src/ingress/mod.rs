@@ -1,0 +1,10 @@
+//! Kubernetes Ingress: what tether makes of Ingress objects written for ingress-nginx.
+//!
+//! `annotations` is the one mapping of ingress-nginx annotations onto tether's affinity
+//! settings, with a verdict for every annotation (mapped, approximated, unsupported),
+//! so no annotation is ever dropped without a word. `migrate` uses it to turn Ingress
+//! manifests into Gateway API objects and tether.toml offline (`tether migrate`); the
+//! live Ingress controller will use the same mapping.
+
+pub mod annotations;
+pub mod migrate;
