@@ -106,6 +106,9 @@ impl Discovery for KubernetesDiscovery {
                          none are loaded yet, so the backend answers 503 until the watch \
                          succeeds"
                     };
+                    // Counted before it is logged: whoever reads the warning finds the
+                    // error in the metrics too.
+                    backend.stats.discovery_error();
                     tracing::warn!(
                         backend = %backend.name(),
                         namespace = %self.source.namespace,
@@ -113,7 +116,6 @@ impl Discovery for KubernetesDiscovery {
                         error = %e,
                         "{what}"
                     );
-                    backend.stats.discovery_error();
                     failing = true;
                 }
             }
