@@ -1358,6 +1358,13 @@ impl Validator<'_> {
                 "must be at most 60s (changes wait this long before they route)",
             ));
         }
+        if address.is_some() {
+            self.warn(
+                "kubernetes.ingress.address",
+                "Ingress status is not written yet (leader-elected status writing is a later \
+                 stage of #18): this address is not published",
+            );
+        }
         Ok(IngressSettings {
             controller,
             address,
@@ -1466,6 +1473,12 @@ mod tests {
     fn ingress_mode_allows_a_file_without_backends_and_names_bad_fields() {
         let c = parse("[kubernetes.ingress]\naddress = '203.0.113.7'\n").unwrap();
         assert!(c.backends.is_empty() && c.routes.is_empty());
+        assert_eq!(
+            c.warnings.len(),
+            1,
+            "address is not written yet: {:?}",
+            c.warnings
+        );
         let i = c.kubernetes.ingress.unwrap();
         assert_eq!(i.controller, DEFAULT_INGRESS_CONTROLLER);
         assert_eq!(i.debounce, Duration::from_millis(200));
