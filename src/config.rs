@@ -78,6 +78,27 @@ pub struct KubernetesSettings {
     pub backoff_min: Duration,
     /// Longest retry delay after repeated API errors.
     pub backoff_max: Duration,
+    /// `[kubernetes.ingress]`: Ingress mode, when set.
+    pub ingress: Option<IngressSettings>,
+}
+
+/// The controller name tether answers for when none is configured.
+pub const DEFAULT_INGRESS_CONTROLLER: &str = "tether.io/ingress-controller";
+
+/// `[kubernetes.ingress]`: route the Ingresses of tether's IngressClasses.
+///
+/// Their backends and routes are added to the file's own (see the README, "Ingress
+/// mode"): backend names are `namespace.ingress.service.port`, and where a file route
+/// and an Ingress route have the same host and path prefix, the file's wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// The IngressClass `spec.controller` value that selects tether.
+    pub controller: String,
+    /// The address written to `status.loadBalancer.ingress` (an IP or a hostname);
+    /// `None` leaves status alone.
+    pub address: Option<String>,
+    /// How long a burst of Ingress changes is collected before one reload applies it.
+    pub debounce: Duration,
 }
 
 /// `[server]`.
@@ -388,6 +409,15 @@ struct RawKubernetes {
     kubeconfig: Option<PathBuf>,
     backoff_min: Option<String>,
     backoff_max: Option<String>,
+    ingress: Option<RawIngress>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    controller: Option<String>,
+    address: Option<String>,
+    debounce: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -598,11 +628,19 @@ impl Validator<'_> {
             }
             backends.push(backend);
         }
-        if backends.is_empty() {
-            return Err(self.err("backend", "at least one [[backend]] is required"));
+        let ingress = match raw.kubernetes.ingress {
+            Some(i) => Some(self.ingress(i)?),
+            None => None,
+        };
+        if backends.is_empty() && ingress.is_none() {
+            return Err(self.err(
+                "backend",
+                "at least one [[backend]] is required (or [kubernetes.ingress], whose Ingresses bring their own)",
+            ));
         }
         let routes = self.routes(raw.routes, &backends)?;
         let kubernetes = KubernetesSettings {
+            ingress,
             kubeconfig: raw.kubernetes.kubeconfig.map(|p| self.base.join(p)),
             backoff_min: self.duration(
                 "kubernetes.backoff_min",
@@ -1194,6 +1232,9 @@ impl Validator<'_> {
         backends: &[BackendSettings],
     ) -> Result<Vec<RouteSettings>> {
         if raw.is_empty() {
+            if backends.is_empty() {
+                return Ok(Vec::new()); // Ingress mode with no backend of the file's own
+            }
             if backends.len() == 1 {
                 return Ok(vec![RouteSettings {
                     host: None,
@@ -1258,6 +1299,77 @@ impl Validator<'_> {
         let v = value.unwrap_or(default);
         v.parse()
             .map_err(|_| self.err(field, format!("{v:?} is not an ip:port socket address")))
+    }
+
+    fn ingress(&self, raw: RawIngress) -> Result<IngressSettings> {
+        let controller = raw
+            .controller
+            .unwrap_or_else(|| DEFAULT_INGRESS_CONTROLLER.into());
+        // An IngressClass's spec.controller is a domain-prefixed path (at most 250
+        // characters, per the API's validation).
+        let valid = |c: &str| {
+            c.len() <= 250
+                && c.split_once('/').is_some_and(|(d, p)| {
+                    !d.is_empty()
+                        && !p.is_empty()
+                        && d.chars().all(|ch| {
+                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ".-".contains(ch)
+                        })
+                })
+                && !c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        };
+        if !valid(&controller) {
+            return Err(self.err(
+                "kubernetes.ingress.controller",
+                format!("{controller:?} is not a domain-prefixed path like \"{DEFAULT_INGRESS_CONTROLLER}\""),
+            ));
+        }
+        let address = match raw.address {
+            None => None,
+            Some(a) if a.parse::<std::net::IpAddr>().is_ok() => Some(a),
+            Some(a)
+                if !a.is_empty()
+                    && a.len() <= 253
+                    && a.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && !l.starts_with('-')
+                            && !l.ends_with('-')
+                            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    }) =>
+            {
+                Some(a.to_ascii_lowercase())
+            }
+            Some(a) => {
+                return Err(self.err(
+                    "kubernetes.ingress.address",
+                    format!("{a:?} is neither an IP address nor a DNS name"),
+                ))
+            }
+        };
+        let debounce = self.duration(
+            "kubernetes.ingress.debounce",
+            raw.debounce.as_deref(),
+            "200ms",
+        )?;
+        if debounce > Duration::from_secs(60) {
+            return Err(self.err(
+                "kubernetes.ingress.debounce",
+                "must be at most 60s (changes wait this long before they route)",
+            ));
+        }
+        if address.is_some() {
+            self.warn(
+                "kubernetes.ingress.address",
+                "Ingress status is not written yet (leader-elected status writing is a later \
+                 stage of #18): this address is not published",
+            );
+        }
+        Ok(IngressSettings {
+            controller,
+            address,
+            debounce,
+        })
     }
 
     fn duration(&self, field: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -1354,6 +1466,34 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!(e.field, field, "{e}");
             assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn ingress_mode_allows_a_file_without_backends_and_names_bad_fields() {
+        let c = parse("[kubernetes.ingress]\naddress = '203.0.113.7'\n").unwrap();
+        assert!(c.backends.is_empty() && c.routes.is_empty());
+        assert_eq!(
+            c.warnings.len(),
+            1,
+            "address is not written yet: {:?}",
+            c.warnings
+        );
+        let i = c.kubernetes.ingress.unwrap();
+        assert_eq!(i.controller, DEFAULT_INGRESS_CONTROLLER);
+        assert_eq!(i.debounce, Duration::from_millis(200));
+        assert!(
+            parse("[kubernetes]\n").is_err(),
+            "no backends without ingress mode"
+        );
+        for (text, field) in [
+            ("controller = 'nope'", "kubernetes.ingress.controller"),
+            ("address = 'not an address!'", "kubernetes.ingress.address"),
+            ("debounce = '2m'", "kubernetes.ingress.debounce"),
+            ("typo = 1", "line 2"),
+        ] {
+            let e = parse(&format!("[kubernetes.ingress]\n{text}\n")).unwrap_err();
+            assert_eq!(e.field, field, "{text}");
         }
     }
 

@@ -26,6 +26,7 @@ use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
 use crate::history::History;
+use crate::ingress::controller::{self as ingress, Compiled, Controller};
 use crate::io::SendTimeout;
 use crate::keys::KeyRing;
 use crate::proxy::{native, Connection, Proxy, State};
@@ -124,14 +125,47 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     let proxy = Arc::new(Proxy::new(State::new(config, keys, pod_name.as_deref())));
     let mut kube_client = None;
     let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
+    let mut background = Vec::new();
+    // Ingress mode: the controller publishes what the Ingresses route; each change is
+    // merged with the file's config and applied as a reload.
+    let ingress_rx = match &config.kubernetes.ingress {
+        Some(settings) => {
+            let client = match &kube_client {
+                Some(c) => Clone::clone(c),
+                None => {
+                    let c = kubernetes::client(&config.kubernetes).await?;
+                    kube_client = Some(c.clone());
+                    c
+                }
+            };
+            let (tx, rx) = watch::channel(Arc::new(Compiled::default()));
+            let controller = Controller {
+                client,
+                settings: settings.clone(),
+            };
+            background.push(tokio::spawn(controller.run(tx)));
+            Some(rx)
+        }
+        None => None,
+    };
     let reloader = Arc::new(Reloader {
         proxy: proxy.clone(),
         pod_name,
         path: config_path,
         current: std::sync::Mutex::new(config.clone()),
+        ingress: std::sync::Mutex::new(Arc::new(Compiled::default())),
         discovery: std::sync::Mutex::new(tasks),
         kube_client: tokio::sync::Mutex::new(kube_client),
     });
+    if let Some(mut rx) = ingress_rx {
+        let reloader = reloader.clone();
+        background.push(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let compiled = rx.borrow_and_update().clone();
+                let _ = reloader.apply_ingress(compiled).await;
+            }
+        }));
+    }
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -151,7 +185,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     };
     let proxy_addr = local(&proxy_listener, config.server.listen)?;
     let admin_addr = local(&admin_listener, config.server.admin)?;
-    let mut discovery = Vec::new();
+    let mut discovery = background;
 
     let (shutdown, rx) = watch::channel(false);
     let grace = config.server.shutdown_grace;
@@ -411,6 +445,14 @@ async fn start_discovery(
     Ok(tasks)
 }
 
+/// `[kubernetes.ingress]` of the current file config.
+fn previous_ingress(current: &std::sync::Mutex<Config>) -> Option<crate::config::IngressSettings> {
+    match current.lock() {
+        Ok(c) => c.kubernetes.ingress.clone(),
+        Err(p) => p.into_inner().kubernetes.ingress.clone(),
+    }
+}
+
 /// Applies new configs without a restart: routes, backends, affinity settings, keys.
 ///
 /// A new routing state is built beside the old one and swapped in with one store, so
@@ -424,7 +466,10 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     pod_name: Option<String>,
     path: Option<std::path::PathBuf>,
+    /// The config file's config, as last applied (without the Ingresses').
     current: std::sync::Mutex<Config>,
+    /// What the Ingresses route (Ingress mode), merged into every config applied.
+    ingress: std::sync::Mutex<Arc<Compiled>>,
     discovery: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Also serialises reloads.
     kube_client: tokio::sync::Mutex<Option<kube::Client>>,
@@ -453,9 +498,47 @@ impl Reloader {
         reason
     }
 
-    /// Applies a validated config.
+    /// Applies a validated config (merged with what the Ingresses route, in Ingress
+    /// mode).
     pub async fn apply(&self, config: &Config) -> Result<(), String> {
-        let mut kube_client = self.kube_client.lock().await;
+        let kube_client = self.kube_client.lock().await;
+        let extra = match self.ingress.lock() {
+            Ok(i) => i.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if previous_ingress(&self.current) != config.kubernetes.ingress {
+            tracing::warn!("[kubernetes.ingress] changes take effect at the next restart");
+        }
+        self.install(kube_client, config, &extra).await
+    }
+
+    /// Applies what the Ingresses route now, merged with the config file's config.
+    pub async fn apply_ingress(&self, extra: Arc<Compiled>) -> Result<(), String> {
+        let kube_client = self.kube_client.lock().await;
+        let base = match self.current.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match self.ingress.lock() {
+            Ok(mut i) => *i = extra.clone(),
+            Err(p) => *p.into_inner() = extra.clone(),
+        }
+        self.install(kube_client, &base, &extra).await
+    }
+
+    /// Builds and swaps in the state for `base` merged with `extra`; `base` becomes the
+    /// current file config.
+    async fn install(
+        &self,
+        mut kube_client: tokio::sync::MutexGuard<'_, Option<kube::Client>>,
+        base: &Config,
+        extra: &Compiled,
+    ) -> Result<(), String> {
+        let (merged, dropped) = ingress::merge(base, extra);
+        for d in &dropped {
+            tracing::warn!("ingress: {d}");
+        }
+        let config = &merged;
         if let Some(b) = config
             .backends
             .iter()
@@ -482,7 +565,7 @@ impl Reloader {
             Err(e) => return Err(self.failed(e.to_string())),
         };
         let previous = match self.current.lock() {
-            Ok(mut c) => std::mem::replace(&mut *c, config.clone()),
+            Ok(mut c) => std::mem::replace(&mut *c, base.clone()),
             Err(p) => p.into_inner().clone(),
         };
         if previous.server.listen != config.server.listen

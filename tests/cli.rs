@@ -722,7 +722,12 @@ async fn an_api_server_down_from_the_start_is_logged_as_no_endpoints_loaded_yet(
     };
     assert!(warning.contains("none are loaded yet"), "{warning}");
     assert!(!warning.contains("keeping the last known"), "{warning}");
-    // And counted, for the alert on discovery errors.
+    // And counted, for the alert on discovery errors. Discovery starts before the
+    // listeners are bound, so the warning can come before the admin port listens.
+    wait_for_async("the admin listener", || async {
+        tokio::net::TcpStream::connect(admin).await.is_ok()
+    })
+    .await;
     let errors = metric(
         &TestClient::new(),
         admin,

@@ -106,6 +106,7 @@ fn each_kustomization_installs_every_manifest_of_its_folder_but_the_example_secr
         "config/kubernetes",
         "config/kubernetes/sidecar",
         "config/kubernetes/autoscaling",
+        "config/kubernetes/ingress",
     ] {
         assert_eq!(kustomize_resources(dir), manifests_in(dir), "{dir}");
     }

@@ -157,6 +157,35 @@ pub fn migrate(text: &str, options: &Options) -> Result<Migration> {
     })
 }
 
+/// Compiles one Ingress into the tether.toml `tether migrate` writes for it, parsed:
+/// the backends and routes Ingress mode routes, with the report rows of its annotations
+/// and fields. One mapping serves both, so what `tether migrate` prints for an Ingress
+/// is what the live controller routes for it. An Ingress with no Service backend
+/// compiles to nothing.
+pub fn compile(ingress: &Ingress) -> Result<(Option<crate::config::Config>, Vec<Row>)> {
+    let options = Options::default();
+    let mut b = Builder {
+        options: &options,
+        gateways: BTreeMap::new(),
+        routes: Vec::new(),
+        backends: Vec::new(),
+        toml_routes: Vec::new(),
+        tls: Vec::new(),
+        rows: Vec::new(),
+    };
+    b.ingress(1, ingress)?;
+    if b.backends.is_empty() {
+        return Ok((None, b.rows));
+    }
+    let name = format!(
+        "Ingress {}/{}",
+        ingress.metadata.namespace.as_deref().unwrap_or("default"),
+        ingress.metadata.name.as_deref().unwrap_or_default()
+    );
+    let config = crate::config::Config::parse(&b.toml(), &name, std::path::Path::new("."))?;
+    Ok((Some(config), b.rows))
+}
+
 // === reading ===
 
 /// The Ingresses of the input, each with its 1-based document index.

@@ -1,4 +1,5 @@
-//! A fake Kubernetes API server for EndpointSlices that speaks the real wire protocol:
+//! A fake Kubernetes API server that speaks the real wire protocol for EndpointSlices,
+//! Ingresses and IngressClasses (namespaced, all-namespaces and cluster-scoped paths):
 //! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
 //! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
 //! ERROR event inside the stream; label selectors; kube's `?&` query strings.
@@ -22,10 +23,33 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use super::{full, BoxBody, ChannelBody};
 
-const PREFIX: &str = "/apis/discovery.k8s.io/v1/namespaces/";
+/// The resources served: (plural, apiVersion, kind, namespaced).
+const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    (
+        "endpointslices",
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        true,
+    ),
+    ("ingresses", "networking.k8s.io/v1", "Ingress", true),
+    (
+        "ingressclasses",
+        "networking.k8s.io/v1",
+        "IngressClass",
+        false,
+    ),
+];
+
+/// A served resource: (plural, apiVersion, kind, namespaced).
+type Resource = (&'static str, &'static str, &'static str, bool);
+
+/// (plural, namespace, name); the namespace is empty for cluster-scoped objects.
+type Key = (String, String, String);
 
 struct Watcher {
-    namespace: String,
+    resource: String,
+    /// `None`: all namespaces.
+    namespace: Option<String>,
     selector: Vec<(String, String)>,
     tx: mpsc::Sender<Bytes>,
 }
@@ -35,7 +59,7 @@ struct State {
     rv: u64,
     /// Oldest resourceVersion a watch may resume from; older ones get 410.
     compacted: u64,
-    objects: BTreeMap<(String, String), Value>,
+    objects: BTreeMap<Key, Value>,
     /// (rv, type, object) of delivered events, for watches resuming from an older rv.
     history: Vec<(u64, &'static str, Value)>,
     watchers: Vec<Watcher>,
@@ -137,12 +161,18 @@ impl FakeApiServer {
         deliver(&mut st, rv, ty, obj);
     }
 
-    /// Deletes an object (DELETED).
+    /// Deletes an EndpointSlice (DELETED).
     pub fn delete(&self, namespace: &str, name: &str) {
+        self.delete_object("endpointslices", namespace, name)
+    }
+
+    /// Deletes an object of resource `plural` (DELETED); `namespace` is empty for
+    /// cluster-scoped objects.
+    pub fn delete_object(&self, plural: &str, namespace: &str, name: &str) {
         let mut st = self.inner.state.lock().unwrap();
-        let Some(mut obj) = st
-            .objects
-            .remove(&(namespace.to_string(), name.to_string()))
+        let Some(mut obj) =
+            st.objects
+                .remove(&(plural.to_string(), namespace.to_string(), name.to_string()))
         else {
             return;
         };
@@ -156,10 +186,12 @@ impl FakeApiServer {
     pub fn bookmark(&self) {
         let mut st = self.inner.state.lock().unwrap();
         let rv = st.rv;
-        let ev = json!({"type": "BOOKMARK", "object": {
-            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
-            "metadata": {"resourceVersion": rv.to_string()}}});
-        send_all(&mut st, &ev, |_| true);
+        for (plural, api_version, kind, _) in RESOURCES {
+            let ev = json!({"type": "BOOKMARK", "object": {
+                "kind": kind, "apiVersion": api_version,
+                "metadata": {"resourceVersion": rv.to_string()}}});
+            send_all(&mut st, &ev, |w| w.resource == *plural);
+        }
     }
 
     /// While muted, changes are made but never delivered nor replayable: a gap.
@@ -216,11 +248,7 @@ impl FakeApiServer {
         let path = req.uri().path().to_string();
         let query = parse_query(req.uri().query().unwrap_or(""));
         let _ = req.into_body().collect().await;
-        let Some(namespace) = path
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.strip_suffix("/endpointslices"))
-            .map(str::to_string)
-        else {
+        let Some((resource, namespace)) = route(&path) else {
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
@@ -241,7 +269,7 @@ impl FakeApiServer {
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            return self.watch(namespace, selector, from);
+            return self.watch(resource, namespace, selector, from);
         }
         loop {
             let released = self.inner.lists_released.notified();
@@ -255,12 +283,16 @@ impl FakeApiServer {
         let items: Vec<Value> = st
             .objects
             .iter()
-            .filter(|((ns, _), o)| *ns == namespace && matches(o, &selector))
+            .filter(|((r, ns, _), o)| {
+                *r == resource.0
+                    && namespace.as_ref().is_none_or(|n| n == ns)
+                    && matches(o, &selector)
+            })
             .map(|(_, o)| o.clone())
             .collect();
         let body = json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSliceList",
+            "apiVersion": resource.1,
+            "kind": format!("{}List", resource.2),
             "metadata": {"resourceVersion": st.rv.to_string()},
             "items": items,
         });
@@ -272,7 +304,8 @@ impl FakeApiServer {
 
     fn watch(
         &self,
-        namespace: String,
+        resource: Resource,
+        namespace: Option<String>,
         selector: Vec<(String, String)>,
         from: u64,
     ) -> Response<BoxBody> {
@@ -283,14 +316,17 @@ impl FakeApiServer {
             let _ = tx.try_send(line(&gone_event()));
         } else {
             for (rv, ty, obj) in &st.history {
+                let (r, ns, _) = key_of(obj);
                 if *rv > from
-                    && obj["metadata"]["namespace"] == namespace.as_str()
+                    && r == resource.0
+                    && namespace.as_ref().is_none_or(|n| *n == ns)
                     && matches(obj, &selector)
                 {
                     let _ = tx.try_send(line(&json!({"type": ty, "object": obj})));
                 }
             }
             st.watchers.push(Watcher {
+                resource: resource.0.to_string(),
                 namespace,
                 selector,
                 tx,
@@ -309,8 +345,12 @@ fn deliver(st: &mut State, rv: u64, ty: &'static str, obj: Value) {
     }
     st.history.push((rv, ty, obj.clone()));
     let ev = json!({"type": ty, "object": obj});
-    let (ns, _) = key_of(&obj);
-    send_all(st, &ev, |w| w.namespace == ns && matches(&obj, &w.selector));
+    let (r, ns, _) = key_of(&obj);
+    send_all(st, &ev, |w| {
+        w.resource == r
+            && w.namespace.as_ref().is_none_or(|n| *n == ns)
+            && matches(&obj, &w.selector)
+    });
 }
 
 fn send_all(st: &mut State, ev: &Value, filter: impl Fn(&Watcher) -> bool) {
@@ -340,12 +380,36 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<BoxBody> {
         .unwrap()
 }
 
-fn key_of(obj: &Value) -> (String, String) {
+/// The resource a collection path names, and its namespace (`None`: all namespaces or
+/// cluster-scoped): `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL`.
+fn route(path: &str) -> Option<(Resource, Option<String>)> {
+    let rest = path.strip_prefix("/apis/")?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (group_version, namespace, plural) = match parts.as_slice() {
+        [g, v, "namespaces", ns, plural] => (format!("{g}/{v}"), Some(ns.to_string()), *plural),
+        [g, v, plural] => (format!("{g}/{v}"), None, *plural),
+        _ => return None,
+    };
+    let r = RESOURCES.iter().find(|(p, gv, _, namespaced)| {
+        *p == plural && *gv == group_version && (*namespaced || namespace.is_none())
+    })?;
+    Some((*r, namespace))
+}
+
+fn key_of(obj: &Value) -> Key {
+    let kind = obj["kind"].as_str().unwrap_or("EndpointSlice");
+    let (plural, _, _, namespaced) = RESOURCES
+        .iter()
+        .find(|(_, _, k, _)| *k == kind)
+        .unwrap_or_else(|| panic!("the fake API server does not serve {kind}"));
+    let namespace = if *namespaced {
+        obj["metadata"]["namespace"].as_str().unwrap_or("default")
+    } else {
+        ""
+    };
     (
-        obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string(),
+        plural.to_string(),
+        namespace.to_string(),
         obj["metadata"]["name"].as_str().unwrap().to_string(),
     )
 }
@@ -458,5 +522,50 @@ pub fn slice(
         "addressType": "IPv4",
         "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
         "endpoints": endpoints,
+    })
+}
+
+/// An IngressClass handled by `controller`.
+pub fn ingress_class(name: &str, controller: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": name},
+        "spec": {"controller": controller},
+    })
+}
+
+/// An Ingress of class `class` with one host whose `paths` (path, pathType) all go to
+/// Service `service` port `port`.
+#[allow(clippy::too_many_arguments)]
+pub fn ingress(
+    namespace: &str,
+    name: &str,
+    class: &str,
+    host: &str,
+    paths: &[(&str, &str)],
+    service: &str,
+    port: u16,
+    annotations: &[(&str, &str)],
+) -> Value {
+    let paths: Vec<Value> = paths
+        .iter()
+        .map(|(path, kind)| {
+            json!({"path": path, "pathType": kind,
+                   "backend": {"service": {"name": service, "port": {"number": port}}}})
+        })
+        .collect();
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1, "annotations": annotations},
+        "spec": {
+            "ingressClassName": class,
+            "rules": [{"host": host, "http": {"paths": paths}}],
+        },
     })
 }

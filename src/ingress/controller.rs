@@ -1,0 +1,340 @@
+//! Ingress mode: the live controller for `networking.k8s.io/v1` Ingresses.
+//!
+//! watchers → reflector stores → debounce → compile → publish. Two kube-runtime
+//! watchers (IngressClasses and Ingresses, cluster-wide) feed reflector stores, which
+//! swap a re-list in whole at `InitDone`. Once both have listed, every burst of changes
+//! (collected for `debounce`) compiles the Ingresses of tether's classes, each through
+//! [`migrate::compile`] (the one mapping `tether migrate` prints), into [`Compiled`]
+//! backends and routes, published on a `watch` channel only when they differ. The
+//! server merges them with the config file's own ([`merge`]) and applies the result
+//! through its reload path, so the routing snapshot is built the same way as for a file
+//! and backends that keep their names keep their endpoints and sessions.
+//!
+//! Errors only log: watch errors are retried with backoff, and an Ingress that does not
+//! compile is left out (with a warning) while the others route.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use super::annotations::Verdict;
+use super::migrate;
+use crate::config::{BackendSettings, Config, IngressSettings, RouteSettings};
+
+/// Why an Ingress could not be routed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Ingress does not translate (a bad path, pathType, or a value tether cannot
+    /// hold).
+    #[error("ingress {ingress}: {source}")]
+    Compile {
+        /// `namespace/name`.
+        ingress: String,
+        /// What the mapping said.
+        source: migrate::Error,
+    },
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An Ingress of tether's classes with the report rows of its translation.
+pub type Report = (Arc<Ingress>, Vec<migrate::Row>);
+
+/// The annotation that makes an IngressClass the cluster's default.
+const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// One route compiled from an Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressRoute {
+    /// Exact host, or any host.
+    pub host: Option<String>,
+    /// Path prefix.
+    pub path_prefix: String,
+    /// The backend's name (an entry of [`Compiled::backends`]).
+    pub backend: String,
+    /// `namespace/name` of the Ingress it came from (for logs and `tether check`).
+    pub ingress: String,
+}
+
+/// What the Ingresses of tether's classes route, ready to merge with a config file.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    /// Backends, named `namespace.ingress.service.port` (as `tether migrate` names them).
+    pub backends: Vec<BackendSettings>,
+    /// Routes, in Ingress order.
+    pub routes: Vec<IngressRoute>,
+    /// `namespace/name` of every Ingress of tether's classes, routed or not.
+    pub ingresses: Vec<String>,
+}
+
+impl Compiled {
+    /// Compiles the Ingresses of the classes whose `spec.controller` is `controller`.
+    /// Ingresses that do not compile are left out, each with an error in the second
+    /// value.
+    pub fn build(
+        classes: &[Arc<IngressClass>],
+        ingresses: &[Arc<Ingress>],
+        controller: &str,
+    ) -> (Compiled, Vec<Report>, Vec<Error>) {
+        let ours: BTreeSet<String> = classes
+            .iter()
+            .filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller))
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        let default_is_ours = classes.iter().any(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS))
+                .is_some_and(|v| v == "true")
+                && c.metadata.name.as_ref().is_some_and(|n| ours.contains(n))
+        });
+        let mut selected: Vec<&Arc<Ingress>> = ingresses
+            .iter()
+            .filter(|i| match class_of(i) {
+                Some(c) => ours.contains(c),
+                None => default_is_ours,
+            })
+            .collect();
+        selected.sort_by_key(|i| id(i));
+        let mut out = Compiled::default();
+        let mut reports = Vec::new();
+        let mut errors = Vec::new();
+        for ingress in selected {
+            let name = id(ingress);
+            out.ingresses.push(name.clone());
+            let (config, rows) = match migrate::compile(ingress) {
+                Ok(c) => c,
+                Err(source) => {
+                    errors.push(Error::Compile {
+                        ingress: name,
+                        source,
+                    });
+                    continue;
+                }
+            };
+            reports.push((ingress.clone(), rows));
+            let Some(config) = config else { continue };
+            for r in &config.routes {
+                out.routes.push(IngressRoute {
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    backend: config.backends[r.backend].name.clone(),
+                    ingress: name.clone(),
+                });
+            }
+            out.backends.extend(config.backends);
+        }
+        (out, reports, errors)
+    }
+
+    /// A fingerprint of what routes, to publish only real changes (a reload restarts
+    /// discovery, so a no-op one is not free).
+    fn fingerprint(&self) -> String {
+        format!("{:?}|{:?}", self.backends, self.routes)
+    }
+}
+
+/// `namespace/name` of an object.
+fn id(i: &Ingress) -> String {
+    format!(
+        "{}/{}",
+        i.metadata.namespace.as_deref().unwrap_or("default"),
+        i.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The class an Ingress names: `spec.ingressClassName`, else the deprecated
+/// `kubernetes.io/ingress.class` annotation.
+fn class_of(i: &Ingress) -> Option<&str> {
+    i.spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            i.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/ingress.class"))
+                .map(String::as_str)
+        })
+}
+
+/// The config file's backends and routes plus the Ingresses'.
+///
+/// The rule: the file's backends come first and keep their names; an Ingress backend
+/// whose name a file backend already has is dropped (with its routes), so a file can
+/// never be overridden by an Ingress. Ingress routes are added after the file's; one
+/// with the same host and path prefix as a file route is dropped (the file's wins).
+/// Routing then picks the longest prefix, host-specific before any-host, as for a file.
+/// Returns the merged config and one line per dropped item.
+pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
+    let mut config = base.clone();
+    let mut dropped = Vec::new();
+    let mut taken: BTreeSet<&str> = base.backends.iter().map(|b| b.name.as_str()).collect();
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &extra.backends {
+        if !taken.insert(b.name.as_str()) {
+            dropped.push(format!(
+                "backend {:?}: the config file has a backend of that name; it wins",
+                b.name
+            ));
+            continue;
+        }
+        index.insert(b.name.as_str(), config.backends.len());
+        config.backends.push(b.clone());
+    }
+    for r in &extra.routes {
+        let Some(&backend) = index.get(r.backend.as_str()) else {
+            continue;
+        };
+        let clash = base
+            .routes
+            .iter()
+            .any(|f| f.host == r.host && f.path_prefix == r.path_prefix);
+        if clash {
+            dropped.push(format!(
+                "route {}{} of Ingress {}: the config file routes it; it wins",
+                r.host.as_deref().unwrap_or("*"),
+                r.path_prefix,
+                r.ingress
+            ));
+            continue;
+        }
+        config.routes.push(RouteSettings {
+            host: r.host.clone(),
+            path_prefix: r.path_prefix.clone(),
+            backend,
+        });
+    }
+    (config, dropped)
+}
+
+/// Which watch an event came from, and whether it completed a (re-)list.
+enum Change {
+    Classes { listed: bool },
+    Ingresses { listed: bool },
+}
+
+/// Watches IngressClasses and Ingresses and publishes what tether's route.
+pub struct Controller {
+    /// The API client.
+    pub client: Client,
+    /// `[kubernetes.ingress]`.
+    pub settings: IngressSettings,
+}
+
+impl Controller {
+    /// Runs until dropped, publishing every change of what routes on `tx`.
+    pub async fn run(self, tx: watch::Sender<Arc<Compiled>>) {
+        let (classes, class_writer) = reflector::store::<IngressClass>();
+        let (ingresses, ingress_writer) = reflector::store::<Ingress>();
+        let class_events = reflector::reflector(
+            class_writer,
+            watcher::watcher(
+                Api::<IngressClass>::all(self.client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .map(|e| {
+            e.map(|e| Change::Classes {
+                listed: matches!(e, Event::InitDone),
+            })
+        });
+        let ingress_events = reflector::reflector(
+            ingress_writer,
+            watcher::watcher(
+                Api::<Ingress>::all(self.client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .map(|e| {
+            e.map(|e| Change::Ingresses {
+                listed: matches!(e, Event::InitDone),
+            })
+        });
+        let events = futures::stream::select(class_events, ingress_events);
+        let mut events = std::pin::pin!(events);
+        let (mut classes_listed, mut ingresses_listed) = (false, false);
+        let mut published = tx.borrow().fingerprint();
+        let mut reported = BTreeSet::new();
+        loop {
+            // Wait for a change, then collect the burst it starts.
+            let mut next = events.next().await;
+            loop {
+                match next {
+                    None => return,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "ingress watch failed; retrying, routes stay as they are");
+                    }
+                    Some(Ok(Change::Classes { listed })) => classes_listed |= listed,
+                    Some(Ok(Change::Ingresses { listed })) => ingresses_listed |= listed,
+                }
+                match tokio::time::timeout(self.settings.debounce, events.next()).await {
+                    Ok(n) => next = n,
+                    Err(_) => break,
+                }
+            }
+            if !(classes_listed && ingresses_listed) {
+                continue; // a half-listed view would drop routes that exist
+            }
+            let (compiled, reports, errors) = Compiled::build(
+                &classes.state(),
+                &ingresses.state(),
+                &self.settings.controller,
+            );
+            for e in &errors {
+                tracing::warn!(error = %e, "ingress left out: it does not compile");
+            }
+            report(&reports, &mut reported);
+            let fingerprint = compiled.fingerprint();
+            if fingerprint != published {
+                published = fingerprint;
+                tracing::info!(
+                    ingresses = compiled.ingresses.len(),
+                    backends = compiled.backends.len(),
+                    routes = compiled.routes.len(),
+                    "ingresses changed"
+                );
+                let _ = tx.send(Arc::new(compiled));
+            }
+        }
+    }
+}
+
+/// Logs the annotations and fields tether does not honour as written, once per Ingress
+/// generation.
+fn report(reports: &[Report], seen: &mut BTreeSet<(String, Option<i64>)>) {
+    let current: BTreeSet<(String, Option<i64>)> = reports
+        .iter()
+        .map(|(i, _)| (id(i), i.metadata.generation))
+        .collect();
+    seen.retain(|k| current.contains(k));
+    for (ingress, rows) in reports {
+        if !seen.insert((id(ingress), ingress.metadata.generation)) {
+            continue;
+        }
+        for r in rows {
+            match r.verdict {
+                Verdict::Unsupported => tracing::warn!(
+                    ingress = %r.ingress, item = %r.item, value = %r.value,
+                    "not honoured: {}", r.how
+                ),
+                Verdict::Approximated => tracing::info!(
+                    ingress = %r.ingress, item = %r.item, value = %r.value,
+                    "approximated: {}", r.how
+                ),
+                Verdict::Mapped | Verdict::NotIngressNginx => {}
+            }
+        }
+    }
+}
