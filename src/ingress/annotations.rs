@@ -252,16 +252,14 @@ pub fn map(annotations: &BTreeMap<String, String>) -> Mapping {
                 _ => (Verdict::Unsupported, format!("{v:?} is not true or false")),
             },
             ("session-cookie-max-age", Some(a)) => match v.parse::<u64>() {
-                Ok(secs) if secs > 0 => {
-                    a.lifetime = Some(secs);
-                    (
-                        Verdict::Mapped,
-                        "sessionPersistence.absoluteTimeout with cookieConfig.lifetimeType \
-                         Permanent; TOML max_age and absolute_timeout (tether also ends the \
-                         session server-side, which nginx left to the browser)"
-                            .into(),
-                    )
-                }
+                Ok(secs) if secs > 0 => capped_lifetime(
+                    a,
+                    secs,
+                    Verdict::Mapped,
+                    "sessionPersistence.absoluteTimeout with cookieConfig.lifetimeType \
+                     Permanent; TOML max_age and absolute_timeout (tether also ends the \
+                     session server-side, which nginx left to the browser)",
+                ),
                 _ => (
                     Verdict::Unsupported,
                     format!("{v:?} is not a positive number of seconds"),
@@ -276,15 +274,13 @@ pub fn map(annotations: &BTreeMap<String, String>) -> Mapping {
                         Verdict::Approximated,
                         "superseded by session-cookie-max-age (browsers prefer Max-Age too)".into(),
                     ),
-                    Ok(secs) if secs > 0 => {
-                        a.lifetime = Some(secs);
-                        (
-                            Verdict::Approximated,
-                            "as a Max-Age of the same length: sessionPersistence.absoluteTimeout \
-                             (Permanent); TOML max_age and absolute_timeout"
-                                .into(),
-                        )
-                    }
+                    Ok(secs) if secs > 0 => capped_lifetime(
+                        a,
+                        secs,
+                        Verdict::Approximated,
+                        "as a Max-Age of the same length: sessionPersistence.absoluteTimeout \
+                         (Permanent); TOML max_age and absolute_timeout",
+                    ),
                     _ => (
                         Verdict::Unsupported,
                         format!("{v:?} is not a positive number of seconds"),
@@ -401,6 +397,22 @@ fn hash_key(value: &str) -> Option<Key> {
     }
 }
 
+/// A session lifetime of `secs`, at most tether's longest duration (one year, so the
+/// Gateway API and TOML outputs say the same): `verdict` and `how` when it fits, an
+/// approximation saying so when it had to be shortened.
+fn capped_lifetime(a: &mut Affinity, secs: u64, verdict: Verdict, how: &str) -> (Verdict, String) {
+    let cap = crate::config::MAX_DURATION.as_secs();
+    a.lifetime = Some(secs.min(cap));
+    if secs > cap {
+        (
+            Verdict::Approximated,
+            format!("{how}; shortened to {cap} s (one year), the longest lifetime tether signs"),
+        )
+    } else {
+        (verdict, how.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +449,16 @@ mod tests {
         assert_eq!(a.lifetime, Some(172_800), "max-age wins over expires");
         assert_eq!(a.rebalance, Some("persistent"));
         assert_eq!(m.findings.len(), 6);
+    }
+
+    #[test]
+    fn a_lifetime_past_one_year_is_shortened_and_reported_as_approximated() {
+        let m = map(&annotations(&[
+            ("affinity", "cookie"),
+            ("session-cookie-max-age", "34560000"),
+        ]));
+        assert_eq!(verdict(&m, "session-cookie-max-age"), Verdict::Approximated);
+        assert_eq!(m.affinity.unwrap().lifetime, Some(31_536_000));
     }
 
     #[test]
