@@ -1,8 +1,9 @@
 //! A fake Kubernetes API server that speaks the real wire protocol for EndpointSlices,
-//! Ingresses and IngressClasses (namespaced, all-namespaces and cluster-scoped paths):
-//! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
-//! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
-//! ERROR event inside the stream; label selectors; kube's `?&` query strings.
+//! Ingresses, IngressClasses, GatewayClasses, Gateways and HTTPRoutes (namespaced,
+//! all-namespaces and cluster-scoped paths): LIST with `metadata.resourceVersion`;
+//! WATCH as a chunked 200 response of newline-delimited JSON events (ADDED, MODIFIED,
+//! DELETED, BOOKMARK); 410 Gone as an ERROR event inside the stream; label selectors;
+//! kube's `?&` query strings.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,6 +38,19 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         "networking.k8s.io/v1",
         "IngressClass",
         false,
+    ),
+    (
+        "gatewayclasses",
+        "gateway.networking.k8s.io/v1",
+        "GatewayClass",
+        false,
+    ),
+    ("gateways", "gateway.networking.k8s.io/v1", "Gateway", true),
+    (
+        "httproutes",
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        true,
     ),
 ];
 
