@@ -262,3 +262,34 @@ async fn a_header_session_sticks_on_that_header() {
     }
     assert!(pods.len() > 1, "sessions spread over the pods: {pods:?}");
 }
+
+#[test]
+fn the_example_httproute_of_config_kubernetes_routes_with_a_permanent_shop_cookie() {
+    use tether::gateway::api::{Gateway, GatewayClass, HTTPRoute};
+    use tether::gateway::controller::Compiled;
+    let read = |f: &str| std::fs::read_to_string(format!("config/kubernetes/gateway/{f}")).unwrap();
+    let class: GatewayClass = serde_yaml_ng::from_str(&read("gatewayclass.yaml")).unwrap();
+    let mut gateway: Gateway = serde_yaml_ng::from_str(&read("gateway.yaml")).unwrap();
+    // The kustomization's namespace.
+    gateway.metadata.namespace = Some("tether".into());
+    let route: HTTPRoute = serde_yaml_ng::from_str(&read("httproute.example.yaml")).unwrap();
+    let (c, errors, notes) = Compiled::build(
+        &[Arc::new(class)],
+        &[Arc::new(gateway)],
+        &[Arc::new(route)],
+        tether::config::DEFAULT_GATEWAY_CONTROLLER,
+    );
+    assert!(
+        errors.is_empty() && notes.is_empty(),
+        "{errors:?} {notes:?}"
+    );
+    assert_eq!(c.attached, ["shop/shop"]);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].host.as_deref(), Some("shop.example.com"));
+    let b = &c.backends[0];
+    assert_eq!(b.name, "shop.shop.web.8080");
+    assert_eq!(b.affinity.cookie.name, "SHOP");
+    let two_days = std::time::Duration::from_secs(48 * 3600);
+    assert_eq!(b.affinity.cookie.max_age, Some(two_days));
+    assert_eq!(b.affinity.absolute_timeout, Some(two_days));
+}
