@@ -153,7 +153,7 @@ impl Compiled {
                 // The older route keeps a host and path both claim (Gateway API's rule).
                 if !taken.insert((r.host.clone(), r.path_prefix.clone())) {
                     notes.push(format!(
-                        "{name}: {}{}: an older HTTPRoute routes it; it wins",
+                        "{name}: {}{}: an earlier rule or an older HTTPRoute routes it; it wins",
                         r.host.as_deref().unwrap_or("*"),
                         r.path_prefix
                     ));

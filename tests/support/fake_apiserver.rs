@@ -1,9 +1,9 @@
 //! A fake Kubernetes API server that speaks the real wire protocol for EndpointSlices,
-//! Ingresses, IngressClasses, GatewayClasses, Gateways and HTTPRoutes (namespaced,
-//! all-namespaces and cluster-scoped paths): LIST with `metadata.resourceVersion`;
-//! WATCH as a chunked 200 response of newline-delimited JSON events (ADDED, MODIFIED,
-//! DELETED, BOOKMARK); 410 Gone as an ERROR event inside the stream; label selectors;
-//! kube's `?&` query strings.
+//! Ingresses and IngressClasses (namespaced, all-namespaces and cluster-scoped paths):
+//! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
+//! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
+//! ERROR event inside the stream; label selectors; kube's `?&` query strings.
+//! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes) are served the same way.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,19 +26,7 @@ use super::{full, BoxBody, ChannelBody};
 
 /// The resources served: (plural, apiVersion, kind, namespaced).
 const RESOURCES: &[(&str, &str, &str, bool)] = &[
-    (
-        "endpointslices",
-        "discovery.k8s.io/v1",
-        "EndpointSlice",
-        true,
-    ),
-    ("ingresses", "networking.k8s.io/v1", "Ingress", true),
-    (
-        "ingressclasses",
-        "networking.k8s.io/v1",
-        "IngressClass",
-        false,
-    ),
+    // Gateway API mode.
     (
         "gatewayclasses",
         "gateway.networking.k8s.io/v1",
@@ -51,6 +39,19 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
         true,
+    ),
+    (
+        "endpointslices",
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        true,
+    ),
+    ("ingresses", "networking.k8s.io/v1", "Ingress", true),
+    (
+        "ingressclasses",
+        "networking.k8s.io/v1",
+        "IngressClass",
+        false,
     ),
 ];
 
