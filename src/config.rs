@@ -113,12 +113,22 @@ pub const DEFAULT_INGRESS_CONTROLLER: &str = "tether.io/ingress-controller";
 pub struct IngressSettings {
     /// The IngressClass `spec.controller` value that selects tether.
     pub controller: String,
-    /// The address written to `status.loadBalancer.ingress` (an IP or a hostname);
-    /// `None` leaves status alone.
+    /// The address written to `status.loadBalancer.ingress` (an IP or a hostname) by
+    /// the replica holding the Lease; `None` leaves status alone.
     pub address: Option<String>,
     /// How long a burst of Ingress changes is collected before one reload applies it.
     pub debounce: Duration,
+    /// The `coordination.k8s.io` Lease whose holder writes Ingress status and Events.
+    pub lease_name: String,
+    /// The Lease's namespace; `None`: the client's (the pod's own in a cluster).
+    pub lease_namespace: Option<String>,
+    /// How long the Lease holds after its last renewal (whole seconds); the holder
+    /// renews a third of it before it runs out, and another replica takes over after it.
+    pub lease_duration: Duration,
 }
+
+/// The Lease name tether elects its status writer with when none is configured.
+pub const DEFAULT_LEASE_NAME: &str = "tether-ingress";
 
 /// `[server]`.
 #[derive(Debug, Clone)]
@@ -445,6 +455,9 @@ struct RawIngress {
     controller: Option<String>,
     address: Option<String>,
     debounce: Option<String>,
+    lease: Option<String>,
+    lease_namespace: Option<String>,
+    lease_duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1412,17 +1425,55 @@ impl Validator<'_> {
                 "must be at most 60s (changes wait this long before they route)",
             ));
         }
-        if address.is_some() {
-            self.warn(
-                "kubernetes.ingress.address",
-                "Ingress status is not written yet (leader-elected status writing is a later \
-                 stage of #18): this address is not published",
-            );
+        // Object names: a DNS subdomain (the Lease), a DNS label (its namespace).
+        let dns = |n: &str, max: usize, dots: bool| {
+            !n.is_empty()
+                && n.len() <= max
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                })
+                && (dots || !n.contains('.'))
+        };
+        let lease_name = raw.lease.unwrap_or_else(|| DEFAULT_LEASE_NAME.into());
+        if !dns(&lease_name, 253, true) {
+            return Err(self.err(
+                "kubernetes.ingress.lease",
+                format!("{lease_name:?} is not a Kubernetes object name (lowercase DNS subdomain)"),
+            ));
+        }
+        let lease_namespace = raw.lease_namespace;
+        if let Some(ns) = lease_namespace.as_deref().filter(|ns| !dns(ns, 63, false)) {
+            return Err(self.err(
+                "kubernetes.ingress.lease_namespace",
+                format!("{ns:?} is not a namespace name (lowercase DNS label)"),
+            ));
+        }
+        let lease_duration = self.duration(
+            "kubernetes.ingress.lease_duration",
+            raw.lease_duration.as_deref(),
+            "15s",
+        )?;
+        if lease_duration.subsec_nanos() != 0
+            || lease_duration < Duration::from_secs(2)
+            || lease_duration > Duration::from_secs(300)
+        {
+            return Err(self.err(
+                "kubernetes.ingress.lease_duration",
+                "must be whole seconds from 2s to 300s (a Lease counts in seconds; another \
+                 replica takes over status this long after the holder stops)",
+            ));
         }
         Ok(IngressSettings {
             controller,
             address,
             debounce,
+            lease_name,
+            lease_namespace,
+            lease_duration,
         })
     }
 
@@ -1538,15 +1589,14 @@ mod tests {
     fn ingress_mode_allows_a_file_without_backends_and_names_bad_fields() {
         let c = parse("[kubernetes.ingress]\naddress = '203.0.113.7'\n").unwrap();
         assert!(c.backends.is_empty() && c.routes.is_empty());
-        assert_eq!(
-            c.warnings.len(),
-            1,
-            "address is not written yet: {:?}",
-            c.warnings
-        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let i = c.kubernetes.ingress.unwrap();
         assert_eq!(i.controller, DEFAULT_INGRESS_CONTROLLER);
+        assert_eq!(i.address.as_deref(), Some("203.0.113.7"));
         assert_eq!(i.debounce, Duration::from_millis(200));
+        assert_eq!(i.lease_name, DEFAULT_LEASE_NAME);
+        assert_eq!(i.lease_namespace, None);
+        assert_eq!(i.lease_duration, Duration::from_secs(15));
         assert!(
             parse("[kubernetes]\n").is_err(),
             "no backends without ingress mode"
@@ -1555,6 +1605,20 @@ mod tests {
             ("controller = 'nope'", "kubernetes.ingress.controller"),
             ("address = 'not an address!'", "kubernetes.ingress.address"),
             ("debounce = '2m'", "kubernetes.ingress.debounce"),
+            ("lease = 'Not_A_Name'", "kubernetes.ingress.lease"),
+            (
+                "lease_namespace = 'a.b'",
+                "kubernetes.ingress.lease_namespace",
+            ),
+            ("lease_duration = '1s'", "kubernetes.ingress.lease_duration"),
+            (
+                "lease_duration = '1500ms'",
+                "kubernetes.ingress.lease_duration",
+            ),
+            (
+                "lease_duration = '10m'",
+                "kubernetes.ingress.lease_duration",
+            ),
             ("typo = 1", "line 2"),
         ] {
             let e = parse(&format!("[kubernetes.ingress]\n{text}\n")).unwrap_err();

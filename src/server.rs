@@ -28,6 +28,7 @@ use crate::discovery::Discovery;
 use crate::gateway::controller as gateway;
 use crate::history::History;
 use crate::ingress::controller::{self as ingress, Compiled, Controller};
+use crate::ingress::status;
 use crate::io::SendTimeout;
 use crate::keys::KeyRing;
 use crate::proxy::{native, Connection, Proxy, State};
@@ -140,9 +141,19 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 }
             };
             let (tx, rx) = watch::channel(Arc::new(Compiled::default()));
+            // Every replica routes; the one holding the Lease writes status and Events.
+            let (ours, ours_rx) = watch::channel(Arc::new(Vec::new()));
+            let writer = status::Writer {
+                client: client.clone(),
+                settings: settings.clone(),
+                identity: status::identity(pod_name.as_deref()),
+                backoff: config.kubernetes.backoff_min,
+            };
+            background.push(tokio::spawn(writer.run(ours_rx)));
             let controller = Controller {
                 client,
                 settings: settings.clone(),
+                ours: Some(ours),
             };
             background.push(tokio::spawn(controller.run(tx)));
             Some(rx)

@@ -1,5 +1,6 @@
 //! Ingress mode: Ingresses of tether's IngressClass, served by a fake API server
-//! speaking the list/watch protocol, route real requests to real test pods.
+//! speaking the list/watch protocol, route real requests to real test pods; the
+//! replica holding the Lease (and only it) writes their status and Events.
 
 mod support;
 
@@ -12,6 +13,19 @@ use support::*;
 
 const NS: &str = "shop";
 const HOST: &str = "shop.example.com";
+/// The address the replicas publish in Ingress status.
+const ADDRESS: &str = "203.0.113.7";
+/// The replicas' Lease (in the kubeconfig's namespace, `default`).
+const LEASE: &str = "tether-status-test";
+
+/// Answers `path` on `host` through the tether at `addr`.
+async fn status_via(addr: std::net::SocketAddr, host: &str, path: &str) -> StatusCode {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::default())
+        .unwrap();
+    TestClient::new().send(req).await.status
+}
 
 /// A cluster: a fake API server with tether's IngressClass and another controller's,
 /// pods of Service `web` on one port, and a tether in Ingress mode with no backend of
@@ -89,6 +103,55 @@ impl Cluster {
             self.get(HOST, path, None).await.status == status
         })
         .await;
+    }
+
+    /// Another tether in Ingress mode, as pod `pod`: it publishes [`ADDRESS`] and
+    /// elects its status writer with a 2 s Lease of its own (the cluster's first tether
+    /// has no address and the default Lease).
+    async fn replica(&self, pod: &str) -> Running {
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
+             [kubernetes.ingress]\ndebounce = \"20ms\"\naddress = \"{ADDRESS}\"\n\
+             lease = \"{LEASE}\"\nlease_duration = \"2s\"\n\
+             [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n",
+            self._dir.path().join("kubeconfig").display()
+        );
+        let options = tether::server::Options {
+            pod_name: Some(pod.to_string()),
+            ..Default::default()
+        };
+        proxy_with(&cfg, options).await
+    }
+
+    /// The status the API server holds for Ingress `name`.
+    fn load_balancer(&self, name: &str) -> serde_json::Value {
+        self.api
+            .object("ingresses", NS, name)
+            .map(|i| i["status"]["loadBalancer"]["ingress"].clone())
+            .unwrap_or_default()
+    }
+
+    /// The identity holding the replicas' Lease.
+    fn holder(&self) -> Option<String> {
+        self.api
+            .lease("default", LEASE)?
+            .pointer("/spec/holderIdentity")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The Events the replicas created on Ingress `name` (the cluster's first tether,
+    /// holding a Lease of its own, reports too).
+    fn events_on(&self, name: &str) -> Vec<serde_json::Value> {
+        self.api
+            .events()
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == name)
+            .filter(|e| {
+                e["reportingInstance"] == "tether-a" || e["reportingInstance"] == "tether-b"
+            })
+            .collect()
     }
 
     fn backend_names(&self) -> Vec<String> {
@@ -215,4 +278,156 @@ async fn file_routes_win_over_ingress_routes_on_the_same_host_and_path() {
         names,
         vec!["file".to_string(), format!("{NS}.shop.web.{}", k.port)]
     );
+}
+
+#[tokio::test]
+async fn only_the_elected_replica_writes_ingress_status() {
+    let k = Cluster::start().await;
+    let a = k.replica("tether-a").await;
+    let b = k.replica("tether-b").await;
+    k.api.apply(k.shop("tether", &[("/", "Prefix")]));
+
+    // Both replicas route the host...
+    for r in [&a, &b] {
+        wait_for_async("both replicas routing the shop host", || async {
+            status_via(r.proxy_addr, HOST, "/").await == StatusCode::OK
+        })
+        .await;
+    }
+    // ...and the status gets the configured address.
+    wait_for("the status carrying the address", || {
+        k.load_balancer("shop") == serde_json::json!([{"ip": ADDRESS}])
+    })
+    .await;
+    let holder = k.holder().expect("a replica holds the Lease");
+    assert!(
+        ["tether-a", "tether-b"].contains(&holder.as_str()),
+        "{holder}"
+    );
+    let writes = k.api.status_writes();
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(w.ingress, format!("{NS}/shop"));
+        assert_eq!(
+            w.field_manager,
+            format!("tether-{holder}"),
+            "only the Lease holder writes status: {writes:?}"
+        );
+    }
+    // The written status comes back as a watch event, is found equal, and is not
+    // written again.
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_the_leader_stops_the_other_replica_takes_over_status() {
+    let k = Cluster::start().await;
+    let a = k.replica("tether-a").await;
+    let b = k.replica("tether-b").await;
+    k.api.apply(k.shop("tether", &[("/", "Prefix")]));
+    wait_for("the status carrying the address", || {
+        k.load_balancer("shop") == serde_json::json!([{"ip": ADDRESS}])
+    })
+    .await;
+    let leader = k.holder().expect("a replica holds the Lease");
+    let (stopped, other, survivor) = if leader == "tether-a" {
+        (a, "tether-b", b)
+    } else {
+        (b, "tether-a", a)
+    };
+    stopped.shutdown().await;
+
+    // A new Ingress of ours: the survivor takes the Lease (at the latest when the
+    // stopped leader's 2 s run out) and writes its status.
+    let mut second = ingress(
+        NS,
+        "second",
+        "tether",
+        "second.example.com",
+        &[("/", "Prefix")],
+        "web",
+        k.port,
+        &[],
+    );
+    second["metadata"]["generation"] = serde_json::json!(1);
+    k.api.apply(second);
+    wait_for("the survivor writing the new Ingress's status", || {
+        k.load_balancer("second") == serde_json::json!([{"ip": ADDRESS}])
+    })
+    .await;
+    assert_eq!(k.holder().as_deref(), Some(other));
+    let writes: Vec<_> = k
+        .api
+        .status_writes()
+        .into_iter()
+        .filter(|w| w.ingress == format!("{NS}/second"))
+        .collect();
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(w.field_manager, format!("tether-{other}"), "{writes:?}");
+    }
+    wait_for_async("the survivor routing the new host", || async {
+        status_via(survivor.proxy_addr, "second.example.com", "/").await == StatusCode::OK
+    })
+    .await;
+    survivor.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsupported_annotations_become_one_event_per_generation() {
+    let k = Cluster::start().await;
+    let a = k.replica("tether-a").await;
+    // The shop Ingress carries one annotation tether does not honour: proxy-body-size.
+    k.api.apply(k.shop("tether", &[("/", "Prefix")]));
+    wait_for("an Event on the shop Ingress", || {
+        !k.events_on("shop").is_empty()
+    })
+    .await;
+    let e = &k.events_on("shop")[0];
+    assert_eq!(e["reason"], "UnsupportedAnnotation");
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["source"]["component"], "tether");
+    assert_eq!(e["reportingInstance"], "tether-a");
+    assert_eq!(e["involvedObject"]["kind"], "Ingress");
+    assert_eq!(e["involvedObject"]["namespace"], NS);
+    assert_eq!(e["involvedObject"]["uid"], format!("uid-{NS}-shop"));
+    assert!(e["involvedObject"]["resourceVersion"].is_string());
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("nginx.ingress.kubernetes.io/proxy-body-size"),
+        "{message}"
+    );
+
+    // The same generation again (a resync, a status write) and a re-list: no new
+    // Event. Another Ingress applied after them marks when they have been seen.
+    k.api.apply(k.shop("tether", &[("/", "Prefix")]));
+    k.api.expire_watches();
+    k.api.apply(ingress(
+        NS,
+        "marker",
+        "tether",
+        "marker.example.com",
+        &[("/", "Prefix")],
+        "web",
+        k.port,
+        &[("nginx.ingress.kubernetes.io/proxy-body-size", "1m")],
+    ));
+    wait_for("an Event on the marker Ingress", || {
+        !k.events_on("marker").is_empty()
+    })
+    .await;
+    assert_eq!(k.events_on("shop").len(), 1, "{:?}", k.events_on("shop"));
+
+    // A new generation is reported again, once.
+    let mut edited = k.shop("tether", &[("/", "Prefix"), ("/api", "Prefix")]);
+    edited["metadata"]["generation"] = serde_json::json!(2);
+    k.api.apply(edited);
+    wait_for("an Event on the second generation", || {
+        k.events_on("shop").len() == 2
+    })
+    .await;
+    assert_eq!(k.events_on("marker").len(), 1);
+    a.shutdown().await;
 }

@@ -10,6 +10,9 @@
 //! through its reload path, so the routing snapshot is built the same way as for a file
 //! and backends that keep their names keep their endpoints and sessions.
 //!
+//! Every burst also hands tether's Ingresses to the status writer
+//! ([`super::status`]), which writes only on the replica holding the Lease.
+//!
 //! Errors only log: watch errors are retried with backoff, and an Ingress that does not
 //! compile is left out (with a warning) while the others route.
 
@@ -229,6 +232,9 @@ pub struct Controller {
     pub client: Client,
     /// `[kubernetes.ingress]`.
     pub settings: IngressSettings,
+    /// Where tether's Ingresses (with their report rows) go after every burst, for the
+    /// status writer ([`super::status::Writer`]).
+    pub ours: Option<watch::Sender<Arc<Vec<Report>>>>,
 }
 
 impl Controller {
@@ -296,6 +302,9 @@ impl Controller {
                 tracing::warn!(error = %e, "ingress left out: it does not compile");
             }
             report(&reports, &mut reported);
+            if let Some(ours) = &self.ours {
+                ours.send_replace(Arc::new(reports));
+            }
             let fingerprint = compiled.fingerprint();
             if fingerprint != published {
                 published = fingerprint;

@@ -5,8 +5,10 @@
 //! so no annotation is ever dropped without a word. `migrate` uses it to turn Ingress
 //! manifests into Gateway API objects and tether.toml offline (`tether migrate`), and
 //! `controller` (Ingress mode) routes the live Ingresses of tether's IngressClasses
-//! through the same translation ([`migrate::compile`]).
+//! through the same translation ([`migrate::compile`]). `status` writes their
+//! `status.loadBalancer` and Events from the one replica holding a Lease.
 
 pub mod annotations;
 pub mod controller;
 pub mod migrate;
+pub mod status;

@@ -4,6 +4,13 @@
 //! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
 //! ERROR event inside the stream; label selectors; kube's `?&` query strings.
 //! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes) are served the same way.
+//!
+//! For Ingress mode's writes it also serves: `coordination.k8s.io/v1` Leases (GET,
+//! POST, PATCH; a server-side apply without `force` that would change a field another
+//! field manager set is a 409 Conflict, as kube-lease-manager relies on; strategic and
+//! merge patches take the fields they set, `null` removes one), PATCH of an Ingress's
+//! `/status` (merged, delivered as MODIFIED, recorded with its fieldManager), and POST
+//! of core/v1 Events (recorded).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -84,6 +91,21 @@ struct State {
     hold_lists: bool,
     lists: usize,
     watches: usize,
+    /// (namespace, name) → (Lease, field → the field manager that set it).
+    leases: BTreeMap<(String, String), (Value, BTreeMap<String, String>)>,
+    status_writes: Vec<StatusWrite>,
+    events: Vec<Value>,
+}
+
+/// A PATCH of an Ingress's status.
+#[derive(Debug, Clone)]
+pub struct StatusWrite {
+    /// `namespace/name`.
+    pub ingress: String,
+    /// The `fieldManager` query parameter.
+    pub field_manager: String,
+    /// The patch's `status`.
+    pub status: Value,
 }
 
 struct Inner {
@@ -257,12 +279,53 @@ impl FakeApiServer {
         (st.lists, st.watches)
     }
 
+    /// A stored object: `namespace` is empty for cluster-scoped ones.
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let st = self.inner.state.lock().unwrap();
+        st.objects
+            .get(&(plural.to_string(), namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// A Lease.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        let st = self.inner.state.lock().unwrap();
+        st.leases
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|(l, _)| l.clone())
+    }
+
+    /// Every Ingress status PATCH so far.
+    pub fn status_writes(&self) -> Vec<StatusWrite> {
+        self.inner.state.lock().unwrap().status_writes.clone()
+    }
+
+    /// Every Event created so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.inner.state.lock().unwrap().events.clone()
+    }
+
     // === protocol ===
 
     async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let path = req.uri().path().to_string();
         let query = parse_query(req.uri().query().unwrap_or(""));
-        let _ = req.into_body().collect().await;
+        let method = req.method().clone();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if let Some(r) = self.write(&method, &path, &query, &content_type, &body) {
+            return r;
+        }
         let Some((resource, namespace)) = route(&path) else {
             return status(
                 StatusCode::NOT_FOUND,
@@ -352,6 +415,145 @@ impl FakeApiServer {
             .body(ChannelBody::new(rx).boxed())
             .unwrap()
     }
+}
+
+impl FakeApiServer {
+    /// Leases, Ingress status and Events; `None` for the list/watch paths.
+    fn write(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Option<Response<BoxBody>> {
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let manager = query.get("fieldManager").cloned().unwrap_or_default();
+        let parse = || serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+        let mut st = self.inner.state.lock().unwrap();
+        match parts.as_slice() {
+            ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", rest @ ..] => {
+                let ns = ns.to_string();
+                Some(match (method.as_str(), rest) {
+                    ("GET", [name]) => match st.leases.get(&(ns.clone(), name.to_string())) {
+                        Some((l, _)) => ok(StatusCode::OK, l),
+                        None => status(StatusCode::NOT_FOUND, "NotFound", "lease not found"),
+                    },
+                    ("POST", []) => {
+                        let mut lease = parse();
+                        let name = lease["metadata"]["name"].as_str().unwrap_or("").to_string();
+                        if st.leases.contains_key(&(ns.clone(), name.clone())) {
+                            return Some(status(
+                                StatusCode::CONFLICT,
+                                "AlreadyExists",
+                                "lease already exists",
+                            ));
+                        }
+                        st.rv += 1;
+                        lease["apiVersion"] = json!("coordination.k8s.io/v1");
+                        lease["kind"] = json!("Lease");
+                        lease["metadata"]["namespace"] = json!(ns);
+                        lease["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                        if !lease["spec"].is_object() {
+                            lease["spec"] = json!({});
+                        }
+                        st.leases
+                            .insert((ns, name), (lease.clone(), BTreeMap::new()));
+                        ok(StatusCode::CREATED, &lease)
+                    }
+                    ("PATCH", [name]) => {
+                        let rv = st.rv + 1;
+                        let Some((lease, owners)) = st.leases.get_mut(&(ns, name.to_string()))
+                        else {
+                            return Some(status(
+                                StatusCode::NOT_FOUND,
+                                "NotFound",
+                                "lease not found",
+                            ));
+                        };
+                        let patch = if content_type.contains("yaml") {
+                            serde_yaml_ng::from_slice::<Value>(body).unwrap_or(Value::Null)
+                        } else {
+                            parse()
+                        };
+                        let apply = content_type.starts_with("application/apply-patch");
+                        let force = query.get("force").map(String::as_str) == Some("true");
+                        let fields = patch["spec"].as_object().cloned().unwrap_or_default();
+                        if apply && !force {
+                            for (k, v) in &fields {
+                                let other = owners.get(k).is_some_and(|o| *o != manager);
+                                if other && !lease["spec"][k].is_null() && lease["spec"][k] != *v {
+                                    return Some(status(
+                                        StatusCode::CONFLICT,
+                                        "Conflict",
+                                        &format!("Apply failed with 1 conflict: conflict with {:?}: .spec.{k}", owners[k]),
+                                    ));
+                                }
+                            }
+                        }
+                        for (k, v) in fields {
+                            if v.is_null() {
+                                if let Some(spec) = lease["spec"].as_object_mut() {
+                                    spec.remove(&k);
+                                }
+                                owners.remove(&k);
+                            } else {
+                                lease["spec"][k.as_str()] = v;
+                                owners.insert(k, manager.clone());
+                            }
+                        }
+                        lease["metadata"]["resourceVersion"] = json!(rv.to_string());
+                        let lease = lease.clone();
+                        st.rv = rv;
+                        ok(StatusCode::OK, &lease)
+                    }
+                    _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", path),
+                })
+            }
+            ["apis", "networking.k8s.io", "v1", "namespaces", ns, "ingresses", name, "status"]
+                if method == http::Method::PATCH =>
+            {
+                let key = ("ingresses".to_string(), ns.to_string(), name.to_string());
+                let Some(mut obj) = st.objects.get(&key).cloned() else {
+                    return Some(status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "ingress not found",
+                    ));
+                };
+                let patch = parse();
+                st.status_writes.push(StatusWrite {
+                    ingress: format!("{ns}/{name}"),
+                    field_manager: manager,
+                    status: patch["status"].clone(),
+                });
+                obj["status"] = patch["status"].clone();
+                st.rv += 1;
+                let rv = st.rv;
+                obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                st.objects.insert(key, obj.clone());
+                deliver(&mut st, rv, "MODIFIED", obj.clone());
+                Some(ok(StatusCode::OK, &obj))
+            }
+            ["api", "v1", "namespaces", ns, "events"] if method == http::Method::POST => {
+                let mut event = parse();
+                event["metadata"]["namespace"] = json!(ns);
+                st.rv += 1;
+                event["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                st.events.push(event.clone());
+                Some(ok(StatusCode::CREATED, &event))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn ok(code: StatusCode, body: &Value) -> Response<BoxBody> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(full(body.to_string()))
+        .unwrap()
 }
 
 fn deliver(st: &mut State, rv: u64, ty: &'static str, obj: Value) {
@@ -577,7 +779,8 @@ pub fn ingress(
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": {"name": name, "namespace": namespace, "generation": 1, "annotations": annotations},
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+                     "generation": 1, "annotations": annotations},
         "spec": {
             "ingressClassName": class,
             "rules": [{"host": host, "http": {"paths": paths}}],
