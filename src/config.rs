@@ -80,6 +80,25 @@ pub struct KubernetesSettings {
     pub backoff_max: Duration,
     /// `[kubernetes.ingress]`: Ingress mode, when set.
     pub ingress: Option<IngressSettings>,
+    /// `[kubernetes.gateway]`: Gateway API mode, when set.
+    pub gateway: Option<GatewaySettings>,
+}
+
+/// The GatewayClass `controllerName` tether answers for when none is configured.
+pub const DEFAULT_GATEWAY_CONTROLLER: &str = "tether.io/gateway-controller";
+
+/// `[kubernetes.gateway]`: route the HTTPRoutes attached to Gateways of tether's
+/// GatewayClasses (see the README, "Gateway API").
+///
+/// Their backends and routes are added to the file's own the way Ingress mode's are:
+/// backend names are `namespace.route.service.port`, and where a file route and an
+/// HTTPRoute have the same host and path prefix, the file's wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// The GatewayClass `spec.controllerName` value that selects tether.
+    pub controller_name: String,
+    /// How long a burst of Gateway API changes is collected before one reload applies it.
+    pub debounce: Duration,
 }
 
 /// The controller name tether answers for when none is configured.
@@ -420,6 +439,14 @@ struct RawKubernetes {
     backoff_min: Option<String>,
     backoff_max: Option<String>,
     ingress: Option<RawIngress>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    controller_name: Option<String>,
+    debounce: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -645,15 +672,21 @@ impl Validator<'_> {
             Some(i) => Some(self.ingress(i)?),
             None => None,
         };
-        if backends.is_empty() && ingress.is_none() {
+        let gateway = match raw.kubernetes.gateway {
+            Some(g) => Some(self.gateway(g)?),
+            None => None,
+        };
+        if backends.is_empty() && ingress.is_none() && gateway.is_none() {
             return Err(self.err(
                 "backend",
-                "at least one [[backend]] is required (or [kubernetes.ingress], whose Ingresses bring their own)",
+                "at least one [[backend]] is required (or [kubernetes.ingress] or \
+                 [kubernetes.gateway], whose resources bring their own)",
             ));
         }
         let routes = self.routes(raw.routes, &backends)?;
         let kubernetes = KubernetesSettings {
             ingress,
+            gateway,
             kubeconfig: raw.kubernetes.kubeconfig.map(|p| self.base.join(p)),
             backoff_min: self.duration(
                 "kubernetes.backoff_min",
@@ -1314,23 +1347,44 @@ impl Validator<'_> {
             .map_err(|_| self.err(field, format!("{v:?} is not an ip:port socket address")))
     }
 
+    fn gateway(&self, raw: RawGateway) -> Result<GatewaySettings> {
+        let controller_name = raw
+            .controller_name
+            .unwrap_or_else(|| DEFAULT_GATEWAY_CONTROLLER.into());
+        // The CRD's pattern for controllerName: a domain-prefixed path, at most 253
+        // characters.
+        if !(controller_name.len() <= 253 && domain_prefixed_path(&controller_name)) {
+            return Err(self.err(
+                "kubernetes.gateway.controller_name",
+                format!(
+                    "{controller_name:?} is not a domain-prefixed path like \"{DEFAULT_GATEWAY_CONTROLLER}\""
+                ),
+            ));
+        }
+        let debounce = self.duration(
+            "kubernetes.gateway.debounce",
+            raw.debounce.as_deref(),
+            "200ms",
+        )?;
+        if debounce > Duration::from_secs(60) {
+            return Err(self.err(
+                "kubernetes.gateway.debounce",
+                "must be at most 60s (changes wait this long before they route)",
+            ));
+        }
+        Ok(GatewaySettings {
+            controller_name,
+            debounce,
+        })
+    }
+
     fn ingress(&self, raw: RawIngress) -> Result<IngressSettings> {
         let controller = raw
             .controller
             .unwrap_or_else(|| DEFAULT_INGRESS_CONTROLLER.into());
         // An IngressClass's spec.controller is a domain-prefixed path (at most 250
         // characters, per the API's validation).
-        let valid = |c: &str| {
-            c.len() <= 250
-                && c.split_once('/').is_some_and(|(d, p)| {
-                    !d.is_empty()
-                        && !p.is_empty()
-                        && d.chars().all(|ch| {
-                            ch.is_ascii_lowercase() || ch.is_ascii_digit() || ".-".contains(ch)
-                        })
-                })
-                && !c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-        };
+        let valid = |c: &str| c.len() <= 250 && domain_prefixed_path(c);
         if !valid(&controller) {
             return Err(self.err(
                 "kubernetes.ingress.controller",
@@ -1436,6 +1490,17 @@ impl Validator<'_> {
         }
         Ok(d)
     }
+}
+
+/// `domain/path`: a lowercase DNS-ish domain, a slash, a non-empty path, no spaces or
+/// control characters (IngressClass `spec.controller`, GatewayClass `controllerName`).
+fn domain_prefixed_path(c: &str) -> bool {
+    c.split_once('/').is_some_and(|(d, p)| {
+        !d.is_empty()
+            && !p.is_empty()
+            && d.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ".-".contains(ch))
+    }) && !c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
 }
 
 /// Decodes a base64 secret, standard or URL-safe alphabet, padded or not.
@@ -1558,6 +1623,35 @@ mod tests {
         ] {
             let e = parse(&format!("[kubernetes.ingress]\n{text}\n")).unwrap_err();
             assert_eq!(e.field, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn gateway_mode_allows_a_file_without_backends_and_names_bad_fields() {
+        let c = parse("[kubernetes.gateway]\n").unwrap();
+        assert!(c.backends.is_empty() && c.routes.is_empty());
+        let g = c.kubernetes.gateway.unwrap();
+        assert_eq!(g.controller_name, DEFAULT_GATEWAY_CONTROLLER);
+        assert_eq!(g.debounce, Duration::from_millis(200));
+        let c = parse("[kubernetes.gateway]\ncontroller_name = 'example.com/gw'\n").unwrap();
+        assert_eq!(
+            c.kubernetes.gateway.unwrap().controller_name,
+            "example.com/gw"
+        );
+        for (text, field) in [
+            (
+                "controller_name = 'nope'",
+                "kubernetes.gateway.controller_name",
+            ),
+            (
+                "controller_name = 'Ex.com/a b'",
+                "kubernetes.gateway.controller_name",
+            ),
+            ("debounce = '2m'", "kubernetes.gateway.debounce"),
+            ("controller = 'a.b/c'", "line 2"),
+        ] {
+            let e = parse(&format!("[kubernetes.gateway]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
         }
     }
 

@@ -25,6 +25,7 @@ use crate::config::{Config, Source};
 use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
+use crate::gateway::controller as gateway;
 use crate::history::History;
 use crate::ingress::controller::{self as ingress, Compiled, Controller};
 use crate::ingress::status;
@@ -159,12 +160,34 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         }
         None => None,
     };
+    // Gateway API mode: the same, for HTTPRoutes attached to tether's Gateways.
+    let gateway_rx = match &config.kubernetes.gateway {
+        Some(settings) => {
+            let client = match &kube_client {
+                Some(c) => Clone::clone(c),
+                None => {
+                    let c = kubernetes::client(&config.kubernetes).await?;
+                    kube_client = Some(c.clone());
+                    c
+                }
+            };
+            let (tx, rx) = watch::channel(Arc::new(gateway::Compiled::default()));
+            let controller = gateway::Controller {
+                client,
+                settings: settings.clone(),
+            };
+            background.push(tokio::spawn(controller.run(tx)));
+            Some(rx)
+        }
+        None => None,
+    };
     let reloader = Arc::new(Reloader {
         proxy: proxy.clone(),
         pod_name,
         path: config_path,
         current: std::sync::Mutex::new(config.clone()),
         ingress: std::sync::Mutex::new(Arc::new(Compiled::default())),
+        gateway: std::sync::Mutex::new(Arc::new(gateway::Compiled::default())),
         discovery: std::sync::Mutex::new(tasks),
         kube_client: tokio::sync::Mutex::new(kube_client),
     });
@@ -174,6 +197,15 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             while rx.changed().await.is_ok() {
                 let compiled = rx.borrow_and_update().clone();
                 let _ = reloader.apply_ingress(compiled).await;
+            }
+        }));
+    }
+    if let Some(mut rx) = gateway_rx {
+        let reloader = reloader.clone();
+        background.push(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let compiled = rx.borrow_and_update().clone();
+                let _ = reloader.apply_gateway(compiled).await;
             }
         }));
     }
@@ -481,6 +513,8 @@ pub struct Reloader {
     current: std::sync::Mutex<Config>,
     /// What the Ingresses route (Ingress mode), merged into every config applied.
     ingress: std::sync::Mutex<Arc<Compiled>>,
+    /// What the HTTPRoutes route (Gateway API mode), merged after the Ingresses'.
+    gateway: std::sync::Mutex<Arc<gateway::Compiled>>,
     discovery: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Also serialises reloads.
     kube_client: tokio::sync::Mutex<Option<kube::Client>>,
@@ -513,12 +547,16 @@ impl Reloader {
     /// mode).
     pub async fn apply(&self, config: &Config) -> Result<(), String> {
         let kube_client = self.kube_client.lock().await;
-        let extra = match self.ingress.lock() {
-            Ok(i) => i.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let extra = self.extra();
         if previous_ingress(&self.current) != config.kubernetes.ingress {
             tracing::warn!("[kubernetes.ingress] changes take effect at the next restart");
+        }
+        let previous_gateway = match self.current.lock() {
+            Ok(c) => c.kubernetes.gateway.clone(),
+            Err(p) => p.into_inner().kubernetes.gateway.clone(),
+        };
+        if previous_gateway != config.kubernetes.gateway {
+            tracing::warn!("[kubernetes.gateway] changes take effect at the next restart");
         }
         self.install(kube_client, config, &extra).await
     }
@@ -531,10 +569,48 @@ impl Reloader {
             Err(p) => p.into_inner().clone(),
         };
         match self.ingress.lock() {
-            Ok(mut i) => *i = extra.clone(),
-            Err(p) => *p.into_inner() = extra.clone(),
+            Ok(mut i) => *i = extra,
+            Err(p) => *p.into_inner() = extra,
         }
-        self.install(kube_client, &base, &extra).await
+        self.install(kube_client, &base, &self.extra()).await
+    }
+
+    /// Applies what the HTTPRoutes route now, merged with the config file's config.
+    pub async fn apply_gateway(&self, routes: Arc<gateway::Compiled>) -> Result<(), String> {
+        let kube_client = self.kube_client.lock().await;
+        let base = match self.current.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match self.gateway.lock() {
+            Ok(mut g) => *g = routes,
+            Err(p) => *p.into_inner() = routes,
+        }
+        self.install(kube_client, &base, &self.extra()).await
+    }
+
+    /// What Kubernetes resources route: the Ingresses', then the HTTPRoutes' (as one
+    /// fragment for [`ingress::merge`], which keeps the first of a backend name, so an
+    /// Ingress backend wins a name clash with an HTTPRoute's).
+    fn extra(&self) -> Compiled {
+        let mut extra = match self.ingress.lock() {
+            Ok(i) => (**i).clone(),
+            Err(p) => (**p.into_inner()).clone(),
+        };
+        let routes = match self.gateway.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        extra.backends.extend(routes.backends.iter().cloned());
+        extra
+            .routes
+            .extend(routes.routes.iter().map(|r| ingress::IngressRoute {
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                backend: r.backend.clone(),
+                ingress: format!("{} (HTTPRoute)", r.route),
+            }));
+        extra
     }
 
     /// Builds and swaps in the state for `base` merged with `extra`; `base` becomes the

@@ -1,7 +1,8 @@
 //! The tether.toml embedded in each Kubernetes ConfigMap is a valid tether config, so an
 //! operator applying the manifests does not find a config error at rollout time. (The
 //! manifests themselves are validated against the Kubernetes schemas in .ci/run.) Each
-//! kustomization installs every manifest of its folder, and never the example Secret.
+//! kustomization installs every manifest of its folder, and never an example (the
+//! placeholder Secret, the example HTTPRoute).
 
 mod support;
 
@@ -88,25 +89,27 @@ fn kustomize_resources(dir: &str) -> Vec<String> {
 }
 
 /// The manifests in `dir` an install should apply: every YAML file but the kustomization
-/// and the example Secret (a public placeholder key that must never sign cookies).
+/// and the examples (`*.example.yaml`: the Secret's public placeholder key must never
+/// sign cookies; the example HTTPRoute is for editing).
 fn manifests_in(dir: &str) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yaml"))
-        .filter(|n| n != "kustomization.yaml" && n != "secret.example.yaml")
+        .filter(|n| n != "kustomization.yaml" && !n.ends_with(".example.yaml"))
         .collect();
     out.sort();
     out
 }
 
 #[test]
-fn each_kustomization_installs_every_manifest_of_its_folder_but_the_example_secret() {
+fn each_kustomization_installs_every_manifest_of_its_folder_but_the_examples() {
     for dir in [
         "config/kubernetes",
         "config/kubernetes/sidecar",
         "config/kubernetes/autoscaling",
         "config/kubernetes/ingress",
+        "config/kubernetes/gateway",
     ] {
         assert_eq!(kustomize_resources(dir), manifests_in(dir), "{dir}");
     }

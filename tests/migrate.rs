@@ -263,6 +263,26 @@ fn every_gateway_and_httproute_printed_validates_against_the_v1_6_1_crds() {
 }
 
 #[test]
+fn the_gateway_api_manifests_of_config_kubernetes_validate_against_the_v1_6_1_crds() {
+    use serde::Deserialize;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes/gateway");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let object = Value::deserialize(doc).unwrap();
+            if object["apiVersion"] == "gateway.networking.k8s.io/v1" {
+                validate(&object);
+                kinds.push(object["kind"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["Gateway", "GatewayClass", "HTTPRoute"]);
+}
+
+#[test]
 fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
     // Every field of every struct set, so each one meets the strict schema.
     let route = HTTPRoute::new(

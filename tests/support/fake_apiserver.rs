@@ -3,6 +3,7 @@
 //! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
 //! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
 //! ERROR event inside the stream; label selectors; kube's `?&` query strings.
+//! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes) are served the same way.
 //!
 //! For Ingress mode's writes it also serves: `coordination.k8s.io/v1` Leases (GET,
 //! POST, PATCH; a server-side apply without `force` that would change a field another
@@ -32,6 +33,20 @@ use super::{full, BoxBody, ChannelBody};
 
 /// The resources served: (plural, apiVersion, kind, namespaced).
 const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    // Gateway API mode.
+    (
+        "gatewayclasses",
+        "gateway.networking.k8s.io/v1",
+        "GatewayClass",
+        false,
+    ),
+    ("gateways", "gateway.networking.k8s.io/v1", "Gateway", true),
+    (
+        "httproutes",
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        true,
+    ),
     (
         "endpointslices",
         "discovery.k8s.io/v1",
