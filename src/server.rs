@@ -608,7 +608,7 @@ impl Reloader {
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
                 backend: r.backend.clone(),
-                ingress: format!("{} (HTTPRoute)", r.route),
+                ingress: format!("HTTPRoute {}", r.route),
             }));
         extra
     }

@@ -63,7 +63,8 @@ pub struct IngressRoute {
     pub path_prefix: String,
     /// The backend's name (an entry of [`Compiled::backends`]).
     pub backend: String,
-    /// `namespace/name` of the Ingress it came from (for logs and `tether check`).
+    /// The object it came from, kind first (`Ingress shop/web`, `HTTPRoute shop/web`),
+    /// for logs and `tether check`.
     pub ingress: String,
 }
 
@@ -131,7 +132,7 @@ impl Compiled {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
-                    ingress: name.clone(),
+                    ingress: format!("Ingress {name}"),
                 });
             }
             out.backends.extend(config.backends);
@@ -185,8 +186,13 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for b in &extra.backends {
         if !taken.insert(b.name.as_str()) {
+            let first = if base.backends.iter().any(|f| f.name == b.name) {
+                "the config file"
+            } else {
+                "an object listed before it"
+            };
             dropped.push(format!(
-                "backend {:?}: the config file has a backend of that name; it wins",
+                "backend {:?}: {first} has a backend of that name; it wins",
                 b.name
             ));
             continue;
@@ -204,7 +210,7 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
             .any(|f| f.host == r.host && f.path_prefix == r.path_prefix);
         if clash {
             dropped.push(format!(
-                "route {}{} of Ingress {}: the config file routes it; it wins",
+                "route {}{} of {}: the config file routes it; it wins",
                 r.host.as_deref().unwrap_or("*"),
                 r.path_prefix,
                 r.ingress
@@ -345,5 +351,57 @@ fn report(reports: &[Report], seen: &mut BTreeSet<(String, Option<i64>)>) {
                 Verdict::Mapped | Verdict::NotIngressNginx => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Config {
+        Config::parse(toml, "test.toml", std::path::Path::new(".")).unwrap()
+    }
+
+    fn backend(name: &str) -> BackendSettings {
+        let c = config(&format!(
+            "[[backend]]\nname = \"{name}\"\nendpoints = [{{ name = \"p\", address = \"127.0.0.1:1\" }}]\n"
+        ));
+        c.backends[0].clone()
+    }
+
+    fn route(host: &str, backend: &str, from: &str) -> IngressRoute {
+        IngressRoute {
+            host: Some(host.into()),
+            path_prefix: "/".into(),
+            backend: backend.into(),
+            ingress: from.into(),
+        }
+    }
+
+    #[test]
+    fn each_dropped_item_names_what_it_came_from_and_what_won() {
+        let base = config(
+            "[[backend]]\nname = \"file\"\nendpoints = [{ name = \"p\", address = \"127.0.0.1:1\" }]\n\
+             [[route]]\nhost = \"a.test\"\npath_prefix = \"/\"\nbackend = \"file\"\n",
+        );
+        let extra = Compiled {
+            backends: vec![backend("file"), backend("shop"), backend("shop")],
+            routes: vec![
+                route("a.test", "shop", "HTTPRoute web/shop"),
+                route("b.test", "shop", "Ingress web/shop"),
+            ],
+            ingresses: vec![],
+        };
+        let (merged, dropped) = merge(&base, &extra);
+        assert_eq!(merged.backends.len(), 2, "the file's and one shop");
+        assert_eq!(merged.routes.len(), 2, "the file's and b.test");
+        assert_eq!(
+            dropped,
+            [
+                "backend \"file\": the config file has a backend of that name; it wins",
+                "backend \"shop\": an object listed before it has a backend of that name; it wins",
+                "route a.test/ of HTTPRoute web/shop: the config file routes it; it wins",
+            ]
+        );
     }
 }
