@@ -122,6 +122,7 @@ fn main() -> ExitCode {
                     c.routes.len(),
                     c.keys.len()
                 );
+                print!("{}", route_sources(&c));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -336,4 +337,42 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     );
     running.run_until_signal().await;
     Ok(())
+}
+
+/// Where `tether check`'s config gets its routes: the file's, in the order routing tries
+/// them, and the Kubernetes objects that add theirs at run time (README: Ingress mode,
+/// Gateway API), with the rule that decides a clash.
+fn route_sources(c: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "routes from this file (routing picks the longest prefix, a host before any host):\n",
+    );
+    for r in &c.routes {
+        let _ = writeln!(
+            out,
+            "  {}{} -> {}",
+            r.host.as_deref().unwrap_or("*"),
+            r.path_prefix,
+            c.backends.get(r.backend).map_or("?", |b| b.name.as_str())
+        );
+    }
+    if let Some(i) = &c.kubernetes.ingress {
+        let _ = writeln!(
+            out,
+            "routes from Ingresses (at run time): those of IngressClasses with controller {}, \
+             added after this file's; a backend name or host and path this file has stays this \
+             file's",
+            i.controller
+        );
+    }
+    if let Some(g) = &c.kubernetes.gateway {
+        let _ = writeln!(
+            out,
+            "routes from HTTPRoutes (at run time): those attached to Gateways of GatewayClasses \
+             with controllerName {}, added after the Ingresses'; a backend name this file or an \
+             Ingress has, or a host and path this file routes, stays theirs",
+            g.controller_name
+        );
+    }
+    out
 }

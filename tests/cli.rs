@@ -44,6 +44,37 @@ fn check_accepts_the_example_config() {
 }
 
 #[test]
+fn check_says_which_routes_come_from_the_file_and_which_from_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(
+        &path,
+        "[kubernetes.ingress]\ncontroller = \"example.com/ingress\"\n\
+         [kubernetes.gateway]\ncontroller_name = \"example.com/gateway\"\n\
+         [[backend]]\nname = \"web\"\nendpoints = [{ name = \"a\", address = \"127.0.0.1:1\" }]\n\
+         [[route]]\nhost = \"shop.test\"\npath_prefix = \"/api\"\nbackend = \"web\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("routes from this file"), "{stdout}");
+    assert!(stdout.contains("  shop.test/api -> web"), "{stdout}");
+    assert!(
+        stdout.contains("routes from Ingresses (at run time): those of IngressClasses with controller example.com/ingress"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("routes from HTTPRoutes (at run time): those attached to Gateways of GatewayClasses with controllerName example.com/gateway"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_rejects_an_unknown_backend_naming_the_field() {
     let (ok, err) = check(
         "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\"]\n\
