@@ -4,9 +4,11 @@
 //! [`Backend::publish`], which rebuilds and swaps the snapshot. Sources never edit a
 //! snapshot in place and never run on the request path. Static lists come from the
 //! config file ([`static_list`]); the Kubernetes EndpointSlice watcher is the other
-//! source.
+//! source. [`objects`] watches whole kinds of objects for the Ingress and Gateway API
+//! controllers.
 
 pub mod kubernetes;
+pub mod objects;
 pub mod static_list;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 //!
 //! watchers → reflector stores → debounce → compile → publish, as Ingress mode does.
 //! Three kube-runtime watchers (GatewayClasses, Gateways, HTTPRoutes, cluster-wide) feed
-//! reflector stores. Once all three have listed, every burst of changes (collected for
+//! reflector stores ([`crate::discovery::objects`], shared with Ingress mode). Once all three have listed, every burst of changes (collected for
 //! `debounce`) compiles the HTTPRoutes attached to Gateways of tether's classes into
 //! [`Compiled`] backends and routes, published on a `watch` channel only when they
 //! differ. The server merges them with the config file's (and Ingress mode's) and
@@ -30,11 +30,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::reflector;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::api::{
@@ -43,6 +39,7 @@ use super::api::{
 };
 use super::session;
 use crate::config::{BackendSettings, Config, GatewaySettings};
+use crate::discovery::objects::{self, Bursts};
 
 /// Why an HTTPRoute could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -573,13 +570,6 @@ fn id<K: ResourceExt>(o: &K) -> String {
     format!("{}/{}", namespace(o), o.name_any())
 }
 
-/// Which watch an event came from, and whether it completed a (re-)list.
-enum Change {
-    Classes { listed: bool },
-    Gateways { listed: bool },
-    Routes { listed: bool },
-}
-
 /// Watches GatewayClasses, Gateways and HTTPRoutes and publishes what tether's route.
 pub struct Controller {
     /// The API client.
@@ -591,77 +581,17 @@ pub struct Controller {
 impl Controller {
     /// Runs until dropped, publishing every change of what routes on `tx`.
     pub async fn run(self, tx: watch::Sender<Arc<Compiled>>) {
-        let (classes, class_writer) = reflector::store::<GatewayClass>();
-        let (gateways, gateway_writer) = reflector::store::<Gateway>();
-        let (routes, route_writer) = reflector::store::<HTTPRoute>();
-        let class_events = reflector::reflector(
-            class_writer,
-            watcher::watcher(
-                Api::<GatewayClass>::all(self.client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| {
-            e.map(|e| Change::Classes {
-                listed: matches!(e, Event::InitDone),
-            })
-        });
-        let gateway_events = reflector::reflector(
-            gateway_writer,
-            watcher::watcher(
-                Api::<Gateway>::all(self.client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| {
-            e.map(|e| Change::Gateways {
-                listed: matches!(e, Event::InitDone),
-            })
-        });
-        let route_events = reflector::reflector(
-            route_writer,
-            watcher::watcher(
-                Api::<HTTPRoute>::all(self.client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| {
-            e.map(|e| Change::Routes {
-                listed: matches!(e, Event::InitDone),
-            })
-        });
-        let events = futures::stream::select(
-            class_events,
-            futures::stream::select(gateway_events, route_events),
+        let (classes, class_changes) = objects::reflect::<GatewayClass>(&self.client);
+        let (gateways, gateway_changes) = objects::reflect::<Gateway>(&self.client);
+        let (routes, route_changes) = objects::reflect::<HTTPRoute>(&self.client);
+        let mut bursts = Bursts::new(
+            vec![class_changes, gateway_changes, route_changes],
+            self.settings.debounce,
+            "gateway api",
         );
-        let mut events = std::pin::pin!(events);
-        let mut listed = [false; 3];
         let mut published = tx.borrow().fingerprint();
         let mut reported: BTreeSet<String> = BTreeSet::new();
-        loop {
-            // Wait for a change, then collect the burst it starts.
-            let mut next = events.next().await;
-            loop {
-                match next {
-                    None => return,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "gateway api watch failed; retrying, routes stay as they are");
-                    }
-                    Some(Ok(Change::Classes { listed: l })) => listed[0] |= l,
-                    Some(Ok(Change::Gateways { listed: l })) => listed[1] |= l,
-                    Some(Ok(Change::Routes { listed: l })) => listed[2] |= l,
-                }
-                match tokio::time::timeout(self.settings.debounce, events.next()).await {
-                    Ok(n) => next = n,
-                    Err(_) => break,
-                }
-            }
-            if !listed.iter().all(|l| *l) {
-                continue; // a half-listed view would drop routes that exist
-            }
+        while bursts.next().await.is_some() {
             let (compiled, errors, notes) = Compiled::build(
                 &classes.state(),
                 &gateways.state(),

@@ -2,7 +2,8 @@
 //!
 //! watchers → reflector stores → debounce → compile → publish. Two kube-runtime
 //! watchers (IngressClasses and Ingresses, cluster-wide) feed reflector stores, which
-//! swap a re-list in whole at `InitDone`. Once both have listed, every burst of changes
+//! swap a re-list in whole at `InitDone` (the mechanism both controllers share:
+//! [`crate::discovery::objects`]). Once both have listed, every burst of changes
 //! (collected for `debounce`) compiles the Ingresses of tether's classes, each through
 //! [`migrate::compile`] (the one mapping `tether migrate` prints), into [`Compiled`]
 //! backends and routes, published on a `watch` channel only when they differ. The
@@ -19,17 +20,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
-use kube::{Api, Client};
+use kube::Client;
 use tokio::sync::watch;
 
 use super::annotations::Verdict;
 use super::migrate;
 use crate::config::{BackendSettings, Config, IngressSettings, RouteSettings};
+use crate::discovery::objects::{self, Bursts};
 
 /// Why an Ingress could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -226,12 +224,6 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
     (config, dropped)
 }
 
-/// Which watch an event came from, and whether it completed a (re-)list.
-enum Change {
-    Classes { listed: bool },
-    Ingresses { listed: bool },
-}
-
 /// Watches IngressClasses and Ingresses and publishes what tether's route.
 pub struct Controller {
     /// The API client.
@@ -246,59 +238,16 @@ pub struct Controller {
 impl Controller {
     /// Runs until dropped, publishing every change of what routes on `tx`.
     pub async fn run(self, tx: watch::Sender<Arc<Compiled>>) {
-        let (classes, class_writer) = reflector::store::<IngressClass>();
-        let (ingresses, ingress_writer) = reflector::store::<Ingress>();
-        let class_events = reflector::reflector(
-            class_writer,
-            watcher::watcher(
-                Api::<IngressClass>::all(self.client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| {
-            e.map(|e| Change::Classes {
-                listed: matches!(e, Event::InitDone),
-            })
-        });
-        let ingress_events = reflector::reflector(
-            ingress_writer,
-            watcher::watcher(
-                Api::<Ingress>::all(self.client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .map(|e| {
-            e.map(|e| Change::Ingresses {
-                listed: matches!(e, Event::InitDone),
-            })
-        });
-        let events = futures::stream::select(class_events, ingress_events);
-        let mut events = std::pin::pin!(events);
-        let (mut classes_listed, mut ingresses_listed) = (false, false);
+        let (classes, class_changes) = objects::reflect::<IngressClass>(&self.client);
+        let (ingresses, ingress_changes) = objects::reflect::<Ingress>(&self.client);
+        let mut bursts = Bursts::new(
+            vec![class_changes, ingress_changes],
+            self.settings.debounce,
+            "ingress",
+        );
         let mut published = tx.borrow().fingerprint();
         let mut reported = BTreeSet::new();
-        loop {
-            // Wait for a change, then collect the burst it starts.
-            let mut next = events.next().await;
-            loop {
-                match next {
-                    None => return,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "ingress watch failed; retrying, routes stay as they are");
-                    }
-                    Some(Ok(Change::Classes { listed })) => classes_listed |= listed,
-                    Some(Ok(Change::Ingresses { listed })) => ingresses_listed |= listed,
-                }
-                match tokio::time::timeout(self.settings.debounce, events.next()).await {
-                    Ok(n) => next = n,
-                    Err(_) => break,
-                }
-            }
-            if !(classes_listed && ingresses_listed) {
-                continue; // a half-listed view would drop routes that exist
-            }
+        while bursts.next().await.is_some() {
             let (compiled, reports, errors) = Compiled::build(
                 &classes.state(),
                 &ingresses.state(),
