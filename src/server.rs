@@ -563,28 +563,29 @@ impl Reloader {
 
     /// Applies what the Ingresses route now, merged with the config file's config.
     pub async fn apply_ingress(&self, extra: Arc<Compiled>) -> Result<(), String> {
-        let kube_client = self.kube_client.lock().await;
-        let base = match self.current.lock() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        match self.ingress.lock() {
-            Ok(mut i) => *i = extra,
-            Err(p) => *p.into_inner() = extra,
-        }
-        self.install(kube_client, &base, &self.extra()).await
+        self.apply_kubernetes(&self.ingress, extra).await
     }
 
     /// Applies what the HTTPRoutes route now, merged with the config file's config.
     pub async fn apply_gateway(&self, routes: Arc<gateway::Compiled>) -> Result<(), String> {
+        self.apply_kubernetes(&self.gateway, routes).await
+    }
+
+    /// Puts what one kind of Kubernetes object routes now into its `slot`, and applies
+    /// the config file's config merged with every slot.
+    async fn apply_kubernetes<T>(
+        &self,
+        slot: &std::sync::Mutex<Arc<T>>,
+        now: Arc<T>,
+    ) -> Result<(), String> {
         let kube_client = self.kube_client.lock().await;
         let base = match self.current.lock() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        match self.gateway.lock() {
-            Ok(mut g) => *g = routes,
-            Err(p) => *p.into_inner() = routes,
+        match slot.lock() {
+            Ok(mut s) => *s = now,
+            Err(p) => *p.into_inner() = now,
         }
         self.install(kube_client, &base, &self.extra()).await
     }
