@@ -415,6 +415,23 @@ pub struct RouteSettings {
     pub backend: usize,
 }
 
+/// One `[[route]]` table as tether.toml text, for the code that writes configs
+/// (`tether migrate`, the Ingress and Gateway API controllers), so a route is spelled
+/// and quoted one way whoever writes it.
+pub fn route_toml(host: Option<&str>, path_prefix: &str, backend: &str) -> String {
+    let q = |s: &str| toml::Value::String(s.into()).to_string();
+    let mut out = String::from("[[route]]\n");
+    if let Some(h) = host {
+        out.push_str(&format!("host = {}\n", q(h)));
+    }
+    out.push_str(&format!(
+        "path_prefix = {}\nbackend = {}\n",
+        q(path_prefix),
+        q(backend)
+    ));
+    out
+}
+
 // === raw TOML shapes ===
 
 #[derive(Debug, Default, Deserialize)]

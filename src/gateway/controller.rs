@@ -546,16 +546,11 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
         }
     }
     for r in routes {
-        let _ = writeln!(out, "[[route]]");
-        if let Some(h) = &r.host {
-            let _ = writeln!(out, "host = {}", q(h));
-        }
-        let _ = writeln!(
-            out,
-            "path_prefix = {}\nbackend = {}",
-            q(&r.path_prefix),
-            q(&r.backend)
-        );
+        out.push_str(&crate::config::route_toml(
+            r.host.as_deref(),
+            &r.path_prefix,
+            &r.backend,
+        ));
     }
     out
 }

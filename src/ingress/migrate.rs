@@ -858,16 +858,11 @@ impl Builder<'_> {
             if let Some(c) = &r.comment {
                 let _ = writeln!(out, "# {c}");
             }
-            let _ = writeln!(out, "[[route]]");
-            if let Some(h) = &r.host {
-                let _ = writeln!(out, "host = {}", q(h));
-            }
-            let _ = writeln!(
-                out,
-                "path_prefix = {}\nbackend = {}",
-                q(&r.path_prefix),
-                q(&r.backend)
-            );
+            out.push_str(&crate::config::route_toml(
+                r.host.as_deref(),
+                &r.path_prefix,
+                &r.backend,
+            ));
         }
         out
     }
