@@ -9,21 +9,21 @@ use std::sync::Arc;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
-use support::fake_apiserver::{slice, Ep, FakeApiServer};
+use support::fake_apiserver::ModeCluster;
 use support::*;
 
 const NS: &str = "shop";
 const HOST: &str = "shop.example.com";
 
-/// A cluster: a fake API server with tether's GatewayClass and another controller's, a
-/// Gateway of each, pods of Service `web` on one port, and a tether in Gateway API mode
-/// with no backend of its own.
-struct Cluster {
-    api: FakeApiServer,
-    pods: Vec<Arc<TestBackend>>,
-    port: u16,
-    proxy: Running,
-    _dir: tempfile::TempDir,
+/// A cluster (see [`ModeCluster`]) with tether's GatewayClass and another controller's,
+/// a Gateway of each, and a tether in Gateway API mode with no backend of its own.
+struct Cluster(ModeCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = ModeCluster;
+    fn deref(&self) -> &ModeCluster {
+        &self.0
+    }
 }
 
 fn gateway_class(name: &str, controller: &str) -> Value {
@@ -75,37 +75,14 @@ fn route(name: &str, parent: &str, port: u16, matches: &[&str], persistence: Val
 
 impl Cluster {
     async fn start() -> Cluster {
-        let (pods, port) = pods_on_one_port(&["pod-a", "pod-b", "pod-c"]).await;
-        let api = FakeApiServer::start().await;
-        api.apply(gateway_class("tether", "tether.io/gateway-controller"));
-        api.apply(gateway_class(
-            "envoy",
-            "gateway.envoyproxy.io/gatewayclass-controller",
-        ));
-        api.apply(gateway("ours", "tether"));
-        api.apply(gateway("theirs", "envoy"));
-        let eps: Vec<Ep> = pods
-            .iter()
-            .map(|p| Ep::pod(&p.name, &p.addr.ip().to_string()))
-            .collect();
-        api.apply(slice(NS, "web-1", "web", "http", port, &eps));
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = api.kubeconfig(dir.path());
-        let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
-             [kubernetes.gateway]\ndebounce = \"20ms\"\n\
-             [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n",
-            kubeconfig.display()
-        );
-        let proxy = proxy_with(&cfg, tether::server::Options::default()).await;
-        Cluster {
-            api,
-            pods,
-            port,
-            proxy,
-            _dir: dir,
-        }
+        let objects = vec![
+            gateway_class("tether", "tether.io/gateway-controller"),
+            gateway_class("envoy", "gateway.envoyproxy.io/gatewayclass-controller"),
+            gateway("ours", "tether"),
+            gateway("theirs", "envoy"),
+        ];
+        let mode = "[kubernetes.gateway]\ndebounce = \"20ms\"\n";
+        Cluster(ModeCluster::start(NS, objects, mode).await)
     }
 
     async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -125,16 +102,6 @@ impl Cluster {
             self.get(HOST, path, &[]).await.status == status
         })
         .await;
-    }
-
-    fn backend_names(&self) -> Vec<String> {
-        self.proxy
-            .proxy
-            .state()
-            .backends
-            .iter()
-            .map(|b| b.name().to_string())
-            .collect()
     }
 }
 

@@ -4,11 +4,9 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::fake_apiserver::{ingress, ingress_class, slice, Ep, FakeApiServer};
+use support::fake_apiserver::{ingress, ingress_class, ModeCluster};
 use support::*;
 
 const NS: &str = "shop";
@@ -27,45 +25,25 @@ async fn status_via(addr: std::net::SocketAddr, host: &str, path: &str) -> Statu
     TestClient::new().send(req).await.status
 }
 
-/// A cluster: a fake API server with tether's IngressClass and another controller's,
-/// pods of Service `web` on one port, and a tether in Ingress mode with no backend of
-/// its own.
-struct Cluster {
-    api: FakeApiServer,
-    pods: Vec<Arc<TestBackend>>,
-    port: u16,
-    proxy: Running,
-    _dir: tempfile::TempDir,
+/// A cluster (see [`ModeCluster`]) with tether's IngressClass and another controller's,
+/// and a tether in Ingress mode with no backend of its own.
+struct Cluster(ModeCluster);
+
+impl std::ops::Deref for Cluster {
+    type Target = ModeCluster;
+    fn deref(&self) -> &ModeCluster {
+        &self.0
+    }
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let (pods, port) = pods_on_one_port(&["pod-a", "pod-b", "pod-c"]).await;
-        let api = FakeApiServer::start().await;
-        api.apply(ingress_class("tether", "tether.io/ingress-controller"));
-        api.apply(ingress_class("nginx", "k8s.io/ingress-nginx"));
-        let eps: Vec<Ep> = pods
-            .iter()
-            .map(|p| Ep::pod(&p.name, &p.addr.ip().to_string()))
-            .collect();
-        api.apply(slice(NS, "web-1", "web", "http", port, &eps));
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = api.kubeconfig(dir.path());
-        let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
-             [kubernetes.ingress]\ndebounce = \"20ms\"\n\
-             [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n",
-            kubeconfig.display()
-        );
-        let proxy = proxy_with(&cfg, tether::server::Options::default()).await;
-        Cluster {
-            api,
-            pods,
-            port,
-            proxy,
-            _dir: dir,
-        }
+        let classes = vec![
+            ingress_class("tether", "tether.io/ingress-controller"),
+            ingress_class("nginx", "k8s.io/ingress-nginx"),
+        ];
+        let mode = "[kubernetes.ingress]\ndebounce = \"20ms\"\n";
+        Cluster(ModeCluster::start(NS, classes, mode).await)
     }
 
     /// The shop Ingress: cookie affinity with cookie `SHOP`, on `paths`.
@@ -109,14 +87,10 @@ impl Cluster {
     /// elects its status writer with a 2 s Lease of its own (the cluster's first tether
     /// has no address and the default Lease).
     async fn replica(&self, pod: &str) -> Running {
-        let cfg = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
-             [kubernetes.ingress]\ndebounce = \"20ms\"\naddress = \"{ADDRESS}\"\n\
-             lease = \"{LEASE}\"\nlease_duration = \"2s\"\n\
-             [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n",
-            self._dir.path().join("kubeconfig").display()
-        );
+        let cfg = self.config(&format!(
+            "[kubernetes.ingress]\ndebounce = \"20ms\"\naddress = \"{ADDRESS}\"\n\
+             lease = \"{LEASE}\"\nlease_duration = \"2s\"\n"
+        ));
         let options = tether::server::Options {
             pod_name: Some(pod.to_string()),
             ..Default::default()
@@ -151,16 +125,6 @@ impl Cluster {
             .filter(|e| {
                 e["reportingInstance"] == "tether-a" || e["reportingInstance"] == "tether-b"
             })
-            .collect()
-    }
-
-    fn backend_names(&self) -> Vec<String> {
-        self.proxy
-            .proxy
-            .state()
-            .backends
-            .iter()
-            .map(|b| b.name().to_string())
             .collect()
     }
 }
@@ -257,7 +221,7 @@ async fn file_routes_win_over_ingress_routes_on_the_same_host_and_path() {
         std::path::Path::new("."),
     )
     .unwrap();
-    cfg.kubernetes.kubeconfig = Some(k._dir.path().join("kubeconfig"));
+    cfg.kubernetes.kubeconfig = Some(k.dir.path().join("kubeconfig"));
     k.proxy.apply(&cfg).await.unwrap();
     k.api
         .apply(k.shop("tether", &[("/", "Prefix"), ("/ingress", "Prefix")]));

@@ -787,3 +787,70 @@ pub fn ingress(
         },
     })
 }
+
+/// A cluster for the controllers' tests (Ingress mode, Gateway API mode): a fake API
+/// server holding `objects`, three pods of Service `web` in `ns` on one port (slice
+/// `web-1`, port `http`), and a tether with no backend of its own whose config adds
+/// `mode` (e.g. `[kubernetes.ingress]` and its settings).
+pub struct ModeCluster {
+    pub api: FakeApiServer,
+    pub pods: Vec<Arc<super::TestBackend>>,
+    pub port: u16,
+    pub proxy: super::Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl ModeCluster {
+    pub async fn start(ns: &str, objects: Vec<Value>, mode: &str) -> ModeCluster {
+        let (pods, port) = super::pods_on_one_port(&["pod-a", "pod-b", "pod-c"]).await;
+        let api = FakeApiServer::start().await;
+        for o in objects {
+            api.apply(o);
+        }
+        let eps: Vec<Ep> = pods
+            .iter()
+            .map(|p| Ep::pod(&p.name, &p.addr.ip().to_string()))
+            .collect();
+        api.apply(slice(ns, "web-1", "web", "http", port, &eps));
+        let dir = tempfile::tempdir().unwrap();
+        api.kubeconfig(dir.path());
+        let proxy = super::proxy_with(
+            &Self::config_in(dir.path(), mode),
+            tether::server::Options::default(),
+        )
+        .await;
+        ModeCluster {
+            api,
+            pods,
+            port,
+            proxy,
+            dir,
+        }
+    }
+
+    /// The config of a tether of this cluster in `mode`: another replica's, say.
+    pub fn config(&self, mode: &str) -> String {
+        Self::config_in(self.dir.path(), mode)
+    }
+
+    fn config_in(dir: &Path, mode: &str) -> String {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
+             {mode}[[keys]]\nid = \"k1\"\nsecret = \"{}\"\n",
+            dir.join("kubeconfig").display(),
+            super::KEY_1
+        )
+    }
+
+    /// The names of the backends tether routes to now.
+    pub fn backend_names(&self) -> Vec<String> {
+        self.proxy
+            .proxy
+            .state()
+            .backends
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect()
+    }
+}
