@@ -1731,6 +1731,51 @@ mod tests {
     }
 
     #[test]
+    fn gateway_mode_has_its_own_status_lease_and_address() {
+        let g = parse("[kubernetes.gateway]\n")
+            .unwrap()
+            .kubernetes
+            .gateway
+            .unwrap();
+        assert_eq!(g.address, None);
+        assert_eq!(g.lease.name, DEFAULT_GATEWAY_LEASE_NAME);
+        assert_ne!(
+            g.lease.name, DEFAULT_LEASE_NAME,
+            "Ingress mode's is another"
+        );
+        assert_eq!(g.lease.duration, Duration::from_secs(15));
+        let g = parse(
+            "[kubernetes.gateway]\naddress = 'LB.example.com'\nlease = 'gw'\n\
+             lease_namespace = 'infra'\nlease_duration = '5s'\n",
+        )
+        .unwrap()
+        .kubernetes
+        .gateway
+        .unwrap();
+        assert_eq!(g.address.as_deref(), Some("lb.example.com"));
+        assert_eq!(
+            g.lease,
+            LeaseSettings {
+                name: "gw".into(),
+                namespace: Some("infra".into()),
+                duration: Duration::from_secs(5),
+            }
+        );
+        for (text, field) in [
+            ("address = 'a b'", "kubernetes.gateway.address"),
+            ("lease = 'Not_A_Name'", "kubernetes.gateway.lease"),
+            (
+                "lease_namespace = 'a.b'",
+                "kubernetes.gateway.lease_namespace",
+            ),
+            ("lease_duration = '1s'", "kubernetes.gateway.lease_duration"),
+        ] {
+            let e = parse(&format!("[kubernetes.gateway]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn kubernetes_backends_parse_named_and_numbered_ports() {
         let c = parse("[[backend]]\nname='a'\nkubernetes={ namespace='shop', service='cart', port='http' }\n[[backend]]\nname='b'\nkubernetes={ service='cart', port=8080 }\n[[route]]\nbackend='a'\n").unwrap();
         assert_eq!(

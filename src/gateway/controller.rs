@@ -1820,6 +1820,29 @@ mod tests {
     }
 
     #[test]
+    fn label_selectors_follow_kubernetes_semantics() {
+        let labels: BTreeMap<String, String> = [("team".to_string(), "shop".to_string())].into();
+        let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        let e = |op: &str, values: serde_json::Value| {
+            sel(json!({"matchExpressions": [{"key": "team", "operator": op, "values": values}]}))
+        };
+        assert_eq!(
+            selects(&sel(json!({})), &labels),
+            Ok(true),
+            "empty selects all"
+        );
+        assert_eq!(
+            selects(&sel(json!({"matchLabels": {"team": "x"}})), &labels),
+            Ok(false)
+        );
+        assert_eq!(selects(&e("In", json!(["shop", "x"])), &labels), Ok(true));
+        assert_eq!(selects(&e("NotIn", json!(["shop"])), &labels), Ok(false));
+        assert_eq!(selects(&e("Exists", json!(null)), &labels), Ok(true));
+        assert_eq!(selects(&e("DoesNotExist", json!(null)), &labels), Ok(false));
+        assert!(selects(&e("Near", json!(null)), &labels).is_err());
+    }
+
+    #[test]
     fn a_selector_admits_routes_of_labelled_namespaces_and_kinds_must_include_httproute() {
         let classes = vec![class("tether", OURS)];
         let gateways = vec![gateway(
