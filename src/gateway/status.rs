@@ -170,10 +170,10 @@ impl Writer {
                 status,
             } => {
                 let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), namespace);
-                let patch = json!({
-                    "metadata": { "resourceVersion": version },
-                    "status": { "parents": status.parents },
-                });
+                let mut patch = json!({ "status": { "parents": status.parents } });
+                if let Some(v) = version {
+                    patch["metadata"] = json!({ "resourceVersion": v });
+                }
                 api.patch_status(name, &params, &Patch::Merge(&patch))
                     .await
                     .map(drop)
