@@ -595,3 +595,82 @@ async fn only_the_elected_replica_writes_gateway_status() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Every violation of the `v1` schema of its CRD (tests/data/gateway-api) by `object`
+/// as the API server holds it, status included: what tether writes must be what a real
+/// API server accepts (types, enums, patterns, required fields, list sizes).
+fn violations(object: &Value, crd: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/gateway-api")
+        .join(crd);
+    let crd: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let version = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .unwrap();
+    let validator = jsonschema::validator_for(&version["schema"]["openAPIV3Schema"]).unwrap();
+    validator
+        .iter_errors(object)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_status_tether_writes_is_valid_by_the_crds() {
+    let k = Cluster::start().await;
+    let persistence = json!({"sessionName": "SHOP"});
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], persistence.clone()));
+    let mut stranger = route("stranger", "ours", k.port, &["/x"], persistence);
+    stranger["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("team");
+    k.api.apply(stranger);
+    k.wait_route(NS, "shop", &[ACCEPTED, RESOLVED]).await;
+    k.wait_route(
+        NS,
+        "stranger",
+        &[ACCEPTED, ("ResolvedRefs", "False", "RefNotPermitted")],
+    )
+    .await;
+    wait_for("the gateway status", || {
+        k.api.object("gateways", NS, "ours").unwrap()["status"]["listeners"][0]["attachedRoutes"]
+            == 2
+    })
+    .await;
+    for (plural, ns, name, crd) in [
+        (
+            "gatewayclasses",
+            "",
+            "tether",
+            "gateway.networking.k8s.io_gatewayclasses.yaml",
+        ),
+        (
+            "gateways",
+            NS,
+            "ours",
+            "gateway.networking.k8s.io_gateways.yaml",
+        ),
+        (
+            "httproutes",
+            NS,
+            "shop",
+            "gateway.networking.k8s.io_httproutes.yaml",
+        ),
+        (
+            "httproutes",
+            NS,
+            "stranger",
+            "gateway.networking.k8s.io_httproutes.yaml",
+        ),
+    ] {
+        let object = k.api.object(plural, ns, name).unwrap();
+        assert!(object["status"].is_object(), "{plural} {name}: {object}");
+        let errors = violations(&object, crd);
+        assert!(errors.is_empty(), "{errors:#?}\n{object:#}");
+    }
+    // The schema checks status: it is not vacuous.
+    let mut bad = k.api.object("gateways", NS, "ours").unwrap();
+    bad["status"]["listeners"][0]["conditions"][0]["status"] = json!("Maybe");
+    assert!(!violations(&bad, "gateway.networking.k8s.io_gateways.yaml").is_empty());
+}
