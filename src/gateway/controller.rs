@@ -705,6 +705,12 @@ impl Context {
     }
 }
 
+/// Whether tether serves a listener of this protocol (status and attachment ask here;
+/// the build's `attach` says why not in its notes).
+fn served(l: &Listener) -> bool {
+    l.protocol == "HTTP"
+}
+
 /// The route kinds a listener serves (HTTPRoute, for `HTTP`), and whether its
 /// `allowedRoutes.kinds` names kinds tether does not serve.
 fn route_kinds(l: &Listener) -> (Vec<RouteGroupKind>, bool) {
@@ -712,7 +718,7 @@ fn route_kinds(l: &Listener) -> (Vec<RouteGroupKind>, bool) {
         group: Some(GROUP.into()),
         kind: "HTTPRoute".into(),
     };
-    if l.protocol != "HTTP" {
+    if !served(l) {
         return (Vec::new(), false);
     }
     let asked = l
@@ -863,7 +869,7 @@ fn judge(
     }
     let admitted: Vec<(usize, &Listener)> = named
         .into_iter()
-        .filter(|(_, l)| l.protocol == "HTTP" && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true))
+        .filter(|(_, l)| served(l) && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true))
         .collect();
     if admitted.is_empty() {
         return refuse(
@@ -1090,7 +1096,7 @@ pub fn status(
                     .map(|s| s.conditions.as_slice())
                     .unwrap_or_default();
                 let (supported_kinds, invalid_kinds) = route_kinds(l);
-                let http = l.protocol == "HTTP";
+                let http = served(l);
                 let c = |t: &str, ok: bool, reason: &str, message: &str| {
                     condition(before, t, ok, reason, message, generation, now)
                 };

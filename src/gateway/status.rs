@@ -108,6 +108,11 @@ impl Writer {
                 continue;
             }
             let snapshot = updates.borrow_and_update().clone();
+            // Objects up to date are forgotten: a later update is computed from a newer
+            // resourceVersion than any written.
+            let pending: std::collections::BTreeSet<String> =
+                snapshot.iter().map(|u| describe(u).0).collect();
+            written.retain(|k, _| pending.contains(k));
             let mut errors = Vec::new();
             for u in snapshot.iter() {
                 if let Err(e) = self.write(u, &mut written).await {
