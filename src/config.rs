@@ -12,6 +12,8 @@ use std::time::Duration;
 use base64::Engine;
 use serde::Deserialize;
 
+use crate::election::LeaseSettings;
+
 /// A config problem, located by file and field.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {field}: {reason}")]
@@ -99,7 +101,15 @@ pub struct GatewaySettings {
     pub controller_name: String,
     /// How long a burst of Gateway API changes is collected before one reload applies it.
     pub debounce: Duration,
+    /// The address written to a Gateway's `status.addresses` (an IP or a hostname) by
+    /// the replica holding the Lease; `None` writes no addresses.
+    pub address: Option<String>,
+    /// The Lease whose holder writes GatewayClass, Gateway and HTTPRoute status.
+    pub lease: crate::election::LeaseSettings,
 }
+
+/// The Lease tether elects its Gateway API status writer with when none is configured.
+pub const DEFAULT_GATEWAY_LEASE_NAME: &str = "tether-gateway";
 
 /// The controller name tether answers for when none is configured.
 pub const DEFAULT_INGRESS_CONTROLLER: &str = "tether.io/ingress-controller";
@@ -464,6 +474,10 @@ struct RawKubernetes {
 struct RawGateway {
     controller_name: Option<String>,
     debounce: Option<String>,
+    address: Option<String>,
+    lease: Option<String>,
+    lease_namespace: Option<String>,
+    lease_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1389,26 +1403,26 @@ impl Validator<'_> {
                 "must be at most 60s (changes wait this long before they route)",
             ));
         }
+        let address = self.address("kubernetes.gateway.address", raw.address)?;
+        let lease = self.lease(
+            "kubernetes.gateway",
+            raw.lease,
+            raw.lease_namespace,
+            raw.lease_duration,
+            DEFAULT_GATEWAY_LEASE_NAME,
+        )?;
         Ok(GatewaySettings {
             controller_name,
             debounce,
+            address,
+            lease,
         })
     }
 
-    fn ingress(&self, raw: RawIngress) -> Result<IngressSettings> {
-        let controller = raw
-            .controller
-            .unwrap_or_else(|| DEFAULT_INGRESS_CONTROLLER.into());
-        // An IngressClass's spec.controller is a domain-prefixed path (at most 250
-        // characters, per the API's validation).
-        let valid = |c: &str| c.len() <= 250 && domain_prefixed_path(c);
-        if !valid(&controller) {
-            return Err(self.err(
-                "kubernetes.ingress.controller",
-                format!("{controller:?} is not a domain-prefixed path like \"{DEFAULT_INGRESS_CONTROLLER}\""),
-            ));
-        }
-        let address = match raw.address {
+    /// `address`: where clients reach tether, written into status: an IP address or a
+    /// DNS name (lowercased).
+    fn address(&self, field: &str, raw: Option<String>) -> Result<Option<String>> {
+        let address = match raw {
             None => None,
             Some(a) if a.parse::<std::net::IpAddr>().is_ok() => Some(a),
             Some(a)
@@ -1426,22 +1440,25 @@ impl Validator<'_> {
             }
             Some(a) => {
                 return Err(self.err(
-                    "kubernetes.ingress.address",
+                    field,
                     format!("{a:?} is neither an IP address nor a DNS name"),
                 ))
             }
         };
-        let debounce = self.duration(
-            "kubernetes.ingress.debounce",
-            raw.debounce.as_deref(),
-            "200ms",
-        )?;
-        if debounce > Duration::from_secs(60) {
-            return Err(self.err(
-                "kubernetes.ingress.debounce",
-                "must be at most 60s (changes wait this long before they route)",
-            ));
-        }
+        Ok(address)
+    }
+
+    /// A mode's leader-election Lease (`lease`, `lease_namespace`, `lease_duration` of
+    /// `section`).
+    fn lease(
+        &self,
+        section: &str,
+        name: Option<String>,
+        namespace: Option<String>,
+        duration: Option<String>,
+        default: &str,
+    ) -> Result<LeaseSettings> {
+        let (raw_name, raw_ns, raw_duration) = (name, namespace, duration);
         // Object names: a DNS subdomain (the Lease), a DNS label (its namespace).
         let dns = |n: &str, max: usize, dots: bool| {
             !n.is_empty()
@@ -1455,23 +1472,23 @@ impl Validator<'_> {
                 })
                 && (dots || !n.contains('.'))
         };
-        let lease_name = raw.lease.unwrap_or_else(|| DEFAULT_LEASE_NAME.into());
+        let lease_name = raw_name.unwrap_or_else(|| default.into());
         if !dns(&lease_name, 253, true) {
             return Err(self.err(
-                "kubernetes.ingress.lease",
+                format!("{section}.lease"),
                 format!("{lease_name:?} is not a Kubernetes object name (lowercase DNS subdomain)"),
             ));
         }
-        let lease_namespace = raw.lease_namespace;
+        let lease_namespace = raw_ns;
         if let Some(ns) = lease_namespace.as_deref().filter(|ns| !dns(ns, 63, false)) {
             return Err(self.err(
-                "kubernetes.ingress.lease_namespace",
+                format!("{section}.lease_namespace"),
                 format!("{ns:?} is not a namespace name (lowercase DNS label)"),
             ));
         }
         let lease_duration = self.duration(
-            "kubernetes.ingress.lease_duration",
-            raw.lease_duration.as_deref(),
+            &format!("{section}.lease_duration"),
+            raw_duration.as_deref(),
             "15s",
         )?;
         if lease_duration.subsec_nanos() != 0
@@ -1479,11 +1496,52 @@ impl Validator<'_> {
             || lease_duration > Duration::from_secs(300)
         {
             return Err(self.err(
-                "kubernetes.ingress.lease_duration",
+                format!("{section}.lease_duration"),
                 "must be whole seconds from 2s to 300s (a Lease counts in seconds; another \
                  replica takes over status this long after the holder stops)",
             ));
         }
+        Ok(LeaseSettings {
+            name: lease_name,
+            namespace: lease_namespace,
+            duration: lease_duration,
+        })
+    }
+
+    fn ingress(&self, raw: RawIngress) -> Result<IngressSettings> {
+        let controller = raw
+            .controller
+            .unwrap_or_else(|| DEFAULT_INGRESS_CONTROLLER.into());
+        // An IngressClass's spec.controller is a domain-prefixed path (at most 250
+        // characters, per the API's validation).
+        let valid = |c: &str| c.len() <= 250 && domain_prefixed_path(c);
+        if !valid(&controller) {
+            return Err(self.err(
+                "kubernetes.ingress.controller",
+                format!("{controller:?} is not a domain-prefixed path like \"{DEFAULT_INGRESS_CONTROLLER}\""),
+            ));
+        }
+        let address = self.address("kubernetes.ingress.address", raw.address)?;
+        let debounce = self.duration(
+            "kubernetes.ingress.debounce",
+            raw.debounce.as_deref(),
+            "200ms",
+        )?;
+        if debounce > Duration::from_secs(60) {
+            return Err(self.err(
+                "kubernetes.ingress.debounce",
+                "must be at most 60s (changes wait this long before they route)",
+            ));
+        }
+        let lease = self.lease(
+            "kubernetes.ingress",
+            raw.lease,
+            raw.lease_namespace,
+            raw.lease_duration,
+            DEFAULT_LEASE_NAME,
+        )?;
+        let (lease_name, lease_namespace, lease_duration) =
+            (lease.name, lease.namespace, lease.duration);
         Ok(IngressSettings {
             controller,
             address,
@@ -1666,6 +1724,51 @@ mod tests {
             ),
             ("debounce = '2m'", "kubernetes.gateway.debounce"),
             ("controller = 'a.b/c'", "line 2"),
+        ] {
+            let e = parse(&format!("[kubernetes.gateway]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn gateway_mode_has_its_own_status_lease_and_address() {
+        let g = parse("[kubernetes.gateway]\n")
+            .unwrap()
+            .kubernetes
+            .gateway
+            .unwrap();
+        assert_eq!(g.address, None);
+        assert_eq!(g.lease.name, DEFAULT_GATEWAY_LEASE_NAME);
+        assert_ne!(
+            g.lease.name, DEFAULT_LEASE_NAME,
+            "Ingress mode's is another"
+        );
+        assert_eq!(g.lease.duration, Duration::from_secs(15));
+        let g = parse(
+            "[kubernetes.gateway]\naddress = 'LB.example.com'\nlease = 'gw'\n\
+             lease_namespace = 'infra'\nlease_duration = '5s'\n",
+        )
+        .unwrap()
+        .kubernetes
+        .gateway
+        .unwrap();
+        assert_eq!(g.address.as_deref(), Some("lb.example.com"));
+        assert_eq!(
+            g.lease,
+            LeaseSettings {
+                name: "gw".into(),
+                namespace: Some("infra".into()),
+                duration: Duration::from_secs(5),
+            }
+        );
+        for (text, field) in [
+            ("address = 'a b'", "kubernetes.gateway.address"),
+            ("lease = 'Not_A_Name'", "kubernetes.gateway.lease"),
+            (
+                "lease_namespace = 'a.b'",
+                "kubernetes.gateway.lease_namespace",
+            ),
+            ("lease_duration = '1s'", "kubernetes.gateway.lease_duration"),
         ] {
             let e = parse(&format!("[kubernetes.gateway]\n{text}\n")).unwrap_err();
             assert!(e.to_string().contains(field), "{text}: {e}");

@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod election;
 pub mod fault;
 pub mod gateway;
 pub mod health;

@@ -26,6 +26,7 @@ use crate::discovery::kubernetes::{self, KubernetesDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
 use crate::gateway::controller as gateway;
+use crate::gateway::status as gateway_status;
 use crate::history::History;
 use crate::ingress::controller::{self as ingress, Compiled, Controller};
 use crate::ingress::status;
@@ -172,9 +173,19 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 }
             };
             let (tx, rx) = watch::channel(Arc::new(gateway::Compiled::default()));
+            // Every replica routes; the one holding the mode's Lease writes status.
+            let (updates, updates_rx) = watch::channel(Arc::new(Vec::new()));
+            let writer = gateway_status::Writer {
+                client: client.clone(),
+                settings: settings.clone(),
+                identity: crate::election::identity(pod_name.as_deref()),
+                backoff: config.kubernetes.backoff_min,
+            };
+            background.push(tokio::spawn(writer.run(updates_rx)));
             let controller = gateway::Controller {
                 client,
                 settings: settings.clone(),
+                status: Some(updates),
             };
             background.push(tokio::spawn(controller.run(tx)));
             Some(rx)

@@ -1,6 +1,7 @@
 //! Gateway API mode: HTTPRoutes attached to Gateways of tether's GatewayClass, served by
 //! a fake API server speaking the list/watch protocol, route real requests to real test
-//! pods with the session persistence their rules ask for.
+//! pods with the session persistence their rules ask for; the replica holding the Lease
+//! (and only it) writes the status of what tether serves.
 
 mod support;
 
@@ -9,11 +10,16 @@ use std::sync::Arc;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
-use support::fake_apiserver::ModeCluster;
+use support::fake_apiserver::{
+    namespace, reference_grant, service, slice, Ep, ModeCluster, StatusWrite,
+};
 use support::*;
 
 const NS: &str = "shop";
 const HOST: &str = "shop.example.com";
+const OURS: &str = "tether.io/gateway-controller";
+/// The replicas' Lease (in the kubeconfig's namespace, `default`).
+const LEASE: &str = "tether-gateway-status-test";
 
 /// A cluster (see [`ModeCluster`]) with tether's GatewayClass and another controller's,
 /// a Gateway of each, and a tether in Gateway API mode with no backend of its own.
@@ -75,14 +81,93 @@ fn route(name: &str, parent: &str, port: u16, matches: &[&str], persistence: Val
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with("[kubernetes.gateway]\ndebounce = \"20ms\"\n").await
+    }
+
+    /// The cluster with its first tether in `mode`.
+    async fn start_with(mode: &str) -> Cluster {
         let objects = vec![
-            gateway_class("tether", "tether.io/gateway-controller"),
+            gateway_class("tether", OURS),
             gateway_class("envoy", "gateway.envoyproxy.io/gatewayclass-controller"),
             gateway("ours", "tether"),
             gateway("theirs", "envoy"),
+            service(NS, "web"),
         ];
-        let mode = "[kubernetes.gateway]\ndebounce = \"20ms\"\n";
         Cluster(ModeCluster::start(NS, objects, mode).await)
+    }
+
+    /// Service `name` in `ns` whose EndpointSlice lists the cluster's pods.
+    fn pods_as(&self, ns: &str, name: &str) {
+        let eps: Vec<Ep> = self
+            .pods
+            .iter()
+            .map(|p| Ep::pod(&p.name, &p.addr.ip().to_string()))
+            .collect();
+        self.api.apply(service(ns, name));
+        self.api.apply(slice(
+            ns,
+            &format!("{name}-1"),
+            name,
+            "http",
+            self.port,
+            &eps,
+        ));
+    }
+
+    /// tether's conditions on HTTPRoute `ns/name`: (type, status, reason), parent entry
+    /// by parent entry.
+    fn route_conditions(&self, ns: &str, name: &str) -> Vec<(String, String, String)> {
+        let Some(r) = self.api.object("httproutes", ns, name) else {
+            return Vec::new();
+        };
+        let parents = r["status"]["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        parents
+            .iter()
+            .filter(|p| p["controllerName"] == OURS)
+            .flat_map(|p| p["conditions"].as_array().cloned().unwrap_or_default())
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                (s("type"), s("status"), s("reason"))
+            })
+            .collect()
+    }
+
+    /// Waits until tether's entry on HTTPRoute `ns/name` says `conditions`.
+    async fn wait_route(&self, ns: &str, name: &str, conditions: &[(&str, &str, &str)]) {
+        let want: Vec<(String, String, String)> = conditions
+            .iter()
+            .map(|(t, s, r)| (t.to_string(), s.to_string(), r.to_string()))
+            .collect();
+        wait_for(&format!("httproute {ns}/{name} saying {want:?}"), || {
+            self.route_conditions(ns, name) == want
+        })
+        .await;
+    }
+
+    /// Another tether in Gateway API mode, as pod `pod`: it elects its status writer
+    /// with a 2 s Lease of its own.
+    async fn replica(&self, pod: &str) -> Running {
+        let cfg = self.config(&format!(
+            "[kubernetes.gateway]\ndebounce = \"20ms\"\naddress = \"lb.example.com\"\n\
+             lease = \"{LEASE}\"\nlease_duration = \"2s\"\n"
+        ));
+        let options = tether::server::Options {
+            pod_name: Some(pod.to_string()),
+            ..Default::default()
+        };
+        proxy_with(&cfg, options).await
+    }
+
+    /// The status writes of `resource`.
+    fn writes(&self, resource: &str) -> Vec<StatusWrite> {
+        self.api
+            .status_writes()
+            .into_iter()
+            .filter(|w| w.resource == resource)
+            .collect()
     }
 
     async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -259,4 +344,333 @@ fn the_example_httproute_of_config_kubernetes_routes_with_a_permanent_shop_cooki
     let two_days = std::time::Duration::from_secs(48 * 3600);
     assert_eq!(b.affinity.cookie.max_age, Some(two_days));
     assert_eq!(b.affinity.absolute_timeout, Some(two_days));
+}
+
+const ACCEPTED: (&str, &str, &str) = ("Accepted", "True", "Accepted");
+const RESOLVED: (&str, &str, &str) = ("ResolvedRefs", "True", "ResolvedRefs");
+
+/// An HTTPRoute in `ns` attached to `ours` (from `ns`: the Gateway lives in [`NS`]) with
+/// one rule to `backend` (JSON of a backendRef).
+fn route_to(ns: &str, name: &str, host: &str, section: &str, backend: Value) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns, "generation": 1},
+        "spec": {
+            "parentRefs": [{"name": "ours", "namespace": NS, "sectionName": section}],
+            "hostnames": [host],
+            "rules": [{"backendRefs": [backend]}],
+        },
+    })
+}
+
+#[tokio::test]
+async fn status_accepts_our_class_our_gateway_and_a_good_route_with_its_count() {
+    let k = Cluster::start().await;
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], json!(null)));
+    k.wait_status("/", StatusCode::OK).await;
+    k.wait_route(NS, "shop", &[ACCEPTED, RESOLVED]).await;
+
+    let class = k.api.object("gatewayclasses", "", "tether").unwrap();
+    let c = &class["status"]["conditions"][0];
+    assert_eq!(
+        (&c["type"], &c["status"], &c["reason"]),
+        (&json!("Accepted"), &json!("True"), &json!("Accepted"))
+    );
+    assert!(
+        k.api.object("gatewayclasses", "", "envoy").unwrap()["status"].is_null(),
+        "another controller's class is not ours to write"
+    );
+    wait_for("the gateway counting the route", || {
+        let g = k.api.object("gateways", NS, "ours").unwrap();
+        g["status"]["listeners"][0]["attachedRoutes"] == 1
+    })
+    .await;
+    let g = k.api.object("gateways", NS, "ours").unwrap();
+    let types: Vec<(&str, &str)> = g["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(types, vec![("Accepted", "True"), ("Programmed", "True")]);
+    let r = k.api.object("httproutes", NS, "shop").unwrap();
+    assert_eq!(
+        r["status"]["parents"][0]["conditions"][0]["observedGeneration"],
+        1
+    );
+    assert_eq!(r["status"]["parents"][0]["parentRef"]["name"], "ours");
+    let http = &g["status"]["listeners"][0];
+    assert_eq!(http["name"], "http");
+    assert_eq!(http["supportedKinds"][0]["kind"], "HTTPRoute");
+    assert_eq!(
+        g["status"]["listeners"][1]["attachedRoutes"], 0,
+        "sectionName http only"
+    );
+    assert!(k.api.object("gateways", NS, "theirs").unwrap()["status"].is_null());
+}
+
+#[tokio::test]
+async fn a_route_to_a_service_that_does_not_exist_is_backend_not_found() {
+    let k = Cluster::start().await;
+    k.api.apply(route_to(
+        NS,
+        "gone",
+        HOST,
+        "http",
+        json!({"name": "gone", "port": k.port}),
+    ));
+    k.wait_route(
+        NS,
+        "gone",
+        &[ACCEPTED, ("ResolvedRefs", "False", "BackendNotFound")],
+    )
+    .await;
+    // Routing is as for any Service without endpoints.
+    assert_eq!(
+        k.get(HOST, "/", &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_route_of_a_namespace_the_listener_does_not_admit_is_not_allowed() {
+    let k = Cluster::start().await;
+    k.pods_as("elsewhere", "web");
+    k.api.apply(route_to(
+        "elsewhere",
+        "stranger",
+        HOST,
+        "http",
+        json!({"name": "web", "port": k.port}),
+    ));
+    k.wait_route(
+        "elsewhere",
+        "stranger",
+        &[("Accepted", "False", "NotAllowedByListeners"), RESOLVED],
+    )
+    .await;
+    assert_eq!(k.get(HOST, "/", &[]).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_service_of_another_namespace_routes_only_once_a_reference_grant_allows_it() {
+    let k = Cluster::start().await;
+    k.pods_as("team", "api");
+    k.api.apply(route_to(
+        NS,
+        "cross",
+        HOST,
+        "http",
+        json!({"name": "api", "namespace": "team", "port": k.port}),
+    ));
+    k.wait_route(
+        NS,
+        "cross",
+        &[ACCEPTED, ("ResolvedRefs", "False", "RefNotPermitted")],
+    )
+    .await;
+    assert_eq!(k.get(HOST, "/", &[]).await.status, StatusCode::NOT_FOUND);
+    assert!(k.backend_names().is_empty(), "{:?}", k.backend_names());
+    // A grant for another namespace's routes does not do.
+    k.api
+        .apply(reference_grant("team", "for-others", "other", "api"));
+    k.api.apply(reference_grant("team", "for-shop", NS, "api"));
+    k.wait_status("/", StatusCode::OK).await;
+    k.wait_route(NS, "cross", &[ACCEPTED, RESOLVED]).await;
+    assert_eq!(
+        k.backend_names(),
+        vec![format!("{NS}.cross.team.api.{}", k.port)]
+    );
+    // Withdrawn: refused again.
+    k.api.delete_object("referencegrants", "team", "for-shop");
+    k.wait_status("/", StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn a_selector_admits_routes_of_a_labelled_namespace_and_refuses_another() {
+    let mut selective = gateway("selective", "tether");
+    selective["spec"]["listeners"] = json!([{
+        "name": "http", "port": 80, "protocol": "HTTP",
+        "allowedRoutes": {"namespaces": {"from": "Selector",
+            "selector": {"matchLabels": {"tether.io/routes": "yes"}}}},
+    }]);
+    let k = Cluster::start().await;
+    k.api.apply(selective);
+    k.api
+        .apply(namespace("blue", json!({"tether.io/routes": "yes"})));
+    k.api
+        .apply(namespace("green", json!({"tether.io/routes": "no"})));
+    for ns in ["blue", "green"] {
+        k.pods_as(ns, "web");
+        let mut r = route_to(
+            ns,
+            "r",
+            &format!("{ns}.example.com"),
+            "http",
+            json!({"name": "web", "port": k.port}),
+        );
+        r["spec"]["parentRefs"][0]["name"] = json!("selective");
+        k.api.apply(r);
+    }
+    k.wait_route("blue", "r", &[ACCEPTED, RESOLVED]).await;
+    k.wait_route(
+        "green",
+        "r",
+        &[("Accepted", "False", "NotAllowedByListeners"), RESOLVED],
+    )
+    .await;
+    assert_eq!(
+        k.get("blue.example.com", "/", &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        k.get("green.example.com", "/", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Relabelled: green's route attaches too.
+    k.api
+        .apply(namespace("green", json!({"tether.io/routes": "yes"})));
+    k.wait_route("green", "r", &[ACCEPTED, RESOLVED]).await;
+}
+
+#[tokio::test]
+async fn only_the_elected_replica_writes_gateway_status() {
+    // The cluster's first tether answers for another controller: it writes nothing.
+    let k = Cluster::start_with(
+        "[kubernetes.gateway]\ndebounce = \"20ms\"\ncontroller_name = \"example.com/none\"\n",
+    )
+    .await;
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], json!(null)));
+    let a = k.replica("tether-a").await;
+    let b = k.replica("tether-b").await;
+    k.wait_route(NS, "shop", &[ACCEPTED, RESOLVED]).await;
+    wait_for("the gateway status", || {
+        let g = k.api.object("gateways", NS, "ours").unwrap();
+        g["status"]["addresses"] == json!([{"type": "Hostname", "value": "lb.example.com"}])
+    })
+    .await;
+    // A second route: once its status is written, the echoes of the first writes have
+    // been seen too.
+    let mut second = route("second", "ours", k.port, &["/second"], json!(null));
+    second["spec"]["hostnames"] = json!(["second.example.com"]);
+    k.api.apply(second);
+    k.wait_route(NS, "second", &[ACCEPTED, RESOLVED]).await;
+
+    let holder = k
+        .api
+        .lease("default", LEASE)
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .expect("a replica holds the Lease");
+    assert!(
+        ["tether-a", "tether-b"].contains(&holder.as_str()),
+        "{holder}"
+    );
+    let writes = k.api.status_writes();
+    assert!(!writes.is_empty());
+    for w in &writes {
+        assert_eq!(
+            w.field_manager,
+            format!("tether-{holder}"),
+            "only the Lease holder writes status: {writes:?}"
+        );
+    }
+    // Each written status comes back as a watch event, is found equal, and is not
+    // written again.
+    let count = |resource: &str, name: &str| {
+        k.writes(resource)
+            .iter()
+            .filter(|w| w.ingress == name)
+            .count()
+    };
+    assert_eq!(count("gatewayclasses", "tether"), 1, "{writes:?}");
+    assert_eq!(count("httproutes", &format!("{NS}/shop")), 1, "{writes:?}");
+    assert_eq!(
+        count("httproutes", &format!("{NS}/second")),
+        1,
+        "{writes:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Every violation of the `v1` schema of its CRD (tests/data/gateway-api) by `object`
+/// as the API server holds it, status included: what tether writes must be what a real
+/// API server accepts (types, enums, patterns, required fields, list sizes).
+fn violations(object: &Value, crd: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/gateway-api")
+        .join(crd);
+    let crd: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let version = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .unwrap();
+    let validator = jsonschema::validator_for(&version["schema"]["openAPIV3Schema"]).unwrap();
+    validator
+        .iter_errors(object)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_status_tether_writes_is_valid_by_the_crds() {
+    let k = Cluster::start().await;
+    let persistence = json!({"sessionName": "SHOP"});
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], persistence.clone()));
+    let mut stranger = route("stranger", "ours", k.port, &["/x"], persistence);
+    stranger["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("team");
+    k.api.apply(stranger);
+    k.wait_route(NS, "shop", &[ACCEPTED, RESOLVED]).await;
+    k.wait_route(
+        NS,
+        "stranger",
+        &[ACCEPTED, ("ResolvedRefs", "False", "RefNotPermitted")],
+    )
+    .await;
+    wait_for("the gateway status", || {
+        k.api.object("gateways", NS, "ours").unwrap()["status"]["listeners"][0]["attachedRoutes"]
+            == 2
+    })
+    .await;
+    for (plural, ns, name, crd) in [
+        (
+            "gatewayclasses",
+            "",
+            "tether",
+            "gateway.networking.k8s.io_gatewayclasses.yaml",
+        ),
+        (
+            "gateways",
+            NS,
+            "ours",
+            "gateway.networking.k8s.io_gateways.yaml",
+        ),
+        (
+            "httproutes",
+            NS,
+            "shop",
+            "gateway.networking.k8s.io_httproutes.yaml",
+        ),
+        (
+            "httproutes",
+            NS,
+            "stranger",
+            "gateway.networking.k8s.io_httproutes.yaml",
+        ),
+    ] {
+        let object = k.api.object(plural, ns, name).unwrap();
+        assert!(object["status"].is_object(), "{plural} {name}: {object}");
+        let errors = violations(&object, crd);
+        assert!(errors.is_empty(), "{errors:#?}\n{object:#}");
+    }
+    // The schema checks status: it is not vacuous.
+    let mut bad = k.api.object("gateways", NS, "ours").unwrap();
+    bad["status"]["listeners"][0]["conditions"][0]["status"] = json!("Maybe");
+    assert!(!violations(&bad, "gateway.networking.k8s.io_gateways.yaml").is_empty());
 }

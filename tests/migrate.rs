@@ -350,7 +350,9 @@ fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
                 allowed_routes: Some(AllowedRoutes {
                     namespaces: Some(RouteNamespaces {
                         from: Some("All".into()),
+                        ..RouteNamespaces::default()
                     }),
+                    ..AllowedRoutes::default()
                 }),
             }],
         },

@@ -11,6 +11,7 @@
 //! API server sends with fields tether does not know still deserialise: serde ignores
 //! unknown fields.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,7 @@ pub const GROUP: &str = "gateway.networking.k8s.io";
     version = "v1",
     kind = "GatewayClass",
     plural = "gatewayclasses",
+    status = "GatewayClassStatus",
     schema = "disabled"
 )]
 #[serde(rename_all = "camelCase")]
@@ -47,6 +49,7 @@ pub struct GatewayClassSpec {
     kind = "Gateway",
     plural = "gateways",
     namespaced,
+    status = "GatewayStatus",
     schema = "disabled"
 )]
 #[serde(rename_all = "camelCase")]
@@ -73,7 +76,7 @@ pub struct Listener {
     /// Certificates for `HTTPS`; required there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
-    /// Which namespaces' routes may attach (default: the Gateway's own).
+    /// Which namespaces' routes may attach (default: the Gateway's own), and which kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_routes: Option<AllowedRoutes>,
 }
@@ -114,6 +117,21 @@ pub struct AllowedRoutes {
     /// Namespaces whose routes may attach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<RouteNamespaces>,
+    /// Route kinds that may attach; the listener's protocol decides when empty (HTTPRoute
+    /// for `HTTP`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+/// A route kind (`allowedRoutes.kinds[]`, `status.listeners[].supportedKinds[]`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteGroupKind {
+    /// API group; `gateway.networking.k8s.io` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The kind, `HTTPRoute` for tether.
+    pub kind: String,
 }
 
 /// `allowedRoutes.namespaces`.
@@ -123,6 +141,9 @@ pub struct RouteNamespaces {
     /// `Same` (default), `All` or `Selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// With `from: Selector`: the labels of the namespaces whose routes may attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
 }
 
 // === HTTPRoute ===
@@ -135,6 +156,7 @@ pub struct RouteNamespaces {
     kind = "HTTPRoute",
     plural = "httproutes",
     namespaced,
+    status = "HTTPRouteStatus",
     schema = "disabled"
 )]
 #[serde(rename_all = "camelCase")]
@@ -353,4 +375,100 @@ pub struct ReferenceGrantTo {
     /// One object by name; every object of the kind when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// The same ReferenceGrant as served at `v1beta1`, the version tether watches: every
+/// Gateway API release since v0.6 serves it (`v1` only since v1.5), so a cluster with
+/// older CRDs still grants.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1beta1",
+    kind = "ReferenceGrant",
+    plural = "referencegrants",
+    namespaced,
+    root = "ReferenceGrantV1beta1",
+    schema = "disabled"
+)]
+pub struct ReferenceGrantV1beta1Spec {
+    /// Who may refer.
+    pub from: Vec<ReferenceGrantFrom>,
+    /// To what.
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+// === status ===
+
+/// `GatewayClass.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassStatus {
+    /// `Accepted` (and others a controller may add).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// `Gateway.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    /// Where the Gateway is reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<GatewayStatusAddress>,
+    /// `Accepted`, `Programmed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// One entry per listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// `Gateway.status.addresses[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatusAddress {
+    /// `IPAddress` or `Hostname`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The address.
+    pub value: String,
+}
+
+/// `Gateway.status.listeners[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    /// The listener's name.
+    pub name: String,
+    /// The route kinds the listener serves.
+    #[serde(default)]
+    pub supported_kinds: Vec<RouteGroupKind>,
+    /// How many routes are attached to it.
+    #[serde(default)]
+    pub attached_routes: i32,
+    /// `Accepted`, `Programmed`, `ResolvedRefs`, `Conflicted`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// `HTTPRoute.status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteStatus {
+    /// One entry per parent and controller; other controllers' entries are theirs.
+    #[serde(default)]
+    pub parents: Vec<RouteParentStatus>,
+}
+
+/// `HTTPRoute.status.parents[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentStatus {
+    /// The parentRef this entry is about, as the route wrote it.
+    pub parent_ref: ParentReference,
+    /// The controller that wrote the entry.
+    pub controller_name: String,
+    /// `Accepted`, `ResolvedRefs`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }

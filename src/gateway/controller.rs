@@ -2,7 +2,9 @@
 //!
 //! watchers → reflector stores → debounce → compile → publish, as Ingress mode does.
 //! Three kube-runtime watchers (GatewayClasses, Gateways, HTTPRoutes, cluster-wide) feed
-//! reflector stores ([`crate::discovery::objects`], shared with Ingress mode). Once all three have listed, every burst of changes (collected for
+//! reflector stores ([`crate::discovery::objects`], shared with Ingress mode), and so do
+//! watchers of what routes and status consult: ReferenceGrants (at v1beta1), Namespaces
+//! (labels) and Services (metadata only). Once all have listed, every burst of changes (collected for
 //! `debounce`) compiles the HTTPRoutes attached to Gateways of tether's classes into
 //! [`Compiled`] backends and routes, published on a `watch` channel only when they
 //! differ. The server merges them with the config file's (and Ingress mode's) and
@@ -13,8 +15,16 @@
 //! `[kubernetes.gateway] controller_name`; a Gateway is when its class is. An HTTPRoute
 //! attaches to the `HTTP` listeners of such a Gateway that its `parentRefs` name (all of
 //! them, or the one `sectionName` / `port` picks) and whose `allowedRoutes.namespaces`
-//! admit it (`Same`, the default, or `All`; `Selector` is not supported yet). Its hosts
-//! are the listener's hostname intersected with the route's `hostnames`.
+//! admit it: `allowedRoutes.kinds` must include HTTPRoute (or be empty), and
+//! `namespaces.from` is `Same` (the default), `All`, or `Selector` (the route's
+//! Namespace labels match the selector). Its hosts are the listener's hostname
+//! intersected with the route's `hostnames`. A backendRef to a Service of another
+//! namespace is used only when a ReferenceGrant there allows it.
+//!
+//! Status: every burst also computes, with the pure [`status`], the status writes that
+//! bring tether's GatewayClasses, Gateways and the routes attached to them up to date
+//! (conditions with the Gateway API's reasons, `attachedRoutes`), and hands them to
+//! [`super::status::Writer`], which writes only on the replica holding the Lease.
 //!
 //! Backend names: `namespace.route.service.port`, independent of rule order and
 //! matches, so a route edit that keeps a rule's Service keeps its sessions. A second
@@ -30,12 +40,17 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::PartialObjectMeta;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::api::{
-    Gateway, GatewayClass, HTTPBackendRef, HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule,
-    LifetimeType, Listener, PathMatchType, SessionPersistence, SessionPersistenceType, GROUP,
+    Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, HTTPBackendRef,
+    HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, HTTPRouteStatus, LifetimeType,
+    Listener, ListenerStatus, ParentReference, PathMatchType, ReferenceGrantV1beta1,
+    RouteGroupKind, RouteParentStatus, SessionPersistence, SessionPersistenceType, GROUP,
 };
 use super::session;
 use crate::config::{BackendSettings, Config, GatewaySettings};
@@ -91,12 +106,29 @@ impl Compiled {
     /// Compiles the HTTPRoutes attached to Gateways whose class has `controllerName`
     /// `controller`. Returns what routes, the routes that do not compile (left out),
     /// and notes on what is not honoured as written (`namespace/name: what: how`).
+    ///
+    /// Without ReferenceGrants or Namespaces (see [`Compiled::build_in`]): a Service of
+    /// another namespace is refused, and `from: Selector` sees no labels.
     pub fn build(
         classes: &[Arc<GatewayClass>],
         gateways: &[Arc<Gateway>],
         routes: &[Arc<HTTPRoute>],
         controller: &str,
     ) -> (Compiled, Vec<Error>, Vec<String>) {
+        let world = World {
+            classes,
+            gateways,
+            routes,
+            ..World::default()
+        };
+        Self::build_in(&world, controller)
+    }
+
+    /// [`Compiled::build`] for everything the controller watches: ReferenceGrants admit
+    /// Services of other namespaces, Namespace labels feed `allowedRoutes` selectors.
+    pub fn build_in(world: &World<'_>, controller: &str) -> (Compiled, Vec<Error>, Vec<String>) {
+        let (classes, gateways, routes) = (world.classes, world.gateways, world.routes);
+        let ctx = Arc::new(Context::of(world));
         let ours: BTreeSet<String> = classes
             .iter()
             .filter(|c| c.spec.controller_name == controller)
@@ -119,6 +151,7 @@ impl Compiled {
             let mut b = RouteBuilder {
                 id: name.clone(),
                 notes: Vec::new(),
+                ctx: ctx.clone(),
             };
             let hosts = b.attach(route, &gateways);
             let Some(hosts) = hosts else {
@@ -196,6 +229,8 @@ struct Route {
 struct RouteBuilder {
     id: String,
     notes: Vec<String>,
+    /// ReferenceGrants and Namespace labels.
+    ctx: Arc<Context>,
 }
 
 impl RouteBuilder {
@@ -238,23 +273,10 @@ impl RouteBuilder {
                     );
                     continue;
                 }
-                let from = l
-                    .allowed_routes
-                    .as_ref()
-                    .and_then(|a| a.namespaces.as_ref())
-                    .and_then(|n| n.from.as_deref())
-                    .unwrap_or("Same");
-                let allowed = match from {
-                    "Same" => ns == route_ns,
-                    "All" => true,
-                    other => {
-                        self.note(
-                            &format!("listener {ns}/{}/{}", p.name, l.name),
-                            &format!(
-                                "allowedRoutes.namespaces.from {other} is not supported yet; \
-                                 not attached there"
-                            ),
-                        );
+                let allowed = match self.ctx.admits(&ns, &route_ns, l) {
+                    Ok(a) => a,
+                    Err(how) => {
+                        self.note(&format!("listener {ns}/{}/{}", p.name, l.name), &how);
                         false
                     }
                 };
@@ -296,12 +318,19 @@ impl RouteBuilder {
         let mut routes = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
-            let Some((service, port)) = self.backend_ref(&at, &ns, rule) else {
+            let Some((service_ns, service, port)) = self.backend_ref(&at, &ns, rule) else {
                 continue;
             };
             let persistence = self.persistence(&at, rule);
-            let base = format!("{ns}.{route_name}.{service}.{port}");
-            let same = |b: &Backend| b.service == service && b.port == port;
+            // A Service of another namespace (a ReferenceGrant allows it) has that
+            // namespace in its backend's name too.
+            let base = if service_ns == ns {
+                format!("{ns}.{route_name}.{service}.{port}")
+            } else {
+                format!("{ns}.{route_name}.{service_ns}.{service}.{port}")
+            };
+            let same =
+                |b: &Backend| b.namespace == service_ns && b.service == service && b.port == port;
             let index = match backends
                 .iter()
                 .position(|b| same(b) && b.persistence == persistence)
@@ -316,7 +345,7 @@ impl RouteBuilder {
                     };
                     backends.push(Backend {
                         name,
-                        namespace: ns.clone(),
+                        namespace: service_ns.clone(),
                         service: service.clone(),
                         port,
                         persistence,
@@ -386,8 +415,14 @@ impl RouteBuilder {
         (backends, routes)
     }
 
-    /// The Service and port of a rule's one backend: tether sends a rule to one Service.
-    fn backend_ref(&mut self, at: &str, ns: &str, rule: &HTTPRouteRule) -> Option<(String, u16)> {
+    /// The namespace, Service and port of a rule's one backend: tether sends a rule to
+    /// one Service.
+    fn backend_ref(
+        &mut self,
+        at: &str,
+        ns: &str,
+        rule: &HTTPRouteRule,
+    ) -> Option<(String, String, u16)> {
         let mut usable: Vec<&HTTPBackendRef> = Vec::new();
         for (j, r) in rule.backend_refs.iter().enumerate() {
             let what = format!("{at}.backendRefs[{j}] {}", r.name);
@@ -397,12 +432,17 @@ impl RouteBuilder {
                 self.note(&what, "only Services are supported; left out");
                 continue;
             }
-            if r.namespace.as_deref().is_some_and(|n| n != ns) {
-                self.note(
-                    &what,
-                    "Services of other namespaces (ReferenceGrant) are not supported yet; left out",
-                );
-                continue;
+            if let Some(to) = r.namespace.as_deref().filter(|n| *n != ns) {
+                if !self.ctx.granted(ns, to, &r.name) {
+                    self.note(
+                        &what,
+                        &format!(
+                            "no ReferenceGrant in namespace {to} lets HTTPRoutes of {ns} \
+                             refer to it; left out"
+                        ),
+                    );
+                    continue;
+                }
             }
             if r.port.and_then(|p| u16::try_from(p).ok()).is_none() {
                 self.note(&what, "a Service port is required; left out");
@@ -430,7 +470,8 @@ impl RouteBuilder {
             );
         }
         let port = best.port.and_then(|p| u16::try_from(p).ok())?;
-        Some((best.name.clone(), port))
+        let service_ns = best.namespace.clone().unwrap_or_else(|| ns.to_string());
+        Some((service_ns, best.name.clone(), port))
     }
 
     /// The rule's `sessionPersistence`, as tether can honour it.
@@ -565,12 +606,596 @@ fn id<K: ResourceExt>(o: &K) -> String {
     format!("{}/{}", namespace(o), o.name_any())
 }
 
+// === the world a build reads ===
+
+/// Everything a build and the status read, as the reflector stores hold it.
+#[derive(Default, Clone, Copy)]
+pub struct World<'a> {
+    /// Every GatewayClass.
+    pub classes: &'a [Arc<GatewayClass>],
+    /// Every Gateway.
+    pub gateways: &'a [Arc<Gateway>],
+    /// Every HTTPRoute.
+    pub routes: &'a [Arc<HTTPRoute>],
+    /// Every ReferenceGrant: a backendRef to a Service of another namespace needs one.
+    pub grants: &'a [Arc<ReferenceGrantV1beta1>],
+    /// Every Namespace, for `allowedRoutes.namespaces.from: Selector`.
+    pub namespaces: &'a [Arc<Namespace>],
+    /// Every Service (metadata), for `BackendNotFound`; `None`: not watched, every
+    /// Service is taken to exist.
+    pub services: Option<&'a [Arc<PartialObjectMeta<Service>>]>,
+}
+
+/// What a build asks of the world beyond the routes: grants, labels, Services.
+#[derive(Default)]
+struct Context {
+    /// Namespace → its labels.
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+    grants: Vec<Arc<ReferenceGrantV1beta1>>,
+    /// (namespace, name) of every Service, when watched.
+    services: Option<BTreeSet<(String, String)>>,
+}
+
+impl Context {
+    fn of(world: &World<'_>) -> Context {
+        Context {
+            labels: world
+                .namespaces
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
+            grants: world.grants.to_vec(),
+            services: world.services.map(|s| {
+                s.iter()
+                    .map(|s| (namespace(s.as_ref()), s.name_any()))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Whether listener `l` of a Gateway in `gateway_ns` admits HTTPRoutes of
+    /// `route_ns` (`allowedRoutes`: its kinds, then its namespaces); `Err` says why a
+    /// listener's setting cannot be honoured.
+    fn admits(&self, gateway_ns: &str, route_ns: &str, l: &Listener) -> Result<bool, String> {
+        let allowed = l.allowed_routes.as_ref();
+        if !route_kinds(l).0.iter().any(|k| k.kind == "HTTPRoute") {
+            return Ok(false);
+        }
+        let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+        match namespaces.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
+            "Same" => Ok(gateway_ns == route_ns),
+            "All" => Ok(true),
+            "Selector" => {
+                let Some(selector) = namespaces.and_then(|n| n.selector.as_ref()) else {
+                    return Err(
+                        "allowedRoutes.namespaces.from Selector without a selector; not \
+                         attached there"
+                            .into(),
+                    );
+                };
+                let none = BTreeMap::new();
+                let labels = self.labels.get(route_ns).unwrap_or(&none);
+                selects(selector, labels).map_err(|e| {
+                    format!("allowedRoutes.namespaces.selector: {e}; not attached there")
+                })
+            }
+            other => Err(format!(
+                "allowedRoutes.namespaces.from {other} is not supported; not attached there"
+            )),
+        }
+    }
+
+    /// Whether a ReferenceGrant in `to` lets HTTPRoutes of `from` refer to Service
+    /// `service` there.
+    fn granted(&self, from: &str, to: &str, service: &str) -> bool {
+        self.grants
+            .iter()
+            .filter(|g| namespace(g.as_ref()) == to)
+            .any(|g| {
+                g.spec
+                    .from
+                    .iter()
+                    .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from)
+                    && g.spec.to.iter().any(|t| {
+                        t.group.is_empty()
+                            && t.kind == "Service"
+                            && t.name.as_deref().is_none_or(|n| n == service)
+                    })
+            })
+    }
+}
+
+/// Whether tether serves a listener of this protocol (status and attachment ask here;
+/// the build's `attach` says why not in its notes).
+fn served(l: &Listener) -> bool {
+    l.protocol == "HTTP"
+}
+
+/// The route kinds a listener serves (HTTPRoute, for `HTTP`), and whether its
+/// `allowedRoutes.kinds` names kinds tether does not serve.
+fn route_kinds(l: &Listener) -> (Vec<RouteGroupKind>, bool) {
+    let http = RouteGroupKind {
+        group: Some(GROUP.into()),
+        kind: "HTTPRoute".into(),
+    };
+    if !served(l) {
+        return (Vec::new(), false);
+    }
+    let asked = l
+        .allowed_routes
+        .as_ref()
+        .map(|a| a.kinds.as_slice())
+        .unwrap_or_default();
+    if asked.is_empty() {
+        return (vec![http], false);
+    }
+    let is_http =
+        |k: &RouteGroupKind| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP;
+    let supported = if asked.iter().any(is_http) {
+        vec![http]
+    } else {
+        Vec::new()
+    };
+    (supported, asked.iter().any(|k| !is_http(k)))
+}
+
+/// Whether `labels` satisfy a Kubernetes label selector (`matchLabels` and every
+/// `matchExpressions` entry; an empty selector selects everything).
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    let by_label = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let mut by_expression = true;
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        by_expression &= match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => return Err(format!("operator {other} is not a label selector operator")),
+        };
+    }
+    Ok(by_label && by_expression)
+}
+
+// === status ===
+
+/// A status write the Lease holder makes: an object of tether's whose status differs
+/// from what it should say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatusUpdate {
+    /// A GatewayClass of tether's.
+    GatewayClass {
+        /// Its name.
+        name: String,
+        /// The resourceVersion the status was computed from.
+        version: Option<String>,
+        /// The whole status (tether owns it).
+        status: GatewayClassStatus,
+    },
+    /// A Gateway of tether's classes.
+    Gateway {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The resourceVersion the status was computed from.
+        version: Option<String>,
+        /// The whole status (tether owns it).
+        status: GatewayStatus,
+    },
+    /// An HTTPRoute with a parentRef to one of tether's Gateways (or an entry of
+    /// tether's left over from one).
+    HTTPRoute {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The resourceVersion the status was computed from: the patch carries it, so a
+        /// route whose `parents` another controller changed meanwhile is not clobbered.
+        version: Option<String>,
+        /// The whole `parents` list: other controllers' entries unchanged, then tether's.
+        status: HTTPRouteStatus,
+    },
+}
+
+/// A condition as it should be, keeping `lastTransitionTime` from `previous` when its
+/// status did not change.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        last_transition_time: since,
+        message: message.into(),
+        observed_generation: generation,
+        reason: reason.into(),
+        status: status.into(),
+        type_: type_.into(),
+    }
+}
+
+/// How one parentRef of a route fares at one of tether's Gateways.
+struct ParentVerdict {
+    /// (reason, message) of `Accepted`; `None`: accepted.
+    refused: Option<(&'static str, String)>,
+    /// Indices of the Gateway's listeners the route attaches to through it.
+    listeners: Vec<usize>,
+}
+
+/// Which listeners of `gateway` the route attaches to through `p`, or why none.
+fn judge(
+    ctx: &Context,
+    route: &HTTPRoute,
+    p: &ParentReference,
+    gateway: &Gateway,
+) -> ParentVerdict {
+    let route_ns = namespace(route);
+    let gateway_ns = namespace(gateway);
+    let named: Vec<(usize, &Listener)> = gateway
+        .spec
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            p.section_name.as_ref().is_none_or(|s| *s == l.name)
+                && p.port.is_none_or(|port| port == l.port)
+        })
+        .collect();
+    let refuse = |reason, message: String| ParentVerdict {
+        refused: Some((reason, message)),
+        listeners: Vec::new(),
+    };
+    if named.is_empty() {
+        return refuse(
+            "NoMatchingParent",
+            "no listener of the Gateway has this sectionName and port".into(),
+        );
+    }
+    let admitted: Vec<(usize, &Listener)> = named
+        .into_iter()
+        .filter(|(_, l)| served(l) && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true))
+        .collect();
+    if admitted.is_empty() {
+        return refuse(
+            "NotAllowedByListeners",
+            format!("no HTTP listener it names admits HTTPRoutes of namespace {route_ns}"),
+        );
+    }
+    let listeners: Vec<usize> = admitted
+        .into_iter()
+        .filter(|(_, l)| !intersect(l.hostname.as_deref(), &route.spec.hostnames).is_empty())
+        .map(|(i, _)| i)
+        .collect();
+    if listeners.is_empty() {
+        return refuse(
+            "NoMatchingListenerHostname",
+            "no hostname of the route matches the listeners' hostnames".into(),
+        );
+    }
+    ParentVerdict {
+        refused: None,
+        listeners,
+    }
+}
+
+/// `ResolvedRefs` of a route: (reason, message) of the first backendRef tether cannot
+/// use, or `None`.
+fn unresolved(ctx: &Context, route: &HTTPRoute) -> Option<(&'static str, String)> {
+    let ns = namespace(route);
+    for (i, rule) in route.spec.rules.iter().enumerate() {
+        for (j, r) in rule.backend_refs.iter().enumerate() {
+            let at = format!("rules[{i}].backendRefs[{j}]");
+            if !r.group.as_deref().unwrap_or("").is_empty()
+                || r.kind.as_deref().unwrap_or("Service") != "Service"
+            {
+                return Some(("InvalidKind", format!("{at}: only Services are supported")));
+            }
+            let to = r.namespace.clone().unwrap_or_else(|| ns.clone());
+            if to != ns && !ctx.granted(&ns, &to, &r.name) {
+                return Some((
+                    "RefNotPermitted",
+                    format!(
+                        "{at}: Service {to}/{}: no ReferenceGrant in {to} allows it",
+                        r.name
+                    ),
+                ));
+            }
+            if ctx
+                .services
+                .as_ref()
+                .is_some_and(|s| !s.contains(&(to.clone(), r.name.clone())))
+            {
+                return Some((
+                    "BackendNotFound",
+                    format!("{at}: Service {to}/{} does not exist", r.name),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The status writes that bring tether's GatewayClasses, Gateways and HTTPRoutes to
+/// what they should say (only those that differ, so a write's own echo asks for none).
+///
+/// `refused`: `namespace/name` of the routes that do not compile ([`Compiled::build_in`]'s
+/// errors; `Accepted` False `UnsupportedValue`). `address`: the Gateway's
+/// `status.addresses`. `now`: the `lastTransitionTime` of conditions that change.
+pub fn status(
+    world: &World<'_>,
+    controller: &str,
+    address: Option<&str>,
+    refused: &BTreeSet<String>,
+    now: &Time,
+) -> Vec<StatusUpdate> {
+    let ctx = Context::of(world);
+    let mut out = Vec::new();
+    let ours: BTreeSet<String> = world
+        .classes
+        .iter()
+        .filter(|c| c.spec.controller_name == controller)
+        .map(|c| c.name_any())
+        .collect();
+    for class in world
+        .classes
+        .iter()
+        .filter(|c| c.spec.controller_name == controller)
+    {
+        let previous = class.status.clone().unwrap_or_default();
+        let generation = class.metadata.generation;
+        let wanted = GatewayClassStatus {
+            conditions: vec![condition(
+                &previous.conditions,
+                "Accepted",
+                true,
+                "Accepted",
+                &format!("handled by {controller}"),
+                generation,
+                now,
+            )],
+        };
+        if wanted != previous {
+            out.push(StatusUpdate::GatewayClass {
+                name: class.name_any(),
+                version: class.metadata.resource_version.clone(),
+                status: wanted,
+            });
+        }
+    }
+    let gateways: BTreeMap<(String, String), &Gateway> = world
+        .gateways
+        .iter()
+        .filter(|g| ours.contains(&g.spec.gateway_class_name))
+        .map(|g| ((namespace(g.as_ref()), g.name_any()), g.as_ref()))
+        .collect();
+    // Per Gateway: the routes attached to each listener.
+    let mut attached: BTreeMap<(String, String), Vec<BTreeSet<String>>> = gateways
+        .iter()
+        .map(|(k, g)| (k.clone(), vec![BTreeSet::new(); g.spec.listeners.len()]))
+        .collect();
+    for route in world.routes {
+        let route_ns = namespace(route.as_ref());
+        let route_id = id(route.as_ref());
+        let previous = route.status.clone().unwrap_or_default();
+        let resolved = unresolved(&ctx, route);
+        let generation = route.metadata.generation;
+        let mut mine = Vec::new();
+        for p in &route.spec.parent_refs {
+            if p.group.as_deref().unwrap_or(GROUP) != GROUP
+                || p.kind.as_deref().unwrap_or("Gateway") != "Gateway"
+            {
+                continue;
+            }
+            let key = (
+                p.namespace.clone().unwrap_or_else(|| route_ns.clone()),
+                p.name.clone(),
+            );
+            let Some(gateway) = gateways.get(&key) else {
+                continue;
+            };
+            let mut verdict = judge(&ctx, route, p, gateway);
+            if verdict.refused.is_none() && refused.contains(&route_id) {
+                verdict.refused = Some((
+                    "UnsupportedValue",
+                    "the route has values tether cannot hold (see tether's log)".into(),
+                ));
+            }
+            if verdict.refused.is_none() {
+                if let Some(per_listener) = attached.get_mut(&key) {
+                    for i in &verdict.listeners {
+                        if let Some(set) = per_listener.get_mut(*i) {
+                            set.insert(route_id.clone());
+                        }
+                    }
+                }
+            }
+            let before = previous
+                .parents
+                .iter()
+                .find(|e| e.controller_name == controller && e.parent_ref == *p)
+                .map(|e| e.conditions.as_slice())
+                .unwrap_or_default();
+            let (accepted_reason, accepted_message) = verdict
+                .refused
+                .clone()
+                .unwrap_or(("Accepted", "attached".into()));
+            let (refs_reason, refs_message) = resolved
+                .clone()
+                .unwrap_or(("ResolvedRefs", "every backendRef resolves".into()));
+            mine.push(RouteParentStatus {
+                parent_ref: p.clone(),
+                controller_name: controller.into(),
+                conditions: vec![
+                    condition(
+                        before,
+                        "Accepted",
+                        verdict.refused.is_none(),
+                        accepted_reason,
+                        &accepted_message,
+                        generation,
+                        now,
+                    ),
+                    condition(
+                        before,
+                        "ResolvedRefs",
+                        resolved.is_none(),
+                        refs_reason,
+                        &refs_message,
+                        generation,
+                        now,
+                    ),
+                ],
+            });
+        }
+        let mut parents: Vec<RouteParentStatus> = previous
+            .parents
+            .iter()
+            .filter(|e| e.controller_name != controller)
+            .cloned()
+            .collect();
+        parents.extend(mine);
+        if parents != previous.parents {
+            out.push(StatusUpdate::HTTPRoute {
+                namespace: route_ns,
+                name: route.name_any(),
+                version: route.metadata.resource_version.clone(),
+                status: HTTPRouteStatus { parents },
+            });
+        }
+    }
+    for (key, gateway) in &gateways {
+        let previous = gateway.status.clone().unwrap_or_default();
+        let generation = gateway.metadata.generation;
+        let counts = attached.remove(key).unwrap_or_default();
+        let listeners = gateway
+            .spec
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let before = previous
+                    .listeners
+                    .iter()
+                    .find(|s| s.name == l.name)
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default();
+                let (supported_kinds, invalid_kinds) = route_kinds(l);
+                let http = served(l);
+                let c = |t: &str, ok: bool, reason: &str, message: &str| {
+                    condition(before, t, ok, reason, message, generation, now)
+                };
+                let conditions = vec![
+                    if http {
+                        c("Accepted", true, "Accepted", "served")
+                    } else {
+                        c(
+                            "Accepted",
+                            false,
+                            "UnsupportedProtocol",
+                            &format!("protocol {} is not supported (HTTP only)", l.protocol),
+                        )
+                    },
+                    if http && !supported_kinds.is_empty() {
+                        c("Programmed", true, "Programmed", "served")
+                    } else {
+                        c("Programmed", false, "Invalid", "not served")
+                    },
+                    if invalid_kinds {
+                        c(
+                            "ResolvedRefs",
+                            false,
+                            "InvalidRouteKinds",
+                            "allowedRoutes.kinds: only HTTPRoute is supported",
+                        )
+                    } else {
+                        c("ResolvedRefs", true, "ResolvedRefs", "resolved")
+                    },
+                    c("Conflicted", false, "NoConflicts", "no conflicts"),
+                ];
+                ListenerStatus {
+                    name: l.name.clone(),
+                    supported_kinds,
+                    attached_routes: counts
+                        .get(i)
+                        .map_or(0, |s| i32::try_from(s.len()).unwrap_or(i32::MAX)),
+                    conditions,
+                }
+            })
+            .collect();
+        let addresses = address
+            .map(|a| {
+                let kind = if a.parse::<std::net::IpAddr>().is_ok() {
+                    "IPAddress"
+                } else {
+                    "Hostname"
+                };
+                vec![GatewayStatusAddress {
+                    kind: Some(kind.into()),
+                    value: a.into(),
+                }]
+            })
+            .unwrap_or_default();
+        let wanted = GatewayStatus {
+            addresses,
+            conditions: vec![
+                condition(
+                    &previous.conditions,
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "handled by tether",
+                    generation,
+                    now,
+                ),
+                condition(
+                    &previous.conditions,
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "served on tether's proxy listener",
+                    generation,
+                    now,
+                ),
+            ],
+            listeners,
+        };
+        if wanted != previous {
+            out.push(StatusUpdate::Gateway {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                version: gateway.metadata.resource_version.clone(),
+                status: wanted,
+            });
+        }
+    }
+    out
+}
+
 /// Watches GatewayClasses, Gateways and HTTPRoutes and publishes what tether's route.
 pub struct Controller {
     /// The API client.
     pub client: Client,
     /// `[kubernetes.gateway]`.
     pub settings: GatewaySettings,
+    /// Where each burst's status writes go (to [`super::status::Writer`], which writes
+    /// them on the Lease holder only); `None`: status is not written.
+    pub status: Option<watch::Sender<Arc<Vec<StatusUpdate>>>>,
 }
 
 impl Controller {
@@ -579,20 +1204,53 @@ impl Controller {
         let (classes, class_changes) = objects::reflect::<GatewayClass>(&self.client);
         let (gateways, gateway_changes) = objects::reflect::<Gateway>(&self.client);
         let (routes, route_changes) = objects::reflect::<HTTPRoute>(&self.client);
+        let (grants, grant_changes) = objects::reflect::<ReferenceGrantV1beta1>(&self.client);
+        let (namespaces, namespace_changes) = objects::reflect::<Namespace>(&self.client);
+        let (services, service_changes) =
+            objects::reflect::<PartialObjectMeta<Service>>(&self.client);
         let mut bursts = Bursts::new(
-            vec![class_changes, gateway_changes, route_changes],
+            vec![
+                class_changes,
+                gateway_changes,
+                route_changes,
+                grant_changes,
+                namespace_changes,
+                service_changes,
+            ],
             self.settings.debounce,
             "gateway api",
         );
         let mut published = tx.borrow().fingerprint();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         while bursts.next().await.is_some() {
-            let (compiled, errors, notes) = Compiled::build(
-                &classes.state(),
-                &gateways.state(),
-                &routes.state(),
-                &self.settings.controller_name,
-            );
+            let (classes, gateways, routes) = (classes.state(), gateways.state(), routes.state());
+            let (grants, namespaces, services) =
+                (grants.state(), namespaces.state(), services.state());
+            let world = World {
+                classes: &classes,
+                gateways: &gateways,
+                routes: &routes,
+                grants: &grants,
+                namespaces: &namespaces,
+                services: Some(&services),
+            };
+            let (compiled, errors, notes) =
+                Compiled::build_in(&world, &self.settings.controller_name);
+            if let Some(tx) = &self.status {
+                let refused = errors
+                    .iter()
+                    .map(|Error::Compile { route, .. }| route.clone())
+                    .collect();
+                let now = Time(k8s_openapi::jiff::Timestamp::now());
+                let updates = status(
+                    &world,
+                    &self.settings.controller_name,
+                    self.settings.address.as_deref(),
+                    &refused,
+                    &now,
+                );
+                let _ = tx.send(Arc::new(updates));
+            }
             for e in &errors {
                 tracing::warn!(error = %e, "httproute left out: it does not compile");
             }
@@ -693,7 +1351,7 @@ mod tests {
             route("shop", "a", spec("web")),
             // `any` admits every namespace.
             route("shop", "b", spec("any")),
-            // `sel` (Selector) and `tls` (HTTPS) are not supported yet.
+            // `sel` (Selector without a selector: invalid) and `tls` (HTTPS) do not attach.
             route("shop", "c", spec("sel")),
             route("shop", "d", spec("tls")),
             // Same namespace as the Gateway: attaches to `web`.
@@ -840,5 +1498,413 @@ mod tests {
         assert_eq!(a.cookie.max_age, None);
         assert_eq!(a.cookie.path, "/");
         assert_eq!(a.absolute_timeout, Some(Duration::from_secs(1)));
+    }
+
+    // === status ===
+
+    fn grant(ns: &str, from_ns: &str, name: Option<&str>) -> Arc<ReferenceGrantV1beta1> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+                "metadata": {"name": "g", "namespace": ns},
+                "spec": {"from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": from_ns}],
+                         "to": [{"group": "", "kind": "Service", "name": name}]}}))
+            .unwrap(),
+        )
+    }
+
+    fn ns(name: &str, labels: serde_json::Value) -> Arc<Namespace> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels}}))
+            .unwrap(),
+        )
+    }
+
+    fn service(ns: &str, name: &str) -> Arc<PartialObjectMeta<Service>> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": ns}}))
+            .unwrap(),
+        )
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    /// The route's conditions of tether's one parent entry: (type, status, reason).
+    fn route_conditions(updates: &[StatusUpdate], name: &str) -> Vec<(String, String, String)> {
+        updates
+            .iter()
+            .find_map(|u| match u {
+                StatusUpdate::HTTPRoute {
+                    name: n, status, ..
+                } if n == name => Some(status.parents.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no status for {name}: {updates:?}"))
+            .iter()
+            .filter(|p| p.controller_name == OURS)
+            .flat_map(|p| p.conditions.iter())
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    fn cond(t: &str, s: &str, r: &str) -> (String, String, String) {
+        (t.into(), s.into(), r.into())
+    }
+
+    fn to_web(ns: &str, name: &str, section: &str, hosts: serde_json::Value) -> Arc<HTTPRoute> {
+        route(
+            ns,
+            name,
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": section}],
+                   "hostnames": hosts,
+                   "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+        )
+    }
+
+    #[test]
+    fn status_accepts_our_class_gateway_and_a_good_route_and_counts_attached_routes() {
+        let (classes, gateways) = world();
+        let routes = vec![
+            to_web("infra", "good", "web", json!(["a.example.com"])),
+            to_web("shop", "stranger", "web", json!(["a.example.com"])),
+            to_web("infra", "nowhere", "nope", json!([])),
+            to_web("infra", "elsewhere", "web", json!(["a.other.org"])),
+        ];
+        let services = vec![service("infra", "web"), service("shop", "web")];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            services: Some(&services),
+            ..World::default()
+        };
+        let updates = status(&world, OURS, Some("203.0.113.7"), &BTreeSet::new(), &at(1));
+        let class = updates.iter().find_map(|u| match u {
+            StatusUpdate::GatewayClass { name, status, .. } => Some((name, status)),
+            _ => None,
+        });
+        let (name, class) = class.expect("our class gets a status");
+        assert_eq!(name, "tether", "only our class: {updates:?}");
+        assert_eq!(
+            (
+                class.conditions[0].type_.as_str(),
+                class.conditions[0].status.as_str()
+            ),
+            ("Accepted", "True")
+        );
+        assert_eq!(
+            route_conditions(&updates, "good"),
+            vec![
+                cond("Accepted", "True", "Accepted"),
+                cond("ResolvedRefs", "True", "ResolvedRefs")
+            ]
+        );
+        assert_eq!(
+            route_conditions(&updates, "stranger")[0],
+            cond("Accepted", "False", "NotAllowedByListeners")
+        );
+        assert_eq!(
+            route_conditions(&updates, "nowhere")[0],
+            cond("Accepted", "False", "NoMatchingParent")
+        );
+        assert_eq!(
+            route_conditions(&updates, "elsewhere")[0],
+            cond("Accepted", "False", "NoMatchingListenerHostname")
+        );
+        let gateway = updates
+            .iter()
+            .find_map(|u| match u {
+                StatusUpdate::Gateway { name, status, .. } if name == "gw" => Some(status),
+                _ => None,
+            })
+            .expect("our Gateway gets a status");
+        assert!(
+            !updates
+                .iter()
+                .any(|u| matches!(u, StatusUpdate::Gateway { name, .. } if name == "theirs")),
+            "another class's Gateway is not ours to write"
+        );
+        let types: Vec<(&str, &str)> = gateway
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(types, vec![("Accepted", "True"), ("Programmed", "True")]);
+        assert_eq!(gateway.addresses[0].value, "203.0.113.7");
+        assert_eq!(gateway.addresses[0].kind.as_deref(), Some("IPAddress"));
+        let web = &gateway.listeners[0];
+        assert_eq!((web.name.as_str(), web.attached_routes), ("web", 1));
+        assert_eq!(web.supported_kinds[0].kind, "HTTPRoute");
+        let reasons: Vec<(&str, &str)> = web
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("Accepted", "Accepted"),
+                ("Programmed", "Programmed"),
+                ("ResolvedRefs", "ResolvedRefs"),
+                ("Conflicted", "NoConflicts")
+            ]
+        );
+        let tls = &gateway.listeners[3];
+        assert_eq!(
+            (
+                tls.conditions[0].status.as_str(),
+                tls.conditions[0].reason.as_str()
+            ),
+            ("False", "UnsupportedProtocol")
+        );
+        assert!(tls.supported_kinds.is_empty());
+    }
+
+    #[test]
+    fn status_is_written_once_keeps_transition_times_and_other_controllers_entries() {
+        let (classes, gateways) = world();
+        let mut r = (*to_web("infra", "good", "web", json!(["a.example.com"]))).clone();
+        let theirs = json!({"parentRef": {"name": "theirs"}, "controllerName": "example.com/other",
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                            "message": "", "lastTransitionTime": "2020-01-01T00:00:00Z"}]});
+        r.status = Some(serde_json::from_value(json!({"parents": [theirs]})).unwrap());
+        let routes = vec![Arc::new(r.clone())];
+        let first = status(
+            &World {
+                classes: &classes,
+                gateways: &gateways,
+                routes: &routes,
+                ..World::default()
+            },
+            OURS,
+            None,
+            &BTreeSet::new(),
+            &at(1),
+        );
+        // Write every update back, as the API server would.
+        let mut classes = classes;
+        let mut gateways = gateways;
+        for u in &first {
+            match u {
+                StatusUpdate::GatewayClass { name, status, .. } => {
+                    for c in classes.iter_mut().filter(|c| c.name_any() == *name) {
+                        Arc::make_mut(c).status = Some(status.clone());
+                    }
+                }
+                StatusUpdate::Gateway { name, status, .. } => {
+                    for g in gateways.iter_mut().filter(|g| g.name_any() == *name) {
+                        Arc::make_mut(g).status = Some(status.clone());
+                    }
+                }
+                StatusUpdate::HTTPRoute { status, .. } => {
+                    assert_eq!(status.parents[0].controller_name, "example.com/other");
+                    assert_eq!(status.parents.len(), 2, "{status:?}");
+                    r.status = Some(status.clone());
+                }
+            }
+        }
+        let routes = vec![Arc::new(r.clone())];
+        // Its echo: nothing more to write, later or not.
+        let at_2 = |c: &[Arc<GatewayClass>], g: &[Arc<Gateway>], r: &[Arc<HTTPRoute>]| {
+            status(
+                &World {
+                    classes: c,
+                    gateways: g,
+                    routes: r,
+                    ..World::default()
+                },
+                OURS,
+                None,
+                &BTreeSet::new(),
+                &at(2),
+            )
+        };
+        assert_eq!(at_2(&classes, &gateways, &routes), vec![]);
+        // A change of one condition: the others keep their transition time.
+        let mut moved = r.clone();
+        moved.spec.hostnames = vec!["a.other.org".into()];
+        let updates = at_2(&classes, &gateways, &[Arc::new(moved)]);
+        let StatusUpdate::HTTPRoute { status, .. } = &updates
+            .iter()
+            .find(|u| matches!(u, StatusUpdate::HTTPRoute { .. }))
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        let ours = &status.parents[1].conditions;
+        assert_eq!(ours[0].reason, "NoMatchingListenerHostname");
+        assert_eq!(ours[0].last_transition_time, at(2));
+        assert_eq!(ours[1].reason, "ResolvedRefs");
+        assert_eq!(ours[1].last_transition_time, at(1));
+    }
+
+    #[test]
+    fn a_service_of_another_namespace_needs_a_reference_grant() {
+        let (classes, gateways) = world();
+        let routes = vec![route(
+            "infra",
+            "x",
+            json!({"parentRefs": [{"name": "gw", "sectionName": "web"}],
+                   "hostnames": ["x.example.com"],
+                   "rules": [{"backendRefs": [{"name": "api", "namespace": "team", "port": 80}]}]}),
+        )];
+        let run = |grants: &[Arc<ReferenceGrantV1beta1>]| {
+            let world = World {
+                classes: &classes,
+                gateways: &gateways,
+                routes: &routes,
+                grants,
+                ..World::default()
+            };
+            let (c, _, notes) = Compiled::build_in(&world, OURS);
+            let s = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+            (c, notes, route_conditions(&s, "x"))
+        };
+        let (c, notes, conditions) = run(&[]);
+        assert!(c.routes.is_empty(), "refused: {:?}", c.routes);
+        assert!(
+            notes.iter().any(|n| n.contains("ReferenceGrant")),
+            "{notes:?}"
+        );
+        assert_eq!(
+            conditions[1],
+            cond("ResolvedRefs", "False", "RefNotPermitted")
+        );
+        // A grant for another Service, or from another namespace, does not do.
+        let (c, _, _) = run(&[
+            grant("team", "infra", Some("other")),
+            grant("team", "shop", None),
+        ]);
+        assert!(c.routes.is_empty());
+        let (c, _, conditions) = run(&[grant("team", "infra", Some("api"))]);
+        assert_eq!(conditions[1], cond("ResolvedRefs", "True", "ResolvedRefs"));
+        assert_eq!(c.backends[0].name, "infra.x.team.api.80");
+        assert_eq!(
+            c.backends[0].source,
+            crate::config::Source::Kubernetes(crate::config::KubernetesSource {
+                namespace: "team".into(),
+                service: "api".into(),
+                port: crate::config::PortRef::Number(80),
+            })
+        );
+    }
+
+    #[test]
+    fn a_missing_service_is_backend_not_found_and_a_foreign_kind_invalid_kind() {
+        let (classes, gateways) = world();
+        let routes = vec![
+            to_web("infra", "missing", "web", json!(["a.example.com"])),
+            route(
+                "infra",
+                "bucket",
+                json!({"parentRefs": [{"name": "gw", "sectionName": "web"}],
+                       "rules": [{"backendRefs": [{"group": "example.com", "kind": "Bucket",
+                                                   "name": "b"}]}]}),
+            ),
+        ];
+        let services = vec![service("infra", "other")];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            services: Some(&services),
+            ..World::default()
+        };
+        let s = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+        assert_eq!(
+            route_conditions(&s, "missing")[1],
+            cond("ResolvedRefs", "False", "BackendNotFound")
+        );
+        assert_eq!(
+            route_conditions(&s, "bucket")[1],
+            cond("ResolvedRefs", "False", "InvalidKind")
+        );
+    }
+
+    #[test]
+    fn label_selectors_follow_kubernetes_semantics() {
+        let labels: BTreeMap<String, String> = [("team".to_string(), "shop".to_string())].into();
+        let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        let e = |op: &str, values: serde_json::Value| {
+            sel(json!({"matchExpressions": [{"key": "team", "operator": op, "values": values}]}))
+        };
+        assert_eq!(
+            selects(&sel(json!({})), &labels),
+            Ok(true),
+            "empty selects all"
+        );
+        assert_eq!(
+            selects(&sel(json!({"matchLabels": {"team": "x"}})), &labels),
+            Ok(false)
+        );
+        assert_eq!(selects(&e("In", json!(["shop", "x"])), &labels), Ok(true));
+        assert_eq!(selects(&e("NotIn", json!(["shop"])), &labels), Ok(false));
+        assert_eq!(selects(&e("Exists", json!(null)), &labels), Ok(true));
+        assert_eq!(selects(&e("DoesNotExist", json!(null)), &labels), Ok(false));
+        assert!(selects(&e("Near", json!(null)), &labels).is_err());
+    }
+
+    #[test]
+    fn a_selector_admits_routes_of_labelled_namespaces_and_kinds_must_include_httproute() {
+        let classes = vec![class("tether", OURS)];
+        let gateways = vec![gateway(
+            "infra",
+            "gw",
+            "tether",
+            json!([
+                {"name": "sel", "port": 80, "protocol": "HTTP",
+                 "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {
+                    "matchLabels": {"team": "shop"},
+                    "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}}}},
+                {"name": "grpc", "port": 81, "protocol": "HTTP",
+                 "allowedRoutes": {"namespaces": {"from": "All"},
+                                   "kinds": [{"kind": "GRPCRoute"}]}},
+            ]),
+        )];
+        let namespaces = vec![
+            ns("shop", json!({"team": "shop", "env": "prod"})),
+            ns("dev", json!({"team": "shop", "env": "dev"})),
+        ];
+        let routes = vec![
+            to_web("shop", "in", "sel", json!(["in.example.com"])),
+            to_web("dev", "out", "sel", json!(["out.example.com"])),
+            to_web("shop", "grpc", "grpc", json!(["grpc.example.com"])),
+        ];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            namespaces: &namespaces,
+            ..World::default()
+        };
+        let (c, _, _) = Compiled::build_in(&world, OURS);
+        assert_eq!(c.attached, vec!["shop/in"]);
+        let s = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+        assert_eq!(
+            route_conditions(&s, "in")[0],
+            cond("Accepted", "True", "Accepted")
+        );
+        for r in ["out", "grpc"] {
+            assert_eq!(
+                route_conditions(&s, r)[0],
+                cond("Accepted", "False", "NotAllowedByListeners"),
+                "{r}"
+            );
+        }
+        let gateway = s
+            .iter()
+            .find_map(|u| match u {
+                StatusUpdate::Gateway { status, .. } => Some(status),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(gateway.listeners[0].attached_routes, 1);
+        let grpc = &gateway.listeners[1];
+        assert!(grpc.supported_kinds.is_empty());
+        assert_eq!(grpc.conditions[2].reason, "InvalidRouteKinds");
     }
 }

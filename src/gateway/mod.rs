@@ -6,8 +6,10 @@
 //! that every producer of affinity settings shares: `tether migrate` and the Gateway API
 //! controller. `controller` is Gateway API mode: it watches GatewayClasses, Gateways and
 //! HTTPRoutes and compiles the routes attached to tether's Gateways into backends and
-//! routes the server merges with its config file.
+//! routes the server merges with its config file, and computes the status of what it
+//! serves; `status` writes that status from the replica holding the Lease.
 
 pub mod api;
 pub mod controller;
 pub mod session;
+pub mod status;

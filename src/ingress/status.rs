@@ -1,7 +1,7 @@
 //! Ingress mode's writes: `status.loadBalancer` and Events, by one replica only.
 //!
-//! Every replica routes; only the one holding a `coordination.k8s.io` Lease (elected
-//! with kube-lease-manager, which locks it with server-side apply) writes, so two
+//! Every replica routes; only the one holding the mode's `coordination.k8s.io` Lease
+//! (the election is [`crate::election`], shared with Gateway API mode) writes, so two
 //! tethers never fight over an Ingress. The holder, when it becomes the holder and
 //! whenever the controller's view of tether's Ingresses changes:
 //!
@@ -24,24 +24,17 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
 use super::annotations::Verdict;
 use super::controller::Report;
 use crate::config::IngressSettings;
+pub use crate::election::identity;
+use crate::election::{field_manager, sleep_until, Elector, LeaseSettings, COMPONENT, MAX_RETRY};
 
 /// What a write of the Lease holder ran into.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The Lease could not be read or created.
-    #[error("lease {lease}: {source}")]
-    Lease {
-        /// `namespace/name` of the Lease.
-        lease: String,
-        /// What kube-lease-manager said.
-        source: LeaseManagerError,
-    },
     /// An Ingress's status could not be patched.
     #[error("status of ingress {ingress}: {source}")]
     Status {
@@ -66,40 +59,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The reason of the Events on annotations tether does not honour.
 pub const UNSUPPORTED_REASON: &str = "UnsupportedAnnotation";
 
-/// `source.component` of tether's Events.
-const COMPONENT: &str = "tether";
-
-/// Longest wait before a failed write is tried again.
-const MAX_RETRY: Duration = Duration::from_secs(30);
-
-/// This replica's identity in the Lease: its pod name, else the host name with a random
-/// suffix (two processes on one host stay distinct).
-pub fn identity(pod_name: Option<&str>) -> String {
-    if let Some(p) = pod_name.filter(|p| !p.is_empty()) {
-        return p.to_string();
-    }
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| COMPONENT.to_string());
-    let suffix: String = rand::Rng::sample_iter(rand::rng(), &rand::distr::Alphanumeric)
-        .take(6)
-        .map(|c| char::from(c).to_ascii_lowercase())
-        .collect();
-    format!("{host}-{suffix}")
-}
-
-/// The field manager of this replica's writes (at most 128 characters, as the API
-/// requires).
-fn field_manager(identity: &str) -> String {
-    format!("{COMPONENT}-{identity}")
-        .chars()
-        .take(128)
-        .collect()
-}
-
 /// Writes status and Events while this replica holds the Lease.
 pub struct Writer {
     /// The API client.
@@ -116,30 +75,20 @@ impl Writer {
     /// Runs until dropped (which releases the Lease), writing for the Ingresses
     /// published on `ours`: tether's, with their report rows.
     pub async fn run(self, mut ours: watch::Receiver<Arc<Vec<Report>>>) {
-        let namespace = self
-            .settings
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| self.client.default_namespace().to_string());
-        let lease = format!("{namespace}/{}", self.settings.lease_name);
-        let mut delay = self.backoff;
-        let manager = loop {
-            match self.manager(&namespace).await {
-                Ok(m) => break m,
-                Err(source) => {
-                    let e = Error::Lease {
-                        lease: lease.clone(),
-                        source,
-                    };
-                    tracing::warn!(error = %e, "ingress status: no lease yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_RETRY);
-                }
-            }
+        let elector = Elector {
+            client: self.client.clone(),
+            lease: LeaseSettings {
+                name: self.settings.lease_name.clone(),
+                namespace: self.settings.lease_namespace.clone(),
+                duration: self.settings.lease_duration,
+            },
+            identity: self.identity.clone(),
+            backoff: self.backoff,
         };
-        // Dropping `leader` (when this future is dropped) makes the manager's task
-        // release the Lease, so another replica takes over without waiting it out.
-        let (mut leader, _task) = manager.watch().await;
+        // Dropping `term` (when this future is dropped) releases the Lease.
+        let term = elector.join("ingress status").await;
+        let lease = term.lease.clone();
+        let mut leader = term.leader.clone();
         let mut state = Written::default();
         let mut is_leader = false;
         let mut retry: Option<tokio::time::Instant> = None;
@@ -185,18 +134,6 @@ impl Writer {
                 delay = (delay * 2).min(MAX_RETRY);
             }
         }
-    }
-
-    async fn manager(&self, namespace: &str) -> Result<LeaseManager, LeaseManagerError> {
-        let duration = self.settings.lease_duration.as_secs().max(2);
-        LeaseManagerBuilder::new(self.client.clone(), &self.settings.lease_name)
-            .with_namespace(namespace)
-            .with_identity(&self.identity)
-            .with_field_manager(field_manager(&self.identity))
-            .with_duration(duration)
-            .with_grace((duration / 3).max(1))
-            .build()
-            .await
     }
 
     /// Brings status and Events up to date for `snapshot`; the errors of the writes that
@@ -376,14 +313,6 @@ fn id(i: &Ingress) -> String {
     )
 }
 
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,13 +332,5 @@ mod tests {
             (h.ip, h.hostname.as_deref()),
             (None, Some("lb.example.com"))
         );
-    }
-
-    #[test]
-    fn the_identity_is_the_pod_name_or_a_host_with_a_random_suffix() {
-        assert_eq!(identity(Some("tether-0")), "tether-0");
-        let (a, b) = (identity(None), identity(None));
-        assert_ne!(a, b, "two processes on one host stay distinct");
-        assert!(field_manager(&"x".repeat(300)).len() <= 128);
     }
 }

@@ -3,14 +3,19 @@
 //! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
 //! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
 //! ERROR event inside the stream; label selectors; kube's `?&` query strings.
-//! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes) are served the same way.
+//! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants at
+//! v1beta1) are served the same way, and so are core/v1 Namespaces and Services (under
+//! `/api/v1`; a metadata-only watch gets the whole objects, which deserialise as
+//! metadata).
 //!
 //! For Ingress mode's writes it also serves: `coordination.k8s.io/v1` Leases (GET,
 //! POST, PATCH; a server-side apply without `force` that would change a field another
 //! field manager set is a 409 Conflict, as kube-lease-manager relies on; strategic and
-//! merge patches take the fields they set, `null` removes one), PATCH of an Ingress's
-//! `/status` (merged, delivered as MODIFIED, recorded with its fieldManager), and POST
-//! of core/v1 Events (recorded).
+//! merge patches take the fields they set, `null` removes one), PATCH of the `/status`
+//! of an Ingress, GatewayClass, Gateway or HTTPRoute (a merge patch of `status`'s
+//! fields; a `metadata.resourceVersion` in the patch that is not the object's is a 409
+//! Conflict; delivered as MODIFIED, recorded with its fieldManager), and POST of
+//! core/v1 Events (recorded).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -47,6 +52,14 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         "HTTPRoute",
         true,
     ),
+    (
+        "referencegrants",
+        "gateway.networking.k8s.io/v1beta1",
+        "ReferenceGrant",
+        true,
+    ),
+    ("namespaces", "v1", "Namespace", false),
+    ("services", "v1", "Service", true),
     (
         "endpointslices",
         "discovery.k8s.io/v1",
@@ -97,11 +110,14 @@ struct State {
     events: Vec<Value>,
 }
 
-/// A PATCH of an Ingress's status.
+/// A PATCH of an object's status.
 #[derive(Debug, Clone)]
 pub struct StatusWrite {
-    /// `namespace/name`.
+    /// `namespace/name` (`name` for a cluster-scoped object) of the Ingress, or of the
+    /// object of `resource`.
     pub ingress: String,
+    /// The resource's plural: `ingresses`, `gatewayclasses`, `gateways`, `httproutes`.
+    pub resource: String,
     /// The `fieldManager` query parameter.
     pub field_manager: String,
     /// The patch's `status`.
@@ -295,7 +311,7 @@ impl FakeApiServer {
             .map(|(l, _)| l.clone())
     }
 
-    /// Every Ingress status PATCH so far.
+    /// Every status PATCH so far (of every resource).
     pub fn status_writes(&self) -> Vec<StatusWrite> {
         self.inner.state.lock().unwrap().status_writes.clone()
     }
@@ -513,27 +529,31 @@ impl FakeApiServer {
             ["apis", "networking.k8s.io", "v1", "namespaces", ns, "ingresses", name, "status"]
                 if method == http::Method::PATCH =>
             {
-                let key = ("ingresses".to_string(), ns.to_string(), name.to_string());
-                let Some(mut obj) = st.objects.get(&key).cloned() else {
-                    return Some(status(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        "ingress not found",
-                    ));
-                };
-                let patch = parse();
-                st.status_writes.push(StatusWrite {
-                    ingress: format!("{ns}/{name}"),
-                    field_manager: manager,
-                    status: patch["status"].clone(),
-                });
-                obj["status"] = patch["status"].clone();
-                st.rv += 1;
-                let rv = st.rv;
-                obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-                st.objects.insert(key, obj.clone());
-                deliver(&mut st, rv, "MODIFIED", obj.clone());
-                Some(ok(StatusCode::OK, &obj))
+                Some(patch_status(
+                    &mut st,
+                    "ingresses",
+                    ns,
+                    name,
+                    manager,
+                    parse(),
+                ))
+            }
+            ["apis", "gateway.networking.k8s.io", "v1", "namespaces", ns, plural @ ("gateways" | "httproutes"), name, "status"]
+                if method == http::Method::PATCH =>
+            {
+                Some(patch_status(&mut st, plural, ns, name, manager, parse()))
+            }
+            ["apis", "gateway.networking.k8s.io", "v1", "gatewayclasses", name, "status"]
+                if method == http::Method::PATCH =>
+            {
+                Some(patch_status(
+                    &mut st,
+                    "gatewayclasses",
+                    "",
+                    name,
+                    manager,
+                    parse(),
+                ))
             }
             ["api", "v1", "namespaces", ns, "events"] if method == http::Method::POST => {
                 let mut event = parse();
@@ -546,6 +566,61 @@ impl FakeApiServer {
             _ => None,
         }
     }
+}
+
+/// A merge patch of an object's `status`: each field of the patch's `status` replaces
+/// the object's (`null` removes it); recorded, and delivered as MODIFIED.
+fn patch_status(
+    st: &mut State,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    manager: String,
+    patch: Value,
+) -> Response<BoxBody> {
+    let key = (plural.to_string(), ns.to_string(), name.to_string());
+    let Some(mut obj) = st.objects.get(&key).cloned() else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{plural} {name} not found"),
+        );
+    };
+    if let Some(rv) = patch["metadata"]["resourceVersion"].as_str() {
+        if obj["metadata"]["resourceVersion"] != rv {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version",
+            );
+        }
+    }
+    st.status_writes.push(StatusWrite {
+        ingress: if ns.is_empty() {
+            name.to_string()
+        } else {
+            format!("{ns}/{name}")
+        },
+        resource: plural.to_string(),
+        field_manager: manager,
+        status: patch["status"].clone(),
+    });
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    for (k, v) in patch["status"].as_object().cloned().unwrap_or_default() {
+        if v.is_null() {
+            obj["status"].as_object_mut().unwrap().remove(&k);
+        } else {
+            obj["status"][k.as_str()] = v;
+        }
+    }
+    st.rv += 1;
+    let rv = st.rv;
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    st.objects.insert(key, obj.clone());
+    deliver(st, rv, "MODIFIED", obj.clone());
+    ok(StatusCode::OK, &obj)
 }
 
 fn ok(code: StatusCode, body: &Value) -> Response<BoxBody> {
@@ -598,13 +673,26 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<BoxBody> {
 }
 
 /// The resource a collection path names, and its namespace (`None`: all namespaces or
-/// cluster-scoped): `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL`.
+/// cluster-scoped): `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL`, or
+/// `/api/VERSION[/namespaces/NS]/PLURAL` for the core group.
 fn route(path: &str) -> Option<(Resource, Option<String>)> {
-    let rest = path.strip_prefix("/apis/")?;
-    let parts: Vec<&str> = rest.split('/').collect();
+    let parts: Vec<&str> = if let Some(rest) = path.strip_prefix("/apis/") {
+        rest.split('/').collect()
+    } else {
+        std::iter::once("")
+            .chain(path.strip_prefix("/api/")?.split('/'))
+            .collect()
+    };
+    let gv = |g: &str, v: &str| {
+        if g.is_empty() {
+            v.to_string()
+        } else {
+            format!("{g}/{v}")
+        }
+    };
     let (group_version, namespace, plural) = match parts.as_slice() {
-        [g, v, "namespaces", ns, plural] => (format!("{g}/{v}"), Some(ns.to_string()), *plural),
-        [g, v, plural] => (format!("{g}/{v}"), None, *plural),
+        [g, v, "namespaces", ns, plural] => (gv(g, v), Some(ns.to_string()), *plural),
+        [g, v, plural] => (gv(g, v), None, *plural),
         _ => return None,
     };
     let r = RESOURCES.iter().find(|(p, gv, _, namespaced)| {
@@ -739,6 +827,39 @@ pub fn slice(
         "addressType": "IPv4",
         "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
         "endpoints": endpoints,
+    })
+}
+
+/// A Service (only its metadata is read).
+pub fn service(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": [{"port": 80}]},
+    })
+}
+
+/// A Namespace with `labels`.
+pub fn namespace(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels},
+    })
+}
+
+/// A ReferenceGrant in `namespace` letting HTTPRoutes of `from` refer to Service
+/// `service` there.
+pub fn reference_grant(namespace: &str, name: &str, from: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": from}],
+            "to": [{"group": "", "kind": "Service", "name": service}],
+        },
     })
 }
 
