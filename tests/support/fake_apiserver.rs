@@ -3,7 +3,8 @@
 //! LIST with `metadata.resourceVersion`; WATCH as a chunked 200 response of
 //! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
 //! ERROR event inside the stream; label selectors; kube's `?&` query strings.
-//! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes) are served the same way.
+//! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes) are served the same way,
+//! and core/v1 Secrets (`/api/v1`), with field selectors (`type=kubernetes.io/tls`).
 //!
 //! For Ingress mode's writes it also serves: `coordination.k8s.io/v1` Leases (GET,
 //! POST, PATCH; a server-side apply without `force` that would change a field another
@@ -54,6 +55,8 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("ingresses", "networking.k8s.io/v1", "Ingress", true),
+    // Certificates for TLS listeners.
+    ("secrets", "v1", "Secret", true),
     (
         "ingressclasses",
         "networking.k8s.io/v1",
@@ -73,6 +76,8 @@ struct Watcher {
     /// `None`: all namespaces.
     namespace: Option<String>,
     selector: Vec<(String, String)>,
+    /// The field selector: (dotted field path, value).
+    fields: Vec<(String, String)>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -342,12 +347,21 @@ impl FakeApiServer {
                     .collect()
             })
             .unwrap_or_default();
+        let fields: Vec<(String, String)> = query
+            .get("fieldSelector")
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.trim_end_matches('=').to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
         if query.get("watch").map(String::as_str) == Some("true") {
             let from: u64 = query
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            return self.watch(resource, namespace, selector, from);
+            return self.watch(resource, namespace, selector, fields, from);
         }
         loop {
             let released = self.inner.lists_released.notified();
@@ -365,6 +379,7 @@ impl FakeApiServer {
                 *r == resource.0
                     && namespace.as_ref().is_none_or(|n| n == ns)
                     && matches(o, &selector)
+                    && matches_fields(o, &fields)
             })
             .map(|(_, o)| o.clone())
             .collect();
@@ -385,6 +400,7 @@ impl FakeApiServer {
         resource: Resource,
         namespace: Option<String>,
         selector: Vec<(String, String)>,
+        fields: Vec<(String, String)>,
         from: u64,
     ) -> Response<BoxBody> {
         let (tx, rx) = mpsc::channel(4096);
@@ -399,6 +415,7 @@ impl FakeApiServer {
                     && r == resource.0
                     && namespace.as_ref().is_none_or(|n| *n == ns)
                     && matches(obj, &selector)
+                    && matches_fields(obj, &fields)
                 {
                     let _ = tx.try_send(line(&json!({"type": ty, "object": obj})));
                 }
@@ -407,6 +424,7 @@ impl FakeApiServer {
                 resource: resource.0.to_string(),
                 namespace,
                 selector,
+                fields,
                 tx,
             });
         }
@@ -567,6 +585,7 @@ fn deliver(st: &mut State, rv: u64, ty: &'static str, obj: Value) {
         w.resource == r
             && w.namespace.as_ref().is_none_or(|n| *n == ns)
             && matches(&obj, &w.selector)
+            && matches_fields(&obj, &w.fields)
     });
 }
 
@@ -600,6 +619,20 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<BoxBody> {
 /// The resource a collection path names, and its namespace (`None`: all namespaces or
 /// cluster-scoped): `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL`.
 fn route(path: &str) -> Option<(Resource, Option<String>)> {
+    // The core group: `/api/VERSION[/namespaces/NS]/PLURAL`, its group-version the
+    // version alone.
+    if let Some(rest) = path.strip_prefix("/api/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (version, namespace, plural) = match parts.as_slice() {
+            [v, "namespaces", ns, plural] => (*v, Some(ns.to_string()), *plural),
+            [v, plural] => (*v, None, *plural),
+            _ => return None,
+        };
+        let r = RESOURCES
+            .iter()
+            .find(|(p, gv, _, _)| *p == plural && *gv == version)?;
+        return Some((*r, namespace));
+    }
     let rest = path.strip_prefix("/apis/")?;
     let parts: Vec<&str> = rest.split('/').collect();
     let (group_version, namespace, plural) = match parts.as_slice() {
@@ -629,6 +662,16 @@ fn key_of(obj: &Value) -> Key {
         namespace.to_string(),
         obj["metadata"]["name"].as_str().unwrap().to_string(),
     )
+}
+
+/// A field selector (`type=kubernetes.io/tls`, `metadata.name=x`) holds for `obj`.
+fn matches_fields(obj: &Value, fields: &[(String, String)]) -> bool {
+    fields.iter().all(|(path, v)| {
+        path.split('.')
+            .try_fold(obj, |o, k| o.get(k))
+            .and_then(Value::as_str)
+            == Some(v.as_str())
+    })
 }
 
 fn matches(obj: &Value, selector: &[(String, String)]) -> bool {
@@ -853,4 +896,17 @@ impl ModeCluster {
             .map(|b| b.name().to_string())
             .collect()
     }
+}
+
+/// A `kubernetes.io/tls` Secret holding `cert_pem` and `key_pem` (its `data`, base64).
+pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(cert_pem), "tls.key": b64(key_pem)},
+    })
 }
