@@ -16,6 +16,11 @@
 //! admit it (`Same`, the default, or `All`; `Selector` is not supported yet). Its hosts
 //! are the listener's hostname intersected with the route's `hostnames`.
 //!
+//! `HTTPS` listeners (`tls.mode: Terminate`, a `certificateRef` to a Secret of the
+//! Gateway's namespace) admit routes alike when tether has a TLS listener; their
+//! hostnames and Secrets go to [`crate::sni`] as [`Binding`]s ([`certificates`]), which
+//! serves each hostname its Secret's certificate by SNI.
+//!
 //! Backend names: `namespace.route.service.port`, independent of rule order and
 //! matches, so a route edit that keeps a rule's Service keeps its sessions. A second
 //! rule of the same route to the same Service port with other `sessionPersistence`
@@ -40,6 +45,7 @@ use super::api::{
 use super::session;
 use crate::config::{BackendSettings, Config, GatewaySettings};
 use crate::discovery::objects::{self, Bursts};
+use crate::sni::Binding;
 
 /// Why an HTTPRoute could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,19 @@ impl Compiled {
         routes: &[Arc<HTTPRoute>],
         controller: &str,
     ) -> (Compiled, Vec<Error>, Vec<String>) {
+        Self::build_for(classes, gateways, routes, controller, true)
+    }
+
+    /// [`Compiled::build`] for a tether whose listener terminates TLS (`https`) or
+    /// not: without a TLS listener, routes do not attach to `HTTPS` listeners (they
+    /// cannot be served), with a note.
+    pub fn build_for(
+        classes: &[Arc<GatewayClass>],
+        gateways: &[Arc<Gateway>],
+        routes: &[Arc<HTTPRoute>],
+        controller: &str,
+        https: bool,
+    ) -> (Compiled, Vec<Error>, Vec<String>) {
         let ours: BTreeSet<String> = classes
             .iter()
             .filter(|c| c.spec.controller_name == controller)
@@ -119,6 +138,7 @@ impl Compiled {
             let mut b = RouteBuilder {
                 id: name.clone(),
                 notes: Vec::new(),
+                https,
             };
             let hosts = b.attach(route, &gateways);
             let Some(hosts) = hosts else {
@@ -196,6 +216,8 @@ struct Route {
 struct RouteBuilder {
     id: String,
     notes: Vec<String>,
+    /// tether has a TLS listener to serve `HTTPS` listeners on.
+    https: bool,
 }
 
 impl RouteBuilder {
@@ -228,11 +250,25 @@ impl RouteBuilder {
                 {
                     continue;
                 }
-                if l.protocol != "HTTP" {
+                if l.protocol == "HTTPS" {
+                    let refused = if self.https {
+                        listener_certificate(&ns, l).err()
+                    } else {
+                        Some(NO_TLS_LISTENER.to_string())
+                    };
+                    if let Some(why) = refused {
+                        self.note(
+                            &format!("listener {ns}/{}/{}", p.name, l.name),
+                            &format!("HTTPS: {why}; not attached there"),
+                        );
+                        continue;
+                    }
+                } else if l.protocol != "HTTP" {
                     self.note(
                         &format!("listener {ns}/{}/{}", p.name, l.name),
                         &format!(
-                            "protocol {} is not supported yet (HTTP only); not attached there",
+                            "protocol {} is not supported yet (HTTP and HTTPS only); not \
+                             attached there",
                             l.protocol
                         ),
                     );
@@ -462,6 +498,101 @@ fn cookie_kind(p: &Option<SessionPersistence>) -> bool {
         .is_none_or(|p| p.kind != Some(SessionPersistenceType::Header))
 }
 
+/// Why an `HTTPS` listener cannot be served when tether's listener is cleartext.
+const NO_TLS_LISTENER: &str = "tether has no TLS listener ([server.tls]), so it cannot be served";
+
+/// The Secret (`namespace`, `name`) an `HTTPS` listener of a Gateway in `gateway_ns`
+/// terminates TLS with: its first `certificateRef`, a Secret of the Gateway's namespace.
+/// Or why the listener cannot be served.
+fn listener_certificate(gateway_ns: &str, l: &Listener) -> Result<(String, String), String> {
+    let tls = l.tls.as_ref();
+    match tls.and_then(|t| t.mode.as_deref()).unwrap_or("Terminate") {
+        "Terminate" => {}
+        "Passthrough" => {
+            return Err("tls.mode Passthrough is not supported (tether terminates TLS)".into())
+        }
+        other => return Err(format!("tls.mode {other} is not supported")),
+    }
+    let Some(r) = tls.and_then(|t| t.certificate_refs.first()) else {
+        return Err("no tls.certificateRefs".into());
+    };
+    if !r.group.as_deref().unwrap_or("").is_empty()
+        || r.kind.as_deref().unwrap_or("Secret") != "Secret"
+    {
+        return Err(format!(
+            "certificateRef {} is not a core Secret; only Secrets are supported",
+            r.name
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
+    if ns != gateway_ns {
+        // ReferenceGrant support lands separately; until then, refused.
+        return Err(format!(
+            "certificateRef {ns}/{} is in another namespace; cross-namespace certificateRefs \
+             (ReferenceGrant) are not supported yet",
+            r.name
+        ));
+    }
+    Ok((ns.to_string(), r.name.clone()))
+}
+
+/// The certificates the `HTTPS` listeners of tether's Gateways terminate TLS with, one
+/// [`Binding`] per listener hostname, and notes on listeners whose certificate is not
+/// used as written. Gateways in namespace/name order, listeners in order: a hostname
+/// two listeners claim keeps the first one's certificate.
+pub fn certificates(
+    classes: &[Arc<GatewayClass>],
+    gateways: &[Arc<Gateway>],
+    controller: &str,
+) -> (Vec<Binding>, Vec<String>) {
+    let ours: BTreeSet<String> = classes
+        .iter()
+        .filter(|c| c.spec.controller_name == controller)
+        .map(|c| c.name_any())
+        .collect();
+    let mut gateways: Vec<&Arc<Gateway>> = gateways
+        .iter()
+        .filter(|g| ours.contains(&g.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by_key(|g| id(g.as_ref()));
+    let mut bindings = Vec::new();
+    let mut notes = Vec::new();
+    for g in gateways {
+        let ns = namespace(g.as_ref());
+        for l in g.spec.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+            let from = format!("Gateway {}/{} listener {}", ns, g.name_any(), l.name);
+            let (secret_ns, secret) = match listener_certificate(&ns, l) {
+                Ok(s) => s,
+                Err(why) => {
+                    notes.push(format!("{from}: {why}"));
+                    continue;
+                }
+            };
+            let refs = l.tls.as_ref().map_or(0, |t| t.certificate_refs.len());
+            if refs > 1 {
+                notes.push(format!(
+                    "{from}: {} certificateRefs; tether serves the first, {secret}",
+                    refs
+                ));
+            }
+            let Some(host) = &l.hostname else {
+                notes.push(format!(
+                    "{from}: no hostname; tether picks certificates by SNI host, so the \
+                     config file's certificate ([server.tls]) serves it, not {secret}"
+                ));
+                continue;
+            };
+            bindings.push(Binding {
+                host: host.to_ascii_lowercase(),
+                namespace: secret_ns,
+                name: secret,
+                from,
+            });
+        }
+    }
+    (bindings, notes)
+}
+
 /// The hosts a listener with `listener` hostname accepts of a route's `hostnames`
 /// (Gateway API's intersection; `None`: any host).
 fn intersect(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
@@ -571,6 +702,9 @@ pub struct Controller {
     pub client: Client,
     /// `[kubernetes.gateway]`.
     pub settings: GatewaySettings,
+    /// Where the certificates of `HTTPS` listeners go ([`crate::sni::Watcher`]);
+    /// `None` when tether has no TLS listener, and so serves no `HTTPS` listener.
+    pub tls: Option<watch::Sender<Arc<Vec<Binding>>>>,
 }
 
 impl Controller {
@@ -587,12 +721,35 @@ impl Controller {
         let mut published = tx.borrow().fingerprint();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         while bursts.next().await.is_some() {
-            let (compiled, errors, notes) = Compiled::build(
+            let (compiled, errors, mut notes) = Compiled::build_for(
                 &classes.state(),
                 &gateways.state(),
                 &routes.state(),
                 &self.settings.controller_name,
+                self.tls.is_some(),
             );
+            let (bindings, cert_notes) = certificates(
+                &classes.state(),
+                &gateways.state(),
+                &self.settings.controller_name,
+            );
+            match &self.tls {
+                Some(tls) => {
+                    notes.extend(cert_notes);
+                    tls.send_if_modified(|b| {
+                        let changed = **b != bindings;
+                        if changed {
+                            *b = Arc::new(bindings);
+                        }
+                        changed
+                    });
+                }
+                None => notes.extend(
+                    bindings
+                        .iter()
+                        .map(|b| format!("{}: HTTPS: {NO_TLS_LISTENER}", b.from)),
+                ),
+            }
             for e in &errors {
                 tracing::warn!(error = %e, "httproute left out: it does not compile");
             }
@@ -820,6 +977,70 @@ mod tests {
         );
         assert!(notes.iter().any(|n| n.contains("Exact")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("splitting")), "{notes:?}");
+    }
+
+    #[test]
+    fn https_listeners_terminate_with_their_secret_and_refuse_what_tether_cannot_serve() {
+        let https = |name: &str, host: &str, tls: serde_json::Value| json!({"name": name, "port": 443, "protocol": "HTTPS", "hostname": host, "tls": tls});
+        let listeners = json!([
+            https("shop", "shop.example.com", json!({"certificateRefs": [{"name": "shop-tls"}]})),
+            https("wild", "*.example.org", json!({"mode": "Terminate",
+                "certificateRefs": [{"kind": "Secret", "name": "org-tls"}, {"name": "org-ecdsa"}]})),
+            https("pass", "pass.example.com", json!({"mode": "Passthrough"})),
+            https("far", "far.example.com",
+                  json!({"certificateRefs": [{"name": "far-tls", "namespace": "other"}]})),
+            {"name": "any", "port": 443, "protocol": "HTTPS",
+             "tls": {"certificateRefs": [{"name": "any-tls"}]}},
+        ]);
+        let classes = vec![class("tether", OURS)];
+        let gateways = vec![gateway("infra", "gw", "tether", listeners)];
+        let (bindings, notes) = certificates(&classes, &gateways, OURS);
+        let got: Vec<(&str, &str)> = bindings
+            .iter()
+            .map(|b| (b.host.as_str(), b.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("shop.example.com", "shop-tls"),
+                ("*.example.org", "org-tls")
+            ]
+        );
+        assert!(bindings.iter().all(|b| b.namespace == "infra"));
+        for what in [
+            "first, org-tls",
+            "Passthrough",
+            "other/far-tls",
+            "no hostname",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
+        }
+
+        // Routes attach to the listeners that can be served, as to HTTP ones...
+        let spec = |section: &str| {
+            json!({"parentRefs": [{"name": "gw", "sectionName": section}],
+                   "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]})
+        };
+        let routes = vec![
+            route("infra", "a", spec("shop")),
+            route("infra", "b", spec("pass")),
+            route("infra", "c", spec("far")),
+        ];
+        let (c, _, notes) = Compiled::build_for(&classes, &gateways, &routes, OURS, true);
+        assert_eq!(c.attached, vec!["infra/a"]);
+        assert_eq!(hosts(&c), vec![(Some("shop.example.com"), "/")]);
+        assert!(notes.iter().any(|n| n.contains("Passthrough")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("ReferenceGrant")),
+            "{notes:?}"
+        );
+        // ...and to none without a TLS listener to serve them on.
+        let (c, _, notes) = Compiled::build_for(&classes, &gateways, &routes, OURS, false);
+        assert!(c.attached.is_empty());
+        assert!(
+            notes.iter().any(|n| n.contains("[server.tls]")),
+            "{notes:?}"
+        );
     }
 
     #[test]
