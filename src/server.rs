@@ -129,7 +129,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
     let mut background = Vec::new();
     // Certificates for the TLS listener from Secrets: what each controller asks for,
-    // on a channel of its own. None
+    // on a channel of its own (Ingresses first: they win a host both bind). None
     // without a TLS listener: the controllers then note that HTTPS cannot be served.
     let mut certificate_sources = Vec::new();
     let mut certificate_channel = || {
@@ -165,6 +165,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 client,
                 settings: settings.clone(),
                 ours: Some(ours),
+                tls: certificate_channel(),
             };
             background.push(tokio::spawn(controller.run(tx)));
             Some(rx)

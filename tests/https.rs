@@ -1,13 +1,13 @@
-//! HTTPS from Kubernetes: Gateway API `HTTPS` listeners serve the certificates of their
-//! `kubernetes.io/tls` Secrets on tether's TLS listener, chosen by SNI, rotated when a
-//! Secret changes, and never replaced by a Secret that does not parse. A client verifies
-//! every certificate against a test CA, as a browser would.
+//! HTTPS from Kubernetes: Gateway API `HTTPS` listeners and Ingress `spec.tls` serve the
+//! certificates of their `kubernetes.io/tls` Secrets on tether's TLS listener, chosen by
+//! SNI, rotated when a Secret changes, and never replaced by a Secret that does not
+//! parse. A client verifies every certificate against a test CA, as a browser would.
 
 mod support;
 
 use http::StatusCode;
 use serde_json::{json, Value};
-use support::fake_apiserver::{tls_secret, ModeCluster};
+use support::fake_apiserver::{ingress, ingress_class, tls_secret, ModeCluster};
 use support::transport::{https_get, presented, Cert, TestCa};
 use support::*;
 
@@ -169,5 +169,42 @@ async fn a_secret_update_rotates_the_certificate_and_a_malformed_one_keeps_the_p
     assert_eq!(
         presented(k.proxy.proxy_addr, &pki.ca.root(), HOST).await,
         Some(second.der.clone())
+    );
+}
+
+#[tokio::test]
+async fn an_ingress_with_tls_serves_its_secrets_certificate_for_its_hosts() {
+    let pki = Pki::new();
+    let shop = pki.ca.issue(&[HOST, "www.example.com"]);
+    let objects = vec![
+        ingress_class("tether", "tether.io/ingress-controller"),
+        tls_secret(NS, "shop-tls", &shop.pem, &shop.key),
+    ];
+    let mode = format!("[kubernetes.ingress]\ndebounce = \"20ms\"\n{}", pki.section);
+    let k = ModeCluster::start(NS, objects, &mode).await;
+    let mut i = ingress(
+        NS,
+        "shop",
+        "tether",
+        HOST,
+        &[("/", "Prefix")],
+        "web",
+        k.port,
+        &[],
+    );
+    i["spec"]["tls"] = json!([{"hosts": [HOST, "www.example.com"], "secretName": "shop-tls"}]);
+    k.api.apply(i);
+    let (addr, root) = (k.proxy.proxy_addr, pki.ca.root());
+    wait_presented(&k, &pki, HOST, &shop).await;
+    wait_presented(&k, &pki, "www.example.com", &shop).await;
+    wait_for_async("the ingress over https", || async {
+        https_get(addr, &root, HOST, "/", &[]).await.status == StatusCode::OK
+    })
+    .await;
+    let r = https_get(addr, &root, HOST, "/", &[]).await;
+    assert!(k.pods.iter().any(|p| p.name == r.pod()));
+    assert_eq!(
+        presented(addr, &root, "other.example.com").await,
+        Some(pki.default.der.clone())
     );
 }
