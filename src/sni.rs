@@ -25,7 +25,10 @@
 //! per period; a watch sees it at once, for one connection. The field selector keeps
 //! every other Secret (service-account tokens, passwords) off the wire and out of
 //! memory, though RBAC cannot express it: the ClusterRole grants reading Secrets, and
-//! tether holds the private keys it serves, as any TLS-terminating proxy must.
+//! tether holds the private keys it serves, as any TLS-terminating proxy must (the
+//! store keeps every TLS Secret of the cluster; the parsed pairs only of those asked
+//! for). The watch starts only once a Gateway or an Ingress names a Secret, so a tether
+//! that terminates TLS with its file's certificate alone needs no right to Secrets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -203,6 +206,21 @@ impl Watcher {
     /// Runs until dropped. `sources` are the controllers' bindings, earlier sources
     /// first: a host two of them bind keeps the earlier one's certificate.
     pub async fn run(self, mut sources: Vec<watch::Receiver<Arc<Vec<Binding>>>>) {
+        // Nothing is read from the API until an object names a Secret: a tether whose
+        // Gateways and Ingresses ask for no certificate needs no right to read Secrets.
+        loop {
+            if sources.iter().any(|s| !s.borrow().is_empty()) {
+                break;
+            }
+            if sources.is_empty() {
+                return;
+            }
+            let changed =
+                futures::future::select_all(sources.iter_mut().map(|s| s.changed().boxed()));
+            if changed.await.0.is_err() {
+                return;
+            }
+        }
         let config = watcher::Config::default().fields(&format!("type={TLS_SECRET}"));
         let (secrets, changes) = objects::reflect_with::<Secret>(&self.client, config);
         // The Secrets' bursts on a channel of their own, so waiting on them and on the

@@ -208,3 +208,37 @@ async fn an_ingress_with_tls_serves_its_secrets_certificate_for_its_hosts() {
         Some(pki.default.der.clone())
     );
 }
+
+#[tokio::test]
+async fn secrets_are_not_read_until_an_object_names_one() {
+    let pki = Pki::new();
+    let shop = pki.ca.issue(&[HOST]);
+    let mut objects = gateway_objects(&shop);
+    // An HTTP listener only: no certificate asked for.
+    objects[1]["spec"]["listeners"] =
+        json!([{"name": "http", "port": 80, "protocol": "HTTP", "hostname": HOST}]);
+    let mode = format!("[kubernetes.gateway]\ndebounce = \"20ms\"\n{}", pki.section);
+    let k = ModeCluster::start(NS, objects, &mode).await;
+    let mut route = https_route(k.port);
+    route["spec"]["parentRefs"][0]["sectionName"] = json!("http");
+    k.api.apply(route);
+    let (addr, root) = (k.proxy.proxy_addr, pki.ca.root());
+    wait_for_async("the route over the file's certificate", || async {
+        https_get(addr, &root, HOST, "/", &[]).await.status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        presented(addr, &root, HOST).await,
+        Some(pki.default.der.clone())
+    );
+    assert_eq!(
+        k.api.requests_of("secrets"),
+        0,
+        "no right to Secrets needed"
+    );
+
+    // An HTTPS listener naming a Secret starts the watch.
+    k.api.apply(gateway_objects(&shop)[1].clone());
+    wait_presented(&k, &pki, HOST, &shop).await;
+    assert!(k.api.requests_of("secrets") > 0);
+}

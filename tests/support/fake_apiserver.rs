@@ -96,6 +96,8 @@ struct State {
     hold_lists: bool,
     lists: usize,
     watches: usize,
+    /// The plural of every LIST and WATCH served, in order.
+    listed: Vec<String>,
     /// (namespace, name) → (Lease, field → the field manager that set it).
     leases: BTreeMap<(String, String), (Value, BTreeMap<String, String>)>,
     status_writes: Vec<StatusWrite>,
@@ -284,6 +286,12 @@ impl FakeApiServer {
         (st.lists, st.watches)
     }
 
+    /// Number of LIST and WATCH requests served for resource `plural`.
+    pub fn requests_of(&self, plural: &str) -> usize {
+        let st = self.inner.state.lock().unwrap();
+        st.listed.iter().filter(|p| *p == plural).count()
+    }
+
     /// A stored object: `namespace` is empty for cluster-scoped ones.
     pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let st = self.inner.state.lock().unwrap();
@@ -372,6 +380,7 @@ impl FakeApiServer {
         }
         let mut st = self.inner.state.lock().unwrap();
         st.lists += 1;
+        st.listed.push(resource.0.to_string());
         let items: Vec<Value> = st
             .objects
             .iter()
@@ -406,6 +415,7 @@ impl FakeApiServer {
         let (tx, rx) = mpsc::channel(4096);
         let mut st = self.inner.state.lock().unwrap();
         st.watches += 1;
+        st.listed.push(resource.0.to_string());
         if from < st.compacted {
             let _ = tx.try_send(line(&gone_event()));
         } else {
