@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod retry;
 pub mod server;
+pub mod sni;
 pub mod stats;
 pub mod tls;
 pub mod upstream;

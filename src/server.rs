@@ -129,6 +129,17 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     let mut kube_client = None;
     let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
     let mut background = Vec::new();
+    // Certificates for the TLS listener from Secrets: what each controller asks for,
+    // on a channel of its own (Ingresses first: they win a host both bind). None
+    // without a TLS listener: the controllers then note that HTTPS cannot be served.
+    let mut certificate_sources = Vec::new();
+    let mut certificate_channel = || {
+        config.server.tls.as_ref().map(|_| {
+            let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+            certificate_sources.push(rx);
+            tx
+        })
+    };
     // Ingress mode: the controller publishes what the Ingresses route; each change is
     // merged with the file's config and applied as a reload.
     let ingress_rx = match &config.kubernetes.ingress {
@@ -155,6 +166,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 client,
                 settings: settings.clone(),
                 ours: Some(ours),
+                tls: certificate_channel(),
             };
             background.push(tokio::spawn(controller.run(tx)));
             Some(rx)
@@ -186,6 +198,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 client,
                 settings: settings.clone(),
                 status: Some(updates),
+                tls: certificate_channel(),
             };
             background.push(tokio::spawn(controller.run(tx)));
             Some(rx)
@@ -253,6 +266,27 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         Some(t) => {
             let tls = Arc::new(Tls::load(&t.cert_file, &t.key_file)?);
             discovery.push(tokio::spawn(tls.clone().watch(Duration::from_secs(2))));
+            if let (false, Some(client)) = (
+                certificate_sources.is_empty(),
+                reloader.kube_client.lock().await.clone(),
+            ) {
+                let debounce = [
+                    config.kubernetes.ingress.as_ref().map(|i| i.debounce),
+                    config.kubernetes.gateway.as_ref().map(|g| g.debounce),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(Duration::from_millis(200));
+                let secrets = crate::sni::Watcher {
+                    client,
+                    certificates: tls.certificates(),
+                    debounce,
+                };
+                discovery.push(tokio::spawn(
+                    secrets.run(std::mem::take(&mut certificate_sources)),
+                ));
+            }
             Some(tls)
         }
         None => None,

@@ -30,10 +30,20 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    reflect_with(client, watcher::Config::default())
+}
+
+/// [`reflect`], for only the objects `config` selects (labels, fields): e.g. the
+/// Secrets of type `kubernetes.io/tls`, so no other Secret is ever read.
+pub fn reflect_with<K>(client: &Client, config: watcher::Config) -> (Store<K>, Changes)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let (store, writer) = reflector::store::<K>();
     let changes = reflector::reflector(
         writer,
-        watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        watcher::watcher(Api::<K>::all(client.clone()), config),
     )
     .default_backoff()
     .map(|e| e.map(|e| matches!(e, Event::InitDone)))

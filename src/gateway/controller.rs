@@ -26,6 +26,11 @@
 //! (conditions with the Gateway API's reasons, `attachedRoutes`), and hands them to
 //! [`super::status::Writer`], which writes only on the replica holding the Lease.
 //!
+//! `HTTPS` listeners (`tls.mode: Terminate`, a `certificateRef` to a Secret of the
+//! Gateway's namespace) admit routes alike when tether has a TLS listener; their
+//! hostnames and Secrets go to [`crate::sni`] as [`Binding`]s ([`certificates`]), which
+//! serves each hostname its Secret's certificate by SNI.
+//!
 //! Backend names: `namespace.route.service.port`, independent of rule order and
 //! matches, so a route edit that keeps a rule's Service keeps its sessions. A second
 //! rule of the same route to the same Service port with other `sessionPersistence`
@@ -55,6 +60,7 @@ use super::api::{
 use super::session;
 use crate::config::{BackendSettings, Config, GatewaySettings};
 use crate::discovery::objects::{self, Bursts};
+use crate::sni::Binding;
 
 /// Why an HTTPRoute could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +125,7 @@ impl Compiled {
             classes,
             gateways,
             routes,
+            tls: true,
             ..World::default()
         };
         Self::build_in(&world, controller)
@@ -126,6 +133,8 @@ impl Compiled {
 
     /// [`Compiled::build`] for everything the controller watches: ReferenceGrants admit
     /// Services of other namespaces, Namespace labels feed `allowedRoutes` selectors.
+    /// Without a TLS listener (`world.tls`), routes do not attach to `HTTPS` listeners
+    /// (they cannot be served), with a note.
     pub fn build_in(world: &World<'_>, controller: &str) -> (Compiled, Vec<Error>, Vec<String>) {
         let (classes, gateways, routes) = (world.classes, world.gateways, world.routes);
         let ctx = Arc::new(Context::of(world));
@@ -263,11 +272,25 @@ impl RouteBuilder {
                 {
                     continue;
                 }
-                if l.protocol != "HTTP" {
+                if l.protocol == "HTTPS" {
+                    let refused = if self.ctx.tls {
+                        listener_certificate(&ns, l).err()
+                    } else {
+                        Some(NO_TLS_LISTENER.to_string())
+                    };
+                    if let Some(why) = refused {
+                        self.note(
+                            &format!("listener {ns}/{}/{}", p.name, l.name),
+                            &format!("HTTPS: {why}; not attached there"),
+                        );
+                        continue;
+                    }
+                } else if l.protocol != "HTTP" {
                     self.note(
                         &format!("listener {ns}/{}/{}", p.name, l.name),
                         &format!(
-                            "protocol {} is not supported yet (HTTP only); not attached there",
+                            "protocol {} is not supported yet (HTTP and HTTPS only); not \
+                             attached there",
                             l.protocol
                         ),
                     );
@@ -503,6 +526,101 @@ fn cookie_kind(p: &Option<SessionPersistence>) -> bool {
         .is_none_or(|p| p.kind != Some(SessionPersistenceType::Header))
 }
 
+/// Why an `HTTPS` listener cannot be served when tether's listener is cleartext.
+const NO_TLS_LISTENER: &str = "tether has no TLS listener ([server.tls]), so it cannot be served";
+
+/// The Secret (`namespace`, `name`) an `HTTPS` listener of a Gateway in `gateway_ns`
+/// terminates TLS with: its first `certificateRef`, a Secret of the Gateway's namespace.
+/// Or why the listener cannot be served.
+fn listener_certificate(gateway_ns: &str, l: &Listener) -> Result<(String, String), String> {
+    let tls = l.tls.as_ref();
+    match tls.and_then(|t| t.mode.as_deref()).unwrap_or("Terminate") {
+        "Terminate" => {}
+        "Passthrough" => {
+            return Err("tls.mode Passthrough is not supported (tether terminates TLS)".into())
+        }
+        other => return Err(format!("tls.mode {other} is not supported")),
+    }
+    let Some(r) = tls.and_then(|t| t.certificate_refs.first()) else {
+        return Err("no tls.certificateRefs".into());
+    };
+    if !r.group.as_deref().unwrap_or("").is_empty()
+        || r.kind.as_deref().unwrap_or("Secret") != "Secret"
+    {
+        return Err(format!(
+            "certificateRef {} is not a core Secret; only Secrets are supported",
+            r.name
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
+    if ns != gateway_ns {
+        // ReferenceGrant support lands separately; until then, refused.
+        return Err(format!(
+            "certificateRef {ns}/{} is in another namespace; cross-namespace certificateRefs \
+             (ReferenceGrant) are not supported yet",
+            r.name
+        ));
+    }
+    Ok((ns.to_string(), r.name.clone()))
+}
+
+/// The certificates the `HTTPS` listeners of tether's Gateways terminate TLS with, one
+/// [`Binding`] per listener hostname, and notes on listeners whose certificate is not
+/// used as written. Gateways in namespace/name order, listeners in order: a hostname
+/// two listeners claim keeps the first one's certificate.
+pub fn certificates(
+    classes: &[Arc<GatewayClass>],
+    gateways: &[Arc<Gateway>],
+    controller: &str,
+) -> (Vec<Binding>, Vec<String>) {
+    let ours: BTreeSet<String> = classes
+        .iter()
+        .filter(|c| c.spec.controller_name == controller)
+        .map(|c| c.name_any())
+        .collect();
+    let mut gateways: Vec<&Arc<Gateway>> = gateways
+        .iter()
+        .filter(|g| ours.contains(&g.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by_key(|g| id(g.as_ref()));
+    let mut bindings = Vec::new();
+    let mut notes = Vec::new();
+    for g in gateways {
+        let ns = namespace(g.as_ref());
+        for l in g.spec.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+            let from = format!("Gateway {}/{} listener {}", ns, g.name_any(), l.name);
+            let (secret_ns, secret) = match listener_certificate(&ns, l) {
+                Ok(s) => s,
+                Err(why) => {
+                    notes.push(format!("{from}: {why}"));
+                    continue;
+                }
+            };
+            let refs = l.tls.as_ref().map_or(0, |t| t.certificate_refs.len());
+            if refs > 1 {
+                notes.push(format!(
+                    "{from}: {} certificateRefs; tether serves the first, {secret}",
+                    refs
+                ));
+            }
+            let Some(host) = &l.hostname else {
+                notes.push(format!(
+                    "{from}: no hostname; tether picks certificates by SNI host, so the \
+                     config file's certificate ([server.tls]) serves it, not {secret}"
+                ));
+                continue;
+            };
+            bindings.push(Binding {
+                host: host.to_ascii_lowercase(),
+                namespace: secret_ns,
+                name: secret,
+                from,
+            });
+        }
+    }
+    (bindings, notes)
+}
+
 /// The hosts a listener with `listener` hostname accepts of a route's `hostnames`
 /// (Gateway API's intersection; `None`: any host).
 fn intersect(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
@@ -624,6 +742,8 @@ pub struct World<'a> {
     /// Every Service (metadata), for `BackendNotFound`; `None`: not watched, every
     /// Service is taken to exist.
     pub services: Option<&'a [Arc<PartialObjectMeta<Service>>]>,
+    /// tether has a TLS listener to serve `HTTPS` listeners on.
+    pub tls: bool,
 }
 
 /// What a build asks of the world beyond the routes: grants, labels, Services.
@@ -634,6 +754,8 @@ struct Context {
     grants: Vec<Arc<ReferenceGrantV1beta1>>,
     /// (namespace, name) of every Service, when watched.
     services: Option<BTreeSet<(String, String)>>,
+    /// tether has a TLS listener to serve `HTTPS` listeners on.
+    tls: bool,
 }
 
 impl Context {
@@ -650,6 +772,7 @@ impl Context {
                     .map(|s| (namespace(s.as_ref()), s.name_any()))
                     .collect()
             }),
+            tls: world.tls,
         }
     }
 
@@ -705,10 +828,29 @@ impl Context {
     }
 }
 
-/// Whether tether serves a listener of this protocol (status and attachment ask here;
-/// the build's `attach` says why not in its notes).
-fn served(l: &Listener) -> bool {
-    l.protocol == "HTTP"
+/// Why tether does not serve a listener of one of its Gateways.
+enum Unserved {
+    /// Its protocol (or `HTTPS` without a TLS listener in tether): `UnsupportedProtocol`.
+    Protocol(String),
+    /// Its `HTTPS` certificate cannot be used: `InvalidCertificateRef`.
+    Certificate(String),
+}
+
+/// Whether tether serves listener `l` of a Gateway in `gateway_ns`: `HTTP` always,
+/// `HTTPS` when tether has a TLS listener (`tls`) and the listener's certificate is a
+/// Secret it can use. Status and attachment ask here; the build's `attach` also says
+/// why not in its notes.
+fn served(gateway_ns: &str, l: &Listener, tls: bool) -> Result<(), Unserved> {
+    match l.protocol.as_str() {
+        "HTTP" => Ok(()),
+        "HTTPS" if !tls => Err(Unserved::Protocol(NO_TLS_LISTENER.into())),
+        "HTTPS" => listener_certificate(gateway_ns, l)
+            .map(drop)
+            .map_err(Unserved::Certificate),
+        other => Err(Unserved::Protocol(format!(
+            "protocol {other} is not supported (HTTP and HTTPS only)"
+        ))),
+    }
 }
 
 /// The route kinds a listener serves (HTTPRoute, for `HTTP`), and whether its
@@ -718,7 +860,7 @@ fn route_kinds(l: &Listener) -> (Vec<RouteGroupKind>, bool) {
         group: Some(GROUP.into()),
         kind: "HTTPRoute".into(),
     };
-    if !served(l) {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
         return (Vec::new(), false);
     }
     let asked = l
@@ -869,7 +1011,10 @@ fn judge(
     }
     let admitted: Vec<(usize, &Listener)> = named
         .into_iter()
-        .filter(|(_, l)| served(l) && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true))
+        .filter(|(_, l)| {
+            served(&gateway_ns, l, ctx.tls).is_ok()
+                && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true)
+        })
         .collect();
     if admitted.is_empty() {
         return refuse(
@@ -1096,27 +1241,29 @@ pub fn status(
                     .map(|s| s.conditions.as_slice())
                     .unwrap_or_default();
                 let (supported_kinds, invalid_kinds) = route_kinds(l);
-                let http = served(l);
+                let served = served(&key.0, l, world.tls);
                 let c = |t: &str, ok: bool, reason: &str, message: &str| {
                     condition(before, t, ok, reason, message, generation, now)
                 };
+                let certificate = match &served {
+                    Err(Unserved::Certificate(why)) => Some(why.as_str()),
+                    _ => None,
+                };
                 let conditions = vec![
-                    if http {
-                        c("Accepted", true, "Accepted", "served")
-                    } else {
-                        c(
-                            "Accepted",
-                            false,
-                            "UnsupportedProtocol",
-                            &format!("protocol {} is not supported (HTTP only)", l.protocol),
-                        )
+                    match &served {
+                        Err(Unserved::Protocol(why)) => {
+                            c("Accepted", false, "UnsupportedProtocol", why)
+                        }
+                        _ => c("Accepted", true, "Accepted", "served"),
                     },
-                    if http && !supported_kinds.is_empty() {
+                    if served.is_ok() && !supported_kinds.is_empty() {
                         c("Programmed", true, "Programmed", "served")
                     } else {
                         c("Programmed", false, "Invalid", "not served")
                     },
-                    if invalid_kinds {
+                    if let Some(why) = certificate {
+                        c("ResolvedRefs", false, "InvalidCertificateRef", why)
+                    } else if invalid_kinds {
                         c(
                             "ResolvedRefs",
                             false,
@@ -1196,6 +1343,9 @@ pub struct Controller {
     /// Where each burst's status writes go (to [`super::status::Writer`], which writes
     /// them on the Lease holder only); `None`: status is not written.
     pub status: Option<watch::Sender<Arc<Vec<StatusUpdate>>>>,
+    /// Where the certificates of `HTTPS` listeners go ([`crate::sni::Watcher`]);
+    /// `None` when tether has no TLS listener, and so serves no `HTTPS` listener.
+    pub tls: Option<watch::Sender<Arc<Vec<Binding>>>>,
 }
 
 impl Controller {
@@ -1233,8 +1383,9 @@ impl Controller {
                 grants: &grants,
                 namespaces: &namespaces,
                 services: Some(&services),
+                tls: self.tls.is_some(),
             };
-            let (compiled, errors, notes) =
+            let (compiled, errors, mut notes) =
                 Compiled::build_in(&world, &self.settings.controller_name);
             if let Some(tx) = &self.status {
                 let refused = errors
@@ -1250,6 +1401,25 @@ impl Controller {
                     &now,
                 );
                 let _ = tx.send(Arc::new(updates));
+            }
+            let (bindings, cert_notes) =
+                certificates(&classes, &gateways, &self.settings.controller_name);
+            match &self.tls {
+                Some(tls) => {
+                    notes.extend(cert_notes);
+                    tls.send_if_modified(|b| {
+                        let changed = **b != bindings;
+                        if changed {
+                            *b = Arc::new(bindings);
+                        }
+                        changed
+                    });
+                }
+                None => notes.extend(
+                    bindings
+                        .iter()
+                        .map(|b| format!("{}: HTTPS: {NO_TLS_LISTENER}", b.from)),
+                ),
             }
             for e in &errors {
                 tracing::warn!(error = %e, "httproute left out: it does not compile");
@@ -1478,6 +1648,76 @@ mod tests {
         );
         assert!(notes.iter().any(|n| n.contains("Exact")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("splitting")), "{notes:?}");
+    }
+
+    #[test]
+    fn https_listeners_terminate_with_their_secret_and_refuse_what_tether_cannot_serve() {
+        let https = |name: &str, host: &str, tls: serde_json::Value| json!({"name": name, "port": 443, "protocol": "HTTPS", "hostname": host, "tls": tls});
+        let listeners = json!([
+            https("shop", "shop.example.com", json!({"certificateRefs": [{"name": "shop-tls"}]})),
+            https("wild", "*.example.org", json!({"mode": "Terminate",
+                "certificateRefs": [{"kind": "Secret", "name": "org-tls"}, {"name": "org-ecdsa"}]})),
+            https("pass", "pass.example.com", json!({"mode": "Passthrough"})),
+            https("far", "far.example.com",
+                  json!({"certificateRefs": [{"name": "far-tls", "namespace": "other"}]})),
+            {"name": "any", "port": 443, "protocol": "HTTPS",
+             "tls": {"certificateRefs": [{"name": "any-tls"}]}},
+        ]);
+        let classes = vec![class("tether", OURS)];
+        let gateways = vec![gateway("infra", "gw", "tether", listeners)];
+        let (bindings, notes) = certificates(&classes, &gateways, OURS);
+        let got: Vec<(&str, &str)> = bindings
+            .iter()
+            .map(|b| (b.host.as_str(), b.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("shop.example.com", "shop-tls"),
+                ("*.example.org", "org-tls")
+            ]
+        );
+        assert!(bindings.iter().all(|b| b.namespace == "infra"));
+        for what in [
+            "first, org-tls",
+            "Passthrough",
+            "other/far-tls",
+            "no hostname",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
+        }
+
+        // Routes attach to the listeners that can be served, as to HTTP ones...
+        let spec = |section: &str| {
+            json!({"parentRefs": [{"name": "gw", "sectionName": section}],
+                   "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]})
+        };
+        let routes = vec![
+            route("infra", "a", spec("shop")),
+            route("infra", "b", spec("pass")),
+            route("infra", "c", spec("far")),
+        ];
+        let (c, _, notes) = Compiled::build(&classes, &gateways, &routes, OURS);
+        assert_eq!(c.attached, vec!["infra/a"]);
+        assert_eq!(hosts(&c), vec![(Some("shop.example.com"), "/")]);
+        assert!(notes.iter().any(|n| n.contains("Passthrough")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("ReferenceGrant")),
+            "{notes:?}"
+        );
+        // ...and to none without a TLS listener to serve them on.
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            ..World::default()
+        };
+        let (c, _, notes) = Compiled::build_in(&world, OURS);
+        assert!(c.attached.is_empty());
+        assert!(
+            notes.iter().any(|n| n.contains("[server.tls]")),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! through its reload path, so the routing snapshot is built the same way as for a file
 //! and backends that keep their names keep their endpoints and sessions.
 //!
+//! Their `spec.tls` entries become [`Binding`]s (host → Secret) sent to [`crate::sni`],
+//! which serves each host its Secret's certificate by SNI on tether's TLS listener.
+//!
 //! Every burst also hands tether's Ingresses to the status writer
 //! ([`super::status`]), which writes only on the replica holding the Lease.
 //!
@@ -28,6 +31,7 @@ use super::annotations::Verdict;
 use super::migrate;
 use crate::config::{BackendSettings, Config, IngressSettings, RouteSettings};
 use crate::discovery::objects::{self, Bursts};
+use crate::sni::Binding;
 
 /// Why an Ingress could not be routed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,11 @@ pub struct Compiled {
     pub routes: Vec<IngressRoute>,
     /// `namespace/name` of every Ingress of tether's classes, routed or not.
     pub ingresses: Vec<String>,
+    /// The certificates their `spec.tls` entries ask for, one per host, in Ingress
+    /// order (a host two Ingresses bind keeps the first one's).
+    pub certificates: Vec<Binding>,
+    /// `spec.tls` entries whose certificate is not used as written.
+    pub certificate_notes: Vec<String>,
 }
 
 impl Compiled {
@@ -113,6 +122,7 @@ impl Compiled {
         for ingress in selected {
             let name = id(ingress);
             out.ingresses.push(name.clone());
+            certificates(ingress, &mut out);
             let (config, rows) = match migrate::compile(ingress) {
                 Ok(c) => c,
                 Err(source) => {
@@ -142,6 +152,42 @@ impl Compiled {
     /// discovery, so a no-op one is not free).
     fn fingerprint(&self) -> String {
         format!("{:?}|{:?}", self.backends, self.routes)
+    }
+}
+
+/// The certificates an Ingress's `spec.tls` asks for: its `secretName` (a Secret of
+/// the Ingress's namespace, as the Ingress API says) for each of its `hosts`.
+fn certificates(i: &Ingress, out: &mut Compiled) {
+    let name = id(i);
+    let ns = i.metadata.namespace.as_deref().unwrap_or("default");
+    for (n, tls) in i
+        .spec
+        .iter()
+        .flat_map(|s| s.tls.iter().flatten())
+        .enumerate()
+    {
+        let at = format!("Ingress {name} spec.tls[{n}]");
+        let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            out.certificate_notes.push(format!(
+                "{at}: no secretName; the config file's certificate ([server.tls]) serves its hosts"
+            ));
+            continue;
+        };
+        let hosts = tls.hosts.as_deref().unwrap_or_default();
+        if hosts.is_empty() {
+            out.certificate_notes.push(format!(
+                "{at}: no hosts; tether picks certificates by SNI host, so the config \
+                 file's certificate ([server.tls]) serves it, not {ns}/{secret}"
+            ));
+        }
+        for host in hosts {
+            out.certificates.push(Binding {
+                host: host.to_ascii_lowercase(),
+                namespace: ns.to_string(),
+                name: secret.to_string(),
+                from: format!("Ingress {name}"),
+            });
+        }
     }
 }
 
@@ -233,6 +279,9 @@ pub struct Controller {
     /// Where tether's Ingresses (with their report rows) go after every burst, for the
     /// status writer ([`super::status::Writer`]).
     pub ours: Option<watch::Sender<Arc<Vec<Report>>>>,
+    /// Where the certificates of `spec.tls` go ([`crate::sni::Watcher`]); `None` when
+    /// tether has no TLS listener (the Ingresses then route in cleartext, with a note).
+    pub tls: Option<watch::Sender<Arc<Vec<Binding>>>>,
 }
 
 impl Controller {
@@ -247,6 +296,7 @@ impl Controller {
         );
         let mut published = tx.borrow().fingerprint();
         let mut reported = BTreeSet::new();
+        let mut noted = BTreeSet::new();
         while bursts.next().await.is_some() {
             let (compiled, reports, errors) = Compiled::build(
                 &classes.state(),
@@ -257,6 +307,29 @@ impl Controller {
                 tracing::warn!(error = %e, "ingress left out: it does not compile");
             }
             report(&reports, &mut reported);
+            let mut notes: BTreeSet<String> = compiled.certificate_notes.iter().cloned().collect();
+            match &self.tls {
+                Some(tls) => {
+                    tls.send_if_modified(|b| {
+                        let changed = **b != compiled.certificates;
+                        if changed {
+                            *b = Arc::new(compiled.certificates.clone());
+                        }
+                        changed
+                    });
+                }
+                None => notes.extend(compiled.certificates.iter().map(|b| {
+                    format!(
+                        "{}: spec.tls for {}: tether has no TLS listener ([server.tls]); \
+                         served in cleartext only",
+                        b.from, b.host
+                    )
+                })),
+            }
+            for n in notes.difference(&noted) {
+                tracing::warn!("ingress tls: not honoured as written: {n}");
+            }
+            noted = notes;
             if let Some(ours) = &self.ours {
                 ours.send_replace(Arc::new(reports));
             }
@@ -340,6 +413,7 @@ mod tests {
                 route("b.test", "shop", "Ingress web/shop"),
             ],
             ingresses: vec![],
+            ..Compiled::default()
         };
         let (merged, dropped) = merge(&base, &extra);
         assert_eq!(merged.backends.len(), 2, "the file's and one shop");

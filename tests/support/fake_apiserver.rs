@@ -4,9 +4,9 @@
 //! newline-delimited JSON events (ADDED, MODIFIED, DELETED, BOOKMARK); 410 Gone as an
 //! ERROR event inside the stream; label selectors; kube's `?&` query strings.
 //! Gateway API objects (GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants at
-//! v1beta1) are served the same way, and so are core/v1 Namespaces and Services (under
-//! `/api/v1`; a metadata-only watch gets the whole objects, which deserialise as
-//! metadata).
+//! v1beta1) are served the same way, and so are core/v1 Namespaces, Services and Secrets
+//! (under `/api/v1`; a metadata-only watch gets the whole objects, which deserialise as
+//! metadata; field selectors such as `type=kubernetes.io/tls` are honoured).
 //!
 //! For Ingress mode's writes it also serves: `coordination.k8s.io/v1` Leases (GET,
 //! POST, PATCH; a server-side apply without `force` that would change a field another
@@ -67,6 +67,8 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("ingresses", "networking.k8s.io/v1", "Ingress", true),
+    // Certificates for TLS listeners.
+    ("secrets", "v1", "Secret", true),
     (
         "ingressclasses",
         "networking.k8s.io/v1",
@@ -86,6 +88,8 @@ struct Watcher {
     /// `None`: all namespaces.
     namespace: Option<String>,
     selector: Vec<(String, String)>,
+    /// The field selector: (dotted field path, value).
+    fields: Vec<(String, String)>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -104,6 +108,8 @@ struct State {
     hold_lists: bool,
     lists: usize,
     watches: usize,
+    /// The plural of every LIST and WATCH served, in order.
+    listed: Vec<String>,
     /// (namespace, name) → (Lease, field → the field manager that set it).
     leases: BTreeMap<(String, String), (Value, BTreeMap<String, String>)>,
     status_writes: Vec<StatusWrite>,
@@ -295,6 +301,12 @@ impl FakeApiServer {
         (st.lists, st.watches)
     }
 
+    /// Number of LIST and WATCH requests served for resource `plural`.
+    pub fn requests_of(&self, plural: &str) -> usize {
+        let st = self.inner.state.lock().unwrap();
+        st.listed.iter().filter(|p| *p == plural).count()
+    }
+
     /// A stored object: `namespace` is empty for cluster-scoped ones.
     pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let st = self.inner.state.lock().unwrap();
@@ -358,12 +370,21 @@ impl FakeApiServer {
                     .collect()
             })
             .unwrap_or_default();
+        let fields: Vec<(String, String)> = query
+            .get("fieldSelector")
+            .map(|s| {
+                s.split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.trim_end_matches('=').to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
         if query.get("watch").map(String::as_str) == Some("true") {
             let from: u64 = query
                 .get("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            return self.watch(resource, namespace, selector, from);
+            return self.watch(resource, namespace, selector, fields, from);
         }
         loop {
             let released = self.inner.lists_released.notified();
@@ -374,6 +395,7 @@ impl FakeApiServer {
         }
         let mut st = self.inner.state.lock().unwrap();
         st.lists += 1;
+        st.listed.push(resource.0.to_string());
         let items: Vec<Value> = st
             .objects
             .iter()
@@ -381,6 +403,7 @@ impl FakeApiServer {
                 *r == resource.0
                     && namespace.as_ref().is_none_or(|n| n == ns)
                     && matches(o, &selector)
+                    && matches_fields(o, &fields)
             })
             .map(|(_, o)| o.clone())
             .collect();
@@ -401,11 +424,13 @@ impl FakeApiServer {
         resource: Resource,
         namespace: Option<String>,
         selector: Vec<(String, String)>,
+        fields: Vec<(String, String)>,
         from: u64,
     ) -> Response<BoxBody> {
         let (tx, rx) = mpsc::channel(4096);
         let mut st = self.inner.state.lock().unwrap();
         st.watches += 1;
+        st.listed.push(resource.0.to_string());
         if from < st.compacted {
             let _ = tx.try_send(line(&gone_event()));
         } else {
@@ -415,6 +440,7 @@ impl FakeApiServer {
                     && r == resource.0
                     && namespace.as_ref().is_none_or(|n| *n == ns)
                     && matches(obj, &selector)
+                    && matches_fields(obj, &fields)
                 {
                     let _ = tx.try_send(line(&json!({"type": ty, "object": obj})));
                 }
@@ -423,6 +449,7 @@ impl FakeApiServer {
                 resource: resource.0.to_string(),
                 namespace,
                 selector,
+                fields,
                 tx,
             });
         }
@@ -642,6 +669,7 @@ fn deliver(st: &mut State, rv: u64, ty: &'static str, obj: Value) {
         w.resource == r
             && w.namespace.as_ref().is_none_or(|n| *n == ns)
             && matches(&obj, &w.selector)
+            && matches_fields(&obj, &w.fields)
     });
 }
 
@@ -717,6 +745,16 @@ fn key_of(obj: &Value) -> Key {
         namespace.to_string(),
         obj["metadata"]["name"].as_str().unwrap().to_string(),
     )
+}
+
+/// A field selector (`type=kubernetes.io/tls`, `metadata.name=x`) holds for `obj`.
+fn matches_fields(obj: &Value, fields: &[(String, String)]) -> bool {
+    fields.iter().all(|(path, v)| {
+        path.split('.')
+            .try_fold(obj, |o, k| o.get(k))
+            .and_then(Value::as_str)
+            == Some(v.as_str())
+    })
 }
 
 fn matches(obj: &Value, selector: &[(String, String)]) -> bool {
@@ -974,4 +1012,17 @@ impl ModeCluster {
             .map(|b| b.name().to_string())
             .collect()
     }
+}
+
+/// A `kubernetes.io/tls` Secret holding `cert_pem` and `key_pem` (its `data`, base64).
+pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(cert_pem), "tls.key": b64(key_pem)},
+    })
 }

@@ -513,3 +513,108 @@ pub fn parse_reply(raw: &str) -> Reply {
         body: Bytes::from(body.to_string()),
     }
 }
+
+/// A test certificate authority: issues certificates for hosts, which a client trusting
+/// [`TestCa::root`] verifies, as a browser would a real site's.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tether test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// The CA's certificate, for a client's roots.
+    pub fn root(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// A fresh key and a certificate for `hosts` (wildcards allowed) signed by the CA.
+    pub fn issue(&self, hosts: &[&str]) -> Cert {
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let c = params.signed_by(&key, &self.issuer).unwrap();
+        Cert {
+            pem: c.pem(),
+            key: key.serialize_pem(),
+            der: c.der().clone(),
+        }
+    }
+}
+
+/// A TLS connection offering ALPN `http/1.1` with SNI `host`, verifying the server's
+/// certificate for `host` against `root`; the error when the handshake fails.
+pub async fn tls_connect_sni(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    host: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
+        .await
+}
+
+/// The certificate a handshake with SNI `host` is given, if it verifies for `host`
+/// against `root`.
+pub async fn presented(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    host: &str,
+) -> Option<CertificateDer<'static>> {
+    let tls = tls_connect_sni(addr, root, host).await.ok()?;
+    let (_, session) = tls.get_ref();
+    Some(session.peer_certificates()?[0].clone().into_owned())
+}
+
+/// GET `path` over HTTP/1.1 over TLS, with SNI and `Host` both `host`, verified against
+/// `root`; `headers` added.
+pub async fn https_get(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let tls = tls_connect_sni(addr, root, host).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = http::Request::get(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let r = sender
+        .send_request(b.body(Full::<Bytes>::default()).unwrap())
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
