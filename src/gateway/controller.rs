@@ -1240,8 +1240,11 @@ pub fn status(
                     .find(|s| s.name == l.name)
                     .map(|s| s.conditions.as_slice())
                     .unwrap_or_default();
-                let (supported_kinds, invalid_kinds) = route_kinds(l);
+                let (mut supported_kinds, invalid_kinds) = route_kinds(l);
                 let served = served(&key.0, l, world.tls);
+                if matches!(served, Err(Unserved::Protocol(_))) {
+                    supported_kinds.clear();
+                }
                 let c = |t: &str, ok: bool, reason: &str, message: &str| {
                     condition(before, t, ok, reason, message, generation, now)
                 };
@@ -1902,6 +1905,80 @@ mod tests {
             ("False", "UnsupportedProtocol")
         );
         assert!(tls.supported_kinds.is_empty());
+    }
+
+    #[test]
+    fn https_listener_status_follows_its_certificate_ref_and_tethers_tls_listener() {
+        let listeners = json!([
+            {"name": "good", "port": 443, "protocol": "HTTPS", "hostname": "a.example.com",
+             "tls": {"certificateRefs": [{"name": "a-tls"}]}},
+            {"name": "far", "port": 443, "protocol": "HTTPS", "hostname": "b.example.com",
+             "tls": {"certificateRefs": [{"name": "b-tls", "namespace": "elsewhere"}]}},
+        ]);
+        let classes = vec![class("tether", OURS)];
+        let gateways = vec![gateway("infra", "gw", "tether", listeners)];
+        let reasons = |tls: bool| {
+            let world = World {
+                classes: &classes,
+                gateways: &gateways,
+                tls,
+                ..World::default()
+            };
+            let updates = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+            let gateway = updates
+                .iter()
+                .find_map(|u| match u {
+                    StatusUpdate::Gateway { status, .. } => Some(status.clone()),
+                    _ => None,
+                })
+                .expect("our Gateway gets a status");
+            gateway
+                .listeners
+                .iter()
+                .map(|l| {
+                    let reason = |t: &str| {
+                        l.conditions
+                            .iter()
+                            .find(|c| c.type_ == t)
+                            .map(|c| format!("{}:{}", c.status, c.reason))
+                            .unwrap_or_default()
+                    };
+                    (
+                        reason("Accepted"),
+                        reason("Programmed"),
+                        reason("ResolvedRefs"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let s = |a: &str, p: &str, r: &str| (a.to_string(), p.to_string(), r.to_string());
+        assert_eq!(
+            reasons(true),
+            vec![
+                s("True:Accepted", "True:Programmed", "True:ResolvedRefs"),
+                s(
+                    "True:Accepted",
+                    "False:Invalid",
+                    "False:InvalidCertificateRef"
+                ),
+            ]
+        );
+        // Without a TLS listener in tether, no HTTPS listener can be served.
+        assert_eq!(
+            reasons(false),
+            vec![
+                s(
+                    "False:UnsupportedProtocol",
+                    "False:Invalid",
+                    "True:ResolvedRefs"
+                ),
+                s(
+                    "False:UnsupportedProtocol",
+                    "False:Invalid",
+                    "True:ResolvedRefs"
+                ),
+            ]
+        );
     }
 
     #[test]
