@@ -73,7 +73,75 @@ fn route(name: &str, parent: &str, port: u16, matches: &[&str], persistence: Val
     })
 }
 
+/// An HTTPRoute like [`route`] whose one rule splits between Services `web` and
+/// `canary` with `weights`, with a `SHOP` session cookie.
+fn split_route(port: u16, weights: (i64, i64)) -> Value {
+    let mut r = route(
+        "shop",
+        "ours",
+        port,
+        &["/"],
+        json!({"type": "Cookie", "sessionName": "SHOP"}),
+    );
+    r["spec"]["rules"][0]["backendRefs"] = json!([
+        {"name": "web", "port": port, "weight": weights.0},
+        {"name": "canary", "port": port, "weight": weights.1},
+    ]);
+    r
+}
+
 impl Cluster {
+    /// Service `web` becomes pods a and b; Service `canary` is pod c.
+    fn split_services(&self) {
+        use support::fake_apiserver::{slice, Ep};
+        let ep = |i: usize| Ep::pod(&self.pods[i].name, &self.pods[i].addr.ip().to_string());
+        self.api.apply(slice(
+            NS,
+            "web-1",
+            "web",
+            "http",
+            self.port,
+            &[ep(0), ep(1)],
+        ));
+        self.api
+            .apply(slice(NS, "canary-1", "canary", "http", self.port, &[ep(2)]));
+    }
+
+    /// Endpoint weights of backend `name` by pod, as placement sees them now.
+    fn weights(&self, name: &str) -> Vec<(String, u32)> {
+        let state = self.proxy.proxy.state();
+        let Some(b) = state.backends.iter().find(|b| b.name() == name) else {
+            return Vec::new();
+        };
+        b.snapshot()
+            .endpoints
+            .iter()
+            .map(|e| (e.identity.to_string(), e.weight))
+            .collect()
+    }
+
+    /// Waits until backend `name`'s pods a, b, c have weights `w`.
+    async fn wait_weights(&self, name: &str, w: [u32; 3]) {
+        let want: Vec<(String, u32)> = ["pod-a", "pod-b", "pod-c"]
+            .iter()
+            .zip(w)
+            .map(|(p, w)| (format!("{NS}/{p}"), w))
+            .collect();
+        wait_for(&format!("weights {want:?}"), || self.weights(name) == want).await;
+    }
+
+    /// `n` new sessions: (cookie, pod).
+    async fn new_sessions(&self, n: usize) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let r = self.get(HOST, "/", &[]).await;
+            assert_eq!(r.status, StatusCode::OK);
+            let cookie = r.cookie("SHOP").expect("a new session gets a cookie");
+            out.push((format!("SHOP={cookie}"), r.pod()));
+        }
+        out
+    }
+
     async fn start() -> Cluster {
         let objects = vec![
             gateway_class("tether", "tether.io/gateway-controller"),
@@ -259,4 +327,58 @@ fn the_example_httproute_of_config_kubernetes_routes_with_a_permanent_shop_cooki
     let two_days = std::time::Duration::from_secs(48 * 3600);
     assert_eq!(b.affinity.cookie.max_age, Some(two_days));
     assert_eq!(b.affinity.absolute_timeout, Some(two_days));
+}
+
+/// Sessions of `sessions` on the canary pod (pod-c).
+fn on_canary(sessions: &[(String, String)]) -> usize {
+    sessions.iter().filter(|(_, pod)| pod == "pod-c").count()
+}
+
+#[tokio::test]
+async fn weighted_backend_refs_split_new_sessions_and_a_live_weight_change_moves_none() {
+    let k = Cluster::start().await;
+    k.split_services();
+    k.api.apply(split_route(k.port, (3, 1)));
+    let name = format!("{NS}.shop.web.{}", k.port);
+    // web's 3 over two pods, canary's 1 over one: 3/8, 3/8, 2/8 of new sessions.
+    k.wait_weights(&name, [3, 3, 2]).await;
+    let before = k.new_sessions(200).await;
+    let canary = on_canary(&before);
+    assert!(
+        (30..=70).contains(&canary),
+        "3:1 sends about a quarter of new sessions to canary: {canary} of 200"
+    );
+    assert!(before
+        .iter()
+        .all(|(_, p)| ["pod-a", "pod-b", "pod-c"].contains(&p.as_str())));
+
+    // The weights flip, applied live by editing the HTTPRoute: same backend name.
+    k.api.apply(split_route(k.port, (1, 3)));
+    k.wait_weights(&name, [1, 1, 6]).await;
+    assert_eq!(k.backend_names(), vec![name.clone()]);
+    for (cookie, pod) in &before {
+        let r = k.get(HOST, "/", &[("cookie", cookie)]).await;
+        assert_eq!(&r.pod(), pod, "a weight change moves no session");
+    }
+    let after = k.new_sessions(200).await;
+    let canary = on_canary(&after);
+    assert!(
+        canary >= 120,
+        "1:3 sends most new sessions to canary: {canary} of 200"
+    );
+
+    // Weight 0: canary takes no new session, and its sessions stay on it.
+    k.api.apply(split_route(k.port, (1, 0)));
+    k.wait_weights(&name, [1, 1, 0]).await;
+    assert_eq!(on_canary(&k.new_sessions(100).await), 0);
+    let pinned: Vec<_> = before
+        .iter()
+        .chain(&after)
+        .filter(|(_, pod)| pod == "pod-c")
+        .collect();
+    assert!(!pinned.is_empty());
+    for (cookie, pod) in pinned {
+        let r = k.get(HOST, "/", &[("cookie", cookie)]).await;
+        assert_eq!(&r.pod(), pod, "a weight-0 Service keeps its sessions");
+    }
 }

@@ -17,7 +17,12 @@
 //! are the listener's hostname intersected with the route's `hostnames`.
 //!
 //! Backend names: `namespace.route.service.port`, independent of rule order and
-//! matches, so a route edit that keeps a rule's Service keeps its sessions. A second
+//! matches, so a route edit that keeps a rule's Service keeps its sessions. A rule with
+//! several Service backendRefs is one weighted backend (new sessions split by `weight`,
+//! every session stays on its pod) named after its FIRST listed Service, never after
+//! the weights: a live weight change, or a canary ref appended after the first, keeps
+//! the name and so the sessions. A weight-0 ref takes no new sessions; its pods keep
+//! the ones they have (they still serve), as a draining pod does without the timeout. A second
 //! rule of the same route to the same Service port with other `sessionPersistence`
 //! gets its own backend, `namespace.route.rule.service.port` (`rule` is the rule's
 //! `name`, else `rule-N`).
@@ -180,6 +185,9 @@ struct Backend {
     namespace: String,
     service: String,
     port: u16,
+    /// Every Service port of the rule with its weight, when there are several (a
+    /// weighted backend); empty for a rule to one Service.
+    weighted: Vec<(String, u16, u32)>,
     persistence: Option<SessionPersistence>,
     /// The cookie paths GEP-1619 gives the matches that reach it.
     cookie_paths: BTreeSet<String>,
@@ -296,12 +304,18 @@ impl RouteBuilder {
         let mut routes = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
-            let Some((service, port)) = self.backend_ref(&at, &ns, rule) else {
+            let Some(refs) = self.backend_ref(&at, &ns, rule) else {
                 continue;
             };
+            // The first Service names the backend, whatever the weights: a weight change
+            // (or a Service added after it) keeps the name, so the reload keeps the
+            // backend's endpoints and sessions.
+            let (service, port) = (refs[0].0.clone(), refs[0].1);
+            let weighted = if refs.len() > 1 { refs } else { Vec::new() };
             let persistence = self.persistence(&at, rule);
             let base = format!("{ns}.{route_name}.{service}.{port}");
-            let same = |b: &Backend| b.service == service && b.port == port;
+            let same =
+                |b: &Backend| b.service == service && b.port == port && b.weighted == weighted;
             let index = match backends
                 .iter()
                 .position(|b| same(b) && b.persistence == persistence)
@@ -319,6 +333,7 @@ impl RouteBuilder {
                         namespace: ns.clone(),
                         service: service.clone(),
                         port,
+                        weighted: weighted.clone(),
                         persistence,
                         cookie_paths: BTreeSet::new(),
                     });
@@ -386,8 +401,15 @@ impl RouteBuilder {
         (backends, routes)
     }
 
-    /// The Service and port of a rule's one backend: tether sends a rule to one Service.
-    fn backend_ref(&mut self, at: &str, ns: &str, rule: &HTTPRouteRule) -> Option<(String, u16)> {
+    /// The Services, ports and weights of a rule's backendRefs, in listed order (a
+    /// Service port listed twice counts once, with the sum of its weights); `None` when
+    /// no ref is usable or every weight is 0.
+    fn backend_ref(
+        &mut self,
+        at: &str,
+        ns: &str,
+        rule: &HTTPRouteRule,
+    ) -> Option<Vec<(String, u16, u32)>> {
         let mut usable: Vec<&HTTPBackendRef> = Vec::new();
         for (j, r) in rule.backend_refs.iter().enumerate() {
             let what = format!("{at}.backendRefs[{j}] {}", r.name);
@@ -408,29 +430,33 @@ impl RouteBuilder {
                 self.note(&what, "a Service port is required; left out");
                 continue;
             }
-            if r.weight == Some(0) {
-                continue;
-            }
             usable.push(r);
         }
-        // The heaviest; the first of equals.
-        let best = usable
-            .iter()
-            .enumerate()
-            .max_by_key(|(k, r)| (r.weight.unwrap_or(1), std::cmp::Reverse(*k)))
-            .map(|(_, r)| *r)?;
-        if usable.len() > 1 {
+        let mut refs: Vec<(String, u16, u32)> = Vec::new();
+        for r in usable {
+            let port = r.port.and_then(|p| u16::try_from(p).ok())?;
+            // The CRD bounds weight to 0..=1000000; anything else is clamped.
+            let weight = r
+                .weight
+                .unwrap_or(1)
+                .clamp(0, crate::config::MAX_SERVICE_WEIGHT as i32) as u32;
+            match refs.iter_mut().find(|(s, p, _)| *s == r.name && *p == port) {
+                Some(e) => {
+                    e.2 =
+                        e.2.saturating_add(weight)
+                            .min(crate::config::MAX_SERVICE_WEIGHT)
+                }
+                None => refs.push((r.name.clone(), port, weight)),
+            }
+        }
+        if !refs.is_empty() && refs.iter().all(|(_, _, w)| *w == 0) {
             self.note(
                 &format!("{at}.backendRefs"),
-                &format!(
-                    "splitting traffic between Services is not supported yet; every session \
-                     goes to {} (the heaviest)",
-                    best.name
-                ),
+                "every weight is 0: no request goes anywhere; the rule is left out",
             );
+            return None;
         }
-        let port = best.port.and_then(|p| u16::try_from(p).ok())?;
-        Some((best.name.clone(), port))
+        (!refs.is_empty()).then_some(refs)
     }
 
     /// The rule's `sessionPersistence`, as tether can honour it.
@@ -501,14 +527,27 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
     let q = |s: &str| toml::Value::String(s.into()).to_string();
     let mut out = String::new();
     for b in backends {
-        let _ = writeln!(
-            out,
-            "[[backend]]\nname = {}\nkubernetes = {{ namespace = {}, service = {}, port = {} }}",
-            q(&b.name),
-            q(&b.namespace),
-            q(&b.service),
-            b.port
-        );
+        if b.weighted.is_empty() {
+            let _ = writeln!(
+                out,
+                "[[backend]]\nname = {}\nkubernetes = {{ namespace = {}, service = {}, port = {} }}",
+                q(&b.name),
+                q(&b.namespace),
+                q(&b.service),
+                b.port
+            );
+        } else {
+            let _ = writeln!(out, "[[backend]]\nname = {}\nkubernetes = [", q(&b.name));
+            for (service, port, weight) in &b.weighted {
+                let _ = writeln!(
+                    out,
+                    "  {{ namespace = {}, service = {}, port = {port}, weight = {weight} }},",
+                    q(&b.namespace),
+                    q(service),
+                );
+            }
+            let _ = writeln!(out, "]");
+        }
         let Some(p) = &b.persistence else {
             continue; // tether's default cookie affinity
         };
@@ -798,7 +837,7 @@ mod tests {
             vec![
                 "infra.shop.web.80",
                 "infra.shop.rule-1.web.80",
-                "infra.shop.b.80"
+                "infra.shop.a.80"
             ]
         );
         let cookie = &c.backends[0].affinity;
@@ -819,7 +858,57 @@ mod tests {
             ]
         );
         assert!(notes.iter().any(|n| n.contains("Exact")), "{notes:?}");
-        assert!(notes.iter().any(|n| n.contains("splitting")), "{notes:?}");
+        let crate::config::Source::Weighted(split) = &c.backends[2].source else {
+            panic!("{:?}", c.backends[2].source)
+        };
+        let split: Vec<_> = split
+            .iter()
+            .map(|s| (s.source.service.as_str(), s.weight))
+            .collect();
+        assert_eq!(split, [("a", 1), ("b", 3)]);
+    }
+
+    #[test]
+    fn a_rule_with_several_services_is_one_weighted_backend_named_without_its_weights() {
+        let (classes, gateways) = world();
+        let with = |weights: [i64; 3]| {
+            route(
+                "infra",
+                "shop",
+                json!({
+                    "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                    "hostnames": ["shop.example.com"],
+                    "rules": [{"backendRefs": [
+                        {"name": "web", "port": 80, "weight": weights[0]},
+                        {"name": "canary", "port": 80, "weight": weights[1]},
+                        {"name": "old", "port": 80, "weight": weights[2]}]}],
+                }),
+            )
+        };
+        let compile = |r| {
+            let (c, errors, _) = Compiled::build(&classes, &gateways, &[r], OURS);
+            assert!(errors.is_empty(), "{errors:?}");
+            c
+        };
+        let weights = |c: &Compiled| match &c.backends[0].source {
+            crate::config::Source::Weighted(s) => s.iter().map(|s| s.weight).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let before = compile(with([3, 1, 0]));
+        let after = compile(with([1, 3, 0]));
+        assert_eq!(before.backends.len(), 1);
+        assert_eq!(before.backends[0].name, "infra.shop.web.80");
+        assert_eq!(after.backends[0].name, before.backends[0].name);
+        // Weight 0 stays in the backend (its pods keep their sessions).
+        assert_eq!(weights(&before), [3, 1, 0]);
+        assert_eq!(weights(&after), [1, 3, 0]);
+        // Every weight 0: nothing to send new sessions to; the rule is left out.
+        let (c, _, notes) = Compiled::build(&classes, &gateways, &[with([0, 0, 0])], OURS);
+        assert!(c.routes.is_empty());
+        assert!(
+            notes.iter().any(|n| n.contains("every weight is 0")),
+            "{notes:?}"
+        );
     }
 
     #[test]
