@@ -382,3 +382,86 @@ async fn weighted_backend_refs_split_new_sessions_and_a_live_weight_change_moves
         assert_eq!(&r.pod(), pod, "a weight-0 Service keeps its sessions");
     }
 }
+
+/// An XBackendTrafficPolicy in the shop namespace giving Service `service` a session
+/// cookie named `cookie`.
+fn traffic_policy(service: &str, cookie: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
+        "kind": "XBackendTrafficPolicy",
+        "metadata": {"name": "sessions", "namespace": NS},
+        "spec": {
+            "targetRefs": [{"group": "", "kind": "Service", "name": service}],
+            "sessionPersistence": {"sessionName": cookie},
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_backend_traffic_policy_names_the_cookie_unless_the_rule_has_its_own() {
+    let k = Cluster::start().await;
+    k.api.apply(traffic_policy("web", "POLICY"));
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], json!(null)));
+    wait_for_async("the policy's cookie", || async {
+        k.get(HOST, "/", &[]).await.cookie("POLICY").is_some()
+    })
+    .await;
+    let first = k.get(HOST, "/", &[]).await;
+    let cookie = format!("POLICY={}", first.cookie("POLICY").unwrap());
+    let pod = first.pod();
+    for _ in 0..5 {
+        let r = k.get(HOST, "/", &[("cookie", &cookie)]).await;
+        assert_eq!(r.pod(), pod, "the policy's cookie keeps the session");
+    }
+
+    // The rule's own sessionPersistence wins over the policy.
+    k.api.apply(route(
+        "shop",
+        "ours",
+        k.port,
+        &["/"],
+        json!({"type": "Cookie", "sessionName": "SHOP"}),
+    ));
+    wait_for_async("the rule's cookie", || async {
+        k.get(HOST, "/", &[]).await.cookie("SHOP").is_some()
+    })
+    .await;
+    assert!(k.get(HOST, "/", &[]).await.cookie("POLICY").is_none());
+}
+
+#[tokio::test]
+async fn routes_route_in_a_cluster_without_the_experimental_policy_crd() {
+    use support::fake_apiserver::{slice, Ep, FakeApiServer};
+    let (pods, port) = pods_on_one_port(&["pod-a"]).await;
+    let api = FakeApiServer::start().await;
+    api.unserve("xbackendtrafficpolicies");
+    api.apply(gateway_class("tether", "tether.io/gateway-controller"));
+    api.apply(gateway("ours", "tether"));
+    let ep = Ep::pod(&pods[0].name, &pods[0].addr.ip().to_string());
+    api.apply(slice(NS, "web-1", "web", "http", port, &[ep]));
+    api.apply(route(
+        "shop",
+        "ours",
+        port,
+        &["/"],
+        json!({"sessionName": "SHOP"}),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    api.kubeconfig(dir.path());
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
+         [kubernetes.gateway]\ndebounce = \"20ms\"\n[[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n",
+        dir.path().join("kubeconfig").display(),
+    );
+    let proxy = proxy_with(&config, tether::server::Options::default()).await;
+    wait_for_async("the route", || async {
+        let req = Request::get(format!("http://{}/", proxy.proxy_addr))
+            .header("host", HOST)
+            .body(Full::default())
+            .unwrap();
+        TestClient::new().send(req).await.status == StatusCode::OK
+    })
+    .await;
+}

@@ -27,6 +27,11 @@
 //! gets its own backend, `namespace.route.rule.service.port` (`rule` is the rule's
 //! `name`, else `rule-N`).
 //!
+//! Session persistence: a rule's own `sessionPersistence`, else that of the
+//! XBackendTrafficPolicy (`gateway.networking.x-k8s.io/v1alpha1`, a fourth watcher)
+//! targeting its (first) Service, else tether's default cookie. The policy kind is
+//! optional: in a cluster without its CRD it counts as an empty list.
+//!
 //! Errors only log: watch errors are retried with backoff, and a route that does not
 //! compile is left out (with a warning) while the others route.
 
@@ -40,7 +45,8 @@ use tokio::sync::watch;
 
 use super::api::{
     Gateway, GatewayClass, HTTPBackendRef, HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule,
-    LifetimeType, Listener, PathMatchType, SessionPersistence, SessionPersistenceType, GROUP,
+    LifetimeType, Listener, PathMatchType, SessionPersistence, SessionPersistenceType,
+    XBackendTrafficPolicy, GROUP,
 };
 use super::session;
 use crate::config::{BackendSettings, Config, GatewaySettings};
@@ -102,6 +108,23 @@ impl Compiled {
         routes: &[Arc<HTTPRoute>],
         controller: &str,
     ) -> (Compiled, Vec<Error>, Vec<String>) {
+        Self::build_with_policies(classes, gateways, routes, &[], controller)
+    }
+
+    /// [`Compiled::build`] with the cluster's XBackendTrafficPolicies: a policy's
+    /// `sessionPersistence` applies to each rule routing to a Service it targets (kind
+    /// `Service`, the policy's namespace) that sets no `sessionPersistence` itself. When
+    /// several policies target one Service, the oldest wins (Gateway API's policy
+    /// conflict rule: `creationTimestamp`, then namespace/name); when a rule's Services
+    /// have different policies, the first listed Service's applies.
+    pub fn build_with_policies(
+        classes: &[Arc<GatewayClass>],
+        gateways: &[Arc<Gateway>],
+        routes: &[Arc<HTTPRoute>],
+        policies: &[Arc<XBackendTrafficPolicy>],
+        controller: &str,
+    ) -> (Compiled, Vec<Error>, Vec<String>) {
+        let policies = service_policies(policies);
         let ours: BTreeSet<String> = classes
             .iter()
             .filter(|c| c.spec.controller_name == controller)
@@ -124,6 +147,11 @@ impl Compiled {
             let mut b = RouteBuilder {
                 id: name.clone(),
                 notes: Vec::new(),
+                policies: policies
+                    .range((namespace(route.as_ref()), String::new())..)
+                    .take_while(|((ns, _), _)| *ns == namespace(route.as_ref()))
+                    .map(|((_, service), p)| (service.clone(), p.clone()))
+                    .collect(),
             };
             let hosts = b.attach(route, &gateways);
             let Some(hosts) = hosts else {
@@ -204,6 +232,9 @@ struct Route {
 struct RouteBuilder {
     id: String,
     notes: Vec<String>,
+    /// The route namespace's XBackendTrafficPolicies by Service: (policy name, its
+    /// `sessionPersistence`).
+    policies: BTreeMap<String, (String, SessionPersistence)>,
 }
 
 impl RouteBuilder {
@@ -461,7 +492,10 @@ impl RouteBuilder {
 
     /// The rule's `sessionPersistence`, as tether can honour it.
     fn persistence(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<SessionPersistence> {
-        let mut p = rule.session_persistence.clone()?;
+        let mut p = match rule.session_persistence.clone() {
+            Some(p) => p,
+            None => self.policy_persistence(at, rule)?,
+        };
         if p.kind == Some(SessionPersistenceType::Header) && p.session_name.is_none() {
             self.note(
                 &format!("{at}.sessionPersistence"),
@@ -480,6 +514,62 @@ impl RouteBuilder {
         }
         Some(p)
     }
+}
+
+impl RouteBuilder {
+    /// The `sessionPersistence` of the XBackendTrafficPolicy of the rule's first Service
+    /// that has one (for a rule without its own).
+    fn policy_persistence(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<SessionPersistence> {
+        let mut found: Vec<&(String, SessionPersistence)> = Vec::new();
+        for r in &rule.backend_refs {
+            if r.group.as_deref().unwrap_or("").is_empty()
+                && r.kind.as_deref().unwrap_or("Service") == "Service"
+            {
+                if let Some(p) = self.policies.get(&r.name) {
+                    if !found.iter().any(|f| f.0 == p.0) {
+                        found.push(p);
+                    }
+                }
+            }
+        }
+        let (first, p) = found.first().map(|(n, p)| (n.clone(), p.clone()))?;
+        if found.len() > 1 {
+            let others: Vec<&str> = found[1..].iter().map(|(n, _)| n.as_str()).collect();
+            self.note(
+                &format!("{at}.backendRefs"),
+                &format!(
+                    "its Services have different XBackendTrafficPolicies; {first} (the first \
+                     Service's) applies, not {}",
+                    others.join(", ")
+                ),
+            );
+        }
+        Some(p)
+    }
+}
+
+/// Each Service's XBackendTrafficPolicy with a `sessionPersistence`, by (namespace,
+/// Service): (policy name, its persistence). The oldest policy wins a Service two
+/// target.
+fn service_policies(
+    policies: &[Arc<XBackendTrafficPolicy>],
+) -> BTreeMap<(String, String), (String, SessionPersistence)> {
+    let mut policies: Vec<&Arc<XBackendTrafficPolicy>> = policies.iter().collect();
+    policies.sort_by_key(|p| (p.metadata.creation_timestamp.clone(), id(p.as_ref())));
+    let mut out = BTreeMap::new();
+    for p in policies {
+        let Some(persistence) = &p.spec.session_persistence else {
+            continue;
+        };
+        for t in &p.spec.target_refs {
+            if !t.group.is_empty() || t.kind != "Service" {
+                continue;
+            }
+            out.entry((namespace(p.as_ref()), t.name.clone()))
+                .or_insert_with(|| (p.name_any(), persistence.clone()));
+        }
+    }
+    out
 }
 
 /// Whether sessions of this persistence travel in a cookie.
@@ -618,18 +708,27 @@ impl Controller {
         let (classes, class_changes) = objects::reflect::<GatewayClass>(&self.client);
         let (gateways, gateway_changes) = objects::reflect::<Gateway>(&self.client);
         let (routes, route_changes) = objects::reflect::<HTTPRoute>(&self.client);
+        // Experimental channel: a cluster without its CRD routes as if it had none.
+        let (policies, policy_changes) =
+            objects::reflect_optional::<XBackendTrafficPolicy>(&self.client);
         let mut bursts = Bursts::new(
-            vec![class_changes, gateway_changes, route_changes],
+            vec![
+                class_changes,
+                gateway_changes,
+                route_changes,
+                policy_changes,
+            ],
             self.settings.debounce,
             "gateway api",
         );
         let mut published = tx.borrow().fingerprint();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         while bursts.next().await.is_some() {
-            let (compiled, errors, notes) = Compiled::build(
+            let (compiled, errors, notes) = Compiled::build_with_policies(
                 &classes.state(),
                 &gateways.state(),
                 &routes.state(),
+                &policies.state(),
                 &self.settings.controller_name,
             );
             for e in &errors {
@@ -908,6 +1007,89 @@ mod tests {
         assert!(
             notes.iter().any(|n| n.contains("every weight is 0")),
             "{notes:?}"
+        );
+    }
+
+    fn policy(
+        ns: &str,
+        name: &str,
+        created: &str,
+        services: &[&str],
+        cookie: &str,
+    ) -> Arc<XBackendTrafficPolicy> {
+        let targets: Vec<_> = services
+            .iter()
+            .map(|s| json!({"group": "", "kind": "Service", "name": s}))
+            .collect();
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
+                "kind": "XBackendTrafficPolicy",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
+                "spec": {"targetRefs": targets,
+                         "sessionPersistence": {"sessionName": cookie, "absoluteTimeout": "1h"}}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_backend_traffic_policy_gives_its_services_persistence_unless_the_rule_has_its_own() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "shop",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["shop.example.com"],
+                "rules": [
+                    {"matches": [{"path": {"value": "/a"}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                    {"matches": [{"path": {"value": "/b"}}],
+                     "backendRefs": [{"name": "api", "port": 80}],
+                     "sessionPersistence": {"sessionName": "OWN"}},
+                    {"matches": [{"path": {"value": "/c"}}],
+                     "backendRefs": [{"name": "other", "port": 80}]},
+                ],
+            }),
+        );
+        let policies = [
+            // Younger, so the older POLICY wins web.
+            policy("infra", "late", "2026-02-01T00:00:00Z", &["web"], "LATE"),
+            policy(
+                "infra",
+                "p",
+                "2026-01-01T00:00:00Z",
+                &["web", "api"],
+                "POLICY",
+            ),
+            // Another namespace's policy does not reach infra's Services.
+            policy(
+                "elsewhere",
+                "x",
+                "2025-01-01T00:00:00Z",
+                &["other"],
+                "ELSEWHERE",
+            ),
+        ];
+        let (c, errors, _) =
+            Compiled::build_with_policies(&classes, &gateways, &[r], &policies, OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        let cookies: Vec<(&str, &str)> = c
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.affinity.cookie.name.as_str()))
+            .collect();
+        assert_eq!(
+            cookies,
+            [
+                ("infra.shop.web.80", "POLICY"),
+                ("infra.shop.api.80", "OWN"),
+                ("infra.shop.other.80", "tether"),
+            ]
+        );
+        assert_eq!(
+            c.backends[0].affinity.absolute_timeout,
+            Some(Duration::from_secs(3600))
         );
     }
 
