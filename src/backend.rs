@@ -452,10 +452,14 @@ impl Backend {
 
     /// Takes over `prev`'s endpoints after a config reload: what each endpoint carries
     /// (health, pool, live sessions, counters), when it was added, drains, departed
-    /// identities; then publishes `prev`'s last endpoint list under this backend's
-    /// settings and keys, so the backend is routable at once and sessions keep their
-    /// endpoints (tokens are identity-derived).
+    /// identities, and the backend's own live-session count (the load bound's mean:
+    /// without it every endpoint would look over its bound after a reload, and new
+    /// sessions would ignore the load until the count caught up); then publishes
+    /// `prev`'s last endpoint list under this backend's settings and keys, so the
+    /// backend is routable at once and sessions keep their endpoints (tokens are
+    /// identity-derived).
     pub fn inherit(&self, prev: &Backend) {
+        self.sessions.copy_from(&prev.sessions);
         let specs = {
             let old = prev.lock();
             let mut state = self.lock();
@@ -757,6 +761,29 @@ mod tests {
         );
         b.publish(vec![spec("a", 1, EndpointState::Draining)]);
         assert!(b.snapshot().has_eligible());
+    }
+
+    #[test]
+    fn a_reloaded_backend_keeps_its_load_bound_mean() {
+        let b = ready(2);
+        let s = b.snapshot();
+        let unix = 1_000_000;
+        overload(&s, 0, unix);
+        for _ in 0..10 {
+            s.endpoints[1].sessions.add(unix);
+            s.sessions.add(unix);
+        }
+        assert!(s.within_bound(1, unix) && !s.within_bound(0, unix));
+        // A config reload builds a new backend that inherits the old one.
+        let next = backend();
+        next.inherit(&b);
+        let s = next.snapshot();
+        assert_eq!(s.sessions.live(unix), 110);
+        assert!(
+            s.within_bound(1, unix),
+            "10 of 110 is under the bound; against a total of 0 it would not be"
+        );
+        assert!(!s.within_bound(0, unix));
     }
 
     #[test]

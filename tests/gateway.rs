@@ -338,33 +338,33 @@ fn on_canary(sessions: &[(String, String)]) -> usize {
 async fn weighted_backend_refs_split_new_sessions_and_a_live_weight_change_moves_none() {
     let k = Cluster::start().await;
     k.split_services();
-    k.api.apply(split_route(k.port, (3, 1)));
+    k.api.apply(split_route(k.port, (1, 3)));
     let name = format!("{NS}.shop.web.{}", k.port);
-    // web's 3 over two pods, canary's 1 over one: 3/8, 3/8, 2/8 of new sessions.
-    k.wait_weights(&name, [3, 3, 2]).await;
+    // web's 1 over two pods, canary's 3 on one: 1/8, 1/8, 6/8 of new sessions.
+    k.wait_weights(&name, [1, 1, 6]).await;
     let before = k.new_sessions(200).await;
     let canary = on_canary(&before);
+    // 150 expected (σ ≈ 6); one pod in three would be 67, the heaviest only 200.
     assert!(
-        (30..=70).contains(&canary),
-        "3:1 sends about a quarter of new sessions to canary: {canary} of 200"
+        (120..=180).contains(&canary),
+        "1:3 sends about three quarters of new sessions to canary: {canary} of 200"
     );
-    assert!(before
-        .iter()
-        .all(|(_, p)| ["pod-a", "pod-b", "pod-c"].contains(&p.as_str())));
 
-    // The weights flip, applied live by editing the HTTPRoute: same backend name.
-    k.api.apply(split_route(k.port, (1, 3)));
-    k.wait_weights(&name, [1, 1, 6]).await;
+    // The weights flip to 3:1, applied live by editing the HTTPRoute: same backend.
+    k.api.apply(split_route(k.port, (3, 1)));
+    k.wait_weights(&name, [3, 3, 2]).await;
     assert_eq!(k.backend_names(), vec![name.clone()]);
     for (cookie, pod) in &before {
         let r = k.get(HOST, "/", &[("cookie", cookie)]).await;
         assert_eq!(&r.pod(), pod, "a weight change moves no session");
     }
+    // New sessions follow the new weights: canary's share is a quarter now, and it holds
+    // three quarters of the live sessions, so the load bound sends new ones to web.
     let after = k.new_sessions(200).await;
     let canary = on_canary(&after);
     assert!(
-        canary >= 120,
-        "1:3 sends most new sessions to canary: {canary} of 200"
+        canary <= 50,
+        "3:1 sends at most a quarter of new sessions to canary: {canary} of 200"
     );
 
     // Weight 0: canary takes no new session, and its sessions stay on it.
