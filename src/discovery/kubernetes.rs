@@ -8,6 +8,11 @@
 //! view is merged into one endpoint list and published at once, in the event's task,
 //! never on a timer. Errors only log: the last published table stays in place, so an
 //! API outage never empties the routing table.
+//!
+//! A weighted backend (several Services, [`WeightedDiscovery`]) runs one such watcher
+//! per Service and publishes their merged list, each Service's weight spread over its
+//! pods as endpoint weights ([`weighted_endpoints`]), which the placement table and the
+//! load bound already honour.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -22,10 +22,10 @@
 //! every session stays on its pod) named after its FIRST listed Service, never after
 //! the weights: a live weight change, or a canary ref appended after the first, keeps
 //! the name and so the sessions. A weight-0 ref takes no new sessions; its pods keep
-//! the ones they have (they still serve), as a draining pod does without the timeout. A second
-//! rule of the same route to the same Service port with other `sessionPersistence`
-//! gets its own backend, `namespace.route.rule.service.port` (`rule` is the rule's
-//! `name`, else `rule-N`).
+//! the ones they have (they still serve), as a draining pod does without the timeout.
+//! A second rule of the same route to the same Service port with other
+//! `sessionPersistence` gets its own backend, `namespace.route.rule.service.port`
+//! (`rule` is the rule's `name`, else `rule-N`).
 //!
 //! Session persistence: a rule's own `sessionPersistence`, else that of the
 //! XBackendTrafficPolicy (`gateway.networking.x-k8s.io/v1alpha1`, a fourth watcher)
