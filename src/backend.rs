@@ -46,7 +46,9 @@ pub struct EndpointSpec {
     pub identity: Arc<str>,
     /// Where to connect.
     pub address: SocketAddr,
-    /// Relative share of new sessions.
+    /// Relative share of new sessions. 0 takes no new sessions at all (a weight-0
+    /// Service of a weighted backend) but keeps serving the sessions pinned to it, like
+    /// a draining endpoint without the drain timeout.
     pub weight: u32,
     /// Eligibility for new sessions.
     pub state: EndpointState,
@@ -382,6 +384,10 @@ impl Backend {
                 Some(format!("{}/{pod}", k.namespace).into())
             }
             (true, Some(pod), Source::Static(_)) => Some(pod.into()),
+            // Pods of several Services: this tether's pod is in the first one's namespace.
+            (true, Some(pod), Source::Weighted(services)) => services
+                .first()
+                .map(|s| format!("{}/{pod}", s.source.namespace).into()),
             _ => None,
         };
         let sessions = Arc::new(SessionCounter::new(
@@ -446,10 +452,14 @@ impl Backend {
 
     /// Takes over `prev`'s endpoints after a config reload: what each endpoint carries
     /// (health, pool, live sessions, counters), when it was added, drains, departed
-    /// identities; then publishes `prev`'s last endpoint list under this backend's
-    /// settings and keys, so the backend is routable at once and sessions keep their
-    /// endpoints (tokens are identity-derived).
+    /// identities, and the backend's own live-session count (the load bound's mean:
+    /// without it every endpoint would look over its bound after a reload, and new
+    /// sessions would ignore the load until the count caught up); then publishes
+    /// `prev`'s last endpoint list under this backend's settings and keys, so the
+    /// backend is routable at once and sessions keep their endpoints (tokens are
+    /// identity-derived).
     pub fn inherit(&self, prev: &Backend) {
+        self.sessions.copy_from(&prev.sessions);
         let specs = {
             let old = prev.lock();
             let mut state = self.lock();
@@ -549,7 +559,7 @@ impl Backend {
                 Endpoint {
                     identity: s.identity.clone(),
                     address: s.address,
-                    weight: s.weight.max(1),
+                    weight: s.weight,
                     state: st,
                     admin_drained,
                     draining_since: since,
@@ -609,12 +619,16 @@ impl Backend {
         };
 
         // New sessions go to ready endpoints; when none is ready, to the draining ones
-        // that still serve (as kube-proxy does), rather than to nobody.
-        let any_ready = endpoints.iter().any(|e| e.state == EndpointState::Ready);
+        // that still serve (as kube-proxy does), rather than to nobody. Weight 0 never
+        // takes a new session (it is a Service the operator weighted out); its pinned
+        // sessions stay, since a session with a valid cookie goes to its endpoint.
+        let any_ready = endpoints
+            .iter()
+            .any(|e| e.weight > 0 && e.state == EndpointState::Ready);
         let members: Vec<Member<'_>> = endpoints
             .iter()
             .enumerate()
-            .filter(|(_, e)| !any_ready || e.state == EndpointState::Ready)
+            .filter(|(_, e)| e.weight > 0 && (!any_ready || e.state == EndpointState::Ready))
             .map(|(i, e)| Member {
                 identity: &e.identity,
                 weight: e.weight,
@@ -747,6 +761,49 @@ mod tests {
         );
         b.publish(vec![spec("a", 1, EndpointState::Draining)]);
         assert!(b.snapshot().has_eligible());
+    }
+
+    #[test]
+    fn a_reloaded_backend_keeps_its_load_bound_mean() {
+        let b = ready(2);
+        let s = b.snapshot();
+        let unix = 1_000_000;
+        overload(&s, 0, unix);
+        for _ in 0..10 {
+            s.endpoints[1].sessions.add(unix);
+            s.sessions.add(unix);
+        }
+        assert!(s.within_bound(1, unix) && !s.within_bound(0, unix));
+        // A config reload builds a new backend that inherits the old one.
+        let next = backend();
+        next.inherit(&b);
+        let s = next.snapshot();
+        assert_eq!(s.sessions.live(unix), 110);
+        assert!(
+            s.within_bound(1, unix),
+            "10 of 110 is under the bound; against a total of 0 it would not be"
+        );
+        assert!(!s.within_bound(0, unix));
+    }
+
+    #[test]
+    fn weight_zero_endpoints_take_no_new_sessions_and_keep_their_tokens() {
+        let b = backend();
+        let mut old = spec("old", 1, EndpointState::Ready);
+        old.weight = 0;
+        b.publish(vec![old.clone(), spec("web", 2, EndpointState::Ready)]);
+        let s = b.snapshot();
+        assert_eq!(s.ring_members, 1);
+        assert!(
+            (0..1000u64).all(|k| s.ring.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) == Some(1))
+        );
+        // Still present: a cookie naming it resolves to it, so its sessions stay.
+        let token = s.endpoints[0].tokens[0];
+        assert_eq!(s.resolve(0, token), Resolved::Present(0));
+        assert_eq!(s.endpoints[0].state, EndpointState::Ready);
+        // Alone, it still takes none: weight 0 means no new session at all.
+        b.publish(vec![old]);
+        assert!(!b.snapshot().has_eligible());
     }
 
     #[tokio::test(start_paused = true)]

@@ -258,7 +258,25 @@ pub enum Source {
     Static(Vec<StaticEndpoint>),
     /// The EndpointSlices of a Kubernetes Service.
     Kubernetes(KubernetesSource),
+    /// The EndpointSlices of several Services, new sessions split by weight
+    /// (`kubernetes = [{ namespace, service, port, weight }, ...]`, or an HTTPRoute rule
+    /// with several `backendRefs`). One backend, so one cookie and one session table:
+    /// a weight change moves no session, since the cookie names the pod.
+    Weighted(Vec<WeightedService>),
 }
+
+/// One Service of a [`Source::Weighted`] backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedService {
+    /// Which Service and port.
+    pub source: KubernetesSource,
+    /// Its share of new sessions against the other Services' (Gateway API's
+    /// `backendRef.weight`). 0: no new sessions; its pods keep the sessions they have.
+    pub weight: u32,
+}
+
+/// The largest Service weight (Gateway API's bound on `backendRef.weight`).
+pub const MAX_SERVICE_WEIGHT: u32 = 1_000_000;
 
 /// `kubernetes = { namespace, service, port }` on a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -497,6 +515,44 @@ struct RawKubeSource {
     namespace: Option<String>,
     service: String,
     port: Option<RawPort>,
+    /// Only in the list form (`kubernetes = [{ ..., weight }, ...]`).
+    weight: Option<i64>,
+}
+
+/// `kubernetes = { .. }` (one Service) or `kubernetes = [{ .. }, ..]` (weighted
+/// Services). Not `#[serde(untagged)]`: that would replace a table's own error (the
+/// unknown or mistyped field) with "did not match any variant".
+#[derive(Debug)]
+enum RawKube {
+    One(RawKubeSource),
+    Many(Vec<RawKubeSource>),
+}
+
+impl<'de> Deserialize<'de> for RawKube {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawKube;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table { namespace, service, port } or an array of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawKube, A::Error> {
+                RawKubeSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawKube::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> std::result::Result<RawKube, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawKube::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -548,7 +604,7 @@ struct RawKey {
 struct RawBackend {
     name: String,
     endpoints: Option<Vec<RawEndpoint>>,
-    kubernetes: Option<RawKubeSource>,
+    kubernetes: Option<RawKube>,
     #[serde(default)]
     affinity: RawAffinity,
     connect_timeout: Option<String>,
@@ -956,7 +1012,17 @@ impl Validator<'_> {
                     "one of endpoints (a static list) or kubernetes (a Service) is required",
                 ))
             }
-            (None, Some(k)) => Source::Kubernetes(self.kube_source(i, k)?),
+            (None, Some(RawKube::One(k))) => {
+                if k.weight.is_some() {
+                    return Err(self.err(
+                        f("kubernetes.weight"),
+                        "weights split sessions between several Services: use the list form \
+                         kubernetes = [{ service, port, weight }, ...]",
+                    ));
+                }
+                Source::Kubernetes(self.kube_source(i, k)?)
+            }
+            (None, Some(RawKube::Many(list))) => Source::Weighted(self.weighted_services(i, list)?),
             (Some(list), None) => Source::Static(self.static_endpoints(i, list)?),
         };
         let affinity = self.affinity(i, raw.affinity)?;
@@ -1034,8 +1100,54 @@ impl Validator<'_> {
         })
     }
 
+    /// `kubernetes = [{ namespace, service, port, weight }, ...]`: each entry validated
+    /// as the one-Service form, weights 0..=[`MAX_SERVICE_WEIGHT`] (default 1), at least
+    /// one nonzero, no Service port listed twice.
+    fn weighted_services(&self, i: usize, raw: Vec<RawKubeSource>) -> Result<Vec<WeightedService>> {
+        let f = |s: &str| format!("backend[{i}].kubernetes{s}");
+        if raw.is_empty() {
+            return Err(self.err(f(""), "at least one Service is required"));
+        }
+        let mut out: Vec<WeightedService> = Vec::with_capacity(raw.len());
+        for (j, k) in raw.into_iter().enumerate() {
+            let weight = match k.weight {
+                None => 1,
+                Some(w) if (0..=i64::from(MAX_SERVICE_WEIGHT)).contains(&w) => w as u32,
+                Some(w) => {
+                    return Err(self.err(
+                        f(&format!("[{j}].weight")),
+                        format!("must be 0..={MAX_SERVICE_WEIGHT}, got {w}"),
+                    ))
+                }
+            };
+            let source = self.kube_source_at(&f(&format!("[{j}]")), k)?;
+            if out.iter().any(|o| o.source == source) {
+                return Err(self.err(
+                    f(&format!("[{j}].service")),
+                    format!(
+                        "{}/{} is listed twice with the same port",
+                        source.namespace, source.service
+                    ),
+                ));
+            }
+            out.push(WeightedService { source, weight });
+        }
+        if out.iter().all(|s| s.weight == 0) {
+            return Err(self.err(
+                f("[0].weight"),
+                "at least one Service needs a nonzero weight, or no session has anywhere to go",
+            ));
+        }
+        Ok(out)
+    }
+
     fn kube_source(&self, i: usize, raw: RawKubeSource) -> Result<KubernetesSource> {
-        let f = |s: &str| format!("backend[{i}].kubernetes.{s}");
+        self.kube_source_at(&format!("backend[{i}].kubernetes"), raw)
+    }
+
+    /// One Service and port, its fields named under `at` (`backend[0].kubernetes`).
+    fn kube_source_at(&self, at: &str, raw: RawKubeSource) -> Result<KubernetesSource> {
+        let f = |s: &str| format!("{at}.{s}");
         let dns_label = |v: &str| {
             !v.is_empty()
                 && v.len() <= 253
@@ -1773,6 +1885,68 @@ mod tests {
             let e = parse(&format!("[kubernetes.gateway]\n{text}\n")).unwrap_err();
             assert!(e.to_string().contains(field), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn weighted_services_parse_with_default_weight_one() {
+        let c = parse("[[backend]]\nname='a'\nkubernetes=[{ namespace='shop', service='web', port=8080, weight=3 }, { namespace='shop', service='canary', port='http' }, { service='old', port=80, weight=0 }]\n[[route]]\nbackend='a'\n").unwrap();
+        let Source::Weighted(s) = &c.backends[0].source else {
+            panic!("{:?}", c.backends[0].source)
+        };
+        let got: Vec<_> = s
+            .iter()
+            .map(|s| {
+                (
+                    s.source.service.as_str(),
+                    s.source.namespace.as_str(),
+                    s.weight,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("web", "shop", 3),
+                ("canary", "shop", 1),
+                ("old", "default", 0)
+            ]
+        );
+        assert_eq!(s[1].source.port, PortRef::Name("http".into()));
+    }
+
+    #[test]
+    fn bad_service_weights_fail_naming_the_field() {
+        for (kube, field) in [
+            (
+                "[{ service='a', weight=-1 }]",
+                "backend[0].kubernetes[0].weight",
+            ),
+            (
+                "[{ service='a' }, { service='b', weight=1000001 }]",
+                "backend[0].kubernetes[1].weight",
+            ),
+            (
+                "[{ service='a', weight=0 }, { service='b', weight=0 }]",
+                "backend[0].kubernetes[0].weight",
+            ),
+            ("[]", "backend[0].kubernetes"),
+            (
+                "[{ service='a', port=80 }, { service='a', port=80 }]",
+                "backend[0].kubernetes[1].service",
+            ),
+            (
+                "[{ service='Bad_Name' }]",
+                "backend[0].kubernetes[0].service",
+            ),
+            ("{ service='a', weight=2 }", "backend[0].kubernetes.weight"),
+        ] {
+            let e = parse(&format!("[[backend]]\nname='a'\nkubernetes={kube}\n")).unwrap_err();
+            assert_eq!(e.field, field, "{kube}: {e}");
+        }
+        // A table's own error survives (no "did not match any variant").
+        let e =
+            parse("[[backend]]\nname='a'\nkubernetes=[{ service='a', wieght=2 }]\n").unwrap_err();
+        assert!(e.to_string().contains("wieght"), "{e}");
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn inspect(config: &Config, value: &str) -> ExitCode {
         .filter_map(|b| match &b.source {
             tether::config::Source::Static(eps) => Some((b, eps)),
             tether::config::Source::Kubernetes(_) => None,
+            tether::config::Source::Weighted(_) => None,
         })
         .flat_map(|(b, eps)| eps.iter().map(move |e| (b, e)))
         .find_map(|(b, e)| {

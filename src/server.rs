@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminHook};
 use crate::config::{Config, Source};
-use crate::discovery::kubernetes::{self, KubernetesDiscovery};
+use crate::discovery::kubernetes::{self, KubernetesDiscovery, WeightedDiscovery};
 use crate::discovery::static_list::StaticList;
 use crate::discovery::Discovery;
 use crate::gateway::controller as gateway;
@@ -524,6 +524,23 @@ async fn start_discovery(
                     client,
                     h2c: settings.h2c,
                     source: source.clone(),
+                    backoff: (config.kubernetes.backoff_min, config.kubernetes.backoff_max),
+                };
+                tasks.push(tokio::spawn(discovery.run(backend.clone())));
+            }
+            Source::Weighted(services) => {
+                let client = match kube_client {
+                    Some(c) => Clone::clone(c),
+                    None => {
+                        let c = kubernetes::client(&config.kubernetes).await?;
+                        *kube_client = Some(c.clone());
+                        c
+                    }
+                };
+                let discovery = WeightedDiscovery {
+                    client,
+                    h2c: settings.h2c,
+                    services: services.clone(),
                     backoff: (config.kubernetes.backoff_min, config.kubernetes.backoff_max),
                 };
                 tasks.push(tokio::spawn(discovery.run(backend.clone())));

@@ -79,7 +79,75 @@ fn route(name: &str, parent: &str, port: u16, matches: &[&str], persistence: Val
     })
 }
 
+/// An HTTPRoute like [`route`] whose one rule splits between Services `web` and
+/// `canary` with `weights`, with a `SHOP` session cookie.
+fn split_route(port: u16, weights: (i64, i64)) -> Value {
+    let mut r = route(
+        "shop",
+        "ours",
+        port,
+        &["/"],
+        json!({"type": "Cookie", "sessionName": "SHOP"}),
+    );
+    r["spec"]["rules"][0]["backendRefs"] = json!([
+        {"name": "web", "port": port, "weight": weights.0},
+        {"name": "canary", "port": port, "weight": weights.1},
+    ]);
+    r
+}
+
 impl Cluster {
+    /// Service `web` becomes pods a and b; Service `canary` is pod c.
+    fn split_services(&self) {
+        use support::fake_apiserver::{slice, Ep};
+        let ep = |i: usize| Ep::pod(&self.pods[i].name, &self.pods[i].addr.ip().to_string());
+        self.api.apply(slice(
+            NS,
+            "web-1",
+            "web",
+            "http",
+            self.port,
+            &[ep(0), ep(1)],
+        ));
+        self.api
+            .apply(slice(NS, "canary-1", "canary", "http", self.port, &[ep(2)]));
+    }
+
+    /// Endpoint weights of backend `name` by pod, as placement sees them now.
+    fn weights(&self, name: &str) -> Vec<(String, u32)> {
+        let state = self.proxy.proxy.state();
+        let Some(b) = state.backends.iter().find(|b| b.name() == name) else {
+            return Vec::new();
+        };
+        b.snapshot()
+            .endpoints
+            .iter()
+            .map(|e| (e.identity.to_string(), e.weight))
+            .collect()
+    }
+
+    /// Waits until backend `name`'s pods a, b, c have weights `w`.
+    async fn wait_weights(&self, name: &str, w: [u32; 3]) {
+        let want: Vec<(String, u32)> = ["pod-a", "pod-b", "pod-c"]
+            .iter()
+            .zip(w)
+            .map(|(p, w)| (format!("{NS}/{p}"), w))
+            .collect();
+        wait_for(&format!("weights {want:?}"), || self.weights(name) == want).await;
+    }
+
+    /// `n` new sessions: (cookie, pod).
+    async fn new_sessions(&self, n: usize) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let r = self.get(HOST, "/", &[]).await;
+            assert_eq!(r.status, StatusCode::OK);
+            let cookie = r.cookie("SHOP").expect("a new session gets a cookie");
+            out.push((format!("SHOP={cookie}"), r.pod()));
+        }
+        out
+    }
+
     async fn start() -> Cluster {
         Self::start_with("[kubernetes.gateway]\ndebounce = \"20ms\"\n").await
     }
@@ -673,4 +741,141 @@ async fn the_status_tether_writes_is_valid_by_the_crds() {
     let mut bad = k.api.object("gateways", NS, "ours").unwrap();
     bad["status"]["listeners"][0]["conditions"][0]["status"] = json!("Maybe");
     assert!(!violations(&bad, "gateway.networking.k8s.io_gateways.yaml").is_empty());
+}
+
+/// Sessions of `sessions` on the canary pod (pod-c).
+fn on_canary(sessions: &[(String, String)]) -> usize {
+    sessions.iter().filter(|(_, pod)| pod == "pod-c").count()
+}
+
+#[tokio::test]
+async fn weighted_backend_refs_split_new_sessions_and_a_live_weight_change_moves_none() {
+    let k = Cluster::start().await;
+    k.split_services();
+    k.api.apply(split_route(k.port, (1, 3)));
+    let name = format!("{NS}.shop.web.{}", k.port);
+    // web's 1 over two pods, canary's 3 on one: 1/8, 1/8, 6/8 of new sessions.
+    k.wait_weights(&name, [1, 1, 6]).await;
+    let before = k.new_sessions(200).await;
+    let canary = on_canary(&before);
+    // 150 expected (σ ≈ 6); one pod in three would be 67, the heaviest only 200.
+    assert!(
+        (120..=180).contains(&canary),
+        "1:3 sends about three quarters of new sessions to canary: {canary} of 200"
+    );
+
+    // The weights flip to 3:1, applied live by editing the HTTPRoute: same backend.
+    k.api.apply(split_route(k.port, (3, 1)));
+    k.wait_weights(&name, [3, 3, 2]).await;
+    assert_eq!(k.backend_names(), vec![name.clone()]);
+    for (cookie, pod) in &before {
+        let r = k.get(HOST, "/", &[("cookie", cookie)]).await;
+        assert_eq!(&r.pod(), pod, "a weight change moves no session");
+    }
+    // New sessions follow the new weights: canary's share is a quarter now, and it holds
+    // three quarters of the live sessions, so the load bound sends new ones to web.
+    let after = k.new_sessions(200).await;
+    let canary = on_canary(&after);
+    assert!(
+        canary <= 50,
+        "3:1 sends at most a quarter of new sessions to canary: {canary} of 200"
+    );
+
+    // Weight 0: canary takes no new session, and its sessions stay on it.
+    k.api.apply(split_route(k.port, (1, 0)));
+    k.wait_weights(&name, [1, 1, 0]).await;
+    assert_eq!(on_canary(&k.new_sessions(100).await), 0);
+    let pinned: Vec<_> = before
+        .iter()
+        .chain(&after)
+        .filter(|(_, pod)| pod == "pod-c")
+        .collect();
+    assert!(!pinned.is_empty());
+    for (cookie, pod) in pinned {
+        let r = k.get(HOST, "/", &[("cookie", cookie)]).await;
+        assert_eq!(&r.pod(), pod, "a weight-0 Service keeps its sessions");
+    }
+}
+
+/// An XBackendTrafficPolicy in the shop namespace giving Service `service` a session
+/// cookie named `cookie`.
+fn traffic_policy(service: &str, cookie: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
+        "kind": "XBackendTrafficPolicy",
+        "metadata": {"name": "sessions", "namespace": NS},
+        "spec": {
+            "targetRefs": [{"group": "", "kind": "Service", "name": service}],
+            "sessionPersistence": {"sessionName": cookie},
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_backend_traffic_policy_names_the_cookie_unless_the_rule_has_its_own() {
+    let k = Cluster::start().await;
+    k.api.apply(traffic_policy("web", "POLICY"));
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], json!(null)));
+    wait_for_async("the policy's cookie", || async {
+        k.get(HOST, "/", &[]).await.cookie("POLICY").is_some()
+    })
+    .await;
+    let first = k.get(HOST, "/", &[]).await;
+    let cookie = format!("POLICY={}", first.cookie("POLICY").unwrap());
+    let pod = first.pod();
+    for _ in 0..5 {
+        let r = k.get(HOST, "/", &[("cookie", &cookie)]).await;
+        assert_eq!(r.pod(), pod, "the policy's cookie keeps the session");
+    }
+
+    // The rule's own sessionPersistence wins over the policy.
+    k.api.apply(route(
+        "shop",
+        "ours",
+        k.port,
+        &["/"],
+        json!({"type": "Cookie", "sessionName": "SHOP"}),
+    ));
+    wait_for_async("the rule's cookie", || async {
+        k.get(HOST, "/", &[]).await.cookie("SHOP").is_some()
+    })
+    .await;
+    assert!(k.get(HOST, "/", &[]).await.cookie("POLICY").is_none());
+}
+
+#[tokio::test]
+async fn routes_route_in_a_cluster_without_the_experimental_policy_crd() {
+    use support::fake_apiserver::{slice, Ep, FakeApiServer};
+    let (pods, port) = pods_on_one_port(&["pod-a"]).await;
+    let api = FakeApiServer::start().await;
+    api.unserve("xbackendtrafficpolicies");
+    api.apply(gateway_class("tether", "tether.io/gateway-controller"));
+    api.apply(gateway("ours", "tether"));
+    let ep = Ep::pod(&pods[0].name, &pods[0].addr.ip().to_string());
+    api.apply(slice(NS, "web-1", "web", "http", port, &[ep]));
+    api.apply(route(
+        "shop",
+        "ours",
+        port,
+        &["/"],
+        json!({"sessionName": "SHOP"}),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    api.kubeconfig(dir.path());
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
+         [kubernetes.gateway]\ndebounce = \"20ms\"\n[[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n",
+        dir.path().join("kubeconfig").display(),
+    );
+    let proxy = proxy_with(&config, tether::server::Options::default()).await;
+    wait_for_async("the route", || async {
+        let req = Request::get(format!("http://{}/", proxy.proxy_addr))
+            .header("host", HOST)
+            .body(Full::default())
+            .unwrap();
+        TestClient::new().send(req).await.status == StatusCode::OK
+    })
+    .await;
 }

@@ -399,3 +399,51 @@ async fn prefer_local_places_new_sessions_on_the_local_pod_within_the_load_bound
     );
     k.proxy.shutdown().await;
 }
+
+/// The TOML form of a weighted backend (`kubernetes = [...]`), the one HTTPRoutes with
+/// several backendRefs compile to: one backend fed by both Services' slices, new
+/// sessions by weight.
+#[tokio::test]
+async fn a_file_backend_of_weighted_services_places_new_sessions_by_weight() {
+    let (pods, port) = pods_on_one_port(&["pod-a", "pod-b", "pod-c"]).await;
+    let api = FakeApiServer::start().await;
+    let ep = |i: usize| Ep::pod(&pods[i].name, &pods[i].addr.ip().to_string());
+    api.apply(slice(NS, "cart-1", "cart", "http", port, &[ep(0)]));
+    api.apply(slice(
+        NS,
+        "canary-1",
+        "canary",
+        "http",
+        port,
+        &[ep(1), ep(2)],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         [kubernetes]\nkubeconfig = \"{}\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n\
+         [[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n\
+         [[backend]]\nname = \"app\"\nkubernetes = [\n\
+           {{ namespace = \"{NS}\", service = \"cart\", port = \"http\", weight = 2 }},\n\
+           {{ namespace = \"{NS}\", service = \"canary\", port = \"http\", weight = 0 }},\n]\n",
+        kubeconfig.display()
+    );
+    let proxy = proxy_with(&cfg, tether::server::Options::default()).await;
+    let weights = || -> Vec<(String, u32)> {
+        let s = proxy.proxy.backend("app").unwrap().snapshot();
+        s.endpoints
+            .iter()
+            .map(|e| (e.identity.to_string(), e.weight))
+            .collect()
+    };
+    let want: Vec<(String, u32)> = [("pod-a", 1), ("pod-b", 0), ("pod-c", 0)]
+        .iter()
+        .map(|(p, w)| (format!("{NS}/{p}"), *w))
+        .collect();
+    wait_for("both Services' endpoints", || weights() == want).await;
+    let c = TestClient::new();
+    for _ in 0..50 {
+        let r = c.get(proxy.proxy_addr, "/", None).await;
+        assert_eq!(r.pod(), "pod-a", "weight 0 takes no new session");
+    }
+}

@@ -158,3 +158,28 @@ fn kubectl_apply_k_installs_the_gateway_and_the_sidecar_without_a_placeholder_ke
     assert!(sidecar.contains(&"Deployment".to_string()), "{sidecar:?}");
     assert!(!sidecar.contains(&"Secret".to_string()), "{sidecar:?}");
 }
+
+#[test]
+fn the_gateway_cluster_role_may_watch_backend_traffic_policies() {
+    let text = std::fs::read_to_string("config/kubernetes/gateway/rbac.yaml").unwrap();
+    let role: serde_json::Value = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|o: &serde_json::Value| o["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let grants = |group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|r| {
+            let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            grants(
+                "gateway.networking.x-k8s.io",
+                "xbackendtrafficpolicies",
+                verb
+            ),
+            "{verb}"
+        );
+    }
+}

@@ -29,7 +29,8 @@ fn schema(file: &str) -> Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "v1")
+        // XBackendTrafficPolicy (experimental) has only v1alpha1.
+        .find(|v| v["name"] == "v1" || v["name"] == "v1alpha1")
         .unwrap();
     let mut s = version["schema"]["openAPIV3Schema"].clone();
     strict(&mut s);
@@ -59,6 +60,7 @@ fn schema_for(kind: &str) -> Value {
         "Gateway" => "gateway.networking.k8s.io_gateways.yaml",
         "HTTPRoute" => "gateway.networking.k8s.io_httproutes.yaml",
         "ReferenceGrant" => "gateway.networking.k8s.io_referencegrants.yaml",
+        "XBackendTrafficPolicy" => "gateway.networking.x-k8s.io_xbackendtrafficpolicies.yaml",
         other => panic!("no CRD for {other}"),
     })
 }
@@ -579,4 +581,48 @@ fn bad_input_names_the_document_and_the_field() {
             .starts_with("document 1: (document): not a mapping"),
         "{err}"
     );
+}
+
+#[test]
+fn the_xbackendtrafficpolicy_struct_has_only_fields_its_crd_defines_and_round_trips() {
+    // Every field set, so each one meets the strict schema.
+    let policy = XBackendTrafficPolicy::new(
+        "sessions",
+        XBackendTrafficPolicySpec {
+            target_refs: vec![LocalPolicyTargetReference {
+                group: String::new(),
+                kind: "Service".into(),
+                name: "web".into(),
+            }],
+            session_persistence: Some(SessionPersistence {
+                session_name: Some("SHOP".into()),
+                absolute_timeout: Some("1h".into()),
+                kind: Some(SessionPersistenceType::Cookie),
+                cookie_config: Some(CookieConfig {
+                    lifetime_type: Some(LifetimeType::Permanent),
+                }),
+            }),
+        },
+    );
+    let object = serde_json::to_value(&policy).unwrap();
+    assert_eq!(object["apiVersion"], "gateway.networking.x-k8s.io/v1alpha1");
+    assert_eq!(object["kind"], "XBackendTrafficPolicy");
+    validate(&object);
+    // A misspelt field is caught: the strict schema is not vacuous.
+    let mut bad = object.clone();
+    bad["spec"]["targetRefs"][0]["namespace"] = json!("other");
+    let validator = jsonschema::validator_for(&schema_for("XBackendTrafficPolicy")).unwrap();
+    assert!(!validator.is_valid(&bad));
+    let back: XBackendTrafficPolicy = serde_json::from_value(object).unwrap();
+    assert_eq!(back.spec, policy.spec);
+    // What an API server sends, with retryConstraint and status, still deserialises.
+    let served = json!({
+        "apiVersion": "gateway.networking.x-k8s.io/v1alpha1", "kind": "XBackendTrafficPolicy",
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                 "retryConstraint": {"budget": {"percent": 20}}},
+        "status": {"ancestors": []}
+    });
+    let p: XBackendTrafficPolicy = serde_json::from_value(served).unwrap();
+    assert!(p.spec.session_persistence.is_none());
 }

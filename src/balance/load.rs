@@ -84,6 +84,20 @@ impl SessionCounter {
         }
     }
 
+    /// Takes over `other`'s counts (a backend replaced by a config reload), when both
+    /// count in buckets of the same width; false (and nothing copied) otherwise. Only
+    /// for a counter nothing counts into yet: slots are copied one by one.
+    pub fn copy_from(&self, other: &SessionCounter) -> bool {
+        if self.width != other.width {
+            return false;
+        }
+        for i in 0..BUCKETS {
+            self.epochs[i].store(other.epochs[i].load(Ordering::Relaxed), Ordering::Relaxed);
+            self.counts[i].store(other.counts[i].load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        true
+    }
+
     /// Sessions live at `unix`: counted in a bucket within the idle window.
     pub fn live(&self, unix: u64) -> u64 {
         let b = unix / self.width;
@@ -177,6 +191,22 @@ mod tests {
         c.add(100_000);
         c.add(100_000 - 15 * 64);
         assert_eq!(c.live(100_000), 1);
+    }
+
+    #[test]
+    fn a_copy_counts_the_same_sessions_only_at_the_same_bucket_width() {
+        let c = SessionCounter::new(Duration::from_secs(1800), Duration::from_secs(15));
+        for t in [1_000_000, 1_000_100, 1_000_100] {
+            c.add(t);
+        }
+        let d = SessionCounter::new(Duration::from_secs(1800), Duration::from_secs(15));
+        assert!(d.copy_from(&c));
+        assert_eq!(d.live(1_000_100), 3);
+        d.remove(1_000_100);
+        assert_eq!((c.live(1_000_100), d.live(1_000_100)), (3, 2));
+        let other = SessionCounter::new(Duration::from_secs(7200), Duration::from_secs(300));
+        assert!(!other.copy_from(&c));
+        assert_eq!(other.live(1_000_100), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,6 +8,11 @@
 //! view is merged into one endpoint list and published at once, in the event's task,
 //! never on a timer. Errors only log: the last published table stays in place, so an
 //! API outage never empties the routing table.
+//!
+//! A weighted backend (several Services, [`WeightedDiscovery`]) runs one such watcher
+//! per Service and publishes their merged list, each Service's weight spread over its
+//! pods as endpoint weights ([`weighted_endpoints`]), which the placement table and the
+//! load bound already honour.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,7 +28,7 @@ use kube::{Api, Client};
 
 use super::Discovery;
 use crate::backend::{Backend, EndpointSpec, EndpointState};
-use crate::config::{KubernetesSettings, KubernetesSource, PortRef};
+use crate::config::{KubernetesSettings, KubernetesSource, PortRef, WeightedService};
 
 /// Why a Kubernetes client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +125,184 @@ impl Discovery for KubernetesDiscovery {
                 }
             }
         }
+    }
+}
+
+/// Watches the EndpointSlices of several Services (a weighted backend) and publishes
+/// their endpoints as one list, each Service's weight spread over its pods
+/// ([`weighted_endpoints`]).
+///
+/// One watcher per Service, each with its own [`SliceSet`], merged into one stream so
+/// the list is rebuilt in the event's task as for one Service. Nothing is published
+/// until every Service has listed once: a first list missing a Service would give the
+/// others all new sessions and mark its pods as added later (a scale-out to rebalancing).
+pub struct WeightedDiscovery {
+    /// The API client.
+    pub client: Client,
+    /// Which Services and ports, with their weights.
+    pub services: Vec<WeightedService>,
+    /// Whether the backend speaks h2c to every endpoint.
+    pub h2c: bool,
+    /// Retry delays after API errors.
+    pub backoff: (Duration, Duration),
+}
+
+impl Discovery for WeightedDiscovery {
+    async fn run(self, backend: Arc<Backend>) {
+        let streams = self.services.iter().enumerate().map(|(i, s)| {
+            let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &s.source.namespace);
+            let selector = format!("kubernetes.io/service-name={}", s.source.service);
+            watcher::watcher(api, watcher::Config::default().labels(&selector))
+                .backoff(ExpBackoff::new(self.backoff.0, self.backoff.1))
+                .map(move |item| (i, item))
+                .boxed()
+        });
+        let mut stream = futures::stream::select_all(streams);
+        let mut sets: Vec<SliceSet> = self
+            .services
+            .iter()
+            .map(|s| SliceSet::new(s.source.clone(), self.h2c))
+            .collect();
+        let mut listed = vec![false; sets.len()];
+        let mut failing = vec![false; sets.len()];
+        while let Some((i, item)) = stream.next().await {
+            let source = &self.services[i].source;
+            match item {
+                Ok(event) => {
+                    if std::mem::take(&mut failing[i]) {
+                        tracing::info!(backend = %backend.name(), service = %source.service, "endpointslice watch recovered");
+                    }
+                    listed[i] |= matches!(event, Event::InitDone);
+                    if sets[i].apply(event) && listed.iter().all(|l| *l) {
+                        let parts: Vec<(u32, Vec<EndpointSpec>)> = self
+                            .services
+                            .iter()
+                            .zip(&sets)
+                            .map(|(s, set)| (s.weight, set.endpoints()))
+                            .collect();
+                        backend.publish(weighted_endpoints(&parts));
+                    }
+                }
+                Err(e) => {
+                    // As for one Service: the watcher retries after its backoff, and the
+                    // last published endpoints keep routing meanwhile.
+                    backend.stats.discovery_error();
+                    tracing::warn!(
+                        backend = %backend.name(),
+                        namespace = %source.namespace,
+                        service = %source.service,
+                        error = %e,
+                        "endpointslice watch failed; keeping the last known endpoints"
+                    );
+                    failing[i] = true;
+                }
+            }
+        }
+    }
+}
+
+/// Slots of the placement table each endpoint gets on average, at least: fine enough
+/// that a Service's share is exact to within 1/8 of one pod's, small enough that the
+/// table of a thousand pods stays a few hundred thousand slots.
+const WEIGHT_RESOLUTION: u64 = 8;
+
+/// The endpoint list of a weighted backend: each Service's endpoints (`parts`: weight,
+/// endpoints) with endpoint weights such that new sessions split between the Services in
+/// proportion to their weights, whatever their pod counts, and evenly between the pods
+/// of one Service.
+///
+/// A Service's weight is spread over its ready endpoints (over its draining ones when
+/// none is ready: those take new sessions only when nothing is ready anywhere) by
+/// largest remainder, in identity order, so the Service's total is exact and every
+/// replica computes the same; the weights are then divided by their greatest common
+/// divisor to keep the table small. Services without endpoints do not count: their
+/// share goes to the others. A weight-0 Service's endpoints get weight 0: no new
+/// sessions, but they stay in the list so their sessions stay. An endpoint listed by
+/// two Services gets both weights and its best state.
+pub fn weighted_endpoints(parts: &[(u32, Vec<EndpointSpec>)]) -> Vec<EndpointSpec> {
+    let counted = |eps: &[EndpointSpec]| {
+        let ready = eps
+            .iter()
+            .filter(|e| e.state == EndpointState::Ready)
+            .count();
+        if ready > 0 {
+            (ready, Some(EndpointState::Ready))
+        } else {
+            (eps.len(), None)
+        }
+    };
+    let endpoints: u64 = parts
+        .iter()
+        .filter(|(w, _)| *w > 0)
+        .map(|(_, eps)| eps.len() as u64)
+        .sum();
+    let total_weight: u64 = parts
+        .iter()
+        .filter(|(_, eps)| !eps.is_empty())
+        .map(|(w, _)| u64::from(*w))
+        .sum();
+    let units = (WEIGHT_RESOLUTION * endpoints).max(1024);
+    let mut merged: BTreeMap<Arc<str>, EndpointSpec> = BTreeMap::new();
+    for (weight, eps) in parts {
+        let (n, state) = counted(eps);
+        // This Service's units, shared by its `n` counted endpoints.
+        let share = if total_weight == 0 || n == 0 {
+            0
+        } else {
+            units * u64::from(*weight) / total_weight
+        };
+        let (base, mut extra) = (share / n.max(1) as u64, share % n.max(1) as u64);
+        let mut sorted: Vec<&EndpointSpec> = eps.iter().collect();
+        sorted.sort_by(|a, b| a.identity.cmp(&b.identity));
+        for e in sorted {
+            let mut w = 0;
+            if *weight > 0 && state.is_none_or(|s| s == e.state) {
+                w = base + u64::from(extra > 0);
+                extra = extra.saturating_sub(1);
+                // A tiny share still takes sessions: weight > 0 means some.
+                w = w.max(1);
+            }
+            let w = u32::try_from(w).unwrap_or(u32::MAX);
+            match merged.get_mut(&e.identity) {
+                Some(existing) => {
+                    existing.weight = existing.weight.saturating_add(w);
+                    if e.state == EndpointState::Ready {
+                        existing.state = EndpointState::Ready;
+                    }
+                }
+                None => {
+                    merged.insert(
+                        e.identity.clone(),
+                        EndpointSpec {
+                            weight: w,
+                            ..e.clone()
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let gcd = merged
+        .values()
+        .map(|e| e.weight)
+        .filter(|w| *w > 0)
+        .fold(0, gcd);
+    merged
+        .into_values()
+        .map(|mut e| {
+            if gcd > 1 {
+                e.weight /= gcd;
+            }
+            e
+        })
+        .collect()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -344,6 +527,72 @@ mod tests {
 
     fn eps(s: &EndpointSlice, src: &KubernetesSource) -> Vec<EndpointSpec> {
         slice_endpoints(s, src, false)
+    }
+
+    fn pods(prefix: &str, n: u8, state: EndpointState) -> Vec<EndpointSpec> {
+        (0..n)
+            .map(|i| EndpointSpec {
+                identity: format!("shop/{prefix}-{i}").into(),
+                address: SocketAddr::from(([10, 0, prefix.len() as u8, i], 80)),
+                weight: 1,
+                state,
+                h2c: false,
+            })
+            .collect()
+    }
+
+    /// Sum of the weights of the endpoints whose identity starts with `prefix`.
+    fn share(eps: &[EndpointSpec], prefix: &str) -> u64 {
+        eps.iter()
+            .filter(|e| e.identity.starts_with(&format!("shop/{prefix}-")))
+            .map(|e| u64::from(e.weight))
+            .sum()
+    }
+
+    #[test]
+    fn service_weights_split_in_proportion_whatever_the_pod_counts() {
+        let ready = EndpointState::Ready;
+        // 3:1 with 3 pods against 1: the Services, not the pods, split 3:1.
+        let eps = weighted_endpoints(&[(3, pods("web", 3, ready)), (1, pods("canary", 1, ready))]);
+        assert_eq!(eps.len(), 4);
+        assert_eq!(share(&eps, "web"), 3 * share(&eps, "canary"));
+        let web: Vec<u32> = eps.iter().take(3).map(|e| e.weight).collect();
+        assert!(
+            web.iter().max().unwrap() - web.iter().min().unwrap() <= 1,
+            "{web:?}"
+        );
+        // Equal weights reduce to 1 each: the table stays as small as without weights.
+        let eps = weighted_endpoints(&[(5, pods("a", 2, ready)), (5, pods("bb", 2, ready))]);
+        assert!(eps.iter().all(|e| e.weight == 1), "{eps:?}");
+        // 7 pods sharing 1 against 1 pod: exact to within one unit of the resolution.
+        let eps = weighted_endpoints(&[(1, pods("a", 7, ready)), (1, pods("bb", 1, ready))]);
+        let (a, b) = (share(&eps, "a") as f64, share(&eps, "bb") as f64);
+        assert!((a / b - 1.0).abs() < 0.01, "{a} {b}");
+    }
+
+    #[test]
+    fn a_weight_zero_service_keeps_its_endpoints_with_weight_zero() {
+        let ready = EndpointState::Ready;
+        let eps = weighted_endpoints(&[(1, pods("web", 2, ready)), (0, pods("old", 2, ready))]);
+        assert_eq!(
+            eps.len(),
+            4,
+            "weight-0 pods stay listed: their sessions stay"
+        );
+        assert_eq!(share(&eps, "old"), 0);
+        assert!(share(&eps, "web") > 0);
+        // A Service without endpoints gives its share to the others.
+        let eps = weighted_endpoints(&[(9, Vec::new()), (1, pods("web", 2, ready))]);
+        assert!(eps.iter().all(|e| e.weight == 1), "{eps:?}");
+    }
+
+    #[test]
+    fn a_services_draining_pods_get_its_share_only_when_none_of_its_pods_is_ready() {
+        let mut web = pods("web", 2, EndpointState::Ready);
+        web.extend(pods("webd", 1, EndpointState::Draining));
+        let eps = weighted_endpoints(&[(1, web), (1, pods("old", 2, EndpointState::Draining))]);
+        assert_eq!(share(&eps, "webd"), 0);
+        assert_eq!(share(&eps, "web"), share(&eps, "old"));
     }
 
     #[test]

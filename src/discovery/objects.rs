@@ -51,6 +51,31 @@ where
     (store, changes)
 }
 
+/// [`reflect`] for a kind whose CRD may not be installed (the experimental channel's
+/// `XBackendTrafficPolicy`, say): while the API server answers 404 for it, the kind
+/// counts as listed and empty, so the other kinds route as if it did not exist; the
+/// watch keeps retrying with backoff and picks the kind up once the CRD appears.
+pub fn reflect_optional<K>(client: &Client) -> (Store<K>, Changes)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (store, changes) = reflect::<K>(client);
+    let changes = changes
+        .map(|r| match r {
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.is_not_found() => {
+                tracing::debug!(
+                    kind = %K::kind(&K::DynamicType::default()),
+                    "not served by the API server (CRD not installed); treated as empty"
+                );
+                Ok(true)
+            }
+            other => other,
+        })
+        .boxed();
+    (store, changes)
+}
+
 /// The changes of several kinds, read as bursts.
 pub struct Bursts {
     events: SelectAll<BoxStream<'static, Result<(usize, bool), watcher::Error>>>,

@@ -1,6 +1,7 @@
 //! Typed Gateway API objects (`gateway.networking.k8s.io/v1`, experimental channel v1.6.1):
-//! GatewayClass, Gateway, HTTPRoute and ReferenceGrant, with the fields tether reads and
-//! writes and no others.
+//! GatewayClass, Gateway, HTTPRoute and ReferenceGrant, and XBackendTrafficPolicy
+//! (`gateway.networking.x-k8s.io/v1alpha1`), with the fields tether reads and writes and
+//! no others.
 //!
 //! The `gateway-api` crate would give all of them, but it is built on kube 4 /
 //! k8s-openapi 0.28 and tether on kube 5 / 0.29, so these are written by hand from the
@@ -471,4 +472,44 @@ pub struct RouteParentStatus {
     /// `Accepted`, `ResolvedRefs`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+// === XBackendTrafficPolicy ===
+
+/// The API group of the experimental (`X`-prefixed) kinds.
+pub const X_GROUP: &str = "gateway.networking.x-k8s.io";
+
+/// `XBackendTrafficPolicy.spec` (`gateway.networking.x-k8s.io/v1alpha1`): settings for
+/// traffic to the Services it targets. tether reads `sessionPersistence`, which applies
+/// to the rules routing to a targeted Service that set no `sessionPersistence` of their
+/// own; `retryConstraint` is left to serde's unknown fields (tether's retry budget is a
+/// tether setting).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "gateway.networking.x-k8s.io",
+    version = "v1alpha1",
+    kind = "XBackendTrafficPolicy",
+    plural = "xbackendtrafficpolicies",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct XBackendTrafficPolicySpec {
+    /// The Services (of the policy's namespace) it applies to.
+    pub target_refs: Vec<LocalPolicyTargetReference>,
+    /// Session persistence for routes to those Services, unless a rule sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistence>,
+}
+
+/// `targetRefs[]`: an object of the policy's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalPolicyTargetReference {
+    /// The target's API group (`""` for core, so for a Service).
+    pub group: String,
+    /// The target's kind (`Service` is the one tether honours).
+    pub kind: String,
+    /// The target's name.
+    pub name: String,
 }

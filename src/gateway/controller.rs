@@ -32,10 +32,20 @@
 //! serves each hostname its Secret's certificate by SNI.
 //!
 //! Backend names: `namespace.route.service.port`, independent of rule order and
-//! matches, so a route edit that keeps a rule's Service keeps its sessions. A second
-//! rule of the same route to the same Service port with other `sessionPersistence`
-//! gets its own backend, `namespace.route.rule.service.port` (`rule` is the rule's
-//! `name`, else `rule-N`).
+//! matches, so a route edit that keeps a rule's Service keeps its sessions. A rule with
+//! several Service backendRefs is one weighted backend (new sessions split by `weight`,
+//! every session stays on its pod) named after its FIRST listed Service, never after
+//! the weights: a live weight change, or a canary ref appended after the first, keeps
+//! the name and so the sessions. A weight-0 ref takes no new sessions; its pods keep
+//! the ones they have (they still serve), as a draining pod does without the timeout.
+//! A second rule of the same route to the same Service port with other
+//! `sessionPersistence` gets its own backend, `namespace.route.rule.service.port`
+//! (`rule` is the rule's `name`, else `rule-N`).
+//!
+//! Session persistence: a rule's own `sessionPersistence`, else that of the
+//! XBackendTrafficPolicy (`gateway.networking.x-k8s.io/v1alpha1`, a fourth watcher)
+//! targeting its (first) Service, else tether's default cookie. The policy kind is
+//! optional: in a cluster without its CRD it counts as an empty list.
 //!
 //! Errors only log: watch errors are retried with backoff, and a route that does not
 //! compile is left out (with a warning) while the others route.
@@ -55,7 +65,8 @@ use super::api::{
     Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, HTTPBackendRef,
     HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, HTTPRouteStatus, LifetimeType,
     Listener, ListenerStatus, ParentReference, PathMatchType, ReferenceGrantV1beta1,
-    RouteGroupKind, RouteParentStatus, SessionPersistence, SessionPersistenceType, GROUP,
+    RouteGroupKind, RouteParentStatus, SessionPersistence, SessionPersistenceType,
+    XBackendTrafficPolicy, GROUP,
 };
 use super::session;
 use crate::config::{BackendSettings, Config, GatewaySettings};
@@ -131,6 +142,30 @@ impl Compiled {
         Self::build_in(&world, controller)
     }
 
+    /// [`Compiled::build`] with the cluster's XBackendTrafficPolicies: a policy's
+    /// `sessionPersistence` applies to each rule routing to a Service it targets (kind
+    /// `Service`, the policy's namespace) that sets no `sessionPersistence` itself. When
+    /// several policies target one Service, the oldest wins (Gateway API's policy
+    /// conflict rule: `creationTimestamp`, then namespace/name); when a rule's Services
+    /// have different policies, the first listed Service's applies.
+    pub fn build_with_policies(
+        classes: &[Arc<GatewayClass>],
+        gateways: &[Arc<Gateway>],
+        routes: &[Arc<HTTPRoute>],
+        policies: &[Arc<XBackendTrafficPolicy>],
+        controller: &str,
+    ) -> (Compiled, Vec<Error>, Vec<String>) {
+        let world = World {
+            classes,
+            gateways,
+            routes,
+            policies,
+            tls: true,
+            ..World::default()
+        };
+        Self::build_in(&world, controller)
+    }
+
     /// [`Compiled::build`] for everything the controller watches: ReferenceGrants admit
     /// Services of other namespaces, Namespace labels feed `allowedRoutes` selectors.
     /// Without a TLS listener (`world.tls`), routes do not attach to `HTTPS` listeners
@@ -138,6 +173,7 @@ impl Compiled {
     pub fn build_in(world: &World<'_>, controller: &str) -> (Compiled, Vec<Error>, Vec<String>) {
         let (classes, gateways, routes) = (world.classes, world.gateways, world.routes);
         let ctx = Arc::new(Context::of(world));
+        let policies = Arc::new(service_policies(world.policies));
         let ours: BTreeSet<String> = classes
             .iter()
             .filter(|c| c.spec.controller_name == controller)
@@ -161,6 +197,8 @@ impl Compiled {
                 id: name.clone(),
                 notes: Vec::new(),
                 ctx: ctx.clone(),
+                policies: policies.clone(),
+                namespace: namespace(route.as_ref()),
             };
             let hosts = b.attach(route, &gateways);
             let Some(hosts) = hosts else {
@@ -222,6 +260,9 @@ struct Backend {
     namespace: String,
     service: String,
     port: u16,
+    /// Every Service port of the rule with its weight, when there are several (a
+    /// weighted backend); empty for a rule to one Service.
+    weighted: Vec<(String, String, u16, u32)>,
     persistence: Option<SessionPersistence>,
     /// The cookie paths GEP-1619 gives the matches that reach it.
     cookie_paths: BTreeSet<String>,
@@ -240,6 +281,11 @@ struct RouteBuilder {
     notes: Vec<String>,
     /// ReferenceGrants and Namespace labels.
     ctx: Arc<Context>,
+    /// XBackendTrafficPolicies by (namespace, Service): (policy name, its
+    /// `sessionPersistence`).
+    policies: Arc<BTreeMap<(String, String), (String, SessionPersistence)>>,
+    /// The route's namespace.
+    namespace: String,
 }
 
 impl RouteBuilder {
@@ -341,9 +387,14 @@ impl RouteBuilder {
         let mut routes = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
-            let Some((service_ns, service, port)) = self.backend_ref(&at, &ns, rule) else {
+            let Some(refs) = self.backend_ref(&at, &ns, rule) else {
                 continue;
             };
+            // The first Service names the backend, whatever the weights: a weight change
+            // (or a Service added after it) keeps the name, so the reload keeps the
+            // backend's endpoints and sessions.
+            let (service_ns, service, port) = (refs[0].0.clone(), refs[0].1.clone(), refs[0].2);
+            let weighted = if refs.len() > 1 { refs } else { Vec::new() };
             let persistence = self.persistence(&at, rule);
             // A Service of another namespace (a ReferenceGrant allows it) has that
             // namespace in its backend's name too.
@@ -352,8 +403,12 @@ impl RouteBuilder {
             } else {
                 format!("{ns}.{route_name}.{service_ns}.{service}.{port}")
             };
-            let same =
-                |b: &Backend| b.namespace == service_ns && b.service == service && b.port == port;
+            let same = |b: &Backend| {
+                b.namespace == service_ns
+                    && b.service == service
+                    && b.port == port
+                    && b.weighted == weighted
+            };
             let index = match backends
                 .iter()
                 .position(|b| same(b) && b.persistence == persistence)
@@ -371,6 +426,7 @@ impl RouteBuilder {
                         namespace: service_ns.clone(),
                         service: service.clone(),
                         port,
+                        weighted: weighted.clone(),
                         persistence,
                         cookie_paths: BTreeSet::new(),
                     });
@@ -438,14 +494,16 @@ impl RouteBuilder {
         (backends, routes)
     }
 
-    /// The namespace, Service and port of a rule's one backend: tether sends a rule to
-    /// one Service.
+    /// The namespaces, Services, ports and weights of a rule's backendRefs, in listed
+    /// order (a Service port listed twice counts once, with the sum of its weights);
+    /// `None` when no ref is usable or every weight is 0. A Service of another namespace
+    /// is usable only when a ReferenceGrant allows it.
     fn backend_ref(
         &mut self,
         at: &str,
         ns: &str,
         rule: &HTTPRouteRule,
-    ) -> Option<(String, String, u16)> {
+    ) -> Option<Vec<(String, String, u16, u32)>> {
         let mut usable: Vec<&HTTPBackendRef> = Vec::new();
         for (j, r) in rule.backend_refs.iter().enumerate() {
             let what = format!("{at}.backendRefs[{j}] {}", r.name);
@@ -471,35 +529,45 @@ impl RouteBuilder {
                 self.note(&what, "a Service port is required; left out");
                 continue;
             }
-            if r.weight == Some(0) {
-                continue;
-            }
             usable.push(r);
         }
-        // The heaviest; the first of equals.
-        let best = usable
-            .iter()
-            .enumerate()
-            .max_by_key(|(k, r)| (r.weight.unwrap_or(1), std::cmp::Reverse(*k)))
-            .map(|(_, r)| *r)?;
-        if usable.len() > 1 {
+        let mut refs: Vec<(String, String, u16, u32)> = Vec::new();
+        for r in usable {
+            let service_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
+            let port = r.port.and_then(|p| u16::try_from(p).ok())?;
+            // The CRD bounds weight to 0..=1000000; anything else is clamped.
+            let weight = r
+                .weight
+                .unwrap_or(1)
+                .clamp(0, crate::config::MAX_SERVICE_WEIGHT as i32) as u32;
+            match refs
+                .iter_mut()
+                .find(|(n, s, p, _)| *n == service_ns && *s == r.name && *p == port)
+            {
+                Some(e) => {
+                    e.3 =
+                        e.3.saturating_add(weight)
+                            .min(crate::config::MAX_SERVICE_WEIGHT)
+                }
+                None => refs.push((service_ns, r.name.clone(), port, weight)),
+            }
+        }
+        if !refs.is_empty() && refs.iter().all(|(_, _, _, w)| *w == 0) {
             self.note(
                 &format!("{at}.backendRefs"),
-                &format!(
-                    "splitting traffic between Services is not supported yet; every session \
-                     goes to {} (the heaviest)",
-                    best.name
-                ),
+                "every weight is 0: no request goes anywhere; the rule is left out",
             );
+            return None;
         }
-        let port = best.port.and_then(|p| u16::try_from(p).ok())?;
-        let service_ns = best.namespace.clone().unwrap_or_else(|| ns.to_string());
-        Some((service_ns, best.name.clone(), port))
+        (!refs.is_empty()).then_some(refs)
     }
 
     /// The rule's `sessionPersistence`, as tether can honour it.
     fn persistence(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<SessionPersistence> {
-        let mut p = rule.session_persistence.clone()?;
+        let mut p = match rule.session_persistence.clone() {
+            Some(p) => p,
+            None => self.policy_persistence(at, rule)?,
+        };
         if p.kind == Some(SessionPersistenceType::Header) && p.session_name.is_none() {
             self.note(
                 &format!("{at}.sessionPersistence"),
@@ -518,6 +586,66 @@ impl RouteBuilder {
         }
         Some(p)
     }
+}
+
+impl RouteBuilder {
+    /// The `sessionPersistence` of the XBackendTrafficPolicy of the rule's first Service
+    /// that has one (for a rule without its own).
+    fn policy_persistence(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<SessionPersistence> {
+        let mut found: Vec<&(String, SessionPersistence)> = Vec::new();
+        for r in &rule.backend_refs {
+            if r.group.as_deref().unwrap_or("").is_empty()
+                && r.kind.as_deref().unwrap_or("Service") == "Service"
+            {
+                let ns = r
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| self.namespace.clone());
+                if let Some(p) = self.policies.get(&(ns, r.name.clone())) {
+                    if !found.iter().any(|f| f.0 == p.0) {
+                        found.push(p);
+                    }
+                }
+            }
+        }
+        let (first, p) = found.first().map(|(n, p)| (n.clone(), p.clone()))?;
+        if found.len() > 1 {
+            let others: Vec<&str> = found[1..].iter().map(|(n, _)| n.as_str()).collect();
+            self.note(
+                &format!("{at}.backendRefs"),
+                &format!(
+                    "its Services have different XBackendTrafficPolicies; {first} (the first \
+                     Service's) applies, not {}",
+                    others.join(", ")
+                ),
+            );
+        }
+        Some(p)
+    }
+}
+
+/// Each Service's XBackendTrafficPolicy with a `sessionPersistence`, by (namespace,
+/// Service): (policy name, its persistence). The oldest policy wins a Service two
+/// target.
+fn service_policies(
+    policies: &[Arc<XBackendTrafficPolicy>],
+) -> BTreeMap<(String, String), (String, SessionPersistence)> {
+    let mut policies: Vec<&Arc<XBackendTrafficPolicy>> = policies.iter().collect();
+    policies.sort_by_key(|p| (p.metadata.creation_timestamp.clone(), id(p.as_ref())));
+    let mut out = BTreeMap::new();
+    for p in policies {
+        let Some(persistence) = &p.spec.session_persistence else {
+            continue;
+        };
+        for t in &p.spec.target_refs {
+            if !t.group.is_empty() || t.kind != "Service" {
+                continue;
+            }
+            out.entry((namespace(p.as_ref()), t.name.clone()))
+                .or_insert_with(|| (p.name_any(), persistence.clone()));
+        }
+    }
+    out
 }
 
 /// Whether sessions of this persistence travel in a cookie.
@@ -660,14 +788,27 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
     let q = |s: &str| toml::Value::String(s.into()).to_string();
     let mut out = String::new();
     for b in backends {
-        let _ = writeln!(
-            out,
-            "[[backend]]\nname = {}\nkubernetes = {{ namespace = {}, service = {}, port = {} }}",
-            q(&b.name),
-            q(&b.namespace),
-            q(&b.service),
-            b.port
-        );
+        if b.weighted.is_empty() {
+            let _ = writeln!(
+                out,
+                "[[backend]]\nname = {}\nkubernetes = {{ namespace = {}, service = {}, port = {} }}",
+                q(&b.name),
+                q(&b.namespace),
+                q(&b.service),
+                b.port
+            );
+        } else {
+            let _ = writeln!(out, "[[backend]]\nname = {}\nkubernetes = [", q(&b.name));
+            for (namespace, service, port, weight) in &b.weighted {
+                let _ = writeln!(
+                    out,
+                    "  {{ namespace = {}, service = {}, port = {port}, weight = {weight} }},",
+                    q(namespace),
+                    q(service),
+                );
+            }
+            let _ = writeln!(out, "]");
+        }
         let Some(p) = &b.persistence else {
             continue; // tether's default cookie affinity
         };
@@ -742,6 +883,8 @@ pub struct World<'a> {
     /// Every Service (metadata), for `BackendNotFound`; `None`: not watched, every
     /// Service is taken to exist.
     pub services: Option<&'a [Arc<PartialObjectMeta<Service>>]>,
+    /// Every XBackendTrafficPolicy: session persistence attached to Services.
+    pub policies: &'a [Arc<XBackendTrafficPolicy>],
     /// tether has a TLS listener to serve `HTTPS` listeners on.
     pub tls: bool,
 }
@@ -1361,6 +1504,9 @@ impl Controller {
         let (namespaces, namespace_changes) = objects::reflect::<Namespace>(&self.client);
         let (services, service_changes) =
             objects::reflect::<PartialObjectMeta<Service>>(&self.client);
+        // Experimental channel: a cluster without its CRD routes as if it had none.
+        let (policies, policy_changes) =
+            objects::reflect_optional::<XBackendTrafficPolicy>(&self.client);
         let mut bursts = Bursts::new(
             vec![
                 class_changes,
@@ -1369,6 +1515,7 @@ impl Controller {
                 grant_changes,
                 namespace_changes,
                 service_changes,
+                policy_changes,
             ],
             self.settings.debounce,
             "gateway api",
@@ -1379,6 +1526,7 @@ impl Controller {
             let (classes, gateways, routes) = (classes.state(), gateways.state(), routes.state());
             let (grants, namespaces, services) =
                 (grants.state(), namespaces.state(), services.state());
+            let policies = policies.state();
             let world = World {
                 classes: &classes,
                 gateways: &gateways,
@@ -1386,6 +1534,7 @@ impl Controller {
                 grants: &grants,
                 namespaces: &namespaces,
                 services: Some(&services),
+                policies: &policies,
                 tls: self.tls.is_some(),
             };
             let (compiled, errors, mut notes) =
@@ -1629,7 +1778,7 @@ mod tests {
             vec![
                 "infra.shop.web.80",
                 "infra.shop.rule-1.web.80",
-                "infra.shop.b.80"
+                "infra.shop.a.80"
             ]
         );
         let cookie = &c.backends[0].affinity;
@@ -1650,7 +1799,140 @@ mod tests {
             ]
         );
         assert!(notes.iter().any(|n| n.contains("Exact")), "{notes:?}");
-        assert!(notes.iter().any(|n| n.contains("splitting")), "{notes:?}");
+        let crate::config::Source::Weighted(split) = &c.backends[2].source else {
+            panic!("{:?}", c.backends[2].source)
+        };
+        let split: Vec<_> = split
+            .iter()
+            .map(|s| (s.source.service.as_str(), s.weight))
+            .collect();
+        assert_eq!(split, [("a", 1), ("b", 3)]);
+    }
+
+    #[test]
+    fn a_rule_with_several_services_is_one_weighted_backend_named_without_its_weights() {
+        let (classes, gateways) = world();
+        let with = |weights: [i64; 3]| {
+            route(
+                "infra",
+                "shop",
+                json!({
+                    "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                    "hostnames": ["shop.example.com"],
+                    "rules": [{"backendRefs": [
+                        {"name": "web", "port": 80, "weight": weights[0]},
+                        {"name": "canary", "port": 80, "weight": weights[1]},
+                        {"name": "old", "port": 80, "weight": weights[2]}]}],
+                }),
+            )
+        };
+        let compile = |r| {
+            let (c, errors, _) = Compiled::build(&classes, &gateways, &[r], OURS);
+            assert!(errors.is_empty(), "{errors:?}");
+            c
+        };
+        let weights = |c: &Compiled| match &c.backends[0].source {
+            crate::config::Source::Weighted(s) => s.iter().map(|s| s.weight).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let before = compile(with([3, 1, 0]));
+        let after = compile(with([1, 3, 0]));
+        assert_eq!(before.backends.len(), 1);
+        assert_eq!(before.backends[0].name, "infra.shop.web.80");
+        assert_eq!(after.backends[0].name, before.backends[0].name);
+        // Weight 0 stays in the backend (its pods keep their sessions).
+        assert_eq!(weights(&before), [3, 1, 0]);
+        assert_eq!(weights(&after), [1, 3, 0]);
+        // Every weight 0: nothing to send new sessions to; the rule is left out.
+        let (c, _, notes) = Compiled::build(&classes, &gateways, &[with([0, 0, 0])], OURS);
+        assert!(c.routes.is_empty());
+        assert!(
+            notes.iter().any(|n| n.contains("every weight is 0")),
+            "{notes:?}"
+        );
+    }
+
+    fn policy(
+        ns: &str,
+        name: &str,
+        created: &str,
+        services: &[&str],
+        cookie: &str,
+    ) -> Arc<XBackendTrafficPolicy> {
+        let targets: Vec<_> = services
+            .iter()
+            .map(|s| json!({"group": "", "kind": "Service", "name": s}))
+            .collect();
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
+                "kind": "XBackendTrafficPolicy",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
+                "spec": {"targetRefs": targets,
+                         "sessionPersistence": {"sessionName": cookie, "absoluteTimeout": "1h"}}}))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_backend_traffic_policy_gives_its_services_persistence_unless_the_rule_has_its_own() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "shop",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["shop.example.com"],
+                "rules": [
+                    {"matches": [{"path": {"value": "/a"}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                    {"matches": [{"path": {"value": "/b"}}],
+                     "backendRefs": [{"name": "api", "port": 80}],
+                     "sessionPersistence": {"sessionName": "OWN"}},
+                    {"matches": [{"path": {"value": "/c"}}],
+                     "backendRefs": [{"name": "other", "port": 80}]},
+                ],
+            }),
+        );
+        let policies = [
+            // Younger, so the older POLICY wins web.
+            policy("infra", "late", "2026-02-01T00:00:00Z", &["web"], "LATE"),
+            policy(
+                "infra",
+                "p",
+                "2026-01-01T00:00:00Z",
+                &["web", "api"],
+                "POLICY",
+            ),
+            // Another namespace's policy does not reach infra's Services.
+            policy(
+                "elsewhere",
+                "x",
+                "2025-01-01T00:00:00Z",
+                &["other"],
+                "ELSEWHERE",
+            ),
+        ];
+        let (c, errors, _) =
+            Compiled::build_with_policies(&classes, &gateways, &[r], &policies, OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        let cookies: Vec<(&str, &str)> = c
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.affinity.cookie.name.as_str()))
+            .collect();
+        assert_eq!(
+            cookies,
+            [
+                ("infra.shop.web.80", "POLICY"),
+                ("infra.shop.api.80", "OWN"),
+                ("infra.shop.other.80", "tether"),
+            ]
+        );
+        assert_eq!(
+            c.backends[0].affinity.absolute_timeout,
+            Some(Duration::from_secs(3600))
+        );
     }
 
     #[test]

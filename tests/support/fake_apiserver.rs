@@ -69,6 +69,13 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
     ("ingresses", "networking.k8s.io/v1", "Ingress", true),
     // Certificates for TLS listeners.
     ("secrets", "v1", "Secret", true),
+    // Gateway API's experimental channel.
+    (
+        "xbackendtrafficpolicies",
+        "gateway.networking.x-k8s.io/v1alpha1",
+        "XBackendTrafficPolicy",
+        true,
+    ),
     (
         "ingressclasses",
         "networking.k8s.io/v1",
@@ -114,6 +121,8 @@ struct State {
     leases: BTreeMap<(String, String), (Value, BTreeMap<String, String>)>,
     status_writes: Vec<StatusWrite>,
     events: Vec<Value>,
+    /// Plurals answered with 404, as a cluster without their CRD does.
+    unserved: std::collections::BTreeSet<String>,
 }
 
 /// A PATCH of an object's status.
@@ -328,6 +337,16 @@ impl FakeApiServer {
         self.inner.state.lock().unwrap().status_writes.clone()
     }
 
+    /// Answers 404 for `plural` from now on, as a cluster without its CRD does.
+    pub fn unserve(&self, plural: &str) {
+        self.inner
+            .state
+            .lock()
+            .unwrap()
+            .unserved
+            .insert(plural.into());
+    }
+
     /// Every Event created so far.
     pub fn events(&self) -> Vec<Value> {
         self.inner.state.lock().unwrap().events.clone()
@@ -354,7 +373,8 @@ impl FakeApiServer {
         if let Some(r) = self.write(&method, &path, &query, &content_type, &body) {
             return r;
         }
-        let Some((resource, namespace)) = route(&path) else {
+        let unserved = |r: &Resource| self.inner.state.lock().unwrap().unserved.contains(r.0);
+        let Some((resource, namespace)) = route(&path).filter(|(r, _)| !unserved(r)) else {
             return status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
