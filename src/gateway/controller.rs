@@ -320,7 +320,7 @@ impl RouteBuilder {
                 }
                 if l.protocol == "HTTPS" {
                     let refused = if self.ctx.tls {
-                        listener_certificate(&ns, l).err()
+                        listener_certificate(&self.ctx, &ns, l).err().map(|u| u.why)
                     } else {
                         Some(NO_TLS_LISTENER.to_string())
                     };
@@ -657,17 +657,44 @@ fn cookie_kind(p: &Option<SessionPersistence>) -> bool {
 /// Why an `HTTPS` listener cannot be served when tether's listener is cleartext.
 const NO_TLS_LISTENER: &str = "tether has no TLS listener ([server.tls]), so it cannot be served";
 
+/// Why an `HTTPS` listener's certificate cannot be used: the listener status reason
+/// (`InvalidCertificateRef`, `RefNotPermitted`) and what to tell the operator.
+struct Unusable {
+    reason: &'static str,
+    why: String,
+}
+
+impl From<String> for Unusable {
+    fn from(why: String) -> Self {
+        Unusable {
+            reason: "InvalidCertificateRef",
+            why,
+        }
+    }
+}
+
+impl From<&str> for Unusable {
+    fn from(why: &str) -> Self {
+        why.to_string().into()
+    }
+}
+
 /// The Secret (`namespace`, `name`) an `HTTPS` listener of a Gateway in `gateway_ns`
-/// terminates TLS with: its first `certificateRef`, a Secret of the Gateway's namespace.
+/// terminates TLS with: its first `certificateRef`, a Secret of the Gateway's namespace,
+/// or of another one whose ReferenceGrant lets the Gateway's namespace refer to it.
 /// Or why the listener cannot be served.
-fn listener_certificate(gateway_ns: &str, l: &Listener) -> Result<(String, String), String> {
+fn listener_certificate(
+    ctx: &Context,
+    gateway_ns: &str,
+    l: &Listener,
+) -> Result<(String, String), Unusable> {
     let tls = l.tls.as_ref();
     match tls.and_then(|t| t.mode.as_deref()).unwrap_or("Terminate") {
         "Terminate" => {}
         "Passthrough" => {
             return Err("tls.mode Passthrough is not supported (tether terminates TLS)".into())
         }
-        other => return Err(format!("tls.mode {other} is not supported")),
+        other => return Err(format!("tls.mode {other} is not supported").into()),
     }
     let Some(r) = tls.and_then(|t| t.certificate_refs.first()) else {
         return Err("no tls.certificateRefs".into());
@@ -678,16 +705,19 @@ fn listener_certificate(gateway_ns: &str, l: &Listener) -> Result<(String, Strin
         return Err(format!(
             "certificateRef {} is not a core Secret; only Secrets are supported",
             r.name
-        ));
+        )
+        .into());
     }
     let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
-    if ns != gateway_ns {
-        // ReferenceGrant support lands separately; until then, refused.
-        return Err(format!(
-            "certificateRef {ns}/{} is in another namespace; cross-namespace certificateRefs \
-             (ReferenceGrant) are not supported yet",
-            r.name
-        ));
+    if ns != gateway_ns && !ctx.grants_ref("Gateway", gateway_ns, ns, "Secret", &r.name) {
+        return Err(Unusable {
+            reason: "RefNotPermitted",
+            why: format!(
+                "certificateRef {ns}/{}: no ReferenceGrant in namespace {ns} lets Gateways \
+                 of {gateway_ns} refer to it",
+                r.name
+            ),
+        });
     }
     Ok((ns.to_string(), r.name.clone()))
 }
@@ -696,11 +726,9 @@ fn listener_certificate(gateway_ns: &str, l: &Listener) -> Result<(String, Strin
 /// [`Binding`] per listener hostname, and notes on listeners whose certificate is not
 /// used as written. Gateways in namespace/name order, listeners in order: a hostname
 /// two listeners claim keeps the first one's certificate.
-pub fn certificates(
-    classes: &[Arc<GatewayClass>],
-    gateways: &[Arc<Gateway>],
-    controller: &str,
-) -> (Vec<Binding>, Vec<String>) {
+pub fn certificates(world: &World<'_>, controller: &str) -> (Vec<Binding>, Vec<String>) {
+    let (classes, gateways) = (world.classes, world.gateways);
+    let ctx = Context::of(world);
     let ours: BTreeSet<String> = classes
         .iter()
         .filter(|c| c.spec.controller_name == controller)
@@ -717,10 +745,10 @@ pub fn certificates(
         let ns = namespace(g.as_ref());
         for l in g.spec.listeners.iter().filter(|l| l.protocol == "HTTPS") {
             let from = format!("Gateway {}/{} listener {}", ns, g.name_any(), l.name);
-            let (secret_ns, secret) = match listener_certificate(&ns, l) {
+            let (secret_ns, secret) = match listener_certificate(&ctx, &ns, l) {
                 Ok(s) => s,
-                Err(why) => {
-                    notes.push(format!("{from}: {why}"));
+                Err(u) => {
+                    notes.push(format!("{from}: {}", u.why));
                     continue;
                 }
             };
@@ -954,6 +982,13 @@ impl Context {
     /// Whether a ReferenceGrant in `to` lets HTTPRoutes of `from` refer to Service
     /// `service` there.
     fn granted(&self, from: &str, to: &str, service: &str) -> bool {
+        self.grants_ref("HTTPRoute", from, to, "Service", service)
+    }
+
+    /// Whether a ReferenceGrant in namespace `to` lets objects of Gateway API kind
+    /// `from_kind` in namespace `from` refer to the core object `to_kind` `name` there
+    /// (a grant's `to` without a name grants every object of the kind).
+    fn grants_ref(&self, from_kind: &str, from: &str, to: &str, to_kind: &str, name: &str) -> bool {
         self.grants
             .iter()
             .filter(|g| namespace(g.as_ref()) == to)
@@ -961,11 +996,11 @@ impl Context {
                 g.spec
                     .from
                     .iter()
-                    .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from)
+                    .any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from)
                     && g.spec.to.iter().any(|t| {
                         t.group.is_empty()
-                            && t.kind == "Service"
-                            && t.name.as_deref().is_none_or(|n| n == service)
+                            && t.kind == to_kind
+                            && t.name.as_deref().is_none_or(|n| n == name)
                     })
             })
     }
@@ -975,19 +1010,20 @@ impl Context {
 enum Unserved {
     /// Its protocol (or `HTTPS` without a TLS listener in tether): `UnsupportedProtocol`.
     Protocol(String),
-    /// Its `HTTPS` certificate cannot be used: `InvalidCertificateRef`.
-    Certificate(String),
+    /// Its `HTTPS` certificate cannot be used (`InvalidCertificateRef`, or
+    /// `RefNotPermitted` for a Secret of another namespace without a ReferenceGrant).
+    Certificate(Unusable),
 }
 
 /// Whether tether serves listener `l` of a Gateway in `gateway_ns`: `HTTP` always,
 /// `HTTPS` when tether has a TLS listener (`tls`) and the listener's certificate is a
 /// Secret it can use. Status and attachment ask here; the build's `attach` also says
 /// why not in its notes.
-fn served(gateway_ns: &str, l: &Listener, tls: bool) -> Result<(), Unserved> {
+fn served(ctx: &Context, gateway_ns: &str, l: &Listener) -> Result<(), Unserved> {
     match l.protocol.as_str() {
         "HTTP" => Ok(()),
-        "HTTPS" if !tls => Err(Unserved::Protocol(NO_TLS_LISTENER.into())),
-        "HTTPS" => listener_certificate(gateway_ns, l)
+        "HTTPS" if !ctx.tls => Err(Unserved::Protocol(NO_TLS_LISTENER.into())),
+        "HTTPS" => listener_certificate(ctx, gateway_ns, l)
             .map(drop)
             .map_err(Unserved::Certificate),
         other => Err(Unserved::Protocol(format!(
@@ -1155,8 +1191,7 @@ fn judge(
     let admitted: Vec<(usize, &Listener)> = named
         .into_iter()
         .filter(|(_, l)| {
-            served(&gateway_ns, l, ctx.tls).is_ok()
-                && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true)
+            served(ctx, &gateway_ns, l).is_ok() && ctx.admits(&gateway_ns, &route_ns, l) == Ok(true)
         })
         .collect();
     if admitted.is_empty() {
@@ -1384,7 +1419,7 @@ pub fn status(
                     .map(|s| s.conditions.as_slice())
                     .unwrap_or_default();
                 let (mut supported_kinds, invalid_kinds) = route_kinds(l);
-                let served = served(&key.0, l, world.tls);
+                let served = served(&ctx, &key.0, l);
                 if matches!(served, Err(Unserved::Protocol(_))) {
                     supported_kinds.clear();
                 }
@@ -1392,7 +1427,7 @@ pub fn status(
                     condition(before, t, ok, reason, message, generation, now)
                 };
                 let certificate = match &served {
-                    Err(Unserved::Certificate(why)) => Some(why.as_str()),
+                    Err(Unserved::Certificate(u)) => Some(u),
                     _ => None,
                 };
                 let conditions = vec![
@@ -1407,8 +1442,8 @@ pub fn status(
                     } else {
                         c("Programmed", false, "Invalid", "not served")
                     },
-                    if let Some(why) = certificate {
-                        c("ResolvedRefs", false, "InvalidCertificateRef", why)
+                    if let Some(u) = certificate {
+                        c("ResolvedRefs", false, u.reason, &u.why)
                     } else if invalid_kinds {
                         c(
                             "ResolvedRefs",
@@ -1554,8 +1589,7 @@ impl Controller {
                 );
                 let _ = tx.send(Arc::new(updates));
             }
-            let (bindings, cert_notes) =
-                certificates(&classes, &gateways, &self.settings.controller_name);
+            let (bindings, cert_notes) = certificates(&world, &self.settings.controller_name);
             match &self.tls {
                 Some(tls) => {
                     notes.extend(cert_notes);
@@ -1950,7 +1984,13 @@ mod tests {
         ]);
         let classes = vec![class("tether", OURS)];
         let gateways = vec![gateway("infra", "gw", "tether", listeners)];
-        let (bindings, notes) = certificates(&classes, &gateways, OURS);
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            tls: true,
+            ..World::default()
+        };
+        let (bindings, notes) = certificates(&world, OURS);
         let got: Vec<(&str, &str)> = bindings
             .iter()
             .map(|b| (b.host.as_str(), b.name.as_str()))
@@ -2196,6 +2236,8 @@ mod tests {
              "tls": {"certificateRefs": [{"name": "a-tls"}]}},
             {"name": "far", "port": 443, "protocol": "HTTPS", "hostname": "b.example.com",
              "tls": {"certificateRefs": [{"name": "b-tls", "namespace": "elsewhere"}]}},
+            {"name": "map", "port": 443, "protocol": "HTTPS", "hostname": "c.example.com",
+             "tls": {"certificateRefs": [{"kind": "ConfigMap", "name": "c-tls"}]}},
         ]);
         let classes = vec![class("tether", OURS)];
         let gateways = vec![gateway("infra", "gw", "tether", listeners)];
@@ -2234,32 +2276,90 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let s = |a: &str, p: &str, r: &str| (a.to_string(), p.to_string(), r.to_string());
+        let refused = |why: &str| s("True:Accepted", "False:Invalid", why);
         assert_eq!(
             reasons(true),
             vec![
                 s("True:Accepted", "True:Programmed", "True:ResolvedRefs"),
-                s(
-                    "True:Accepted",
-                    "False:Invalid",
-                    "False:InvalidCertificateRef"
-                ),
+                refused("False:RefNotPermitted"),
+                refused("False:InvalidCertificateRef"),
             ]
         );
         // Without a TLS listener in tether, no HTTPS listener can be served.
+        let unserved = s(
+            "False:UnsupportedProtocol",
+            "False:Invalid",
+            "True:ResolvedRefs",
+        );
         assert_eq!(
             reasons(false),
-            vec![
-                s(
-                    "False:UnsupportedProtocol",
-                    "False:Invalid",
-                    "True:ResolvedRefs"
-                ),
-                s(
-                    "False:UnsupportedProtocol",
-                    "False:Invalid",
-                    "True:ResolvedRefs"
-                ),
-            ]
+            vec![unserved.clone(), unserved.clone(), unserved]
+        );
+    }
+
+    #[test]
+    fn a_certificate_ref_to_another_namespace_needs_a_reference_grant_for_secrets() {
+        let listeners = json!([
+            {"name": "far", "port": 443, "protocol": "HTTPS", "hostname": "far.example.com",
+             "tls": {"certificateRefs": [{"name": "far-tls", "namespace": "certs"}]}},
+        ]);
+        let classes = vec![class("tether", OURS)];
+        let gateways = vec![gateway("infra", "gw", "tether", listeners)];
+        let secret_grant = |kind: &str| -> Arc<ReferenceGrantV1beta1> {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+                    "metadata": {"name": "certs", "namespace": "certs"},
+                    "spec": {"from": [{"group": GROUP, "kind": kind, "namespace": "infra"}],
+                             "to": [{"group": "", "kind": "Secret", "name": "far-tls"}]}}))
+                .unwrap(),
+            )
+        };
+        let outcome = |grants: &[Arc<ReferenceGrantV1beta1>]| {
+            let world = World {
+                classes: &classes,
+                gateways: &gateways,
+                grants,
+                tls: true,
+                ..World::default()
+            };
+            let (bindings, _) = certificates(&world, OURS);
+            let updates = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+            let resolved = updates
+                .iter()
+                .find_map(|u| match u {
+                    StatusUpdate::Gateway { status, .. } => status.listeners[0]
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "ResolvedRefs")
+                        .map(|c| c.reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let bound: Vec<String> = bindings
+                .iter()
+                .map(|b| format!("{}/{}", b.namespace, b.name))
+                .collect();
+            (bound, resolved)
+        };
+        // No grant, or one for HTTPRoutes only: refused, RefNotPermitted.
+        for grants in [
+            vec![],
+            vec![secret_grant("HTTPRoute")],
+            vec![grant("certs", "infra", None)],
+        ] {
+            assert_eq!(
+                outcome(&grants),
+                (Vec::<String>::new(), "RefNotPermitted".to_string())
+            );
+        }
+        // A grant letting Gateways of infra refer to the Secret: served with it.
+        assert_eq!(
+            outcome(&[secret_grant("Gateway")]),
+            (
+                vec!["certs/far-tls".to_string()],
+                "ResolvedRefs".to_string()
+            )
         );
     }
 
