@@ -413,6 +413,35 @@ pub struct RouteSettings {
     pub path_prefix: String,
     /// Index into [`Config::backends`].
     pub backend: usize,
+    /// What else a request must have to take the route, and how its path compares
+    /// (Gateway API's HTTPRouteMatch); none by default.
+    pub matches: RouteMatches,
+}
+
+/// The conditions of a route beyond its host and path prefix: `path` (exact),
+/// `method`, `headers` and `query` in a `[[route]]`, an HTTPRoute match's `Exact` path,
+/// `method`, `headers` and `queryParams`, an Ingress `Exact` path. All must hold.
+/// Which of several matching routes wins is [`crate::proxy::route::RouteTable`]'s
+/// (Gateway API precedence).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatches {
+    /// The route's path is the whole path, not a prefix of it.
+    pub exact: bool,
+    /// The request method, when the route names one.
+    pub method: Option<http::Method>,
+    /// Header fields whose value must equal these (names are case-insensitive, values
+    /// exact; with a repeated field, the first line counts, as Gateway API says).
+    pub headers: Vec<(http::HeaderName, String)>,
+    /// Query parameters whose value must equal these (names and values exact, as
+    /// written; the first occurrence counts).
+    pub query: Vec<(String, String)>,
+}
+
+impl RouteMatches {
+    /// Whether only the host and the path decide (the common case, kept cheap).
+    pub fn is_path_only(&self) -> bool {
+        self.method.is_none() && self.headers.is_empty() && self.query.is_empty()
+    }
 }
 
 /// One `[[route]]` table as tether.toml text, for the code that writes configs
@@ -429,6 +458,42 @@ pub fn route_toml(host: Option<&str>, path_prefix: &str, backend: &str) -> Strin
         q(path_prefix),
         q(backend)
     ));
+    out
+}
+
+/// One `[[route]]` table as tether.toml text with its matches (see [`route_toml`]):
+/// an exact path is written as `path`, the other conditions as inline tables.
+pub fn route_toml_matching(
+    host: Option<&str>,
+    path: &str,
+    backend: &str,
+    matches: &RouteMatches,
+) -> String {
+    let q = |s: &str| toml::Value::String(s.into()).to_string();
+    let mut out = String::from("[[route]]\n");
+    if let Some(h) = host {
+        out.push_str(&format!("host = {}\n", q(h)));
+    }
+    let key = if matches.exact { "path" } else { "path_prefix" };
+    out.push_str(&format!("{key} = {}\nbackend = {}\n", q(path), q(backend)));
+    if let Some(m) = &matches.method {
+        out.push_str(&format!("method = {}\n", q(m.as_str())));
+    }
+    let table = |pairs: &mut dyn Iterator<Item = (&str, &str)>| {
+        let items: Vec<String> = pairs.map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+        format!("{{ {} }}", items.join(", "))
+    };
+    if !matches.headers.is_empty() {
+        let mut pairs = matches
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        out.push_str(&format!("headers = {}\n", table(&mut pairs)));
+    }
+    if !matches.query.is_empty() {
+        let mut pairs = matches.query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        out.push_str(&format!("query = {}\n", table(&mut pairs)));
+    }
     out
 }
 
@@ -591,6 +656,11 @@ struct RawAffinity {
 struct RawRoute {
     host: Option<String>,
     path_prefix: Option<String>,
+    /// An exact path, instead of `path_prefix`.
+    path: Option<String>,
+    method: Option<String>,
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    query: Option<std::collections::BTreeMap<String, String>>,
     backend: String,
 }
 
@@ -1303,6 +1373,7 @@ impl Validator<'_> {
                     host: None,
                     path_prefix: "/".into(),
                     backend: 0,
+                    matches: RouteMatches::default(),
                 }]);
             }
             return Err(self.err(
@@ -1325,13 +1396,27 @@ impl Validator<'_> {
                         ),
                     )
                 })?;
-            let path_prefix = r.path_prefix.unwrap_or_else(|| "/".into());
+            let exact = r.path.is_some();
+            if exact && r.path_prefix.is_some() {
+                return Err(self.err(f("path"), "set path (exact) or path_prefix, not both"));
+            }
+            let (path_field, path_prefix) = match r.path {
+                Some(p) => ("path", p),
+                None => ("path_prefix", r.path_prefix.unwrap_or_else(|| "/".into())),
+            };
             if !path_prefix.starts_with('/') {
                 return Err(self.err(
-                    f("path_prefix"),
+                    f(path_field),
                     format!("must start with '/', got {path_prefix:?}"),
                 ));
             }
+            let matches = self.route_matches(
+                &f,
+                exact,
+                r.method,
+                r.headers.unwrap_or_default(),
+                r.query.unwrap_or_default(),
+            )?;
             let host = match r.host {
                 None => None,
                 Some(h) => {
@@ -1353,9 +1438,80 @@ impl Validator<'_> {
                 host,
                 path_prefix,
                 backend,
+                matches,
             });
         }
         Ok(routes)
+    }
+
+    /// A `[[route]]`'s `method`, `headers` and `query`, validated (`f` makes the field
+    /// path of the route's fields).
+    fn route_matches(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        exact: bool,
+        method: Option<String>,
+        headers: std::collections::BTreeMap<String, String>,
+        query: std::collections::BTreeMap<String, String>,
+    ) -> Result<RouteMatches> {
+        // Gateway API's HTTPMethod values; tether refuses CONNECT, so a route for it
+        // could never match.
+        const METHODS: [&str; 8] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let method = match method {
+            None => None,
+            Some(m) if METHODS.contains(&m.as_str()) => http::Method::from_bytes(m.as_bytes()).ok(),
+            Some(m) => {
+                return Err(self.err(
+                    f("method"),
+                    format!("{m:?} is not one of {}", METHODS.join(", ")),
+                ))
+            }
+        };
+        let mut names: Vec<(http::HeaderName, String)> = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let field = f(&format!("headers.{name}"));
+            let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                return Err(self.err(field, "not a header field name"));
+            };
+            if names.iter().any(|(k, _)| *k == n) {
+                return Err(self.err(field, "the same header is listed twice (names ignore case)"));
+            }
+            if http::HeaderValue::from_str(&value).is_err() || value.trim() != value {
+                return Err(self.err(
+                    field,
+                    format!("{value:?} is not a header value (visible ASCII, no edge spaces)"),
+                ));
+            }
+            names.push((n, value));
+        }
+        let mut params = Vec::with_capacity(query.len());
+        for (name, value) in query {
+            let bad = |s: &str| {
+                s.bytes()
+                    .any(|b| b.is_ascii_control() || b"&#= ".contains(&b))
+            };
+            if name.is_empty()
+                || bad(&name)
+                || value
+                    .bytes()
+                    .any(|b| b.is_ascii_control() || b"&# ".contains(&b))
+            {
+                return Err(self.err(
+                    f(&format!("query.{name}")),
+                    "a query parameter needs a name, and neither may hold '&', '#', spaces or \
+                     controls (and the name no '=')",
+                ));
+            }
+            params.push((name, value));
+        }
+        Ok(RouteMatches {
+            exact,
+            method,
+            headers: names,
+            query: params,
+        })
     }
 
     fn socket_addr(&self, field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -1599,6 +1755,52 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!(e.field, field, "{e}");
             assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn route_matches_load_and_round_trip_through_route_toml_matching() {
+        let c = parse(
+            "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n\
+             [[route]]\npath='/exact'\nmethod='POST'\nheaders={ 'X-Env' = 'canary' }\n\
+             query={ v = '2' }\nbackend='a'\n",
+        )
+        .unwrap();
+        let m = &c.routes[0].matches;
+        assert!(m.exact);
+        assert_eq!(c.routes[0].path_prefix, "/exact");
+        assert_eq!(m.method, Some(http::Method::POST));
+        assert_eq!(
+            m.headers,
+            vec![(http::HeaderName::from_static("x-env"), "canary".to_string())]
+        );
+        assert_eq!(m.query, vec![("v".to_string(), "2".to_string())]);
+        let text = format!(
+            "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n{}",
+            route_toml_matching(None, "/exact", "a", m)
+        );
+        assert_eq!(parse(&text).unwrap().routes[0].matches, *m);
+    }
+
+    #[test]
+    fn bad_route_matches_name_their_field() {
+        let route = |extra: &str| {
+            format!("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='a'\n{extra}\n")
+        };
+        let cases = [
+            ("path='/a'\npath_prefix='/a'", "route[0].path"),
+            ("path='a'", "route[0].path"),
+            ("method='FETCH'", "route[0].method"),
+            ("method='CONNECT'", "route[0].method"),
+            ("headers={ 'bad name' = 'x' }", "route[0].headers.bad name"),
+            ("headers={ x-a = ' padded' }", "route[0].headers.x-a"),
+            ("headers={ x-a = '1', X-A = '2' }", "route[0].headers.x-a"),
+            ("query={ 'a&b' = '1' }", "route[0].query.a&b"),
+            ("query={ a = '1#2' }", "route[0].query.a"),
+        ];
+        for (extra, field) in cases {
+            let e = parse(&route(extra)).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
         }
     }
 

@@ -609,6 +609,7 @@ impl Reloader {
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
                 backend: r.backend.clone(),
+                matches: r.matches.clone(),
                 ingress: format!("HTTPRoute {}", r.route),
             }));
         extra

@@ -10,6 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 use support::fake_apiserver::ModeCluster;
+use support::transport::{request, send_plain, Transport};
 use support::*;
 
 const NS: &str = "shop";
@@ -259,4 +260,118 @@ fn the_example_httproute_of_config_kubernetes_routes_with_a_permanent_shop_cooki
     let two_days = std::time::Duration::from_secs(48 * 3600);
     assert_eq!(b.affinity.cookie.max_age, Some(two_days));
     assert_eq!(b.affinity.absolute_timeout, Some(two_days));
+}
+
+/// Starts Service `canary` (one pod of its own) next to the cluster's `web`, and applies
+/// HTTPRoute `matches` sending requests with `X-Env: canary`, `DELETE /orders…`,
+/// `/search?beta=1` and exactly `/exact` to canary, everything else to web.
+async fn canary_route(k: &Cluster) -> Vec<Arc<TestBackend>> {
+    let (pods, port) = pods_on_one_port(&["canary"]).await;
+    let eps = [support::fake_apiserver::Ep::pod(
+        "canary",
+        &pods[0].addr.ip().to_string(),
+    )];
+    k.api.apply(support::fake_apiserver::slice(
+        NS, "canary-1", "canary", "http", port, &eps,
+    ));
+    let canary = json!([{"name": "canary", "port": port}]);
+    k.api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "matches", "namespace": NS, "generation": 1},
+        "spec": {
+            "parentRefs": [{"name": "ours", "sectionName": "http"}],
+            "hostnames": [HOST],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                              "headers": [{"name": "X-Env", "value": "canary"}]}],
+                 "backendRefs": canary},
+                {"matches": [{"path": {"type": "Exact", "value": "/exact"}},
+                             {"path": {"type": "PathPrefix", "value": "/orders"}, "method": "DELETE"},
+                             {"path": {"type": "PathPrefix", "value": "/search"},
+                              "queryParams": [{"name": "beta", "value": "1"}]}],
+                 "backendRefs": canary},
+                {"backendRefs": [{"name": "web", "port": k.port}]},
+            ],
+        },
+    }));
+    wait_for_async("the canary routes", || async {
+        k.get(HOST, "/exact", &[]).await.pod() == "canary"
+    })
+    .await;
+    pods
+}
+
+/// Who answered `method path` for the shop host with these fields, over `t`.
+async fn pod_over(
+    k: &Cluster,
+    t: Transport,
+    method: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let mut all = vec![];
+    if !t.is_h2() {
+        all.push(("host", HOST));
+    }
+    all.extend_from_slice(fields);
+    let target = if t.is_h2() {
+        format!("http://{HOST}{path}")
+    } else {
+        path.into()
+    };
+    let mut req = request(&target, &all, false);
+    *req.method_mut() = method.parse().unwrap();
+    let r = send_plain(t, k.proxy.proxy_addr, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{t:?} {method} {path} {fields:?}");
+    r.pod()
+}
+
+#[tokio::test]
+async fn httproute_header_method_and_query_matches_route_to_their_service_only() {
+    let k = Cluster::start().await;
+    let _canary = canary_route(&k).await;
+    for t in [Transport::H1, Transport::H2c] {
+        assert_eq!(
+            pod_over(&k, t, "GET", "/a", &[("x-env", "canary")]).await,
+            "canary"
+        );
+        assert!(pod_over(&k, t, "GET", "/a", &[("x-env", "stable")])
+            .await
+            .starts_with("pod-"));
+        assert!(
+            pod_over(&k, t, "GET", "/a", &[]).await.starts_with("pod-"),
+            "{t:?}"
+        );
+        assert_eq!(pod_over(&k, t, "DELETE", "/orders/7", &[]).await, "canary");
+        assert!(pod_over(&k, t, "GET", "/orders/7", &[])
+            .await
+            .starts_with("pod-"));
+        assert_eq!(
+            pod_over(&k, t, "GET", "/search?beta=1", &[]).await,
+            "canary"
+        );
+        assert!(pod_over(&k, t, "GET", "/search?beta=0", &[])
+            .await
+            .starts_with("pod-"));
+    }
+}
+
+#[tokio::test]
+async fn an_exact_httproute_path_wins_over_a_prefix_and_matches_nothing_longer() {
+    let k = Cluster::start().await;
+    let _canary = canary_route(&k).await;
+    for t in [Transport::H1, Transport::H2c] {
+        assert_eq!(
+            pod_over(&k, t, "GET", "/exact", &[]).await,
+            "canary",
+            "{t:?}"
+        );
+        assert!(
+            pod_over(&k, t, "GET", "/exact/x", &[])
+                .await
+                .starts_with("pod-"),
+            "{t:?}"
+        );
+    }
 }

@@ -309,6 +309,7 @@ fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
                         name: "x-a".into(),
                         value: "1".into(),
                     }],
+                    ..Default::default()
                 }],
                 backend_refs: vec![HTTPBackendRef {
                     group: Some(String::new()),

@@ -201,6 +201,25 @@ pub struct HTTPRouteMatch {
     /// Header conditions, all of which must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HTTPHeaderMatch>,
+    /// The request method, when the match names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<HTTPQueryParamMatch>,
+}
+
+/// `matches[].queryParams[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPQueryParamMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The parameter name, compared exactly (case-sensitive).
+    pub name: String,
+    /// The value to compare with.
+    pub value: String,
 }
 
 /// `matches[].path`.

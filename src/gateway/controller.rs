@@ -38,7 +38,7 @@ use super::api::{
     LifetimeType, Listener, PathMatchType, SessionPersistence, SessionPersistenceType, GROUP,
 };
 use super::session;
-use crate::config::{BackendSettings, Config, GatewaySettings};
+use crate::config::{BackendSettings, Config, GatewaySettings, RouteMatches};
 use crate::discovery::objects::{self, Bursts};
 
 /// Why an HTTPRoute could not be routed.
@@ -66,6 +66,8 @@ pub struct GatewayRoute {
     pub path_prefix: String,
     /// The backend's name (an entry of [`Compiled::backends`]).
     pub backend: String,
+    /// The match's other conditions: an `Exact` path, method, headers, query.
+    pub matches: RouteMatches,
     /// `namespace/name` of the HTTPRoute it came from.
     pub route: String,
 }
@@ -113,7 +115,8 @@ impl Compiled {
         let mut out = Compiled::default();
         let mut errors = Vec::new();
         let mut notes = Vec::new();
-        let mut taken: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+        // Host, path and the other conditions (as text: they have no order of their own).
+        let mut taken: BTreeSet<(Option<String>, String, String)> = BTreeSet::new();
         for route in routes {
             let name = id(route.as_ref());
             let mut b = RouteBuilder {
@@ -148,7 +151,12 @@ impl Compiled {
             let mut used = BTreeSet::new();
             for r in &config.routes {
                 // The older route keeps a host and path both claim (Gateway API's rule).
-                if !taken.insert((r.host.clone(), r.path_prefix.clone())) {
+                let key = (
+                    r.host.clone(),
+                    r.path_prefix.clone(),
+                    format!("{:?}", r.matches),
+                );
+                if !taken.insert(key) {
                     notes.push(format!(
                         "{name}: {}{}: an earlier rule or an older HTTPRoute routes it; it wins",
                         r.host.as_deref().unwrap_or("*"),
@@ -161,6 +169,7 @@ impl Compiled {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
+                    matches: r.matches.clone(),
                     route: name.clone(),
                 });
             }
@@ -190,6 +199,7 @@ struct Route {
     host: Option<String>,
     path_prefix: String,
     backend: String,
+    matches: RouteMatches,
 }
 
 /// Compiles one HTTPRoute, collecting notes.
@@ -330,7 +340,7 @@ impl RouteBuilder {
                     kind: Some(PathMatchType::PathPrefix),
                     value: Some("/".into()),
                 }),
-                headers: Vec::new(),
+                ..Default::default()
             }];
             let matches = if rule.matches.is_empty() {
                 &default_match[..]
@@ -339,21 +349,14 @@ impl RouteBuilder {
             };
             for (j, m) in matches.iter().enumerate() {
                 let at = format!("{at}.matches[{j}]");
-                if !m.headers.is_empty() {
-                    self.note(
-                        &format!("{at}.headers"),
-                        "header matches are not supported yet; the match is left out",
-                    );
+                let Some(mut conditions) = self.conditions(&at, m) else {
                     continue;
-                }
+                };
                 let path = m.path.clone().unwrap_or_default();
                 let value = path.value.clone().unwrap_or_else(|| "/".into());
                 match path.kind.unwrap_or(PathMatchType::PathPrefix) {
                     PathMatchType::PathPrefix => {}
-                    PathMatchType::Exact => self.note(
-                        &format!("{at}.path Exact {value}"),
-                        "approximated as PathPrefix (tether routes by path prefix)",
-                    ),
+                    PathMatchType::Exact => conditions.exact = true,
                     PathMatchType::RegularExpression => {
                         self.note(
                             &format!("{at}.path RegularExpression {value}"),
@@ -370,6 +373,7 @@ impl RouteBuilder {
                         host: host.clone(),
                         path_prefix: value.clone(),
                         backend: backends[index].name.clone(),
+                        matches: conditions.clone(),
                     });
                 }
             }
@@ -384,6 +388,58 @@ impl RouteBuilder {
             }
         }
         (backends, routes)
+    }
+
+    /// A match's method, headers and query parameters as tether's [`RouteMatches`], or
+    /// `None` (with a note) when it asks for what tether does not match on, so the
+    /// match is left out rather than routed wider than written. Of several conditions
+    /// on one name only the first counts, as the CRD says.
+    fn conditions(&mut self, at: &str, m: &HTTPRouteMatch) -> Option<RouteMatches> {
+        let mut out = RouteMatches::default();
+        if let Some(method) = &m.method {
+            match http::Method::from_bytes(method.as_bytes()) {
+                Ok(x) if x != http::Method::CONNECT => out.method = Some(x),
+                _ => {
+                    self.note(
+                        &format!("{at}.method {method}"),
+                        "not supported (tether refuses CONNECT); the match is left out",
+                    );
+                    return None;
+                }
+            }
+        }
+        for (k, h) in m.headers.iter().enumerate() {
+            if h.kind.as_deref().unwrap_or("Exact") != "Exact" {
+                self.note(
+                    &format!("{at}.headers[{k}] {}", h.name),
+                    "only Exact header matches are supported; the match is left out",
+                );
+                return None;
+            }
+            let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
+                self.note(
+                    &format!("{at}.headers[{k}]"),
+                    "not a header name; the match is left out",
+                );
+                return None;
+            };
+            if !out.headers.iter().any(|(n, _)| *n == name) {
+                out.headers.push((name, h.value.clone()));
+            }
+        }
+        for (k, q) in m.query_params.iter().enumerate() {
+            if q.kind.as_deref().unwrap_or("Exact") != "Exact" {
+                self.note(
+                    &format!("{at}.queryParams[{k}] {}", q.name),
+                    "only Exact query param matches are supported; the match is left out",
+                );
+                return None;
+            }
+            if !out.query.iter().any(|(n, _)| *n == q.name) {
+                out.query.push((q.name.clone(), q.value.clone()));
+            }
+        }
+        Some(out)
     }
 
     /// The Service and port of a rule's one backend: tether sends a rule to one Service.
@@ -546,10 +602,11 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
         }
     }
     for r in routes {
-        out.push_str(&crate::config::route_toml(
+        out.push_str(&crate::config::route_toml_matching(
             r.host.as_deref(),
             &r.path_prefix,
             &r.backend,
+            &r.matches,
         ));
     }
     out
@@ -818,7 +875,11 @@ mod tests {
                 (Some("shop.example.com"), "/split"),
             ]
         );
-        assert!(notes.iter().any(|n| n.contains("Exact")), "{notes:?}");
+        assert!(c.routes[1].matches.exact, "Exact matches the whole path");
+        assert!(
+            !notes.iter().any(|n| n.contains("Exact")),
+            "Exact is no longer approximated: {notes:?}"
+        );
         assert!(notes.iter().any(|n| n.contains("splitting")), "{notes:?}");
     }
 
@@ -840,5 +901,55 @@ mod tests {
         assert_eq!(a.cookie.max_age, None);
         assert_eq!(a.cookie.path, "/");
         assert_eq!(a.absolute_timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn header_method_and_query_matches_compile_and_regular_expressions_are_left_out() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "m",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["m.example.com"],
+                "rules": [
+                    {"matches": [
+                        {"path": {"value": "/a"}, "method": "POST",
+                         "headers": [{"name": "X-Env", "value": "canary"},
+                                     {"name": "x-env", "value": "ignored: the first counts"}],
+                         "queryParams": [{"name": "v", "value": "2"}]},
+                        {"path": {"value": "/a"}},
+                        {"path": {"value": "/re"},
+                         "headers": [{"type": "RegularExpression", "name": "x", "value": ".*"}]},
+                        {"path": {"value": "/q"},
+                         "queryParams": [{"type": "RegularExpression", "name": "x", "value": ".*"}]},
+                    ],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                ],
+            }),
+        );
+        let (c, errors, notes) = Compiled::build(&classes, &gateways, &[r], OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        // Both /a matches route: they differ in their conditions, so neither takes the
+        // other's place.
+        assert_eq!(hosts(&c), vec![(Some("m.example.com"), "/a"); 2]);
+        let m = &c.routes[0].matches;
+        assert_eq!(m.method, Some(http::Method::POST));
+        assert_eq!(
+            m.headers,
+            vec![(http::HeaderName::from_static("x-env"), "canary".to_string())]
+        );
+        assert_eq!(m.query, vec![("v".to_string(), "2".to_string())]);
+        assert!(c.routes[1].matches.is_path_only());
+        assert!(
+            notes.iter().any(|n| n.contains("matches[2].headers[0]")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("matches[3].queryParams[0]")),
+            "{notes:?}"
+        );
     }
 }

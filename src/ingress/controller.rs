@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use super::annotations::Verdict;
 use super::migrate;
-use crate::config::{BackendSettings, Config, IngressSettings, RouteSettings};
+use crate::config::{BackendSettings, Config, IngressSettings, RouteMatches, RouteSettings};
 use crate::discovery::objects::{self, Bursts};
 
 /// Why an Ingress could not be routed.
@@ -61,6 +61,8 @@ pub struct IngressRoute {
     pub path_prefix: String,
     /// The backend's name (an entry of [`Compiled::backends`]).
     pub backend: String,
+    /// Its other conditions (an exact path; an HTTPRoute's method, headers, query).
+    pub matches: RouteMatches,
     /// The object it came from, kind first (`Ingress shop/web`, `HTTPRoute shop/web`),
     /// for logs and `tether check`.
     pub ingress: String,
@@ -130,6 +132,7 @@ impl Compiled {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
+                    matches: r.matches.clone(),
                     ingress: format!("Ingress {name}"),
                 });
             }
@@ -205,7 +208,7 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
         let clash = base
             .routes
             .iter()
-            .any(|f| f.host == r.host && f.path_prefix == r.path_prefix);
+            .any(|f| f.host == r.host && f.path_prefix == r.path_prefix && f.matches == r.matches);
         if clash {
             dropped.push(format!(
                 "route {}{} of {}: the config file routes it; it wins",
@@ -219,6 +222,7 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
             host: r.host.clone(),
             path_prefix: r.path_prefix.clone(),
             backend,
+            matches: r.matches.clone(),
         });
     }
     (config, dropped)
@@ -323,6 +327,7 @@ mod tests {
             host: Some(host.into()),
             path_prefix: "/".into(),
             backend: backend.into(),
+            matches: RouteMatches::default(),
             ingress: from.into(),
         }
     }

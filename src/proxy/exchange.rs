@@ -24,6 +24,7 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::time::Instant;
 
+use super::route::Asked;
 use super::{client_ip, Connection, Error, Proxy};
 use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
@@ -219,10 +220,11 @@ impl LogLine {
 }
 
 impl Proxy {
-    /// The route for host and path, read from the current routing state.
-    pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<Route> {
+    /// The route for a request, read from the current routing state: the one place a
+    /// request's route is decided, whichever codec carried it.
+    pub fn route<R: Asked + ?Sized>(&self, req: &R) -> Option<Route> {
         let state = self.state.load();
-        let i = state.routes.find(host, path)?;
+        let i = state.routes.find_for(req)?;
         let sample = state.access_log_sample;
         Some(Route {
             backend: state.backends[i].clone(),

@@ -393,7 +393,7 @@ impl Proxy {
             };
             served = true;
             let len = head.total_len();
-            let route = self.route(Some(head.host), head.path());
+            let route = self.route(&head);
             if let Some(route) = &route {
                 let declared = match head.streamed {
                     Streamed::Length(n) => n,
