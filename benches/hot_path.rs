@@ -92,6 +92,7 @@ fn routes(c: &mut Criterion) {
         path_prefix: p.into(),
         backend,
         matches: Default::default(),
+        filters: Default::default(),
     };
     let table = RouteTable::new(&[
         r(None, "/", 0),

@@ -416,12 +416,110 @@ pub struct RouteSettings {
     /// What else a request must have to take the route, and how its path compares
     /// (Gateway API's HTTPRouteMatch); none by default.
     pub matches: RouteMatches,
+    /// What is changed on the requests it routes and their answers (Gateway API's
+    /// HTTPRoute filters); nothing by default.
+    pub filters: RouteFilters,
+}
+
+/// What a route changes on the way through: `request_headers` and `response_headers`
+/// in a `[[route]]`, an HTTPRoute rule's `RequestHeaderModifier` and
+/// `ResponseHeaderModifier` filters. Applied by the exchange, the same for every codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteFilters {
+    /// Applied to the request before tether adds its own fields, so it can neither
+    /// replace nor remove them (nor name them: see [`HeaderEdit`]).
+    pub request_headers: HeaderEdit,
+    /// Applied to the pod's response head before tether adds its own fields.
+    pub response_headers: HeaderEdit,
+}
+
+impl RouteFilters {
+    /// Whether the route changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.request_headers.is_empty() && self.response_headers.is_empty()
+    }
+}
+
+/// Header fields to set (replacing every field of the name), add (another field line,
+/// RFC 9110 §5.3) and remove, in that order: remove, set, add. Names never include what
+/// tether owns (`x-tether-*`, `x-forwarded-*`, hop-by-hop and framing fields, `Host`;
+/// `Set-Cookie` on responses): validation refuses them, so an edit cannot spoof what
+/// tether tells the app nor put back what it removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdit {
+    /// Fields whose value becomes this one.
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields added next to any the message has.
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields removed.
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl HeaderEdit {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether a field named `name` (any case) is replaced or removed, so the message's
+    /// own lines of it are not relayed.
+    pub fn drops(&self, name: &str) -> bool {
+        let same = |n: &http::HeaderName| n.as_str().eq_ignore_ascii_case(name);
+        self.remove.iter().any(same) || self.set.iter().any(|(n, _)| same(n))
+    }
+
+    /// Its own fields, set then added, as `(name, value)`.
+    pub fn fields(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        self.set.iter().chain(&self.add).map(|(n, v)| (n, v))
+    }
+
+    /// Applies the edit to a header map.
+    pub fn apply(&self, h: &mut http::HeaderMap) {
+        for n in &self.remove {
+            h.remove(n);
+        }
+        for (n, v) in &self.set {
+            h.insert(n, v.clone());
+        }
+        for (n, v) in &self.add {
+            h.append(n, v.clone());
+        }
+    }
+}
+
+/// Whether a header edit may name `name` (lowercase): not a field tether owns on the
+/// way upstream or back, one it strips (hop-by-hop, RFC 9110 §7.6.1), nor one that
+/// frames or routes the message (RFC 9112 §6, §3.2); on a response, not `Set-Cookie`
+/// (the session cookie is tether's).
+pub fn editable_header(name: &str, response: bool) -> bool {
+    const OWNED: [&str; 13] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "expect",
+        "x-forwarded-port",
+    ];
+    // Every name `http::headers::speaks_for_tether` takes, read with `_` as `-` as CGI
+    // servers do, and more (that module sits above this one, so not called).
+    let dashed = name.replace('_', "-");
+    !(dashed.starts_with("x-tether-")
+        || dashed.starts_with("x-forwarded-")
+        || OWNED.contains(&name)
+        || (response && name == "set-cookie"))
 }
 
 /// The conditions of a route beyond its host and path prefix: `path` (exact),
 /// `method`, `headers` and `query` in a `[[route]]`, an HTTPRoute match's `Exact` path,
 /// `method`, `headers` and `queryParams`, an Ingress `Exact` path. All must hold.
-/// Which of several matching routes wins is [`crate::proxy::route::RouteTable`]'s
+/// Which of several matching routes wins is the proxy's route table's decision
 /// (Gateway API precedence).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteMatches {
@@ -493,6 +591,41 @@ pub fn route_toml_matching(
     if !matches.query.is_empty() {
         let mut pairs = matches.query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         out.push_str(&format!("query = {}\n", table(&mut pairs)));
+    }
+    out
+}
+
+/// The lines a `[[route]]` table written by [`route_toml_matching`] needs for these
+/// filters (empty when there are none); append them to it.
+pub fn route_filters_toml(filters: &RouteFilters) -> String {
+    let q = |s: &str| toml::Value::String(s.into()).to_string();
+    let edit = |e: &HeaderEdit| {
+        let pairs = |p: &[(http::HeaderName, http::HeaderValue)]| {
+            p.iter()
+                .map(|(k, v)| format!("{} = {}", q(k.as_str()), q(v.to_str().unwrap_or(""))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let remove: Vec<String> = e.remove.iter().map(|n| q(n.as_str())).collect();
+        format!(
+            "{{ set = {{ {} }}, add = {{ {} }}, remove = [{}] }}",
+            pairs(&e.set),
+            pairs(&e.add),
+            remove.join(", ")
+        )
+    };
+    let mut out = String::new();
+    if !filters.request_headers.is_empty() {
+        out.push_str(&format!(
+            "request_headers = {}\n",
+            edit(&filters.request_headers)
+        ));
+    }
+    if !filters.response_headers.is_empty() {
+        out.push_str(&format!(
+            "response_headers = {}\n",
+            edit(&filters.response_headers)
+        ));
     }
     out
 }
@@ -661,7 +794,20 @@ struct RawRoute {
     method: Option<String>,
     headers: Option<std::collections::BTreeMap<String, String>>,
     query: Option<std::collections::BTreeMap<String, String>>,
+    request_headers: Option<RawHeaderEdit>,
+    response_headers: Option<RawHeaderEdit>,
     backend: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderEdit {
+    #[serde(default)]
+    set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
 // === impl Config ===
@@ -1374,6 +1520,7 @@ impl Validator<'_> {
                     path_prefix: "/".into(),
                     backend: 0,
                     matches: RouteMatches::default(),
+                    filters: RouteFilters::default(),
                 }]);
             }
             return Err(self.err(
@@ -1417,6 +1564,18 @@ impl Validator<'_> {
                 r.headers.unwrap_or_default(),
                 r.query.unwrap_or_default(),
             )?;
+            let filters = RouteFilters {
+                request_headers: self.header_edit(
+                    &f("request_headers"),
+                    r.request_headers,
+                    false,
+                )?,
+                response_headers: self.header_edit(
+                    &f("response_headers"),
+                    r.response_headers,
+                    true,
+                )?,
+            };
             let host = match r.host {
                 None => None,
                 Some(h) => {
@@ -1439,9 +1598,61 @@ impl Validator<'_> {
                 path_prefix,
                 backend,
                 matches,
+                filters,
             });
         }
         Ok(routes)
+    }
+
+    /// A `[[route]]`'s `request_headers` or `response_headers` (at `field`), validated.
+    fn header_edit(
+        &self,
+        field: &str,
+        raw: Option<RawHeaderEdit>,
+        response: bool,
+    ) -> Result<HeaderEdit> {
+        let Some(raw) = raw else {
+            return Ok(HeaderEdit::default());
+        };
+        let name = |part: &str, n: &str| -> Result<http::HeaderName> {
+            let at = format!("{field}.{part}.{n}");
+            let parsed = http::HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| self.err(&at, "not a header field name"))?;
+            if !editable_header(parsed.as_str(), response) {
+                return Err(self.err(
+                    at,
+                    "tether owns this field (x-tether-*, x-forwarded-*, hop-by-hop, framing, \
+                     Host, or Set-Cookie on a response); a route cannot change it",
+                ));
+            }
+            Ok(parsed)
+        };
+        let value = |part: &str, n: &str, v: &str| -> Result<http::HeaderValue> {
+            http::HeaderValue::from_str(v).map_err(|_| {
+                self.err(
+                    format!("{field}.{part}.{n}"),
+                    format!("{v:?} is not a header value (visible ASCII)"),
+                )
+            })
+        };
+        let mut edit = HeaderEdit::default();
+        for (n, v) in &raw.set {
+            let h = name("set", n)?;
+            if edit.set.iter().any(|(k, _)| *k == h) {
+                return Err(self.err(
+                    format!("{field}.set.{n}"),
+                    "the same header is set twice (names ignore case)",
+                ));
+            }
+            edit.set.push((h, value("set", n, v)?));
+        }
+        for (n, v) in &raw.add {
+            edit.add.push((name("add", n)?, value("add", n, v)?));
+        }
+        for n in &raw.remove {
+            edit.remove.push(name("remove", n)?);
+        }
+        Ok(edit)
     }
 
     /// A `[[route]]`'s `method`, `headers` and `query`, validated (`f` makes the field
@@ -1780,6 +1991,25 @@ mod tests {
             route_toml_matching(None, "/exact", "a", m)
         );
         assert_eq!(parse(&text).unwrap().routes[0].matches, *m);
+    }
+
+    #[test]
+    fn no_header_edit_may_name_a_field_that_speaks_for_tether() {
+        for name in [
+            "x-tether-session",
+            "x_tether_session",
+            "x-tether-affinity",
+            "x-tether-previous-endpoint",
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+        ] {
+            assert!(crate::http::headers::speaks_for_tether(name.as_bytes()));
+            assert!(!editable_header(name, false), "{name}");
+        }
+        assert!(editable_header("x-env", false) && editable_header("set-cookie", false));
+        assert!(!editable_header("set-cookie", true));
     }
 
     #[test]

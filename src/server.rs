@@ -610,6 +610,7 @@ impl Reloader {
                 path_prefix: r.path_prefix.clone(),
                 backend: r.backend.clone(),
                 matches: r.matches.clone(),
+                filters: r.filters.clone(),
                 ingress: format!("HTTPRoute {}", r.route),
             }));
         extra

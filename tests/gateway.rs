@@ -375,3 +375,56 @@ async fn an_exact_httproute_path_wins_over_a_prefix_and_matches_nothing_longer()
         );
     }
 }
+
+#[tokio::test]
+async fn header_modifiers_edit_the_request_and_response_but_cannot_spoof_tether() {
+    let k = Cluster::start().await;
+    let mut r = route("shop", "ours", k.port, &["/"], json!(null));
+    r["spec"]["rules"][0]["filters"] = json!([{
+        "type": "RequestHeaderModifier",
+        "requestHeaderModifier": {
+            "set": [{"name": "X-Env", "value": "gateway"},
+                    {"name": "X-Tether-Session", "value": "spoofed"},
+                    {"name": "X-Forwarded-For", "value": "198.51.100.66"}],
+            "add": [{"name": "X-Added", "value": "1"}],
+            "remove": ["X-Secret"],
+        },
+    }, {
+        "type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {
+            "add": [{"name": "X-Route", "value": "shop"}],
+            "remove": ["X-Pod"],
+        },
+    }]);
+    k.api.apply(r);
+    k.wait_status("/", StatusCode::OK).await;
+    for t in [Transport::H1, Transport::H2c] {
+        let mut fields = vec![];
+        if !t.is_h2() {
+            fields.push(("host", HOST));
+        }
+        fields.extend([("x-env", "client"), ("x-secret", "s")]);
+        let target = if t.is_h2() {
+            format!("http://{HOST}/")
+        } else {
+            "/".into()
+        };
+        let r = send_plain(t, k.proxy.proxy_addr, request(&target, &fields, false)).await;
+        assert_eq!(r.status, StatusCode::OK, "{t:?}");
+        assert_eq!(r.seen("x-env").as_deref(), Some("gateway"), "{t:?}");
+        assert_eq!(r.seen("x-added").as_deref(), Some("1"), "{t:?}");
+        assert_eq!(r.seen("x-secret"), None, "{t:?}");
+        let session = r.seen("x-tether-session").unwrap_or_default();
+        assert!(
+            session.len() == 32 && session != "spoofed",
+            "{t:?}: tether's session id: {session}"
+        );
+        assert_eq!(
+            r.seen("x-forwarded-for").as_deref(),
+            Some("127.0.0.1"),
+            "{t:?}"
+        );
+        assert_eq!(r.headers["x-route"], "shop", "{t:?}: the response modifier");
+        assert!(r.headers.get("x-pod").is_none(), "{t:?}");
+    }
+}

@@ -72,3 +72,106 @@ async fn an_exact_path_wins_over_the_same_prefix_and_matches_nothing_longer() {
         assert_eq!(pod(&f, "GET", "/exact?x=1", &[]).await, "canary", "{t:?}");
     }
 }
+
+#[tokio::test]
+async fn a_request_header_edit_changes_what_the_pod_receives_and_not_what_tether_tells_it() {
+    for t in Transport::ALL {
+        let pod = TestBackend::echo("pod").await;
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"{}\"]\n\
+             [[route]]\npath_prefix = \"/\"\nbackend = \"app\"\n\
+             request_headers = {{ set = {{ X-Env = \"route\" }}, add = {{ X-Added = \"1\" }}, remove = [\"X-Secret\"] }}\n",
+            pod.addr
+        );
+        let f = Front::start(t, &cfg).await;
+        let mut fields = vec![];
+        if !t.is_h2() {
+            fields.push(("host", "localhost"));
+        }
+        fields.extend([
+            ("x-env", "client"),
+            ("x-secret", "s"),
+            ("x-tether-session", "spoofed"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        let r = f
+            .send(request(&target(t, "localhost", "/"), &fields, false))
+            .await;
+        assert_eq!(r.status, 200, "{t:?}");
+        assert_eq!(
+            r.seen("x-env").as_deref(),
+            Some("route"),
+            "{t:?}: set replaces"
+        );
+        assert_eq!(r.seen("x-added").as_deref(), Some("1"), "{t:?}");
+        assert_eq!(r.seen("x-secret"), None, "{t:?}: removed");
+        assert_ne!(r.seen("x-tether-session").as_deref(), Some("spoofed"));
+        assert_eq!(
+            r.seen("x-forwarded-for").as_deref(),
+            Some("203.0.113.9, 127.0.0.1"),
+            "{t:?}: tether's chain, the client's part untrusted but kept as is"
+        );
+    }
+}
+
+#[test]
+fn a_request_header_edit_cannot_name_what_tether_tells_the_app() {
+    for name in [
+        "X-Tether-Session",
+        "X_Tether_Affinity",
+        "X-Forwarded-For",
+        "Host",
+        "Connection",
+    ] {
+        let text = format!(
+            "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[route]]\nbackend = \"app\"\nrequest_headers = {{ set = {{ {name} = \"x\" }} }}\n"
+        );
+        let e =
+            tether::config::Config::parse(&text, "t.toml", std::path::Path::new(".")).unwrap_err();
+        assert_eq!(
+            e.field,
+            format!("route[0].request_headers.set.{name}"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_response_header_edit_changes_what_the_client_gets_but_not_the_session_cookie() {
+    for t in Transport::ALL {
+        let pod = TestBackend::echo("pod").await;
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"{}\"]\n\
+             [[route]]\npath_prefix = \"/\"\nbackend = \"app\"\n\
+             response_headers = {{ set = {{ Content-Type = \"text/plain\" }}, add = {{ X-Route = \"1\" }}, remove = [\"X-Pod\"] }}\n",
+            pod.addr
+        );
+        let f = Front::start(t, &cfg).await;
+        let fields: &[(&str, &str)] = if t.is_h2() {
+            &[]
+        } else {
+            &[("host", "localhost")]
+        };
+        let r = f
+            .send(request(&target(t, "localhost", "/"), fields, false))
+            .await;
+        assert_eq!(r.status, 200, "{t:?}");
+        assert_eq!(
+            r.headers["content-type"], "text/plain",
+            "{t:?}: set replaces"
+        );
+        assert_eq!(r.headers["x-route"], "1", "{t:?}");
+        assert!(r.headers.get("x-pod").is_none(), "{t:?}: removed");
+        assert!(r.cookie("tether").is_some(), "{t:?}: tether's cookie stays");
+    }
+    let text = "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:1\"]\n\
+                [[route]]\nbackend = \"app\"\nresponse_headers = { remove = [\"Set-Cookie\"] }\n";
+    let e = tether::config::Config::parse(text, "t.toml", std::path::Path::new(".")).unwrap_err();
+    assert_eq!(
+        e.field, "route[0].response_headers.remove.Set-Cookie",
+        "{e}"
+    );
+}

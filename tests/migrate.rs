@@ -327,6 +327,7 @@ fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
                         lifetime_type: Some(LifetimeType::Permanent),
                     }),
                 }),
+                ..Default::default()
             }],
         },
     );

@@ -189,6 +189,50 @@ pub struct HTTPRouteRule {
     /// Sticky sessions for the rule (GEP-1619).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_persistence: Option<SessionPersistence>,
+    /// What is changed on the requests the rule routes and their answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+}
+
+/// One `rules[].filters[]` entry: its `type` says which one of the fields is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteFilter {
+    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`,
+    /// `URLRewrite`, `RequestMirror`, `CORS`, `ExternalAuth` or `ExtensionRef`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `RequestHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HTTPHeaderFilter>,
+    /// For `ResponseHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HTTPHeaderFilter>,
+}
+
+/// `filters[].requestHeaderModifier` and `responseHeaderModifier`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPHeaderFilter {
+    /// Fields whose value is replaced (or added when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HTTPHeader>,
+    /// Fields added to any the message has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HTTPHeader>,
+    /// Field names removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header field name and value in a filter.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPHeader {
+    /// The name, case-insensitive.
+    pub name: String,
+    /// The value.
+    pub value: String,
 }
 
 /// One `rules[].matches[]` entry.

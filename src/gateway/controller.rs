@@ -34,11 +34,14 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::api::{
-    Gateway, GatewayClass, HTTPBackendRef, HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule,
-    LifetimeType, Listener, PathMatchType, SessionPersistence, SessionPersistenceType, GROUP,
+    Gateway, GatewayClass, HTTPBackendRef, HTTPHeaderFilter, HTTPPathMatch, HTTPRoute,
+    HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, LifetimeType, Listener, PathMatchType,
+    SessionPersistence, SessionPersistenceType, GROUP,
 };
 use super::session;
-use crate::config::{BackendSettings, Config, GatewaySettings, RouteMatches};
+use crate::config::{
+    BackendSettings, Config, GatewaySettings, HeaderEdit, RouteFilters, RouteMatches,
+};
 use crate::discovery::objects::{self, Bursts};
 
 /// Why an HTTPRoute could not be routed.
@@ -68,6 +71,8 @@ pub struct GatewayRoute {
     pub backend: String,
     /// The match's other conditions: an `Exact` path, method, headers, query.
     pub matches: RouteMatches,
+    /// What the rule's filters change on the way.
+    pub filters: RouteFilters,
     /// `namespace/name` of the HTTPRoute it came from.
     pub route: String,
 }
@@ -170,6 +175,7 @@ impl Compiled {
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
                     matches: r.matches.clone(),
+                    filters: r.filters.clone(),
                     route: name.clone(),
                 });
             }
@@ -200,6 +206,7 @@ struct Route {
     path_prefix: String,
     backend: String,
     matches: RouteMatches,
+    filters: RouteFilters,
 }
 
 /// Compiles one HTTPRoute, collecting notes.
@@ -306,6 +313,9 @@ impl RouteBuilder {
         let mut routes = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
+            let Some(filters) = self.filters(&at, rule) else {
+                continue;
+            };
             let Some((service, port)) = self.backend_ref(&at, &ns, rule) else {
                 continue;
             };
@@ -374,6 +384,7 @@ impl RouteBuilder {
                         path_prefix: value.clone(),
                         backend: backends[index].name.clone(),
                         matches: conditions.clone(),
+                        filters: filters.clone(),
                     });
                 }
             }
@@ -388,6 +399,99 @@ impl RouteBuilder {
             }
         }
         (backends, routes)
+    }
+
+    /// A rule's filters as tether's [`RouteFilters`], or `None` (with a note) when the
+    /// rule has a filter tether does not implement: the rule is left out rather than
+    /// routed without what it asks for. A header modifier's entry naming a field tether
+    /// owns (`x-tether-*`, `x-forwarded-*`, hop-by-hop, framing, `Host`, a response's
+    /// `Set-Cookie`) is dropped with a note: tether's own value stands.
+    fn filters(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<RouteFilters> {
+        let mut out = RouteFilters::default();
+        for (k, f) in rule.filters.iter().enumerate() {
+            let at = format!("{at}.filters[{k}]");
+            let (edit, response) = match (f.kind.as_str(), f) {
+                (
+                    "RequestHeaderModifier",
+                    HTTPRouteFilter {
+                        request_header_modifier: Some(m),
+                        ..
+                    },
+                ) => (m, false),
+                (
+                    "ResponseHeaderModifier",
+                    HTTPRouteFilter {
+                        response_header_modifier: Some(m),
+                        ..
+                    },
+                ) => (m, true),
+                (kind, _) => {
+                    self.note(
+                        &format!("{at} {kind}"),
+                        "filter not supported; the rule is left out",
+                    );
+                    return None;
+                }
+            };
+            let compiled = self.header_edit(&at, edit, response)?;
+            let target = if response {
+                &mut out.response_headers
+            } else {
+                &mut out.request_headers
+            };
+            target.set.extend(compiled.set);
+            target.add.extend(compiled.add);
+            target.remove.extend(compiled.remove);
+        }
+        Some(out)
+    }
+
+    /// One header modifier, or `None` (with a note) when a name or value is not HTTP.
+    fn header_edit(
+        &mut self,
+        at: &str,
+        f: &HTTPHeaderFilter,
+        response: bool,
+    ) -> Option<HeaderEdit> {
+        let mut out = HeaderEdit::default();
+        let name = |this: &mut Self, n: &str| -> Option<Option<http::HeaderName>> {
+            let Ok(h) = http::HeaderName::from_bytes(n.as_bytes()) else {
+                this.note(
+                    &format!("{at} {n}"),
+                    "not a header name; the rule is left out",
+                );
+                return None;
+            };
+            if !crate::config::editable_header(h.as_str(), response) {
+                this.note(
+                    &format!("{at} {n}"),
+                    "tether owns this header; the filter leaves it as tether sets it",
+                );
+                return Some(None);
+            }
+            Some(Some(h))
+        };
+        for (list, into) in [(&f.set, &mut out.set), (&f.add, &mut out.add)] {
+            for h in list {
+                let Some(n) = name(self, &h.name)? else {
+                    continue;
+                };
+                let Ok(v) = http::HeaderValue::from_str(&h.value) else {
+                    self.note(
+                        &format!("{at} {}", h.name),
+                        "not a header value; the rule is left out",
+                    );
+                    return None;
+                };
+                into.push((n, v));
+            }
+        }
+        for r in &f.remove {
+            if let Some(n) = name(self, r)? {
+                out.remove.push(n);
+            }
+        }
+        Some(out)
     }
 
     /// A match's method, headers and query parameters as tether's [`RouteMatches`], or
@@ -608,6 +712,7 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
             &r.backend,
             &r.matches,
         ));
+        out.push_str(&crate::config::route_filters_toml(&r.filters));
     }
     out
 }
@@ -951,5 +1056,54 @@ mod tests {
                 .any(|n| n.contains("matches[3].queryParams[0]")),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn header_modifiers_compile_and_other_filters_leave_their_rule_out() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "f",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["f.example.com"],
+                "rules": [
+                    {"matches": [{"path": {"value": "/edit"}}],
+                     "filters": [
+                        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                            "set": [{"name": "X-Env", "value": "a"},
+                                    {"name": "x-tether-session", "value": "spoofed"}],
+                            "remove": ["X-Forwarded-Proto"]}},
+                        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                            "add": [{"name": "Cache-Control", "value": "no-store"}]}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                    {"matches": [{"path": {"value": "/mirror"}}],
+                     "filters": [{"type": "RequestMirror",
+                                  "requestMirror": {"backendRef": {"name": "x", "port": 80}}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                ],
+            }),
+        );
+        let (c, errors, notes) = Compiled::build(&classes, &gateways, &[r], OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(hosts(&c), vec![(Some("f.example.com"), "/edit")]);
+        let f = &c.routes[0].filters;
+        assert_eq!(
+            f.request_headers.set,
+            vec![(
+                http::HeaderName::from_static("x-env"),
+                http::HeaderValue::from_static("a")
+            )],
+            "tether's own fields are not the filter's to set or remove"
+        );
+        assert!(f.request_headers.remove.is_empty());
+        assert_eq!(f.response_headers.add.len(), 1);
+        for what in [
+            "x-tether-session",
+            "X-Forwarded-Proto",
+            "rules[1].filters[0] RequestMirror",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
+        }
     }
 }

@@ -562,6 +562,42 @@ pub fn write_request(
     secure: bool,
     session: &[u8],
 ) {
+    write_request_with(out, head, peer, secure, session, None);
+}
+
+/// A route's header edit as the HTTP/1 writer applies it: which of the client's fields
+/// not to relay, and the fields to write instead (the proxy's `config::HeaderEdit`,
+/// whose names never include tether's own: `config::editable_header`).
+pub trait Edit {
+    /// Whether the client's lines of `name` (any case) are dropped.
+    fn drops(&self, name: &str) -> bool;
+    /// Writes the edit's own fields with `field(name, value)`.
+    fn fields(&self, field: &mut dyn FnMut(&[u8], &[u8]));
+}
+
+/// [`write_request`] with a route's header edit: the client's lines of a field it sets
+/// or removes are not relayed, and its set and added fields are written before
+/// tether's own.
+pub fn write_request_edited(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    peer: &[u8],
+    secure: bool,
+    session: &[u8],
+    edit: &dyn Edit,
+) {
+    write_request_with(out, head, peer, secure, session, Some(edit));
+}
+
+#[inline(always)]
+fn write_request_with(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    peer: &[u8],
+    secure: bool,
+    session: &[u8],
+    edit: Option<&dyn Edit>,
+) {
     // Room for the head and what is added to it, so the copies below do not grow `out`.
     out.reserve(head.len + peer.len() + head.host.len() + session.len() + 256);
     out.extend_from_slice(head.method.as_bytes());
@@ -582,7 +618,13 @@ pub fn write_request(
             xff = true;
             continue;
         }
+        if edit.is_some_and(|e| e.drops(f.name)) {
+            continue;
+        }
         field(out, f.name.as_bytes(), f.value);
+    }
+    if let Some(e) = edit {
+        e.fields(&mut |n, v| field(out, n, v));
     }
     if head.trailers {
         field(out, b"te", b"trailers");
@@ -902,6 +944,27 @@ pub fn write_response_to(
 /// has none, and for a 101 the protocol switched to. [`end_response_head`] ends it once
 /// the exchange committed.
 pub fn write_response_fields(out: &mut Vec<u8>, head: &ResponseHead<'_>, http10: bool) {
+    write_response_fields_with(out, head, http10, None);
+}
+
+/// [`write_response_fields`] with a route's header edit: the pod's lines of a field it
+/// sets or removes are not relayed, and its set and added fields follow the pod's.
+pub fn write_response_fields_edited(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    http10: bool,
+    edit: &dyn Edit,
+) {
+    write_response_fields_with(out, head, http10, Some(edit));
+}
+
+#[inline(always)]
+fn write_response_fields_with(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    http10: bool,
+    edit: Option<&dyn Edit>,
+) {
     status_line(out, head.status, head.reason);
     let mut dated = false;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
@@ -915,8 +978,14 @@ pub fn write_response_fields(out: &mut Vec<u8>, head: &ResponseHead<'_>, http10:
         {
             continue;
         }
+        if edit.is_some_and(|e| e.drops(f.name)) {
+            continue;
+        }
         dated |= kind == Known::Date;
         field(out, f.name.as_bytes(), f.value);
+    }
+    if let Some(e) = edit {
+        e.fields(&mut |n, v| field(out, n, v));
     }
     if head.framing == Framing::Chunked && !http10 {
         field(out, b"transfer-encoding", b"chunked");

@@ -26,7 +26,9 @@ use tokio::sync::watch;
 
 use super::annotations::Verdict;
 use super::migrate;
-use crate::config::{BackendSettings, Config, IngressSettings, RouteMatches, RouteSettings};
+use crate::config::{
+    BackendSettings, Config, IngressSettings, RouteFilters, RouteMatches, RouteSettings,
+};
 use crate::discovery::objects::{self, Bursts};
 
 /// Why an Ingress could not be routed.
@@ -63,6 +65,8 @@ pub struct IngressRoute {
     pub backend: String,
     /// Its other conditions (an exact path; an HTTPRoute's method, headers, query).
     pub matches: RouteMatches,
+    /// What it changes on the way (an HTTPRoute rule's filters).
+    pub filters: RouteFilters,
     /// The object it came from, kind first (`Ingress shop/web`, `HTTPRoute shop/web`),
     /// for logs and `tether check`.
     pub ingress: String,
@@ -133,6 +137,7 @@ impl Compiled {
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
                     matches: r.matches.clone(),
+                    filters: r.filters.clone(),
                     ingress: format!("Ingress {name}"),
                 });
             }
@@ -223,6 +228,7 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
             path_prefix: r.path_prefix.clone(),
             backend,
             matches: r.matches.clone(),
+            filters: r.filters.clone(),
         });
     }
     (config, dropped)
@@ -328,6 +334,7 @@ mod tests {
             path_prefix: "/".into(),
             backend: backend.into(),
             matches: RouteMatches::default(),
+            filters: RouteFilters::default(),
             ingress: from.into(),
         }
     }

@@ -29,7 +29,7 @@ use super::{client_ip, Connection, Error, Proxy};
 use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
-use crate::config::{AffinityKey, BackendSettings};
+use crate::config::{AffinityKey, BackendSettings, HeaderEdit, RouteFilters};
 use crate::http::headers::Fields;
 use crate::stats::{AffinityEvent, BackendStats, LastError};
 use crate::upstream::pool::ConnectError;
@@ -53,8 +53,10 @@ pub trait Upstream {
     /// Whether the request may be sent twice: an idempotent method and no body.
     fn replayable(&self) -> bool;
 
-    /// Stamps what every try carries: the forwarding fields and the session id (hex).
-    fn begin(&mut self, conn: &Connection, session: &HexId);
+    /// Stamps what every try carries: the route's header edit (`edit`, applied first,
+    /// so what tether adds after it wins), the forwarding fields and the session id
+    /// (hex).
+    fn begin(&mut self, conn: &Connection, session: &HexId, edit: Option<&HeaderEdit>);
 
     /// Stamps what a try on one candidate carries: the affinity outcome and the
     /// endpoint a session came from.
@@ -150,6 +152,8 @@ pub struct Route {
     pub request_buffer: usize,
     /// `response_buffer`.
     pub response_buffer: usize,
+    /// What the route changes on the request and its answer, if anything.
+    pub filters: Option<Arc<RouteFilters>>,
 }
 
 /// A request an endpoint answered, committed: its session placed and counted.
@@ -219,12 +223,29 @@ impl LogLine {
     }
 }
 
+impl Route {
+    /// The route's edit of the request head, if it has one: the exchange hands it to
+    /// [`Upstream::begin`].
+    pub fn request_edit(&self) -> Option<&HeaderEdit> {
+        let f = self.filters.as_deref()?;
+        (!f.request_headers.is_empty()).then_some(&f.request_headers)
+    }
+
+    /// The route's edit of the pod's response head, if it has one: every codec applies
+    /// it to the head it relays, before tether's own fields (`Set-Cookie`).
+    pub fn response_edit(&self) -> Option<&HeaderEdit> {
+        let f = self.filters.as_deref()?;
+        (!f.response_headers.is_empty()).then_some(&f.response_headers)
+    }
+}
+
 impl Proxy {
     /// The route for a request, read from the current routing state: the one place a
     /// request's route is decided, whichever codec carried it.
     pub fn route<R: Asked + ?Sized>(&self, req: &R) -> Option<Route> {
         let state = self.state.load();
-        let i = state.routes.find_for(req)?;
+        let hit = state.routes.hit(req)?;
+        let i = hit.backend;
         let sample = state.access_log_sample;
         Some(Route {
             backend: state.backends[i].clone(),
@@ -233,6 +254,7 @@ impl Proxy {
             max_body: state.max_body_bytes,
             request_buffer: state.request_buffer,
             response_buffer: state.response_buffer,
+            filters: hit.filters.cloned(),
         })
     }
 
@@ -274,7 +296,7 @@ impl Proxy {
                 break 'tries Err(Error::NoEndpoint);
             }
             let session = decision.session.to_hex();
-            up.begin(conn, &session);
+            up.begin(conn, &session, route.request_edit());
             let replayable = up.replayable();
             backend.retry_budget.deposit();
             let mut tried_pinned = false;

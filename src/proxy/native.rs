@@ -40,7 +40,7 @@ use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::{HexId, Memo};
 use crate::affinity::Outcome;
 use crate::backend::Endpoint;
-use crate::config::BackendSettings;
+use crate::config::{BackendSettings, HeaderEdit};
 use crate::http::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
 use crate::upstream::body::BodyFault;
 use crate::upstream::pool::{ConnectError, Pool};
@@ -629,6 +629,7 @@ impl Proxy {
             max_body: route.max_body,
             response_buffer,
             prefix: 0,
+            response_edit: route.response_edit(),
         };
         let arrival = Arrival::Http1(memo);
         let served = self
@@ -772,6 +773,8 @@ struct Relay<'a, 'h, S> {
     response_buffer: usize,
     /// Where the per-endpoint fields begin in `out`.
     prefix: usize,
+    /// The route's edit of the response head, if it has one.
+    response_edit: Option<&'a HeaderEdit>,
 }
 
 /// A connection to an HTTP/1 pod for one try.
@@ -810,9 +813,20 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
         self.head.replayable()
     }
 
-    fn begin(&mut self, conn: &Connection, session: &HexId) {
+    fn begin(&mut self, conn: &Connection, session: &HexId, edit: Option<&HeaderEdit>) {
         let peer = conn.peer_value.as_bytes();
-        wire::write_request(self.out, self.head, peer, conn.secure, session.as_bytes());
+        let secure = conn.secure;
+        match edit {
+            None => wire::write_request(self.out, self.head, peer, secure, session.as_bytes()),
+            Some(e) => wire::write_request_edited(
+                self.out,
+                self.head,
+                peer,
+                secure,
+                session.as_bytes(),
+                &Edited(e),
+            ),
+        }
         self.prefix = self.out.len();
     }
 
@@ -902,7 +916,15 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
                         };
                     };
                     self.resp.clear();
-                    wire::write_response_fields(self.resp, &h, self.head.http10);
+                    match self.response_edit {
+                        None => wire::write_response_fields(self.resp, &h, self.head.http10),
+                        Some(e) => wire::write_response_fields_edited(
+                            self.resp,
+                            &h,
+                            self.head.http10,
+                            &Edited(e),
+                        ),
+                    }
                     let answer = Answer {
                         pool,
                         framing: h.framing,
@@ -1639,6 +1661,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// A route's header edit as the HTTP/1 writer reads it.
+struct Edited<'e>(&'e HeaderEdit);
+
+impl wire::Edit for Edited<'_> {
+    fn drops(&self, name: &str) -> bool {
+        self.0.drops(name)
+    }
+    fn fields(&self, field: &mut dyn FnMut(&[u8], &[u8])) {
+        for (n, v) in self.0.fields() {
+            field(n.as_str().as_bytes(), v.as_bytes());
+        }
     }
 }
 

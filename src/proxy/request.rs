@@ -20,6 +20,7 @@ use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::{cookie::HexId, Outcome};
 use crate::backend::Endpoint;
 use crate::config::BackendSettings;
+use crate::config::HeaderEdit;
 use crate::http::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use crate::http::wire;
 use crate::upstream::body::{BodyProgress, PooledBody, ProxyBody, RequestBody};
@@ -128,7 +129,11 @@ impl Upstream for Forwarded {
         self.replayable
     }
 
-    fn begin(&mut self, conn: &Connection, session: &HexId) {
+    fn begin(&mut self, conn: &Connection, session: &HexId, edit: Option<&HeaderEdit>) {
+        // The route's edit first: the hygiene and tether's own fields below win over it.
+        if let Some(e) = edit {
+            e.apply(self.req.headers_mut());
+        }
         prepare_request(&mut self.req, conn);
         if let Ok(v) = HeaderValue::from_bytes(session.as_bytes()) {
             self.req.headers_mut().insert(&X_TETHER_SESSION, v);
@@ -259,6 +264,10 @@ impl Proxy {
         let (mut parts, body) = served.answer.into_parts();
         parts.version = Version::HTTP_11;
         headers::strip_hop_by_hop(&mut parts.headers);
+        // The route's edit before tether's `Set-Cookie` (which it cannot name).
+        if let Some(e) = route.response_edit() {
+            e.apply(&mut parts.headers);
+        }
         if served.set_cookie {
             if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(cookie)) {
                 parts.headers.append(header::SET_COOKIE, v);

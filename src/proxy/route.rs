@@ -6,9 +6,11 @@
 //! of the request ([`Asked`]) rather than values it picked out, so they cannot differ
 //! on what a route reads.
 
+use std::sync::Arc;
+
 use http::{HeaderName, Method};
 
-use crate::config::{RouteMatches, RouteSettings};
+use crate::config::{RouteFilters, RouteMatches, RouteSettings};
 use crate::http::headers::Fields;
 use crate::http::wire::RequestHead;
 
@@ -80,6 +82,17 @@ struct Route {
     /// host and prefix comparison costs.
     more: Option<Box<More>>,
     backend: usize,
+    /// What the route changes; `None` when nothing.
+    filters: Option<Arc<RouteFilters>>,
+}
+
+/// The route a request takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'t> {
+    /// Index of its backend.
+    pub backend: usize,
+    /// What it changes on the way, if anything.
+    pub filters: Option<&'t Arc<RouteFilters>>,
 }
 
 /// A route's method, header and query conditions.
@@ -167,6 +180,7 @@ impl RouteTable {
                 exact: r.matches.exact,
                 more: More::new(&r.matches),
                 backend: r.backend,
+                filters: (!r.filters.is_empty()).then(|| Arc::new(r.filters.clone())),
             })
             .collect();
         // A stable sort: ties keep the given order.
@@ -187,12 +201,21 @@ impl RouteTable {
     /// case-insensitively without it. Prefixes match whole path segments: `/api`
     /// matches `/api` and `/api/x`, not `/apix`.
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
-        self.pick(host, path, |_| false)
+        self.pick(host, path, |_| false).map(|r| r.backend)
     }
 
     /// The backend index for a request, by everything its routes match.
     pub fn find_for<R: Asked + ?Sized>(&self, req: &R) -> Option<usize> {
+        self.hit(req).map(|h| h.backend)
+    }
+
+    /// The route a request takes, by everything its routes match.
+    pub fn hit<R: Asked + ?Sized>(&self, req: &R) -> Option<Hit<'_>> {
         self.pick(req.host(), req.path(), |m| m.admits(req))
+            .map(|r| Hit {
+                backend: r.backend,
+                filters: r.filters.as_ref(),
+            })
     }
 
     /// The first route whose host and path match and whose other conditions `admits`.
@@ -202,24 +225,21 @@ impl RouteTable {
         host: Option<&[u8]>,
         path: &str,
         admits: impl Fn(&More) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<&Route> {
         // On bytes: the HTTP/1 codec's Host value is checked as text but never made a
         // `str` (that validation was ~130 instructions per request).
         let host = host.map(strip_port);
-        self.routes
-            .iter()
-            .find(|r| {
-                r.host
-                    .as_deref()
-                    .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h.as_bytes())))
-                    && if r.exact {
-                        *r.prefix == *path
-                    } else {
-                        prefix_matches(&r.prefix, path)
-                    }
-                    && r.more.as_deref().is_none_or(&admits)
-            })
-            .map(|r| r.backend)
+        self.routes.iter().find(|r| {
+            r.host
+                .as_deref()
+                .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h.as_bytes())))
+                && if r.exact {
+                    *r.prefix == *path
+                } else {
+                    prefix_matches(&r.prefix, path)
+                }
+                && r.more.as_deref().is_none_or(&admits)
+        })
     }
 }
 
@@ -249,6 +269,7 @@ mod tests {
             path_prefix: p.into(),
             backend: b,
             matches: RouteMatches::default(),
+            filters: Default::default(),
         };
         RouteTable::new(&[
             r(None, "/", 0),
@@ -282,12 +303,14 @@ mod tests {
                 path_prefix: "/".into(),
                 backend: 0,
                 matches: RouteMatches::default(),
+                filters: Default::default(),
             },
             RouteSettings {
                 host: Some("a".into()),
                 path_prefix: "/".into(),
                 backend: 1,
                 matches: RouteMatches::default(),
+                filters: Default::default(),
             },
         ]);
         assert_eq!(t.find(Some(b"[::1]:8080".as_slice()), "/"), Some(0));
@@ -305,6 +328,7 @@ mod tests {
             path_prefix: "/x/".into(),
             backend: 0,
             matches: RouteMatches::default(),
+            filters: Default::default(),
         }]);
         assert_eq!(t.find(Some("a".as_bytes()), "/x/1"), Some(0));
         assert_eq!(t.find(Some("a".as_bytes()), "/x"), Some(0));
@@ -318,6 +342,7 @@ mod tests {
             path_prefix: path.into(),
             backend: b,
             matches: m,
+            filters: Default::default(),
         }
     }
 

@@ -143,6 +143,7 @@ impl Sim {
             max_body: None,
             request_buffer: 64 * 1024,
             response_buffer: 64 * 1024,
+            filters: None,
         };
         let mut memo = Memo::default();
         let mut line = Vec::new();
@@ -210,7 +211,12 @@ impl Upstream for Pods<'_> {
         true
     }
 
-    fn begin(&mut self, _conn: &Connection, session: &HexId) {
+    fn begin(
+        &mut self,
+        _conn: &Connection,
+        session: &HexId,
+        _edit: Option<&tether::config::HeaderEdit>,
+    ) {
         self.session = Some(parse_session(session.as_str()));
     }
 
