@@ -431,12 +431,63 @@ pub struct RouteFilters {
     pub request_headers: HeaderEdit,
     /// Applied to the pod's response head before tether adds its own fields.
     pub response_headers: HeaderEdit,
+    /// The host and path the pod is asked for instead (`rewrite`, Gateway API's
+    /// `URLRewrite`).
+    pub rewrite: Option<Rewrite>,
 }
 
 impl RouteFilters {
     /// Whether the route changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.request_headers.is_empty() && self.response_headers.is_empty()
+        self.request_headers.is_empty()
+            && self.response_headers.is_empty()
+            && self.rewrite.is_none()
+    }
+}
+
+/// A request's host and path as sent to the pod. `X-Forwarded-Host` keeps the host the
+/// client asked for; the query is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The `Host` the pod gets.
+    pub hostname: Option<String>,
+    /// How the path changes.
+    pub path: Option<PathRewrite>,
+}
+
+/// A path rewrite (Gateway API's `HTTPPathModifier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// The whole path becomes this.
+    Full(String),
+    /// The route's path prefix (`from`) is replaced by `to`, by whole segments.
+    Prefix {
+        /// The route's `path_prefix`.
+        from: String,
+        /// What replaces it.
+        to: String,
+    },
+}
+
+impl PathRewrite {
+    /// The path `path` (which the route matched) becomes. A trailing `/` of either
+    /// prefix is ignored, as Gateway API's table for `ReplacePrefixMatch` says:
+    /// `/foo/bar` with prefix `/foo` and replacement `/xyz` or `/xyz/` is `/xyz/bar`,
+    /// `/foo/` with replacement `` is `/`.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathRewrite::Full(p) => p.clone(),
+            PathRewrite::Prefix { from, to } => {
+                let from = from.trim_end_matches('/');
+                let rest = path.get(from.len()..).unwrap_or("");
+                let out = format!("{}{rest}", to.trim_end_matches('/'));
+                if out.is_empty() {
+                    "/".into()
+                } else {
+                    out
+                }
+            }
+        }
     }
 }
 
@@ -627,6 +678,18 @@ pub fn route_filters_toml(filters: &RouteFilters) -> String {
             edit(&filters.response_headers)
         ));
     }
+    if let Some(r) = &filters.rewrite {
+        let mut parts = Vec::new();
+        if let Some(h) = &r.hostname {
+            parts.push(format!("hostname = {}", q(h)));
+        }
+        match &r.path {
+            Some(PathRewrite::Full(p)) => parts.push(format!("path = {}", q(p))),
+            Some(PathRewrite::Prefix { to, .. }) => parts.push(format!("prefix = {}", q(to))),
+            None => {}
+        }
+        out.push_str(&format!("rewrite = {{ {} }}\n", parts.join(", ")));
+    }
     out
 }
 
@@ -796,7 +859,16 @@ struct RawRoute {
     query: Option<std::collections::BTreeMap<String, String>>,
     request_headers: Option<RawHeaderEdit>,
     response_headers: Option<RawHeaderEdit>,
+    rewrite: Option<RawRewrite>,
     backend: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    hostname: Option<String>,
+    path: Option<String>,
+    prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1575,6 +1647,13 @@ impl Validator<'_> {
                     r.response_headers,
                     true,
                 )?,
+                rewrite: match r.rewrite {
+                    None => None,
+                    Some(w) => {
+                        let prefix = (!exact).then_some(path_prefix.as_str());
+                        Some(self.rewrite(&f, w, prefix)?)
+                    }
+                },
             };
             let host = match r.host {
                 None => None,
@@ -1602,6 +1681,69 @@ impl Validator<'_> {
             });
         }
         Ok(routes)
+    }
+
+    /// A `[[route]]`'s `rewrite`, validated; `prefix` is the route's path prefix (`None`
+    /// for an exact `path`, which has no prefix to replace).
+    fn rewrite(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        raw: RawRewrite,
+        prefix: Option<&str>,
+    ) -> Result<Rewrite> {
+        if let Some(h) = &raw.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+            if !ok {
+                return Err(self.err(
+                    f("rewrite.hostname"),
+                    format!("{h:?} is not a host name (letters, digits, '-', '.')"),
+                ));
+            }
+        }
+        // A request target's path: visible ASCII (RFC 9112 §3.2), no query or fragment.
+        let path_ok = |p: &str| {
+            p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) && !p.contains(['?', '#'])
+        };
+        let path = match (raw.path, raw.prefix) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(f("rewrite.path"), "set path or prefix, not both"))
+            }
+            (Some(p), None) => {
+                if !path_ok(&p) {
+                    return Err(self.err(
+                        f("rewrite.path"),
+                        format!("{p:?} is not a path ('/' first, visible ASCII, no '?' or '#')"),
+                    ));
+                }
+                Some(PathRewrite::Full(p))
+            }
+            (None, Some(p)) => {
+                if !(p.is_empty() || path_ok(&p)) {
+                    return Err(self.err(
+                        f("rewrite.prefix"),
+                        format!("{p:?} is not a path ('/' first, visible ASCII, no '?' or '#')"),
+                    ));
+                }
+                let Some(from) = prefix else {
+                    return Err(self.err(
+                        f("rewrite.prefix"),
+                        "an exact path has no prefix to replace (use rewrite.path)",
+                    ));
+                };
+                Some(PathRewrite::Prefix {
+                    from: from.into(),
+                    to: p,
+                })
+            }
+            (None, None) => None,
+        };
+        Ok(Rewrite {
+            hostname: raw.hostname.map(|h| h.to_ascii_lowercase()),
+            path,
+        })
     }
 
     /// A `[[route]]`'s `request_headers` or `response_headers` (at `field`), validated.
@@ -2010,6 +2152,58 @@ mod tests {
         }
         assert!(editable_header("x-env", false) && editable_header("set-cookie", false));
         assert!(!editable_header("set-cookie", true));
+    }
+
+    #[test]
+    fn a_prefix_rewrite_follows_the_gateway_api_table() {
+        let cases = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/x", "/", "/app", "/app/x"),
+        ];
+        for (path, from, to, want) in cases {
+            let r = PathRewrite::Prefix {
+                from: from.into(),
+                to: to.into(),
+            };
+            assert_eq!(r.apply(path), want, "{path} {from} {to}");
+        }
+        assert_eq!(PathRewrite::Full("/n".into()).apply("/any/thing"), "/n");
+    }
+
+    #[test]
+    fn bad_rewrites_name_their_field() {
+        let route = |extra: &str| {
+            format!("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='a'\n{extra}\n")
+        };
+        let cases = [
+            (
+                "rewrite = { hostname = 'a:80' }",
+                "route[0].rewrite.hostname",
+            ),
+            ("rewrite = { path = 'x' }", "route[0].rewrite.path"),
+            ("rewrite = { path = '/a?b' }", "route[0].rewrite.path"),
+            (
+                "rewrite = { path = '/a', prefix = '/b' }",
+                "route[0].rewrite.path",
+            ),
+            (
+                "path = '/e'\nrewrite = { prefix = '/b' }",
+                "route[0].rewrite.prefix",
+            ),
+        ];
+        for (extra, field) in cases {
+            let e = parse(&route(extra)).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -428,3 +428,31 @@ async fn header_modifiers_edit_the_request_and_response_but_cannot_spoof_tether(
         assert!(r.headers.get("x-pod").is_none(), "{t:?}");
     }
 }
+
+#[tokio::test]
+async fn a_url_rewrite_changes_the_host_and_path_the_pod_gets() {
+    let k = Cluster::start().await;
+    let mut r = route("shop", "ours", k.port, &["/store"], json!(null));
+    r["spec"]["rules"][0]["filters"] = json!([{
+        "type": "URLRewrite",
+        "urlRewrite": {
+            "hostname": "internal.shop",
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"},
+        },
+    }]);
+    k.api.apply(r);
+    k.wait_status("/store", StatusCode::OK).await;
+    for t in [Transport::H1, Transport::H2c] {
+        let fields: &[(&str, &str)] = if t.is_h2() { &[] } else { &[("host", HOST)] };
+        let target = if t.is_h2() {
+            format!("http://{HOST}/store/cart")
+        } else {
+            "/store/cart".into()
+        };
+        let r = send_plain(t, k.proxy.proxy_addr, request(&target, fields, false)).await;
+        assert_eq!(r.status, StatusCode::OK, "{t:?}");
+        assert_eq!(r.json()["path"], "/cart", "{t:?}");
+        assert_eq!(r.seen("host").as_deref(), Some("internal.shop"), "{t:?}");
+        assert_eq!(r.seen("x-forwarded-host").as_deref(), Some(HOST), "{t:?}");
+    }
+}

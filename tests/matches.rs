@@ -175,3 +175,37 @@ async fn a_response_header_edit_changes_what_the_client_gets_but_not_the_session
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_rewrite_changes_the_host_and_path_the_pod_gets_and_keeps_the_forwarded_host() {
+    for t in Transport::ALL {
+        let pod = TestBackend::echo("pod").await;
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"{}\"]\n\
+             [[route]]\npath_prefix = \"/old\"\nbackend = \"app\"\n\
+             rewrite = {{ hostname = \"internal.example\", prefix = \"/new\" }}\n\
+             [[route]]\npath = \"/one\"\nbackend = \"app\"\nrewrite = {{ path = \"/two\" }}\n",
+            pod.addr
+        );
+        let f = Front::start(t, &cfg).await;
+        let fields: &[(&str, &str)] = if t.is_h2() {
+            &[]
+        } else {
+            &[("host", "localhost")]
+        };
+        let get = |path: &str| request(&target(t, "localhost", path), fields, false);
+        let r = f.send(get("/old/x?q=1")).await;
+        assert_eq!(r.status, 200, "{t:?}");
+        assert_eq!(r.json()["path"], "/new/x", "{t:?}");
+        assert_eq!(r.seen("host").as_deref(), Some("internal.example"), "{t:?}");
+        assert_eq!(
+            r.seen("x-forwarded-host").as_deref(),
+            Some("localhost"),
+            "{t:?}"
+        );
+        let r = f.send(get("/one")).await;
+        assert_eq!(r.json()["path"], "/two", "{t:?}");
+        assert_eq!(r.seen("host").as_deref(), Some("localhost"), "{t:?}");
+    }
+}

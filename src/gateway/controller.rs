@@ -35,12 +35,13 @@ use tokio::sync::watch;
 
 use super::api::{
     Gateway, GatewayClass, HTTPBackendRef, HTTPHeaderFilter, HTTPPathMatch, HTTPRoute,
-    HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, LifetimeType, Listener, PathMatchType,
-    SessionPersistence, SessionPersistenceType, GROUP,
+    HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, HTTPURLRewriteFilter, LifetimeType, Listener,
+    PathMatchType, SessionPersistence, SessionPersistenceType, GROUP,
 };
 use super::session;
 use crate::config::{
-    BackendSettings, Config, GatewaySettings, HeaderEdit, RouteFilters, RouteMatches,
+    BackendSettings, Config, GatewaySettings, HeaderEdit, PathRewrite, Rewrite, RouteFilters,
+    RouteMatches,
 };
 use crate::discovery::objects::{self, Bursts};
 
@@ -366,7 +367,18 @@ impl RouteBuilder {
                 let value = path.value.clone().unwrap_or_else(|| "/".into());
                 match path.kind.unwrap_or(PathMatchType::PathPrefix) {
                     PathMatchType::PathPrefix => {}
-                    PathMatchType::Exact => conditions.exact = true,
+                    PathMatchType::Exact => {
+                        let prefix_rewrite = filters.rewrite.as_ref().and_then(|r| r.path.as_ref());
+                        if matches!(prefix_rewrite, Some(PathRewrite::Prefix { .. })) {
+                            self.note(
+                                &format!("{at}.path Exact {value}"),
+                                "URLRewrite ReplacePrefixMatch needs a PathPrefix match; the \
+                                 match is left out",
+                            );
+                            continue;
+                        }
+                        conditions.exact = true
+                    }
                     PathMatchType::RegularExpression => {
                         self.note(
                             &format!("{at}.path RegularExpression {value}"),
@@ -425,6 +437,16 @@ impl RouteBuilder {
                         ..
                     },
                 ) => (m, true),
+                (
+                    "URLRewrite",
+                    HTTPRouteFilter {
+                        url_rewrite: Some(w),
+                        ..
+                    },
+                ) => {
+                    out.rewrite = Some(self.rewrite(&at, w)?);
+                    continue;
+                }
                 (kind, _) => {
                     self.note(
                         &format!("{at} {kind}"),
@@ -444,6 +466,37 @@ impl RouteBuilder {
             target.remove.extend(compiled.remove);
         }
         Some(out)
+    }
+
+    /// A `URLRewrite`, or `None` (with a note) for a path modifier type tether does not
+    /// know. A `ReplacePrefixMatch`'s prefix is the route's own, filled in when the
+    /// route's TOML is read.
+    fn rewrite(&mut self, at: &str, w: &HTTPURLRewriteFilter) -> Option<Rewrite> {
+        let path = match &w.path {
+            None => None,
+            Some(p) => match (
+                p.kind.as_str(),
+                &p.replace_full_path,
+                &p.replace_prefix_match,
+            ) {
+                ("ReplaceFullPath", Some(full), _) => Some(PathRewrite::Full(full.clone())),
+                ("ReplacePrefixMatch", _, Some(to)) => Some(PathRewrite::Prefix {
+                    from: String::new(),
+                    to: to.clone(),
+                }),
+                (kind, _, _) => {
+                    self.note(
+                        &format!("{at} URLRewrite path {kind}"),
+                        "not supported (or its value is missing); the rule is left out",
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Rewrite {
+            hostname: w.hostname.clone(),
+            path,
+        })
     }
 
     /// One header modifier, or `None` (with a note) when a name or value is not HTTP.

@@ -573,6 +573,10 @@ pub trait Edit {
     fn drops(&self, name: &str) -> bool;
     /// Writes the edit's own fields with `field(name, value)`.
     fn fields(&self, field: &mut dyn FnMut(&[u8], &[u8]));
+    /// The request target to send instead of the client's (origin form), if any.
+    fn target(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// [`write_request`] with a route's header edit: the client's lines of a field it sets
@@ -602,12 +606,13 @@ fn write_request_with(
     out.reserve(head.len + peer.len() + head.host.len() + session.len() + 256);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
+    let target = edit.and_then(|e| e.target()).unwrap_or(head.target);
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff = false;
     // RFC 9112 §3.2.2: an absolute target's authority replaces Host; HTTP/1.1 upstream
-    // requests always carry one (§3.2).
-    if head.authority_host || head.host.is_empty() {
+    // requests always carry one (§3.2). An edit that sets the host writes its own.
+    if (head.authority_host || head.host.is_empty()) && !edit.is_some_and(|e| e.drops("host")) {
         field(out, b"host", head.host);
     }
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {

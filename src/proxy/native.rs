@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::exchange::{self, Arrival, Cut, LogInfo, LogLine, Route, Served, Try};
+use super::exchange::{self, Arrival, Changes, Cut, LogInfo, LogLine, Route, Served, Try};
 use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::{HexId, Memo};
 use crate::affinity::Outcome;
@@ -813,19 +813,15 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
         self.head.replayable()
     }
 
-    fn begin(&mut self, conn: &Connection, session: &HexId, edit: Option<&HeaderEdit>) {
+    fn begin(&mut self, conn: &Connection, session: &HexId, changes: Changes<'_>) {
         let peer = conn.peer_value.as_bytes();
         let secure = conn.secure;
-        match edit {
-            None => wire::write_request(self.out, self.head, peer, secure, session.as_bytes()),
-            Some(e) => wire::write_request_edited(
-                self.out,
-                self.head,
-                peer,
-                secure,
-                session.as_bytes(),
-                &Edited(e),
-            ),
+        if changes.is_none() {
+            wire::write_request(self.out, self.head, peer, secure, session.as_bytes());
+        } else {
+            let edited = Edited(changes);
+            let session = session.as_bytes();
+            wire::write_request_edited(self.out, self.head, peer, secure, session, &edited);
         }
         self.prefix = self.out.len();
     }
@@ -922,7 +918,10 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
                             self.resp,
                             &h,
                             self.head.http10,
-                            &Edited(e),
+                            &Edited(Changes {
+                                edit: Some(e),
+                                ..Changes::default()
+                            }),
                         ),
                     }
                     let answer = Answer {
@@ -1664,17 +1663,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// A route's header edit as the HTTP/1 writer reads it.
-struct Edited<'e>(&'e HeaderEdit);
+/// What a route changes on a head, as the HTTP/1 writer reads it.
+struct Edited<'e>(Changes<'e>);
 
 impl wire::Edit for Edited<'_> {
     fn drops(&self, name: &str) -> bool {
-        self.0.drops(name)
+        self.0.edit.is_some_and(|e| e.drops(name))
+            || (self.0.host.is_some() && name.eq_ignore_ascii_case("host"))
     }
     fn fields(&self, field: &mut dyn FnMut(&[u8], &[u8])) {
-        for (n, v) in self.0.fields() {
+        if let Some(h) = self.0.host {
+            field(b"host", h.as_bytes());
+        }
+        for (n, v) in self.0.edit.into_iter().flat_map(HeaderEdit::fields) {
             field(n.as_str().as_bytes(), v.as_bytes());
         }
+    }
+    fn target(&self) -> Option<&str> {
+        self.0.target
     }
 }
 

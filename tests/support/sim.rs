@@ -144,6 +144,7 @@ impl Sim {
             request_buffer: 64 * 1024,
             response_buffer: 64 * 1024,
             filters: None,
+            target: None,
         };
         let mut memo = Memo::default();
         let mut line = Vec::new();
@@ -215,7 +216,7 @@ impl Upstream for Pods<'_> {
         &mut self,
         _conn: &Connection,
         session: &HexId,
-        _edit: Option<&tether::config::HeaderEdit>,
+        _changes: tether::proxy::exchange::Changes<'_>,
     ) {
         self.session = Some(parse_session(session.as_str()));
     }
