@@ -100,7 +100,12 @@ impl RequestHead<'_> {
         if self.target == "*" {
             return "/";
         }
-        self.target.split('?').next().unwrap_or(self.target)
+        // memchr: `split('?')` cost ~40 instructions per request, now paid on every
+        // route lookup.
+        match memchr::memchr(b'?', self.target.as_bytes()) {
+            Some(i) => &self.target[..i],
+            None => self.target,
+        }
     }
 
     /// Whether the request may be sent twice: an idempotent method and no body, the
