@@ -91,6 +91,8 @@ fn routes(c: &mut Criterion) {
         host: host.map(Into::into),
         path_prefix: p.into(),
         backend,
+        matches: Default::default(),
+        filters: Default::default(),
     };
     let table = RouteTable::new(&[
         r(None, "/", 0),

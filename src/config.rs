@@ -441,6 +441,184 @@ pub struct RouteSettings {
     pub path_prefix: String,
     /// Index into [`Config::backends`].
     pub backend: usize,
+    /// What else a request must have to take the route, and how its path compares
+    /// (Gateway API's HTTPRouteMatch); none by default.
+    pub matches: RouteMatches,
+    /// What is changed on the requests it routes and their answers (Gateway API's
+    /// HTTPRoute filters); nothing by default.
+    pub filters: RouteFilters,
+}
+
+/// What a route changes on the way through: `request_headers` and `response_headers`
+/// in a `[[route]]`, an HTTPRoute rule's `RequestHeaderModifier` and
+/// `ResponseHeaderModifier` filters. Applied by the exchange, the same for every codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteFilters {
+    /// Applied to the request before tether adds its own fields, so it can neither
+    /// replace nor remove them (nor name them: see [`HeaderEdit`]).
+    pub request_headers: HeaderEdit,
+    /// Applied to the pod's response head before tether adds its own fields.
+    pub response_headers: HeaderEdit,
+    /// The host and path the pod is asked for instead (`rewrite`, Gateway API's
+    /// `URLRewrite`).
+    pub rewrite: Option<Rewrite>,
+}
+
+impl RouteFilters {
+    /// Whether the route changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.request_headers.is_empty()
+            && self.response_headers.is_empty()
+            && self.rewrite.is_none()
+    }
+}
+
+/// A request's host and path as sent to the pod. `X-Forwarded-Host` keeps the host the
+/// client asked for; the query is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The `Host` the pod gets.
+    pub hostname: Option<String>,
+    /// How the path changes.
+    pub path: Option<PathRewrite>,
+}
+
+/// A path rewrite (Gateway API's `HTTPPathModifier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// The whole path becomes this.
+    Full(String),
+    /// The route's path prefix (`from`) is replaced by `to`, by whole segments.
+    Prefix {
+        /// The route's `path_prefix`.
+        from: String,
+        /// What replaces it.
+        to: String,
+    },
+}
+
+impl PathRewrite {
+    /// The path `path` (which the route matched) becomes. A trailing `/` of either
+    /// prefix is ignored, as Gateway API's table for `ReplacePrefixMatch` says:
+    /// `/foo/bar` with prefix `/foo` and replacement `/xyz` or `/xyz/` is `/xyz/bar`,
+    /// `/foo/` with replacement `` is `/`.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathRewrite::Full(p) => p.clone(),
+            PathRewrite::Prefix { from, to } => {
+                let from = from.trim_end_matches('/');
+                let rest = path.get(from.len()..).unwrap_or("");
+                let out = format!("{}{rest}", to.trim_end_matches('/'));
+                if out.is_empty() {
+                    "/".into()
+                } else {
+                    out
+                }
+            }
+        }
+    }
+}
+
+/// Header fields to set (replacing every field of the name), add (another field line,
+/// RFC 9110 §5.3) and remove, in that order: remove, set, add. Names never include what
+/// tether owns (`x-tether-*`, `x-forwarded-*`, hop-by-hop and framing fields, `Host`;
+/// `Set-Cookie` on responses): validation refuses them, so an edit cannot spoof what
+/// tether tells the app nor put back what it removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdit {
+    /// Fields whose value becomes this one.
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields added next to any the message has.
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields removed.
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl HeaderEdit {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether a field named `name` (any case) is replaced or removed, so the message's
+    /// own lines of it are not relayed.
+    pub fn drops(&self, name: &str) -> bool {
+        let same = |n: &http::HeaderName| n.as_str().eq_ignore_ascii_case(name);
+        self.remove.iter().any(same) || self.set.iter().any(|(n, _)| same(n))
+    }
+
+    /// Its own fields, set then added, as `(name, value)`.
+    pub fn fields(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        self.set.iter().chain(&self.add).map(|(n, v)| (n, v))
+    }
+
+    /// Applies the edit to a header map.
+    pub fn apply(&self, h: &mut http::HeaderMap) {
+        for n in &self.remove {
+            h.remove(n);
+        }
+        for (n, v) in &self.set {
+            h.insert(n, v.clone());
+        }
+        for (n, v) in &self.add {
+            h.append(n, v.clone());
+        }
+    }
+}
+
+/// Whether a header edit may name `name` (lowercase): not a field tether owns on the
+/// way upstream or back, one it strips (hop-by-hop, RFC 9110 §7.6.1), nor one that
+/// frames or routes the message (RFC 9112 §6, §3.2); on a response, not `Set-Cookie`
+/// (the session cookie is tether's).
+pub fn editable_header(name: &str, response: bool) -> bool {
+    const OWNED: [&str; 13] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "expect",
+        "x-forwarded-port",
+    ];
+    // Every name `http::headers::speaks_for_tether` takes, read with `_` as `-` as CGI
+    // servers do, and more (that module sits above this one, so not called).
+    let dashed = name.replace('_', "-");
+    !(dashed.starts_with("x-tether-")
+        || dashed.starts_with("x-forwarded-")
+        || OWNED.contains(&name)
+        || (response && name == "set-cookie"))
+}
+
+/// The conditions of a route beyond its host and path prefix: `path` (exact),
+/// `method`, `headers` and `query` in a `[[route]]`, an HTTPRoute match's `Exact` path,
+/// `method`, `headers` and `queryParams`, an Ingress `Exact` path. All must hold.
+/// Which of several matching routes wins is the proxy's route table's decision
+/// (Gateway API precedence).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatches {
+    /// The route's path is the whole path, not a prefix of it.
+    pub exact: bool,
+    /// The request method, when the route names one.
+    pub method: Option<http::Method>,
+    /// Header fields whose value must equal these (names are case-insensitive, values
+    /// exact; with a repeated field, the first line counts, as Gateway API says).
+    pub headers: Vec<(http::HeaderName, String)>,
+    /// Query parameters whose value must equal these (names and values exact, as
+    /// written; the first occurrence counts).
+    pub query: Vec<(String, String)>,
+}
+
+impl RouteMatches {
+    /// Whether only the host and the path decide (the common case, kept cheap).
+    pub fn is_path_only(&self) -> bool {
+        self.method.is_none() && self.headers.is_empty() && self.query.is_empty()
+    }
 }
 
 /// One `[[route]]` table as tether.toml text, for the code that writes configs
@@ -457,6 +635,89 @@ pub fn route_toml(host: Option<&str>, path_prefix: &str, backend: &str) -> Strin
         q(path_prefix),
         q(backend)
     ));
+    out
+}
+
+/// One `[[route]]` table as tether.toml text with its matches (see [`route_toml`]):
+/// an exact path is written as `path`, the other conditions as inline tables.
+pub fn route_toml_matching(
+    host: Option<&str>,
+    path: &str,
+    backend: &str,
+    matches: &RouteMatches,
+) -> String {
+    let q = |s: &str| toml::Value::String(s.into()).to_string();
+    let mut out = String::from("[[route]]\n");
+    if let Some(h) = host {
+        out.push_str(&format!("host = {}\n", q(h)));
+    }
+    let key = if matches.exact { "path" } else { "path_prefix" };
+    out.push_str(&format!("{key} = {}\nbackend = {}\n", q(path), q(backend)));
+    if let Some(m) = &matches.method {
+        out.push_str(&format!("method = {}\n", q(m.as_str())));
+    }
+    let table = |pairs: &mut dyn Iterator<Item = (&str, &str)>| {
+        let items: Vec<String> = pairs.map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+        format!("{{ {} }}", items.join(", "))
+    };
+    if !matches.headers.is_empty() {
+        let mut pairs = matches
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        out.push_str(&format!("headers = {}\n", table(&mut pairs)));
+    }
+    if !matches.query.is_empty() {
+        let mut pairs = matches.query.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        out.push_str(&format!("query = {}\n", table(&mut pairs)));
+    }
+    out
+}
+
+/// The lines a `[[route]]` table written by [`route_toml_matching`] needs for these
+/// filters (empty when there are none); append them to it.
+pub fn route_filters_toml(filters: &RouteFilters) -> String {
+    let q = |s: &str| toml::Value::String(s.into()).to_string();
+    let edit = |e: &HeaderEdit| {
+        let pairs = |p: &[(http::HeaderName, http::HeaderValue)]| {
+            p.iter()
+                .map(|(k, v)| format!("{} = {}", q(k.as_str()), q(v.to_str().unwrap_or(""))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let remove: Vec<String> = e.remove.iter().map(|n| q(n.as_str())).collect();
+        format!(
+            "{{ set = {{ {} }}, add = {{ {} }}, remove = [{}] }}",
+            pairs(&e.set),
+            pairs(&e.add),
+            remove.join(", ")
+        )
+    };
+    let mut out = String::new();
+    if !filters.request_headers.is_empty() {
+        out.push_str(&format!(
+            "request_headers = {}\n",
+            edit(&filters.request_headers)
+        ));
+    }
+    if !filters.response_headers.is_empty() {
+        out.push_str(&format!(
+            "response_headers = {}\n",
+            edit(&filters.response_headers)
+        ));
+    }
+    if let Some(r) = &filters.rewrite {
+        let mut parts = Vec::new();
+        if let Some(h) = &r.hostname {
+            parts.push(format!("hostname = {}", q(h)));
+        }
+        match &r.path {
+            Some(PathRewrite::Full(p)) => parts.push(format!("path = {}", q(p))),
+            Some(PathRewrite::Prefix { to, .. }) => parts.push(format!("prefix = {}", q(to))),
+            None => {}
+        }
+        out.push_str(&format!("rewrite = {{ {} }}\n", parts.join(", ")));
+    }
     out
 }
 
@@ -661,7 +922,34 @@ struct RawAffinity {
 struct RawRoute {
     host: Option<String>,
     path_prefix: Option<String>,
+    /// An exact path, instead of `path_prefix`.
+    path: Option<String>,
+    method: Option<String>,
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    query: Option<std::collections::BTreeMap<String, String>>,
+    request_headers: Option<RawHeaderEdit>,
+    response_headers: Option<RawHeaderEdit>,
+    rewrite: Option<RawRewrite>,
     backend: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    hostname: Option<String>,
+    path: Option<String>,
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderEdit {
+    #[serde(default)]
+    set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
 // === impl Config ===
@@ -1429,6 +1717,8 @@ impl Validator<'_> {
                     host: None,
                     path_prefix: "/".into(),
                     backend: 0,
+                    matches: RouteMatches::default(),
+                    filters: RouteFilters::default(),
                 }]);
             }
             return Err(self.err(
@@ -1451,13 +1741,46 @@ impl Validator<'_> {
                         ),
                     )
                 })?;
-            let path_prefix = r.path_prefix.unwrap_or_else(|| "/".into());
+            let exact = r.path.is_some();
+            if exact && r.path_prefix.is_some() {
+                return Err(self.err(f("path"), "set path (exact) or path_prefix, not both"));
+            }
+            let (path_field, path_prefix) = match r.path {
+                Some(p) => ("path", p),
+                None => ("path_prefix", r.path_prefix.unwrap_or_else(|| "/".into())),
+            };
             if !path_prefix.starts_with('/') {
                 return Err(self.err(
-                    f("path_prefix"),
+                    f(path_field),
                     format!("must start with '/', got {path_prefix:?}"),
                 ));
             }
+            let matches = self.route_matches(
+                &f,
+                exact,
+                r.method,
+                r.headers.unwrap_or_default(),
+                r.query.unwrap_or_default(),
+            )?;
+            let filters = RouteFilters {
+                request_headers: self.header_edit(
+                    &f("request_headers"),
+                    r.request_headers,
+                    false,
+                )?,
+                response_headers: self.header_edit(
+                    &f("response_headers"),
+                    r.response_headers,
+                    true,
+                )?,
+                rewrite: match r.rewrite {
+                    None => None,
+                    Some(w) => {
+                        let prefix = (!exact).then_some(path_prefix.as_str());
+                        Some(self.rewrite(&f, w, prefix)?)
+                    }
+                },
+            };
             let host = match r.host {
                 None => None,
                 Some(h) => {
@@ -1479,9 +1802,195 @@ impl Validator<'_> {
                 host,
                 path_prefix,
                 backend,
+                matches,
+                filters,
             });
         }
         Ok(routes)
+    }
+
+    /// A `[[route]]`'s `rewrite`, validated; `prefix` is the route's path prefix (`None`
+    /// for an exact `path`, which has no prefix to replace).
+    fn rewrite(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        raw: RawRewrite,
+        prefix: Option<&str>,
+    ) -> Result<Rewrite> {
+        if let Some(h) = &raw.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+            if !ok {
+                return Err(self.err(
+                    f("rewrite.hostname"),
+                    format!("{h:?} is not a host name (letters, digits, '-', '.')"),
+                ));
+            }
+        }
+        // A request target's path: visible ASCII (RFC 9112 §3.2), no query or fragment.
+        let path_ok = |p: &str| {
+            p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) && !p.contains(['?', '#'])
+        };
+        let path = match (raw.path, raw.prefix) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(f("rewrite.path"), "set path or prefix, not both"))
+            }
+            (Some(p), None) => {
+                if !path_ok(&p) {
+                    return Err(self.err(
+                        f("rewrite.path"),
+                        format!("{p:?} is not a path ('/' first, visible ASCII, no '?' or '#')"),
+                    ));
+                }
+                Some(PathRewrite::Full(p))
+            }
+            (None, Some(p)) => {
+                if !(p.is_empty() || path_ok(&p)) {
+                    return Err(self.err(
+                        f("rewrite.prefix"),
+                        format!("{p:?} is not a path ('/' first, visible ASCII, no '?' or '#')"),
+                    ));
+                }
+                let Some(from) = prefix else {
+                    return Err(self.err(
+                        f("rewrite.prefix"),
+                        "an exact path has no prefix to replace (use rewrite.path)",
+                    ));
+                };
+                Some(PathRewrite::Prefix {
+                    from: from.into(),
+                    to: p,
+                })
+            }
+            (None, None) => None,
+        };
+        Ok(Rewrite {
+            hostname: raw.hostname.map(|h| h.to_ascii_lowercase()),
+            path,
+        })
+    }
+
+    /// A `[[route]]`'s `request_headers` or `response_headers` (at `field`), validated.
+    fn header_edit(
+        &self,
+        field: &str,
+        raw: Option<RawHeaderEdit>,
+        response: bool,
+    ) -> Result<HeaderEdit> {
+        let Some(raw) = raw else {
+            return Ok(HeaderEdit::default());
+        };
+        let name = |part: &str, n: &str| -> Result<http::HeaderName> {
+            let at = format!("{field}.{part}.{n}");
+            let parsed = http::HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| self.err(&at, "not a header field name"))?;
+            if !editable_header(parsed.as_str(), response) {
+                return Err(self.err(
+                    at,
+                    "tether owns this field (x-tether-*, x-forwarded-*, hop-by-hop, framing, \
+                     Host, or Set-Cookie on a response); a route cannot change it",
+                ));
+            }
+            Ok(parsed)
+        };
+        let value = |part: &str, n: &str, v: &str| -> Result<http::HeaderValue> {
+            http::HeaderValue::from_str(v).map_err(|_| {
+                self.err(
+                    format!("{field}.{part}.{n}"),
+                    format!("{v:?} is not a header value (visible ASCII)"),
+                )
+            })
+        };
+        let mut edit = HeaderEdit::default();
+        for (n, v) in &raw.set {
+            let h = name("set", n)?;
+            if edit.set.iter().any(|(k, _)| *k == h) {
+                return Err(self.err(
+                    format!("{field}.set.{n}"),
+                    "the same header is set twice (names ignore case)",
+                ));
+            }
+            edit.set.push((h, value("set", n, v)?));
+        }
+        for (n, v) in &raw.add {
+            edit.add.push((name("add", n)?, value("add", n, v)?));
+        }
+        for n in &raw.remove {
+            edit.remove.push(name("remove", n)?);
+        }
+        Ok(edit)
+    }
+
+    /// A `[[route]]`'s `method`, `headers` and `query`, validated (`f` makes the field
+    /// path of the route's fields).
+    fn route_matches(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        exact: bool,
+        method: Option<String>,
+        headers: std::collections::BTreeMap<String, String>,
+        query: std::collections::BTreeMap<String, String>,
+    ) -> Result<RouteMatches> {
+        // Gateway API's HTTPMethod values; tether refuses CONNECT, so a route for it
+        // could never match.
+        const METHODS: [&str; 8] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let method = match method {
+            None => None,
+            Some(m) if METHODS.contains(&m.as_str()) => http::Method::from_bytes(m.as_bytes()).ok(),
+            Some(m) => {
+                return Err(self.err(
+                    f("method"),
+                    format!("{m:?} is not one of {}", METHODS.join(", ")),
+                ))
+            }
+        };
+        let mut names: Vec<(http::HeaderName, String)> = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let field = f(&format!("headers.{name}"));
+            let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                return Err(self.err(field, "not a header field name"));
+            };
+            if names.iter().any(|(k, _)| *k == n) {
+                return Err(self.err(field, "the same header is listed twice (names ignore case)"));
+            }
+            if http::HeaderValue::from_str(&value).is_err() || value.trim() != value {
+                return Err(self.err(
+                    field,
+                    format!("{value:?} is not a header value (visible ASCII, no edge spaces)"),
+                ));
+            }
+            names.push((n, value));
+        }
+        let mut params = Vec::with_capacity(query.len());
+        for (name, value) in query {
+            let bad = |s: &str| {
+                s.bytes()
+                    .any(|b| b.is_ascii_control() || b"&#= ".contains(&b))
+            };
+            if name.is_empty()
+                || bad(&name)
+                || value
+                    .bytes()
+                    .any(|b| b.is_ascii_control() || b"&# ".contains(&b))
+            {
+                return Err(self.err(
+                    f(&format!("query.{name}")),
+                    "a query parameter needs a name, and neither may hold '&', '#', spaces or \
+                     controls (and the name no '=')",
+                ));
+            }
+            params.push((name, value));
+        }
+        Ok(RouteMatches {
+            exact,
+            method,
+            headers: names,
+            query: params,
+        })
     }
 
     fn socket_addr(&self, field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -1769,6 +2278,123 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!(e.field, field, "{e}");
             assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn route_matches_load_and_round_trip_through_route_toml_matching() {
+        let c = parse(
+            "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n\
+             [[route]]\npath='/exact'\nmethod='POST'\nheaders={ 'X-Env' = 'canary' }\n\
+             query={ v = '2' }\nbackend='a'\n",
+        )
+        .unwrap();
+        let m = &c.routes[0].matches;
+        assert!(m.exact);
+        assert_eq!(c.routes[0].path_prefix, "/exact");
+        assert_eq!(m.method, Some(http::Method::POST));
+        assert_eq!(
+            m.headers,
+            vec![(http::HeaderName::from_static("x-env"), "canary".to_string())]
+        );
+        assert_eq!(m.query, vec![("v".to_string(), "2".to_string())]);
+        let text = format!(
+            "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n{}",
+            route_toml_matching(None, "/exact", "a", m)
+        );
+        assert_eq!(parse(&text).unwrap().routes[0].matches, *m);
+    }
+
+    #[test]
+    fn no_header_edit_may_name_a_field_that_speaks_for_tether() {
+        for name in [
+            "x-tether-session",
+            "x_tether_session",
+            "x-tether-affinity",
+            "x-tether-previous-endpoint",
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+        ] {
+            assert!(crate::http::headers::speaks_for_tether(name.as_bytes()));
+            assert!(!editable_header(name, false), "{name}");
+        }
+        assert!(editable_header("x-env", false) && editable_header("set-cookie", false));
+        assert!(!editable_header("set-cookie", true));
+    }
+
+    #[test]
+    fn a_prefix_rewrite_follows_the_gateway_api_table() {
+        let cases = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/x", "/", "/app", "/app/x"),
+        ];
+        for (path, from, to, want) in cases {
+            let r = PathRewrite::Prefix {
+                from: from.into(),
+                to: to.into(),
+            };
+            assert_eq!(r.apply(path), want, "{path} {from} {to}");
+        }
+        assert_eq!(PathRewrite::Full("/n".into()).apply("/any/thing"), "/n");
+    }
+
+    #[test]
+    fn bad_rewrites_name_their_field() {
+        let route = |extra: &str| {
+            format!("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='a'\n{extra}\n")
+        };
+        let cases = [
+            (
+                "rewrite = { hostname = 'a:80' }",
+                "route[0].rewrite.hostname",
+            ),
+            ("rewrite = { path = 'x' }", "route[0].rewrite.path"),
+            ("rewrite = { path = '/a?b' }", "route[0].rewrite.path"),
+            (
+                "rewrite = { path = '/a', prefix = '/b' }",
+                "route[0].rewrite.path",
+            ),
+            (
+                "path = '/e'\nrewrite = { prefix = '/b' }",
+                "route[0].rewrite.prefix",
+            ),
+        ];
+        for (extra, field) in cases {
+            let e = parse(&route(extra)).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_route_matches_name_their_field() {
+        let route = |extra: &str| {
+            format!("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='a'\n{extra}\n")
+        };
+        let cases = [
+            ("path='/a'\npath_prefix='/a'", "route[0].path"),
+            ("path='a'", "route[0].path"),
+            ("method='FETCH'", "route[0].method"),
+            ("method='CONNECT'", "route[0].method"),
+            ("headers={ 'bad name' = 'x' }", "route[0].headers.bad name"),
+            ("headers={ x-a = ' padded' }", "route[0].headers.x-a"),
+            ("headers={ x-a = '1', X-A = '2' }", "route[0].headers.x-a"),
+            ("query={ 'a&b' = '1' }", "route[0].query.a&b"),
+            ("query={ a = '1#2' }", "route[0].query.a"),
+        ];
+        for (extra, field) in cases {
+            let e = parse(&route(extra)).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
         }
     }
 

@@ -671,6 +671,8 @@ impl Reloader {
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
                 backend: r.backend.clone(),
+                matches: r.matches.clone(),
+                filters: r.filters.clone(),
                 ingress: format!("HTTPRoute {}", r.route),
             }));
         extra

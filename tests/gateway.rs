@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use support::fake_apiserver::{
     namespace, reference_grant, service, slice, Ep, ModeCluster, StatusWrite,
 };
+use support::transport::{request, send_plain, Transport};
 use support::*;
 
 const NS: &str = "shop";
@@ -878,4 +879,199 @@ async fn routes_route_in_a_cluster_without_the_experimental_policy_crd() {
         TestClient::new().send(req).await.status == StatusCode::OK
     })
     .await;
+}
+
+/// Starts Service `canary` (one pod of its own) next to the cluster's `web`, and applies
+/// HTTPRoute `matches` sending requests with `X-Env: canary`, `DELETE /orders…`,
+/// `/search?beta=1` and exactly `/exact` to canary, everything else to web.
+async fn canary_route(k: &Cluster) -> Vec<Arc<TestBackend>> {
+    let (pods, port) = pods_on_one_port(&["canary"]).await;
+    let eps = [support::fake_apiserver::Ep::pod(
+        "canary",
+        &pods[0].addr.ip().to_string(),
+    )];
+    k.api.apply(support::fake_apiserver::slice(
+        NS, "canary-1", "canary", "http", port, &eps,
+    ));
+    let canary = json!([{"name": "canary", "port": port}]);
+    k.api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "matches", "namespace": NS, "generation": 1},
+        "spec": {
+            "parentRefs": [{"name": "ours", "sectionName": "http"}],
+            "hostnames": [HOST],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                              "headers": [{"name": "X-Env", "value": "canary"}]}],
+                 "backendRefs": canary},
+                {"matches": [{"path": {"type": "Exact", "value": "/exact"}},
+                             {"path": {"type": "PathPrefix", "value": "/orders"}, "method": "DELETE"},
+                             {"path": {"type": "PathPrefix", "value": "/search"},
+                              "queryParams": [{"name": "beta", "value": "1"}]}],
+                 "backendRefs": canary},
+                {"backendRefs": [{"name": "web", "port": k.port}]},
+            ],
+        },
+    }));
+    wait_for_async("the canary routes", || async {
+        k.get(HOST, "/exact", &[]).await.pod() == "canary"
+    })
+    .await;
+    pods
+}
+
+/// Who answered `method path` for the shop host with these fields, over `t`.
+async fn pod_over(
+    k: &Cluster,
+    t: Transport,
+    method: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let mut all = vec![];
+    if !t.is_h2() {
+        all.push(("host", HOST));
+    }
+    all.extend_from_slice(fields);
+    let target = if t.is_h2() {
+        format!("http://{HOST}{path}")
+    } else {
+        path.into()
+    };
+    let mut req = request(&target, &all, false);
+    *req.method_mut() = method.parse().unwrap();
+    let r = send_plain(t, k.proxy.proxy_addr, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{t:?} {method} {path} {fields:?}");
+    r.pod()
+}
+
+#[tokio::test]
+async fn httproute_header_method_and_query_matches_route_to_their_service_only() {
+    let k = Cluster::start().await;
+    let _canary = canary_route(&k).await;
+    for t in [Transport::H1, Transport::H2c] {
+        assert_eq!(
+            pod_over(&k, t, "GET", "/a", &[("x-env", "canary")]).await,
+            "canary"
+        );
+        assert!(pod_over(&k, t, "GET", "/a", &[("x-env", "stable")])
+            .await
+            .starts_with("pod-"));
+        assert!(
+            pod_over(&k, t, "GET", "/a", &[]).await.starts_with("pod-"),
+            "{t:?}"
+        );
+        assert_eq!(pod_over(&k, t, "DELETE", "/orders/7", &[]).await, "canary");
+        assert!(pod_over(&k, t, "GET", "/orders/7", &[])
+            .await
+            .starts_with("pod-"));
+        assert_eq!(
+            pod_over(&k, t, "GET", "/search?beta=1", &[]).await,
+            "canary"
+        );
+        assert!(pod_over(&k, t, "GET", "/search?beta=0", &[])
+            .await
+            .starts_with("pod-"));
+    }
+}
+
+#[tokio::test]
+async fn an_exact_httproute_path_wins_over_a_prefix_and_matches_nothing_longer() {
+    let k = Cluster::start().await;
+    let _canary = canary_route(&k).await;
+    for t in [Transport::H1, Transport::H2c] {
+        assert_eq!(
+            pod_over(&k, t, "GET", "/exact", &[]).await,
+            "canary",
+            "{t:?}"
+        );
+        assert!(
+            pod_over(&k, t, "GET", "/exact/x", &[])
+                .await
+                .starts_with("pod-"),
+            "{t:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn header_modifiers_edit_the_request_and_response_but_cannot_spoof_tether() {
+    let k = Cluster::start().await;
+    let mut r = route("shop", "ours", k.port, &["/"], json!(null));
+    r["spec"]["rules"][0]["filters"] = json!([{
+        "type": "RequestHeaderModifier",
+        "requestHeaderModifier": {
+            "set": [{"name": "X-Env", "value": "gateway"},
+                    {"name": "X-Tether-Session", "value": "spoofed"},
+                    {"name": "X-Forwarded-For", "value": "198.51.100.66"}],
+            "add": [{"name": "X-Added", "value": "1"}],
+            "remove": ["X-Secret"],
+        },
+    }, {
+        "type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {
+            "add": [{"name": "X-Route", "value": "shop"}],
+            "remove": ["X-Pod"],
+        },
+    }]);
+    k.api.apply(r);
+    k.wait_status("/", StatusCode::OK).await;
+    for t in [Transport::H1, Transport::H2c] {
+        let mut fields = vec![];
+        if !t.is_h2() {
+            fields.push(("host", HOST));
+        }
+        fields.extend([("x-env", "client"), ("x-secret", "s")]);
+        let target = if t.is_h2() {
+            format!("http://{HOST}/")
+        } else {
+            "/".into()
+        };
+        let r = send_plain(t, k.proxy.proxy_addr, request(&target, &fields, false)).await;
+        assert_eq!(r.status, StatusCode::OK, "{t:?}");
+        assert_eq!(r.seen("x-env").as_deref(), Some("gateway"), "{t:?}");
+        assert_eq!(r.seen("x-added").as_deref(), Some("1"), "{t:?}");
+        assert_eq!(r.seen("x-secret"), None, "{t:?}");
+        let session = r.seen("x-tether-session").unwrap_or_default();
+        assert!(
+            session.len() == 32 && session != "spoofed",
+            "{t:?}: tether's session id: {session}"
+        );
+        assert_eq!(
+            r.seen("x-forwarded-for").as_deref(),
+            Some("127.0.0.1"),
+            "{t:?}"
+        );
+        assert_eq!(r.headers["x-route"], "shop", "{t:?}: the response modifier");
+        assert!(r.headers.get("x-pod").is_none(), "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_url_rewrite_changes_the_host_and_path_the_pod_gets() {
+    let k = Cluster::start().await;
+    let mut r = route("shop", "ours", k.port, &["/store"], json!(null));
+    r["spec"]["rules"][0]["filters"] = json!([{
+        "type": "URLRewrite",
+        "urlRewrite": {
+            "hostname": "internal.shop",
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"},
+        },
+    }]);
+    k.api.apply(r);
+    k.wait_status("/store", StatusCode::OK).await;
+    for t in [Transport::H1, Transport::H2c] {
+        let fields: &[(&str, &str)] = if t.is_h2() { &[] } else { &[("host", HOST)] };
+        let target = if t.is_h2() {
+            format!("http://{HOST}/store/cart")
+        } else {
+            "/store/cart".into()
+        };
+        let r = send_plain(t, k.proxy.proxy_addr, request(&target, fields, false)).await;
+        assert_eq!(r.status, StatusCode::OK, "{t:?}");
+        assert_eq!(r.json()["path"], "/cart", "{t:?}");
+        assert_eq!(r.seen("host").as_deref(), Some("internal.shop"), "{t:?}");
+        assert_eq!(r.seen("x-forwarded-host").as_deref(), Some(HOST), "{t:?}");
+    }
 }

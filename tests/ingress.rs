@@ -192,6 +192,11 @@ async fn editing_the_ingress_keeps_the_session_and_deleting_it_removes_the_route
     k.api
         .apply(k.shop("tether", &[("/shop", "Prefix"), ("/api", "Exact")]));
     k.wait_status("/api", StatusCode::OK).await;
+    assert_eq!(
+        k.get(HOST, "/api/more", None).await.status,
+        StatusCode::NOT_FOUND,
+        "pathType Exact matches only its path"
+    );
     for path in ["/shop", "/api"] {
         let r = k.get(HOST, path, Some(&cookie)).await;
         assert_eq!(r.status, StatusCode::OK);

@@ -311,6 +311,7 @@ fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
                         name: "x-a".into(),
                         value: "1".into(),
                     }],
+                    ..Default::default()
                 }],
                 backend_refs: vec![HTTPBackendRef {
                     group: Some(String::new()),
@@ -328,6 +329,7 @@ fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
                         lifetime_type: Some(LifetimeType::Permanent),
                     }),
                 }),
+                ..Default::default()
             }],
         },
     );

@@ -212,6 +212,80 @@ pub struct HTTPRouteRule {
     /// Sticky sessions for the rule (GEP-1619).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_persistence: Option<SessionPersistence>,
+    /// What is changed on the requests the rule routes and their answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
+}
+
+/// One `rules[].filters[]` entry: its `type` says which one of the fields is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteFilter {
+    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`,
+    /// `URLRewrite`, `RequestMirror`, `CORS`, `ExternalAuth` or `ExtensionRef`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `RequestHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HTTPHeaderFilter>,
+    /// For `ResponseHeaderModifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HTTPHeaderFilter>,
+    /// For `URLRewrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<HTTPURLRewriteFilter>,
+}
+
+/// `filters[].urlRewrite`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPURLRewriteFilter {
+    /// The `Host` the backend gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// How the path changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HTTPPathModifier>,
+}
+
+/// `urlRewrite.path`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPPathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `ReplaceFullPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// For `ReplacePrefixMatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+/// `filters[].requestHeaderModifier` and `responseHeaderModifier`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPHeaderFilter {
+    /// Fields whose value is replaced (or added when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HTTPHeader>,
+    /// Fields added to any the message has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HTTPHeader>,
+    /// Field names removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header field name and value in a filter.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPHeader {
+    /// The name, case-insensitive.
+    pub name: String,
+    /// The value.
+    pub value: String,
 }
 
 /// One `rules[].matches[]` entry.
@@ -224,6 +298,25 @@ pub struct HTTPRouteMatch {
     /// Header conditions, all of which must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HTTPHeaderMatch>,
+    /// The request method, when the match names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<HTTPQueryParamMatch>,
+}
+
+/// `matches[].queryParams[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPQueryParamMatch {
+    /// `Exact` (default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The parameter name, compared exactly (case-sensitive).
+    pub name: String,
+    /// The value to compare with.
+    pub value: String,
 }
 
 /// `matches[].path`.

@@ -63,13 +63,16 @@ use tokio::sync::watch;
 
 use super::api::{
     Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, HTTPBackendRef,
-    HTTPPathMatch, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, HTTPRouteStatus, LifetimeType,
-    Listener, ListenerStatus, ParentReference, PathMatchType, ReferenceGrantV1beta1,
-    RouteGroupKind, RouteParentStatus, SessionPersistence, SessionPersistenceType,
-    XBackendTrafficPolicy, GROUP,
+    HTTPHeaderFilter, HTTPPathMatch, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule,
+    HTTPRouteStatus, HTTPURLRewriteFilter, LifetimeType, Listener, ListenerStatus, ParentReference,
+    PathMatchType, ReferenceGrantV1beta1, RouteGroupKind, RouteParentStatus, SessionPersistence,
+    SessionPersistenceType, XBackendTrafficPolicy, GROUP,
 };
 use super::session;
-use crate::config::{BackendSettings, Config, GatewaySettings};
+use crate::config::{
+    BackendSettings, Config, GatewaySettings, HeaderEdit, PathRewrite, Rewrite, RouteFilters,
+    RouteMatches,
+};
 use crate::discovery::objects::{self, Bursts};
 use crate::sni::Binding;
 
@@ -98,6 +101,10 @@ pub struct GatewayRoute {
     pub path_prefix: String,
     /// The backend's name (an entry of [`Compiled::backends`]).
     pub backend: String,
+    /// The match's other conditions: an `Exact` path, method, headers, query.
+    pub matches: RouteMatches,
+    /// What the rule's filters change on the way.
+    pub filters: RouteFilters,
     /// `namespace/name` of the HTTPRoute it came from.
     pub route: String,
 }
@@ -190,7 +197,8 @@ impl Compiled {
         let mut out = Compiled::default();
         let mut errors = Vec::new();
         let mut notes = Vec::new();
-        let mut taken: BTreeSet<(Option<String>, String)> = BTreeSet::new();
+        // Host, path and the other conditions (as text: they have no order of their own).
+        let mut taken: BTreeSet<(Option<String>, String, String)> = BTreeSet::new();
         for route in routes {
             let name = id(route.as_ref());
             let mut b = RouteBuilder {
@@ -228,7 +236,12 @@ impl Compiled {
             let mut used = BTreeSet::new();
             for r in &config.routes {
                 // The older route keeps a host and path both claim (Gateway API's rule).
-                if !taken.insert((r.host.clone(), r.path_prefix.clone())) {
+                let key = (
+                    r.host.clone(),
+                    r.path_prefix.clone(),
+                    format!("{:?}", r.matches),
+                );
+                if !taken.insert(key) {
                     notes.push(format!(
                         "{name}: {}{}: an earlier rule or an older HTTPRoute routes it; it wins",
                         r.host.as_deref().unwrap_or("*"),
@@ -241,6 +254,8 @@ impl Compiled {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
+                    matches: r.matches.clone(),
+                    filters: r.filters.clone(),
                     route: name.clone(),
                 });
             }
@@ -273,6 +288,8 @@ struct Route {
     host: Option<String>,
     path_prefix: String,
     backend: String,
+    matches: RouteMatches,
+    filters: RouteFilters,
 }
 
 /// Compiles one HTTPRoute, collecting notes.
@@ -387,6 +404,9 @@ impl RouteBuilder {
         let mut routes = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
+            let Some(filters) = self.filters(&at, rule) else {
+                continue;
+            };
             let Some(refs) = self.backend_ref(&at, &ns, rule) else {
                 continue;
             };
@@ -438,7 +458,7 @@ impl RouteBuilder {
                     kind: Some(PathMatchType::PathPrefix),
                     value: Some("/".into()),
                 }),
-                headers: Vec::new(),
+                ..Default::default()
             }];
             let matches = if rule.matches.is_empty() {
                 &default_match[..]
@@ -447,21 +467,25 @@ impl RouteBuilder {
             };
             for (j, m) in matches.iter().enumerate() {
                 let at = format!("{at}.matches[{j}]");
-                if !m.headers.is_empty() {
-                    self.note(
-                        &format!("{at}.headers"),
-                        "header matches are not supported yet; the match is left out",
-                    );
+                let Some(mut conditions) = self.conditions(&at, m) else {
                     continue;
-                }
+                };
                 let path = m.path.clone().unwrap_or_default();
                 let value = path.value.clone().unwrap_or_else(|| "/".into());
                 match path.kind.unwrap_or(PathMatchType::PathPrefix) {
                     PathMatchType::PathPrefix => {}
-                    PathMatchType::Exact => self.note(
-                        &format!("{at}.path Exact {value}"),
-                        "approximated as PathPrefix (tether routes by path prefix)",
-                    ),
+                    PathMatchType::Exact => {
+                        let prefix_rewrite = filters.rewrite.as_ref().and_then(|r| r.path.as_ref());
+                        if matches!(prefix_rewrite, Some(PathRewrite::Prefix { .. })) {
+                            self.note(
+                                &format!("{at}.path Exact {value}"),
+                                "URLRewrite ReplacePrefixMatch needs a PathPrefix match; the \
+                                 match is left out",
+                            );
+                            continue;
+                        }
+                        conditions.exact = true
+                    }
                     PathMatchType::RegularExpression => {
                         self.note(
                             &format!("{at}.path RegularExpression {value}"),
@@ -478,6 +502,8 @@ impl RouteBuilder {
                         host: host.clone(),
                         path_prefix: value.clone(),
                         backend: backends[index].name.clone(),
+                        matches: conditions.clone(),
+                        filters: filters.clone(),
                     });
                 }
             }
@@ -492,6 +518,192 @@ impl RouteBuilder {
             }
         }
         (backends, routes)
+    }
+
+    /// A rule's filters as tether's [`RouteFilters`], or `None` (with a note) when the
+    /// rule has a filter tether does not implement: the rule is left out rather than
+    /// routed without what it asks for. A header modifier's entry naming a field tether
+    /// owns (`x-tether-*`, `x-forwarded-*`, hop-by-hop, framing, `Host`, a response's
+    /// `Set-Cookie`) is dropped with a note: tether's own value stands.
+    fn filters(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<RouteFilters> {
+        let mut out = RouteFilters::default();
+        for (k, f) in rule.filters.iter().enumerate() {
+            let at = format!("{at}.filters[{k}]");
+            let (edit, response) = match (f.kind.as_str(), f) {
+                (
+                    "RequestHeaderModifier",
+                    HTTPRouteFilter {
+                        request_header_modifier: Some(m),
+                        ..
+                    },
+                ) => (m, false),
+                (
+                    "ResponseHeaderModifier",
+                    HTTPRouteFilter {
+                        response_header_modifier: Some(m),
+                        ..
+                    },
+                ) => (m, true),
+                (
+                    "URLRewrite",
+                    HTTPRouteFilter {
+                        url_rewrite: Some(w),
+                        ..
+                    },
+                ) => {
+                    out.rewrite = Some(self.rewrite(&at, w)?);
+                    continue;
+                }
+                (kind, _) => {
+                    self.note(
+                        &format!("{at} {kind}"),
+                        "filter not supported; the rule is left out",
+                    );
+                    return None;
+                }
+            };
+            let compiled = self.header_edit(&at, edit, response)?;
+            let target = if response {
+                &mut out.response_headers
+            } else {
+                &mut out.request_headers
+            };
+            target.set.extend(compiled.set);
+            target.add.extend(compiled.add);
+            target.remove.extend(compiled.remove);
+        }
+        Some(out)
+    }
+
+    /// A `URLRewrite`, or `None` (with a note) for a path modifier type tether does not
+    /// know. A `ReplacePrefixMatch`'s prefix is the route's own, filled in when the
+    /// route's TOML is read.
+    fn rewrite(&mut self, at: &str, w: &HTTPURLRewriteFilter) -> Option<Rewrite> {
+        let path = match &w.path {
+            None => None,
+            Some(p) => match (
+                p.kind.as_str(),
+                &p.replace_full_path,
+                &p.replace_prefix_match,
+            ) {
+                ("ReplaceFullPath", Some(full), _) => Some(PathRewrite::Full(full.clone())),
+                ("ReplacePrefixMatch", _, Some(to)) => Some(PathRewrite::Prefix {
+                    from: String::new(),
+                    to: to.clone(),
+                }),
+                (kind, _, _) => {
+                    self.note(
+                        &format!("{at} URLRewrite path {kind}"),
+                        "not supported (or its value is missing); the rule is left out",
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Rewrite {
+            hostname: w.hostname.clone(),
+            path,
+        })
+    }
+
+    /// One header modifier, or `None` (with a note) when a name or value is not HTTP.
+    fn header_edit(
+        &mut self,
+        at: &str,
+        f: &HTTPHeaderFilter,
+        response: bool,
+    ) -> Option<HeaderEdit> {
+        let mut out = HeaderEdit::default();
+        let name = |this: &mut Self, n: &str| -> Option<Option<http::HeaderName>> {
+            let Ok(h) = http::HeaderName::from_bytes(n.as_bytes()) else {
+                this.note(
+                    &format!("{at} {n}"),
+                    "not a header name; the rule is left out",
+                );
+                return None;
+            };
+            if !crate::config::editable_header(h.as_str(), response) {
+                this.note(
+                    &format!("{at} {n}"),
+                    "tether owns this header; the filter leaves it as tether sets it",
+                );
+                return Some(None);
+            }
+            Some(Some(h))
+        };
+        for (list, into) in [(&f.set, &mut out.set), (&f.add, &mut out.add)] {
+            for h in list {
+                let Some(n) = name(self, &h.name)? else {
+                    continue;
+                };
+                let Ok(v) = http::HeaderValue::from_str(&h.value) else {
+                    self.note(
+                        &format!("{at} {}", h.name),
+                        "not a header value; the rule is left out",
+                    );
+                    return None;
+                };
+                into.push((n, v));
+            }
+        }
+        for r in &f.remove {
+            if let Some(n) = name(self, r)? {
+                out.remove.push(n);
+            }
+        }
+        Some(out)
+    }
+
+    /// A match's method, headers and query parameters as tether's [`RouteMatches`], or
+    /// `None` (with a note) when it asks for what tether does not match on, so the
+    /// match is left out rather than routed wider than written. Of several conditions
+    /// on one name only the first counts, as the CRD says.
+    fn conditions(&mut self, at: &str, m: &HTTPRouteMatch) -> Option<RouteMatches> {
+        let mut out = RouteMatches::default();
+        if let Some(method) = &m.method {
+            match http::Method::from_bytes(method.as_bytes()) {
+                Ok(x) if x != http::Method::CONNECT => out.method = Some(x),
+                _ => {
+                    self.note(
+                        &format!("{at}.method {method}"),
+                        "not supported (tether refuses CONNECT); the match is left out",
+                    );
+                    return None;
+                }
+            }
+        }
+        for (k, h) in m.headers.iter().enumerate() {
+            if h.kind.as_deref().unwrap_or("Exact") != "Exact" {
+                self.note(
+                    &format!("{at}.headers[{k}] {}", h.name),
+                    "only Exact header matches are supported; the match is left out",
+                );
+                return None;
+            }
+            let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
+                self.note(
+                    &format!("{at}.headers[{k}]"),
+                    "not a header name; the match is left out",
+                );
+                return None;
+            };
+            if !out.headers.iter().any(|(n, _)| *n == name) {
+                out.headers.push((name, h.value.clone()));
+            }
+        }
+        for (k, q) in m.query_params.iter().enumerate() {
+            if q.kind.as_deref().unwrap_or("Exact") != "Exact" {
+                self.note(
+                    &format!("{at}.queryParams[{k}] {}", q.name),
+                    "only Exact query param matches are supported; the match is left out",
+                );
+                return None;
+            }
+            if !out.query.iter().any(|(n, _)| *n == q.name) {
+                out.query.push((q.name.clone(), q.value.clone()));
+            }
+        }
+        Some(out)
     }
 
     /// The namespaces, Services, ports and weights of a rule's backendRefs, in listed
@@ -874,11 +1086,13 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
         }
     }
     for r in routes {
-        out.push_str(&crate::config::route_toml(
+        out.push_str(&crate::config::route_toml_matching(
             r.host.as_deref(),
             &r.path_prefix,
             &r.backend,
+            &r.matches,
         ));
+        out.push_str(&crate::config::route_filters_toml(&r.filters));
     }
     out
 }
@@ -1832,7 +2046,11 @@ mod tests {
                 (Some("shop.example.com"), "/split"),
             ]
         );
-        assert!(notes.iter().any(|n| n.contains("Exact")), "{notes:?}");
+        assert!(c.routes[1].matches.exact, "Exact matches the whole path");
+        assert!(
+            !notes.iter().any(|n| n.contains("Exact")),
+            "Exact is no longer approximated: {notes:?}"
+        );
         let crate::config::Source::Weighted(split) = &c.backends[2].source else {
             panic!("{:?}", c.backends[2].source)
         };
@@ -2605,5 +2823,104 @@ mod tests {
         let grpc = &gateway.listeners[1];
         assert!(grpc.supported_kinds.is_empty());
         assert_eq!(grpc.conditions[2].reason, "InvalidRouteKinds");
+    }
+
+    #[test]
+    fn header_method_and_query_matches_compile_and_regular_expressions_are_left_out() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "m",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["m.example.com"],
+                "rules": [
+                    {"matches": [
+                        {"path": {"value": "/a"}, "method": "POST",
+                         "headers": [{"name": "X-Env", "value": "canary"},
+                                     {"name": "x-env", "value": "ignored: the first counts"}],
+                         "queryParams": [{"name": "v", "value": "2"}]},
+                        {"path": {"value": "/a"}},
+                        {"path": {"value": "/re"},
+                         "headers": [{"type": "RegularExpression", "name": "x", "value": ".*"}]},
+                        {"path": {"value": "/q"},
+                         "queryParams": [{"type": "RegularExpression", "name": "x", "value": ".*"}]},
+                    ],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                ],
+            }),
+        );
+        let (c, errors, notes) = Compiled::build(&classes, &gateways, &[r], OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        // Both /a matches route: they differ in their conditions, so neither takes the
+        // other's place.
+        assert_eq!(hosts(&c), vec![(Some("m.example.com"), "/a"); 2]);
+        let m = &c.routes[0].matches;
+        assert_eq!(m.method, Some(http::Method::POST));
+        assert_eq!(
+            m.headers,
+            vec![(http::HeaderName::from_static("x-env"), "canary".to_string())]
+        );
+        assert_eq!(m.query, vec![("v".to_string(), "2".to_string())]);
+        assert!(c.routes[1].matches.is_path_only());
+        assert!(
+            notes.iter().any(|n| n.contains("matches[2].headers[0]")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("matches[3].queryParams[0]")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn header_modifiers_compile_and_other_filters_leave_their_rule_out() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "f",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["f.example.com"],
+                "rules": [
+                    {"matches": [{"path": {"value": "/edit"}}],
+                     "filters": [
+                        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                            "set": [{"name": "X-Env", "value": "a"},
+                                    {"name": "x-tether-session", "value": "spoofed"}],
+                            "remove": ["X-Forwarded-Proto"]}},
+                        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                            "add": [{"name": "Cache-Control", "value": "no-store"}]}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                    {"matches": [{"path": {"value": "/mirror"}}],
+                     "filters": [{"type": "RequestMirror",
+                                  "requestMirror": {"backendRef": {"name": "x", "port": 80}}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                ],
+            }),
+        );
+        let (c, errors, notes) = Compiled::build(&classes, &gateways, &[r], OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(hosts(&c), vec![(Some("f.example.com"), "/edit")]);
+        let f = &c.routes[0].filters;
+        assert_eq!(
+            f.request_headers.set,
+            vec![(
+                http::HeaderName::from_static("x-env"),
+                http::HeaderValue::from_static("a")
+            )],
+            "tether's own fields are not the filter's to set or remove"
+        );
+        assert!(f.request_headers.remove.is_empty());
+        assert_eq!(f.response_headers.add.len(), 1);
+        for what in [
+            "x-tether-session",
+            "X-Forwarded-Proto",
+            "rules[1].filters[0] RequestMirror",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
+        }
     }
 }

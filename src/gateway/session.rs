@@ -106,7 +106,7 @@ mod tests {
                 kind: Some(kind),
                 value: Some(value.into()),
             }),
-            headers: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -100,7 +100,12 @@ impl RequestHead<'_> {
         if self.target == "*" {
             return "/";
         }
-        self.target.split('?').next().unwrap_or(self.target)
+        // memchr: `split('?')` cost ~40 instructions per request, now paid on every
+        // route lookup.
+        match memchr::memchr(b'?', self.target.as_bytes()) {
+            Some(i) => &self.target[..i],
+            None => self.target,
+        }
     }
 
     /// Whether the request may be sent twice: an idempotent method and no body, the
@@ -562,16 +567,57 @@ pub fn write_request(
     secure: bool,
     session: &[u8],
 ) {
+    write_request_with(out, head, peer, secure, session, None);
+}
+
+/// A route's header edit as the HTTP/1 writer applies it: which of the client's fields
+/// not to relay, and the fields to write instead (the proxy's `config::HeaderEdit`,
+/// whose names never include tether's own: `config::editable_header`).
+pub trait Edit {
+    /// Whether the client's lines of `name` (any case) are dropped.
+    fn drops(&self, name: &str) -> bool;
+    /// Writes the edit's own fields with `field(name, value)`.
+    fn fields(&self, field: &mut dyn FnMut(&[u8], &[u8]));
+    /// The request target to send instead of the client's (origin form), if any.
+    fn target(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// [`write_request`] with a route's header edit: the client's lines of a field it sets
+/// or removes are not relayed, and its set and added fields are written before
+/// tether's own.
+pub fn write_request_edited(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    peer: &[u8],
+    secure: bool,
+    session: &[u8],
+    edit: &dyn Edit,
+) {
+    write_request_with(out, head, peer, secure, session, Some(edit));
+}
+
+#[inline(always)]
+fn write_request_with(
+    out: &mut Vec<u8>,
+    head: &RequestHead<'_>,
+    peer: &[u8],
+    secure: bool,
+    session: &[u8],
+    edit: Option<&dyn Edit>,
+) {
     // Room for the head and what is added to it, so the copies below do not grow `out`.
     out.reserve(head.len + peer.len() + head.host.len() + session.len() + 256);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
+    let target = edit.and_then(|e| e.target()).unwrap_or(head.target);
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff = false;
     // RFC 9112 §3.2.2: an absolute target's authority replaces Host; HTTP/1.1 upstream
-    // requests always carry one (§3.2).
-    if head.authority_host || head.host.is_empty() {
+    // requests always carry one (§3.2). An edit that sets the host writes its own.
+    if (head.authority_host || head.host.is_empty()) && !edit.is_some_and(|e| e.drops("host")) {
         field(out, b"host", head.host);
     }
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
@@ -582,7 +628,13 @@ pub fn write_request(
             xff = true;
             continue;
         }
+        if edit.is_some_and(|e| e.drops(f.name)) {
+            continue;
+        }
         field(out, f.name.as_bytes(), f.value);
+    }
+    if let Some(e) = edit {
+        e.fields(&mut |n, v| field(out, n, v));
     }
     if head.trailers {
         field(out, b"te", b"trailers");
@@ -902,6 +954,27 @@ pub fn write_response_to(
 /// has none, and for a 101 the protocol switched to. [`end_response_head`] ends it once
 /// the exchange committed.
 pub fn write_response_fields(out: &mut Vec<u8>, head: &ResponseHead<'_>, http10: bool) {
+    write_response_fields_with(out, head, http10, None);
+}
+
+/// [`write_response_fields`] with a route's header edit: the pod's lines of a field it
+/// sets or removes are not relayed, and its set and added fields follow the pod's.
+pub fn write_response_fields_edited(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    http10: bool,
+    edit: &dyn Edit,
+) {
+    write_response_fields_with(out, head, http10, Some(edit));
+}
+
+#[inline(always)]
+fn write_response_fields_with(
+    out: &mut Vec<u8>,
+    head: &ResponseHead<'_>,
+    http10: bool,
+    edit: Option<&dyn Edit>,
+) {
     status_line(out, head.status, head.reason);
     let mut dated = false;
     for (f, &kind) in head.fields.iter().zip(&head.kinds) {
@@ -915,8 +988,14 @@ pub fn write_response_fields(out: &mut Vec<u8>, head: &ResponseHead<'_>, http10:
         {
             continue;
         }
+        if edit.is_some_and(|e| e.drops(f.name)) {
+            continue;
+        }
         dated |= kind == Known::Date;
         field(out, f.name.as_bytes(), f.value);
+    }
+    if let Some(e) = edit {
+        e.fields(&mut |n, v| field(out, n, v));
     }
     if head.framing == Framing::Chunked && !http10 {
         field(out, b"transfer-encoding", b"chunked");

@@ -29,7 +29,9 @@ use tokio::sync::watch;
 
 use super::annotations::Verdict;
 use super::migrate;
-use crate::config::{BackendSettings, Config, IngressSettings, RouteSettings};
+use crate::config::{
+    BackendSettings, Config, IngressSettings, RouteFilters, RouteMatches, RouteSettings,
+};
 use crate::discovery::objects::{self, Bursts};
 use crate::sni::Binding;
 
@@ -65,6 +67,10 @@ pub struct IngressRoute {
     pub path_prefix: String,
     /// The backend's name (an entry of [`Compiled::backends`]).
     pub backend: String,
+    /// Its other conditions (an exact path; an HTTPRoute's method, headers, query).
+    pub matches: RouteMatches,
+    /// What it changes on the way (an HTTPRoute rule's filters).
+    pub filters: RouteFilters,
     /// The object it came from, kind first (`Ingress shop/web`, `HTTPRoute shop/web`),
     /// for logs and `tether check`.
     pub ingress: String,
@@ -140,6 +146,8 @@ impl Compiled {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
                     backend: config.backends[r.backend].name.clone(),
+                    matches: r.matches.clone(),
+                    filters: r.filters.clone(),
                     ingress: format!("Ingress {name}"),
                 });
             }
@@ -251,7 +259,7 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
         let clash = base
             .routes
             .iter()
-            .any(|f| f.host == r.host && f.path_prefix == r.path_prefix);
+            .any(|f| f.host == r.host && f.path_prefix == r.path_prefix && f.matches == r.matches);
         if clash {
             dropped.push(format!(
                 "route {}{} of {}: the config file routes it; it wins",
@@ -265,6 +273,8 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
             host: r.host.clone(),
             path_prefix: r.path_prefix.clone(),
             backend,
+            matches: r.matches.clone(),
+            filters: r.filters.clone(),
         });
     }
     (config, dropped)
@@ -396,6 +406,8 @@ mod tests {
             host: Some(host.into()),
             path_prefix: "/".into(),
             backend: backend.into(),
+            matches: RouteMatches::default(),
+            filters: RouteFilters::default(),
             ingress: from.into(),
         }
     }

@@ -313,6 +313,8 @@ struct TomlRoute {
     path_prefix: String,
     backend: String,
     comment: Option<String>,
+    /// `path_prefix` is an exact path (Ingress `pathType: Exact`).
+    exact: bool,
 }
 
 struct Builder<'a> {
@@ -460,15 +462,6 @@ impl Builder<'_> {
                         ))
                     }
                 };
-                if kind == PathMatchType::Exact {
-                    self.row(
-                        &id,
-                        &format!("{at}.pathType"),
-                        "Exact",
-                        Verdict::Approximated,
-                        &format!("HTTPRoute Exact {path}; TOML routes match prefixes, so path_prefix {path} also takes {path}/…"),
-                    );
-                }
                 let Some(backend_ref) = self.backend_ref(&id, &format!("{at}.backend"), &p.backend)
                 else {
                     continue;
@@ -478,8 +471,9 @@ impl Builder<'_> {
                         kind: Some(kind),
                         value: Some(path.clone()),
                     }),
-                    headers: Vec::new(),
+                    ..Default::default()
                 };
+                let routes_before = self.toml_routes.len();
                 self.toml_route(
                     &id,
                     &namespace,
@@ -489,6 +483,12 @@ impl Builder<'_> {
                     &p.backend,
                     &mapping.affinity,
                 );
+                // An Exact path routes exactly, as `path` in the TOML.
+                if kind == PathMatchType::Exact {
+                    if let Some(r) = self.toml_routes.get_mut(routes_before) {
+                        r.exact = true;
+                    }
+                }
                 self.cookie_path_row(&id, &mapping.affinity, &m);
                 add_rule(
                     host.clone(),
@@ -742,6 +742,7 @@ impl Builder<'_> {
             path_prefix: path.into(),
             backend: name,
             comment,
+            exact: false,
         });
     }
 
@@ -827,7 +828,7 @@ impl Builder<'_> {
                             kind: Some(PathMatchType::PathPrefix),
                             value: Some(only.clone()),
                         }),
-                        headers: Vec::new(),
+                        ..Default::default()
                     })),
                     _ => "/".into(),
                 });
@@ -858,10 +859,15 @@ impl Builder<'_> {
             if let Some(c) = &r.comment {
                 let _ = writeln!(out, "# {c}");
             }
-            out.push_str(&crate::config::route_toml(
+            let matches = crate::config::RouteMatches {
+                exact: r.exact,
+                ..Default::default()
+            };
+            out.push_str(&crate::config::route_toml_matching(
                 r.host.as_deref(),
                 &r.path_prefix,
                 &r.backend,
+                &matches,
             ));
         }
         out

@@ -24,11 +24,12 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::time::Instant;
 
+use super::route::Asked;
 use super::{client_ip, Connection, Error, Proxy};
 use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
 use crate::clock::Now;
-use crate::config::{AffinityKey, BackendSettings};
+use crate::config::{AffinityKey, BackendSettings, HeaderEdit, RouteFilters};
 use crate::http::headers::Fields;
 use crate::stats::{AffinityEvent, BackendStats, LastError};
 use crate::upstream::pool::ConnectError;
@@ -52,8 +53,10 @@ pub trait Upstream {
     /// Whether the request may be sent twice: an idempotent method and no body.
     fn replayable(&self) -> bool;
 
-    /// Stamps what every try carries: the forwarding fields and the session id (hex).
-    fn begin(&mut self, conn: &Connection, session: &HexId);
+    /// Stamps what every try carries: what the route changes (`changes`, applied
+    /// first, so what tether adds after it wins), the forwarding fields and the
+    /// session id (hex).
+    fn begin(&mut self, conn: &Connection, session: &HexId, changes: Changes<'_>);
 
     /// Stamps what a try on one candidate carries: the affinity outcome and the
     /// endpoint a session came from.
@@ -149,6 +152,30 @@ pub struct Route {
     pub request_buffer: usize,
     /// `response_buffer`.
     pub response_buffer: usize,
+    /// What the route changes on the request and its answer, if anything.
+    pub filters: Option<Arc<RouteFilters>>,
+    /// The request target the pod gets instead of the client's (path and query), when
+    /// the route rewrites the path.
+    pub target: Option<Box<str>>,
+}
+
+/// What a route changes on a request, as the exchange hands it to a codec's
+/// [`Upstream::begin`]: applied before tether's own fields, which therefore win.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Changes<'r> {
+    /// The header edit.
+    pub edit: Option<&'r HeaderEdit>,
+    /// The `Host` the pod gets (`X-Forwarded-Host` keeps the client's).
+    pub host: Option<&'r str>,
+    /// The request target the pod gets (origin form).
+    pub target: Option<&'r str>,
+}
+
+impl Changes<'_> {
+    /// Whether nothing changes.
+    pub fn is_none(&self) -> bool {
+        self.edit.is_none() && self.host.is_none() && self.target.is_none()
+    }
 }
 
 /// A request an endpoint answered, committed: its session placed and counted.
@@ -218,11 +245,35 @@ impl LogLine {
     }
 }
 
+impl Route {
+    /// What the route changes on the request: the exchange hands it to
+    /// [`Upstream::begin`].
+    pub fn changes(&self) -> Changes<'_> {
+        let Some(f) = self.filters.as_deref() else {
+            return Changes::default();
+        };
+        Changes {
+            edit: (!f.request_headers.is_empty()).then_some(&f.request_headers),
+            host: f.rewrite.as_ref().and_then(|r| r.hostname.as_deref()),
+            target: self.target.as_deref(),
+        }
+    }
+
+    /// The route's edit of the pod's response head, if it has one: every codec applies
+    /// it to the head it relays, before tether's own fields (`Set-Cookie`).
+    pub fn response_edit(&self) -> Option<&HeaderEdit> {
+        let f = self.filters.as_deref()?;
+        (!f.response_headers.is_empty()).then_some(&f.response_headers)
+    }
+}
+
 impl Proxy {
-    /// The route for host and path, read from the current routing state.
-    pub fn route(&self, host: Option<&[u8]>, path: &str) -> Option<Route> {
+    /// The route for a request, read from the current routing state: the one place a
+    /// request's route is decided, whichever codec carried it.
+    pub fn route<R: Asked + ?Sized>(&self, req: &R) -> Option<Route> {
         let state = self.state.load();
-        let i = state.routes.find(host, path)?;
+        let hit = state.routes.hit(req)?;
+        let i = hit.backend;
         let sample = state.access_log_sample;
         Some(Route {
             backend: state.backends[i].clone(),
@@ -231,6 +282,8 @@ impl Proxy {
             max_body: state.max_body_bytes,
             request_buffer: state.request_buffer,
             response_buffer: state.response_buffer,
+            target: hit.filters.and_then(|f| rewritten_target(f, req)),
+            filters: hit.filters.cloned(),
         })
     }
 
@@ -272,7 +325,7 @@ impl Proxy {
                 break 'tries Err(Error::NoEndpoint);
             }
             let session = decision.session.to_hex();
-            up.begin(conn, &session);
+            up.begin(conn, &session, route.changes());
             let replayable = up.replayable();
             backend.retry_budget.deposit();
             let mut tried_pinned = false;
@@ -709,4 +762,14 @@ fn set_cookie_line(
     out.push(b'=');
     decision.write_cookie_value(keys, actual, snapshot, out);
     out.extend_from_slice(backend.cookie_attributes().as_bytes());
+}
+
+/// The request target a route's path rewrite gives `req` (its query kept), if the
+/// route rewrites the path.
+fn rewritten_target<R: Asked + ?Sized>(f: &RouteFilters, req: &R) -> Option<Box<str>> {
+    let path = f.rewrite.as_ref()?.path.as_ref()?.apply(req.path());
+    Some(match req.query() {
+        Some(q) => format!("{path}?{q}").into(),
+        None => path.into(),
+    })
 }

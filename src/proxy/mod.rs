@@ -304,8 +304,7 @@ impl Proxy {
         if let Err(e) = settle_host(&mut req) {
             return e.response();
         }
-        let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
-        let Some(route) = self.route(host, req.uri().path()) else {
+        let Some(route) = self.route(&req) else {
             return Error::NoRoute.response();
         };
         let line = route.logged.then(|| {

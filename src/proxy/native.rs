@@ -35,12 +35,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::exchange::{self, Arrival, Cut, LogInfo, LogLine, Route, Served, Try};
+use super::exchange::{self, Arrival, Changes, Cut, LogInfo, LogLine, Route, Served, Try};
 use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::cookie::{HexId, Memo};
 use crate::affinity::Outcome;
 use crate::backend::Endpoint;
-use crate::config::BackendSettings;
+use crate::config::{BackendSettings, HeaderEdit};
 use crate::http::wire::{self, Framing, Parsed, Refusal, RequestHead, ResponseParsed, Streamed};
 use crate::upstream::body::BodyFault;
 use crate::upstream::pool::{ConnectError, Pool};
@@ -393,7 +393,7 @@ impl Proxy {
             };
             served = true;
             let len = head.total_len();
-            let route = self.route(Some(head.host), head.path());
+            let route = self.route(&head);
             if let Some(route) = &route {
                 let declared = match head.streamed {
                     Streamed::Length(n) => n,
@@ -629,6 +629,7 @@ impl Proxy {
             max_body: route.max_body,
             response_buffer,
             prefix: 0,
+            response_edit: route.response_edit(),
         };
         let arrival = Arrival::Http1(memo);
         let served = self
@@ -772,6 +773,8 @@ struct Relay<'a, 'h, S> {
     response_buffer: usize,
     /// Where the per-endpoint fields begin in `out`.
     prefix: usize,
+    /// The route's edit of the response head, if it has one.
+    response_edit: Option<&'a HeaderEdit>,
 }
 
 /// A connection to an HTTP/1 pod for one try.
@@ -810,9 +813,16 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
         self.head.replayable()
     }
 
-    fn begin(&mut self, conn: &Connection, session: &HexId) {
+    fn begin(&mut self, conn: &Connection, session: &HexId, changes: Changes<'_>) {
         let peer = conn.peer_value.as_bytes();
-        wire::write_request(self.out, self.head, peer, conn.secure, session.as_bytes());
+        let secure = conn.secure;
+        if changes.is_none() {
+            wire::write_request(self.out, self.head, peer, secure, session.as_bytes());
+        } else {
+            let edited = Edited(changes);
+            let session = session.as_bytes();
+            wire::write_request_edited(self.out, self.head, peer, secure, session, &edited);
+        }
         self.prefix = self.out.len();
     }
 
@@ -902,7 +912,18 @@ impl<'h, S: AsyncRead + AsyncWrite + Unpin> exchange::Upstream for Relay<'_, 'h,
                         };
                     };
                     self.resp.clear();
-                    wire::write_response_fields(self.resp, &h, self.head.http10);
+                    match self.response_edit {
+                        None => wire::write_response_fields(self.resp, &h, self.head.http10),
+                        Some(e) => wire::write_response_fields_edited(
+                            self.resp,
+                            &h,
+                            self.head.http10,
+                            &Edited(Changes {
+                                edit: Some(e),
+                                ..Changes::default()
+                            }),
+                        ),
+                    }
                     let answer = Answer {
                         pool,
                         framing: h.framing,
@@ -1639,6 +1660,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// What a route changes on a head, as the HTTP/1 writer reads it.
+struct Edited<'e>(Changes<'e>);
+
+impl wire::Edit for Edited<'_> {
+    fn drops(&self, name: &str) -> bool {
+        self.0.edit.is_some_and(|e| e.drops(name))
+            || (self.0.host.is_some() && name.eq_ignore_ascii_case("host"))
+    }
+    fn fields(&self, field: &mut dyn FnMut(&[u8], &[u8])) {
+        if let Some(h) = self.0.host {
+            field(b"host", h.as_bytes());
+        }
+        for (n, v) in self.0.edit.into_iter().flat_map(HeaderEdit::fields) {
+            field(n.as_str().as_bytes(), v.as_bytes());
+        }
+    }
+    fn target(&self) -> Option<&str> {
+        self.0.target
     }
 }
 

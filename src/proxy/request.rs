@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::time::Instant;
 
-use super::exchange::{Arrival, Cut, LogInfo, Route, Try, Upstream};
+use super::exchange::{Arrival, Changes, Cut, LogInfo, Route, Try, Upstream};
 use super::{ClientFault, Connection, Error, Proxy, MAX_RESPONSE_HEAD};
 use crate::affinity::{cookie::HexId, Outcome};
 use crate::backend::Endpoint;
@@ -128,8 +128,19 @@ impl Upstream for Forwarded {
         self.replayable
     }
 
-    fn begin(&mut self, conn: &Connection, session: &HexId) {
+    fn begin(&mut self, conn: &Connection, session: &HexId, changes: Changes<'_>) {
+        // The route's edit first: the hygiene and tether's own fields below win over it.
+        if let Some(e) = changes.edit {
+            e.apply(self.req.headers_mut());
+        }
         prepare_request(&mut self.req, conn);
+        // After `prepare_request`, so `X-Forwarded-Host` keeps the client's host.
+        if let Some(h) = changes.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            self.req.headers_mut().insert(header::HOST, h);
+        }
+        if let Some(t) = changes.target.and_then(|t| t.parse::<Uri>().ok()) {
+            *self.req.uri_mut() = t;
+        }
         if let Ok(v) = HeaderValue::from_bytes(session.as_bytes()) {
             self.req.headers_mut().insert(&X_TETHER_SESSION, v);
         }
@@ -259,6 +270,10 @@ impl Proxy {
         let (mut parts, body) = served.answer.into_parts();
         parts.version = Version::HTTP_11;
         headers::strip_hop_by_hop(&mut parts.headers);
+        // The route's edit before tether's `Set-Cookie` (which it cannot name).
+        if let Some(e) = route.response_edit() {
+            e.apply(&mut parts.headers);
+        }
         if served.set_cookie {
             if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(cookie)) {
                 parts.headers.append(header::SET_COOKIE, v);

@@ -143,6 +143,8 @@ impl Sim {
             max_body: None,
             request_buffer: 64 * 1024,
             response_buffer: 64 * 1024,
+            filters: None,
+            target: None,
         };
         let mut memo = Memo::default();
         let mut line = Vec::new();
@@ -210,7 +212,12 @@ impl Upstream for Pods<'_> {
         true
     }
 
-    fn begin(&mut self, _conn: &Connection, session: &HexId) {
+    fn begin(
+        &mut self,
+        _conn: &Connection,
+        session: &HexId,
+        _changes: tether::proxy::exchange::Changes<'_>,
+    ) {
         self.session = Some(parse_session(session.as_str()));
     }
 

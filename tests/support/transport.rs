@@ -362,6 +362,24 @@ impl Front {
     }
 }
 
+/// Sends `req` on a new plaintext connection to the proxy at `addr` the way `t` (`H1`
+/// or `H2c`) carries it, as [`Front::send`] does: for a proxy started without a
+/// [`Front`] (the Kubernetes mode clusters).
+pub async fn send_plain(
+    t: Transport,
+    addr: std::net::SocketAddr,
+    req: http::Request<Bytes>,
+) -> Reply {
+    use tokio::io::AsyncWriteExt;
+    if t.is_h2() {
+        return h2_send(&mut h2_connect(t, addr, None).await, req).await;
+    }
+    let mut s = h1_connect(t, addr, None).await;
+    s.write_all(&raw_request(&req)).await.unwrap();
+    s.flush().await.unwrap();
+    parse_reply(&read_response(&mut s).await)
+}
+
 /// `req` as HTTP/1.1 bytes: the target as given, only the header fields given, and a
 /// body with its length unless the request says `transfer-encoding`.
 fn raw_request(req: &http::Request<Bytes>) -> Vec<u8> {
