@@ -1795,6 +1795,18 @@ impl Validator<'_> {
                             format!("{h:?} is not a host name (no port, no scheme)"),
                         ));
                     }
+                    // A wildcard is the whole first label, before at least one more
+                    // (Gateway API's hostnames): `*.example.com`.
+                    let rest = h.strip_prefix("*.").unwrap_or(&h);
+                    if rest.contains('*') || rest.is_empty() || rest.starts_with('.') {
+                        return Err(self.err(
+                            f("host"),
+                            format!(
+                                "{h:?}: a wildcard must be the whole first label, as in \
+                                 \"*.example.com\""
+                            ),
+                        ));
+                    }
                     Some(h.to_ascii_lowercase())
                 }
             };
@@ -2377,12 +2389,25 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_route_host_is_its_whole_first_label() {
+        let c = parse(
+            "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='a'\nhost='*.Example.com'\n",
+        )
+        .unwrap();
+        assert_eq!(c.routes[0].host.as_deref(), Some("*.example.com"));
+    }
+
+    #[test]
     fn bad_route_matches_name_their_field() {
         let route = |extra: &str| {
             format!("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\nbackend='a'\n{extra}\n")
         };
         let cases = [
             ("path='/a'\npath_prefix='/a'", "route[0].path"),
+            ("host='a.*.example.com'", "route[0].host"),
+            ("host='*example.com'", "route[0].host"),
+            ("host='*.'", "route[0].host"),
+            ("host='*.*.example.com'", "route[0].host"),
             ("path='a'", "route[0].path"),
             ("method='FETCH'", "route[0].method"),
             ("method='CONNECT'", "route[0].method"),

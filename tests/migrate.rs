@@ -557,6 +557,8 @@ fn several_hosts_become_one_httproute_each_and_the_default_backend_a_catch_all_r
         .map(|l| l.hostname.clone().unwrap())
         .collect();
     assert_eq!(https, ["a.example.com", "*.b.example.com"]);
+    // The TOML keeps the wildcard host (it used to drop it, routing every host there).
+    assert!(m.toml.contains("host = \"*.b.example.com\""), "{}", m.toml);
 }
 
 #[test]

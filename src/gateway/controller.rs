@@ -377,16 +377,7 @@ impl RouteBuilder {
         let mut hosts = BTreeSet::new();
         for l in listeners {
             for h in intersect(l.hostname.as_deref(), &route.spec.hostnames) {
-                match h {
-                    Some(h) if h.starts_with('*') => self.note(
-                        &format!("hostname {h}"),
-                        "wildcard hosts are not supported yet (tether routes match exact \
-                         hosts); left out",
-                    ),
-                    h => {
-                        hosts.insert(h.map(|h| h.to_ascii_lowercase()));
-                    }
-                }
+                hosts.insert(h.map(|h| h.to_ascii_lowercase()));
             }
         }
         Some(hosts)
@@ -1981,7 +1972,7 @@ mod tests {
             intersect(Some("a.example.com"), &["*.example.com".into()]),
             vec![Some("a.example.com".to_string())]
         );
-        // A wildcard host is left out with a note: tether routes match exact hosts.
+        // A wildcard host routes every host under it (the router's suffix match).
         let (classes, gateways) = world();
         let r = route(
             "infra",
@@ -1990,8 +1981,8 @@ mod tests {
                    "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
         );
         let (c, _, notes) = Compiled::build(&classes, &gateways, &[r], OURS);
-        assert!(c.routes.is_empty());
-        assert!(notes.iter().any(|n| n.contains("wildcard")), "{notes:?}");
+        assert_eq!(hosts(&c), vec![(Some("*.example.com"), "/")]);
+        assert!(!notes.iter().any(|n| n.contains("wildcard")), "{notes:?}");
     }
 
     #[test]

@@ -725,13 +725,15 @@ impl Builder<'_> {
                     "host",
                     &h,
                     Verdict::Approximated,
-                    "HTTPRoute hostname as is; tether.toml routes match exact hosts, so this \
-                     route matches any host there",
+                    "HTTPRoute hostname as is; in tether.toml too, where a wildcard matches \
+                     every host under the domain, deeper ones included (an Ingress \
+                     wildcard matches one label)",
                 );
                 (
-                    None,
+                    Some(h.clone()),
                     Some(format!(
-                        "wildcard host {h}: tether routes match exact hosts"
+                        "wildcard host {h}: tether's also matches deeper hosts (a.b.{})",
+                        h.trim_start_matches("*.")
                     )),
                 )
             }

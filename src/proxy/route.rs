@@ -1,5 +1,6 @@
 //! Request routing: the one place a request's route is decided, for HTTP/1 and HTTP/2
-//! alike. A route matches an exact host (optional), a path (a prefix matched by whole
+//! alike. A route matches a host (optional: exact, or a wildcard `*.example.com` matching
+//! every host under `example.com`, as Gateway API's hostnames do), a path (a prefix matched by whole
 //! segments, or the exact path), and optionally a method, header values and query
 //! parameters ([`RouteMatches`]); of several routes that match, the one Gateway API's
 //! precedence puts first wins ([`RouteTable::new`]). Both codecs hand the router a view
@@ -74,7 +75,11 @@ impl<B> Asked for http::Request<B> {
 /// One compiled route.
 #[derive(Debug, Clone)]
 struct Route {
+    /// The exact host, or for a wildcard route the suffix it matches (`.example.com`
+    /// for `*.example.com`).
     host: Option<Box<str>>,
+    /// `host` is a wildcard's suffix.
+    wildcard: bool,
     prefix: Box<str>,
     /// `prefix` is the whole path.
     exact: bool,
@@ -166,8 +171,8 @@ pub struct RouteTable {
 impl RouteTable {
     /// Compiles routes in the order of Gateway API's precedence between matches (the
     /// HTTPRouteRule `matches` doc in the HTTPRoute CRD): an exact path; the longest
-    /// path prefix; at equal length, a host-specific route before a host-less one
-    /// (tether's rule, as before); a method match; the most header matches; the most
+    /// path prefix; at equal length, an exact host before a wildcard one (the longer
+    /// first, as Gateway API ranks hostnames) before a host-less one; a method match; the most header matches; the most
     /// query parameter matches. Ties keep the order given, which is the file's, and for
     /// Kubernetes objects the oldest first, then by namespace/name, then rule and match
     /// order (the controllers list them so).
@@ -175,7 +180,11 @@ impl RouteTable {
         let mut compiled: Vec<Route> = routes
             .iter()
             .map(|r| Route {
-                host: r.host.as_deref().map(Into::into),
+                host: r
+                    .host
+                    .as_deref()
+                    .map(|h| h.strip_prefix('*').unwrap_or(h).into()),
+                wildcard: r.host.as_deref().is_some_and(|h| h.starts_with("*.")),
                 prefix: r.path_prefix.as_str().into(),
                 exact: r.matches.exact,
                 more: More::new(&r.matches),
@@ -188,7 +197,7 @@ impl RouteTable {
             b.exact
                 .cmp(&a.exact)
                 .then(b.prefix.len().cmp(&a.prefix.len()))
-                .then(b.host.is_some().cmp(&a.host.is_some()))
+                .then(host_rank(b).cmp(&host_rank(a)))
                 .then(More::weight(&b.more).cmp(&More::weight(&a.more)))
         });
         RouteTable {
@@ -230,16 +239,31 @@ impl RouteTable {
         // `str` (that validation was ~130 instructions per request).
         let host = host.map(strip_port);
         self.routes.iter().find(|r| {
-            r.host
-                .as_deref()
-                .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h.as_bytes())))
-                && if r.exact {
-                    *r.prefix == *path
-                } else {
-                    prefix_matches(&r.prefix, path)
-                }
-                && r.more.as_deref().is_none_or(&admits)
+            r.host.as_deref().is_none_or(|h| {
+                host.is_some_and(|x| match r.wildcard {
+                    false => x.eq_ignore_ascii_case(h.as_bytes()),
+                    // At least one label before the suffix: `*.example.com` is not
+                    // `example.com` (the suffix starts with its dot).
+                    true => {
+                        x.len() > h.len()
+                            && x[x.len() - h.len()..].eq_ignore_ascii_case(h.as_bytes())
+                    }
+                })
+            }) && if r.exact {
+                *r.prefix == *path
+            } else {
+                prefix_matches(&r.prefix, path)
+            } && r.more.as_deref().is_none_or(&admits)
         })
+    }
+}
+
+/// How specific a route's host is: exact before wildcard before none, the longer first.
+fn host_rank(r: &Route) -> (u8, usize) {
+    match (&r.host, r.wildcard) {
+        (None, _) => (0, 0),
+        (Some(h), true) => (1, h.len()),
+        (Some(h), false) => (2, h.len()),
     }
 }
 
@@ -277,6 +301,36 @@ mod tests {
             r(Some("app.example.com"), "/api", 2),
             r(Some("app.example.com"), "/", 3),
         ])
+    }
+
+    #[test]
+    fn a_wildcard_host_matches_every_host_under_it_after_exact_hosts() {
+        let r = |host: Option<&str>, b| RouteSettings {
+            host: host.map(Into::into),
+            path_prefix: "/".into(),
+            backend: b,
+            matches: RouteMatches::default(),
+            filters: Default::default(),
+        };
+        let t = RouteTable::new(&[
+            r(None, 0),
+            r(Some("*.example.com"), 1),
+            r(Some("*.a.example.com"), 2),
+            r(Some("x.a.example.com"), 3),
+        ]);
+        let find = |h: &str| t.find(Some(h.as_bytes()), "/");
+        assert_eq!(find("b.example.com"), Some(1));
+        assert_eq!(find("B.Example.COM:8443"), Some(1));
+        assert_eq!(find("deep.b.example.com"), Some(1));
+        assert_eq!(
+            find("y.a.example.com"),
+            Some(2),
+            "the longer wildcard first"
+        );
+        assert_eq!(find("x.a.example.com"), Some(3), "an exact host first");
+        assert_eq!(find("example.com"), Some(0), "not the bare suffix");
+        assert_eq!(find("badexample.com"), Some(0), "whole labels only");
+        assert_eq!(t.find(None, "/"), Some(0));
     }
 
     #[test]
