@@ -119,6 +119,19 @@ pub struct Compiled {
     pub routes: Vec<GatewayRoute>,
     /// `namespace/name` of every HTTPRoute attached to one of tether's Gateways.
     pub attached: Vec<String>,
+    /// Attached HTTPRoutes with rules tether leaves out for what it does not implement
+    /// (status: `Accepted` False or `PartiallyInvalid`, reason `UnsupportedValue`).
+    pub invalid: BTreeMap<String, Invalid>,
+}
+
+/// An HTTPRoute whose rules ask for what tether does not implement (a filter, a match
+/// type): those rules (or matches) are left out, and its status says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// No rule is honoured: `Accepted` False; else `PartiallyInvalid` True.
+    pub all: bool,
+    /// What the first such rule asks for.
+    pub message: String,
 }
 
 impl Compiled {
@@ -204,6 +217,8 @@ impl Compiled {
             let mut b = RouteBuilder {
                 id: name.clone(),
                 notes: Vec::new(),
+                unsupported: None,
+                invalid_rules: (0, 0, None),
                 ctx: ctx.clone(),
                 policies: policies.clone(),
                 namespace: namespace(route.as_ref()),
@@ -216,6 +231,15 @@ impl Compiled {
             out.attached.push(name.clone());
             let (backends, route_list) = b.rules(route, &hosts);
             notes.append(&mut b.notes);
+            if let (n, _, Some(message)) = std::mem::take(&mut b.invalid_rules) {
+                out.invalid.insert(
+                    name.clone(),
+                    Invalid {
+                        all: n > 0 && route_list.is_empty(),
+                        message,
+                    },
+                );
+            }
             if route_list.is_empty() {
                 continue; // (a file with backends and no routes would get a catch-all)
             }
@@ -296,6 +320,8 @@ struct Route {
 struct RouteBuilder {
     id: String,
     notes: Vec<String>,
+    /// What the current rule asks for that tether does not implement (its first).
+    unsupported: Option<String>,
     /// ReferenceGrants and Namespace labels.
     ctx: Arc<Context>,
     /// XBackendTrafficPolicies by (namespace, Service): (policy name, its
@@ -303,11 +329,23 @@ struct RouteBuilder {
     policies: Arc<BTreeMap<(String, String), (String, SessionPersistence)>>,
     /// The route's namespace.
     namespace: String,
+    /// After [`RouteBuilder::rules`]: how many rules ask for what tether does not
+    /// implement, of how many, and the first such thing.
+    invalid_rules: (usize, usize, Option<String>),
 }
 
 impl RouteBuilder {
     fn note(&mut self, what: &str, how: &str) {
         self.notes.push(format!("{}: {what}: {how}", self.id));
+    }
+
+    /// A note on a value tether does not implement, which leaves out the match or rule
+    /// it is in: the route's status says `UnsupportedValue`.
+    fn unsupported(&mut self, what: &str, how: &str) {
+        self.note(what, how);
+        if self.unsupported.is_none() {
+            self.unsupported = Some(format!("{what}: {how}"));
+        }
     }
 
     /// The hosts the route answers on the listeners it attaches to (`None`: any host),
@@ -393,7 +431,11 @@ impl RouteBuilder {
         let route_name = route.name_any();
         let mut backends: Vec<Backend> = Vec::new();
         let mut routes = Vec::new();
+        let mut invalid: Vec<String> = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
+            if let Some(why) = self.unsupported.take() {
+                invalid.push(why);
+            }
             let at = format!("rules[{i}]");
             let Some(filters) = self.filters(&at, rule) else {
                 continue;
@@ -468,7 +510,7 @@ impl RouteBuilder {
                     PathMatchType::Exact => {
                         let prefix_rewrite = filters.rewrite.as_ref().and_then(|r| r.path.as_ref());
                         if matches!(prefix_rewrite, Some(PathRewrite::Prefix { .. })) {
-                            self.note(
+                            self.unsupported(
                                 &format!("{at}.path Exact {value}"),
                                 "URLRewrite ReplacePrefixMatch needs a PathPrefix match; the \
                                  match is left out",
@@ -478,7 +520,7 @@ impl RouteBuilder {
                         conditions.exact = true
                     }
                     PathMatchType::RegularExpression => {
-                        self.note(
+                        self.unsupported(
                             &format!("{at}.path RegularExpression {value}"),
                             "not supported; the match is left out",
                         );
@@ -508,6 +550,14 @@ impl RouteBuilder {
                 ));
             }
         }
+        if let Some(why) = self.unsupported.take() {
+            invalid.push(why);
+        }
+        self.invalid_rules = (
+            invalid.len(),
+            route.spec.rules.len(),
+            invalid.into_iter().next(),
+        );
         (backends, routes)
     }
 
@@ -546,7 +596,7 @@ impl RouteBuilder {
                     continue;
                 }
                 (kind, _) => {
-                    self.note(
+                    self.unsupported(
                         &format!("{at} {kind}"),
                         "filter not supported; the rule is left out",
                     );
@@ -583,7 +633,7 @@ impl RouteBuilder {
                     to: to.clone(),
                 }),
                 (kind, _, _) => {
-                    self.note(
+                    self.unsupported(
                         &format!("{at} URLRewrite path {kind}"),
                         "not supported (or its value is missing); the rule is left out",
                     );
@@ -607,7 +657,7 @@ impl RouteBuilder {
         let mut out = HeaderEdit::default();
         let name = |this: &mut Self, n: &str| -> Option<Option<http::HeaderName>> {
             let Ok(h) = http::HeaderName::from_bytes(n.as_bytes()) else {
-                this.note(
+                this.unsupported(
                     &format!("{at} {n}"),
                     "not a header name; the rule is left out",
                 );
@@ -628,7 +678,7 @@ impl RouteBuilder {
                     continue;
                 };
                 let Ok(v) = http::HeaderValue::from_str(&h.value) else {
-                    self.note(
+                    self.unsupported(
                         &format!("{at} {}", h.name),
                         "not a header value; the rule is left out",
                     );
@@ -655,7 +705,7 @@ impl RouteBuilder {
             match http::Method::from_bytes(method.as_bytes()) {
                 Ok(x) if x != http::Method::CONNECT => out.method = Some(x),
                 _ => {
-                    self.note(
+                    self.unsupported(
                         &format!("{at}.method {method}"),
                         "not supported (tether refuses CONNECT); the match is left out",
                     );
@@ -665,14 +715,14 @@ impl RouteBuilder {
         }
         for (k, h) in m.headers.iter().enumerate() {
             if h.kind.as_deref().unwrap_or("Exact") != "Exact" {
-                self.note(
+                self.unsupported(
                     &format!("{at}.headers[{k}] {}", h.name),
                     "only Exact header matches are supported; the match is left out",
                 );
                 return None;
             }
             let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
-                self.note(
+                self.unsupported(
                     &format!("{at}.headers[{k}]"),
                     "not a header name; the match is left out",
                 );
@@ -684,7 +734,7 @@ impl RouteBuilder {
         }
         for (k, q) in m.query_params.iter().enumerate() {
             if q.kind.as_deref().unwrap_or("Exact") != "Exact" {
-                self.note(
+                self.unsupported(
                     &format!("{at}.queryParams[{k}] {}", q.name),
                     "only Exact query param matches are supported; the match is left out",
                 );
@@ -1462,14 +1512,15 @@ fn unresolved(ctx: &Context, route: &HTTPRoute) -> Option<(&'static str, String)
 /// The status writes that bring tether's GatewayClasses, Gateways and HTTPRoutes to
 /// what they should say (only those that differ, so a write's own echo asks for none).
 ///
-/// `refused`: `namespace/name` of the routes that do not compile ([`Compiled::build_in`]'s
-/// errors; `Accepted` False `UnsupportedValue`). `address`: the Gateway's
+/// `invalid`: by `namespace/name`, the routes with rules tether leaves out for values it
+/// does not implement ([`Compiled::invalid`]; every rule, or a route that does not
+/// compile at all: `Accepted` False `UnsupportedValue`; some: `PartiallyInvalid` True). `address`: the Gateway's
 /// `status.addresses`. `now`: the `lastTransitionTime` of conditions that change.
 pub fn status(
     world: &World<'_>,
     controller: &str,
     address: Option<&str>,
-    refused: &BTreeSet<String>,
+    invalid: &BTreeMap<String, Invalid>,
     now: &Time,
 ) -> Vec<StatusUpdate> {
     let ctx = Context::of(world);
@@ -1538,11 +1589,11 @@ pub fn status(
                 continue;
             };
             let mut verdict = judge(&ctx, route, p, gateway);
-            if verdict.refused.is_none() && refused.contains(&route_id) {
-                verdict.refused = Some((
-                    "UnsupportedValue",
-                    "the route has values tether cannot hold (see tether's log)".into(),
-                ));
+            let invalid = invalid.get(&route_id);
+            if let Some(Invalid { all: true, message }) = invalid {
+                if verdict.refused.is_none() {
+                    verdict.refused = Some(("UnsupportedValue", message.clone()));
+                }
             }
             if verdict.refused.is_none() {
                 if let Some(per_listener) = attached.get_mut(&key) {
@@ -1588,7 +1639,25 @@ pub fn status(
                         generation,
                         now,
                     ),
-                ],
+                ]
+                .into_iter()
+                .chain(match invalid {
+                    // Some rules are left out, the others route (RouteConditionPartiallyInvalid).
+                    Some(Invalid {
+                        all: false,
+                        message,
+                    }) if verdict.refused.is_none() => Some(condition(
+                        before,
+                        "PartiallyInvalid",
+                        true,
+                        "UnsupportedValue",
+                        message,
+                        generation,
+                        now,
+                    )),
+                    _ => None,
+                })
+                .collect(),
             });
         }
         let mut parents: Vec<RouteParentStatus> = previous
@@ -1780,16 +1849,22 @@ impl Controller {
             let (compiled, errors, mut notes) =
                 Compiled::build_in(&world, &self.settings.controller_name);
             if let Some(tx) = &self.status {
-                let refused = errors
-                    .iter()
-                    .map(|Error::Compile { route, .. }| route.clone())
-                    .collect();
+                let mut invalid = compiled.invalid.clone();
+                for Error::Compile { route, source } in &errors {
+                    invalid.insert(
+                        route.clone(),
+                        Invalid {
+                            all: true,
+                            message: format!("does not validate as tether settings: {source}"),
+                        },
+                    );
+                }
                 let now = Time(k8s_openapi::jiff::Timestamp::now());
                 let updates = status(
                     &world,
                     &self.settings.controller_name,
                     self.settings.address.as_deref(),
-                    &refused,
+                    &invalid,
                     &now,
                 );
                 let _ = tx.send(Arc::new(updates));
@@ -2356,7 +2431,7 @@ mod tests {
             services: Some(&services),
             ..World::default()
         };
-        let updates = status(&world, OURS, Some("203.0.113.7"), &BTreeSet::new(), &at(1));
+        let updates = status(&world, OURS, Some("203.0.113.7"), &BTreeMap::new(), &at(1));
         let class = updates.iter().find_map(|u| match u {
             StatusUpdate::GatewayClass { name, status, .. } => Some((name, status)),
             _ => None,
@@ -2457,7 +2532,7 @@ mod tests {
                 tls,
                 ..World::default()
             };
-            let updates = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+            let updates = status(&world, OURS, None, &BTreeMap::new(), &at(1));
             let gateway = updates
                 .iter()
                 .find_map(|u| match u {
@@ -2533,7 +2608,7 @@ mod tests {
                 ..World::default()
             };
             let (bindings, _) = certificates(&world, OURS);
-            let updates = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+            let updates = status(&world, OURS, None, &BTreeMap::new(), &at(1));
             let resolved = updates
                 .iter()
                 .find_map(|u| match u {
@@ -2573,6 +2648,48 @@ mod tests {
     }
 
     #[test]
+    fn rules_left_out_as_unsupported_make_a_route_partially_invalid_or_not_accepted() {
+        let (classes, gateways) = world();
+        let mirror = json!({"matches": [{"path": {"value": "/mirror"}}],
+            "filters": [{"type": "RequestMirror",
+                         "requestMirror": {"backendRef": {"name": "web", "port": 80}}}],
+            "backendRefs": [{"name": "web", "port": 80}]});
+        let good = json!({"matches": [{"path": {"value": "/ok"}}],
+            "backendRefs": [{"name": "web", "port": 80}]});
+        let spec = |rules: serde_json::Value| {
+            json!({"parentRefs": [{"name": "gw", "sectionName": "web"}],
+                   "hostnames": ["a.example.com"], "rules": rules})
+        };
+        let routes = vec![
+            route("infra", "part", spec(json!([mirror.clone(), good]))),
+            route("infra", "none", spec(json!([mirror]))),
+        ];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            ..World::default()
+        };
+        let (c, _, _) = Compiled::build_in(&world, OURS);
+        assert_eq!(c.invalid.get("infra/part").map(|i| i.all), Some(false));
+        assert_eq!(c.invalid.get("infra/none").map(|i| i.all), Some(true));
+        assert!(c.invalid["infra/part"].message.contains("RequestMirror"));
+        let updates = status(&world, OURS, None, &c.invalid, &at(1));
+        assert_eq!(
+            route_conditions(&updates, "part"),
+            vec![
+                cond("Accepted", "True", "Accepted"),
+                cond("ResolvedRefs", "True", "ResolvedRefs"),
+                cond("PartiallyInvalid", "True", "UnsupportedValue"),
+            ]
+        );
+        assert_eq!(
+            route_conditions(&updates, "none")[0],
+            cond("Accepted", "False", "UnsupportedValue")
+        );
+    }
+
+    #[test]
     fn status_is_written_once_keeps_transition_times_and_other_controllers_entries() {
         let (classes, gateways) = world();
         let mut r = (*to_web("infra", "good", "web", json!(["a.example.com"]))).clone();
@@ -2590,7 +2707,7 @@ mod tests {
             },
             OURS,
             None,
-            &BTreeSet::new(),
+            &BTreeMap::new(),
             &at(1),
         );
         // Write every update back, as the API server would.
@@ -2627,7 +2744,7 @@ mod tests {
                 },
                 OURS,
                 None,
-                &BTreeSet::new(),
+                &BTreeMap::new(),
                 &at(2),
             )
         };
@@ -2669,7 +2786,7 @@ mod tests {
                 ..World::default()
             };
             let (c, _, notes) = Compiled::build_in(&world, OURS);
-            let s = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+            let s = status(&world, OURS, None, &BTreeMap::new(), &at(1));
             (c, notes, route_conditions(&s, "x"))
         };
         let (c, notes, conditions) = run(&[]);
@@ -2722,7 +2839,7 @@ mod tests {
             services: Some(&services),
             ..World::default()
         };
-        let s = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+        let s = status(&world, OURS, None, &BTreeMap::new(), &at(1));
         assert_eq!(
             route_conditions(&s, "missing")[1],
             cond("ResolvedRefs", "False", "BackendNotFound")
@@ -2791,7 +2908,7 @@ mod tests {
         };
         let (c, _, _) = Compiled::build_in(&world, OURS);
         assert_eq!(c.attached, vec!["shop/in"]);
-        let s = status(&world, OURS, None, &BTreeSet::new(), &at(1));
+        let s = status(&world, OURS, None, &BTreeMap::new(), &at(1));
         assert_eq!(
             route_conditions(&s, "in")[0],
             cond("Accepted", "True", "Accepted")
