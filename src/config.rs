@@ -542,8 +542,19 @@ impl HeaderEdit {
 
     /// Whether a field named `name` (any case) is replaced or removed, so the message's
     /// own lines of it are not relayed.
+    ///
+    /// `_` in `name` is read as `-`: CGI, WSGI, PHP and Rack servers hand `X_Auth_User`
+    /// and `X-Auth-User` to the app as one variable, so a client's underscore spelling
+    /// of a field the route removes or replaces must not reach the pod either.
     pub fn drops(&self, name: &str) -> bool {
-        let same = |n: &http::HeaderName| n.as_str().eq_ignore_ascii_case(name);
+        let same = |n: &http::HeaderName| {
+            let (n, name) = (n.as_str().as_bytes(), name.as_bytes());
+            n.len() == name.len()
+                && n.iter().zip(name).all(|(&w, &c)| {
+                    let c = c.to_ascii_lowercase();
+                    c == w || (c == b'_' && w == b'-')
+                })
+        };
         self.remove.iter().any(same) || self.set.iter().any(|(n, _)| same(n))
     }
 
@@ -554,7 +565,13 @@ impl HeaderEdit {
 
     /// Applies the edit to a header map.
     pub fn apply(&self, h: &mut http::HeaderMap) {
-        for n in &self.remove {
+        // Underscore spellings of the names it removes or replaces go too ([`Self::drops`]).
+        let lookalikes: Vec<http::HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().contains('_') && self.drops(k.as_str()))
+            .cloned()
+            .collect();
+        for n in lookalikes.iter().chain(&self.remove) {
             h.remove(n);
         }
         for (n, v) in &self.set {
@@ -2227,6 +2244,40 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, "t.toml", Path::new("."))
+    }
+
+    #[test]
+    fn a_header_edit_drops_underscore_spellings_of_what_it_removes_or_sets() {
+        let edit = HeaderEdit {
+            set: vec![(
+                http::HeaderName::from_static("x-auth-user"),
+                http::HeaderValue::from_static("anonymous"),
+            )],
+            add: Vec::new(),
+            remove: vec![http::HeaderName::from_static("x-debug")],
+        };
+        for n in [
+            "X-Auth-User",
+            "x_auth_user",
+            "X_Auth-User",
+            "X_DEBUG",
+            "x-debug",
+        ] {
+            assert!(edit.drops(n), "{n}");
+        }
+        assert!(!edit.drops("x-auth-users") && !edit.drops("x-authuser"));
+        let mut h = http::HeaderMap::new();
+        for n in ["x_auth_user", "x_debug", "x-debug", "x_other"] {
+            h.insert(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("admin"),
+            );
+        }
+        edit.apply(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["x-auth-user", "x_other"]);
+        assert_eq!(h["x-auth-user"], "anonymous");
     }
 
     #[test]

@@ -92,6 +92,9 @@ async fn a_request_header_edit_changes_what_the_pod_receives_and_not_what_tether
         fields.extend([
             ("x-env", "client"),
             ("x-secret", "s"),
+            // Underscore spellings, which CGI-style servers read as the same field.
+            ("x_env", "client"),
+            ("x_secret", "s"),
             ("x-tether-session", "spoofed"),
             ("x-forwarded-for", "203.0.113.9"),
         ]);
@@ -106,6 +109,11 @@ async fn a_request_header_edit_changes_what_the_pod_receives_and_not_what_tether
         );
         assert_eq!(r.seen("x-added").as_deref(), Some("1"), "{t:?}");
         assert_eq!(r.seen("x-secret"), None, "{t:?}: removed");
+        assert_eq!(
+            (r.seen("x_env"), r.seen("x_secret")),
+            (None, None),
+            "{t:?}: underscore spellings of edited fields are dropped too"
+        );
         assert_ne!(r.seen("x-tether-session").as_deref(), Some("spoofed"));
         assert_eq!(
             r.seen("x-forwarded-for").as_deref(),

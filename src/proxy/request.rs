@@ -129,11 +129,14 @@ impl Upstream for Forwarded {
     }
 
     fn begin(&mut self, conn: &Connection, session: &HexId, changes: Changes<'_>) {
-        // The route's edit first: the hygiene and tether's own fields below win over it.
+        // Hygiene first (hop-by-hop fields, including those the client's `Connection`
+        // names, go), then the route's edit, so a client cannot remove a field the route
+        // sets; the edit cannot name tether's own fields (validation refuses them), which
+        // are set below and so win.
+        prepare_request(&mut self.req, conn);
         if let Some(e) = changes.edit {
             e.apply(self.req.headers_mut());
         }
-        prepare_request(&mut self.req, conn);
         // After `prepare_request`, so `X-Forwarded-Host` keeps the client's host.
         if let Some(h) = changes.host.and_then(|h| HeaderValue::from_str(h).ok()) {
             self.req.headers_mut().insert(header::HOST, h);

@@ -169,10 +169,11 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles routes in the order of Gateway API's precedence between matches (the
-    /// HTTPRouteRule `matches` doc in the HTTPRoute CRD): an exact path; the longest
-    /// path prefix; at equal length, an exact host before a wildcard one (the longer
-    /// first, as Gateway API ranks hostnames) before a host-less one; a method match; the most header matches; the most
+    /// Compiles routes in the order of Gateway API's precedence: first the host (the
+    /// HTTPRoute `hostnames` doc: an exact host, the longer first, before a wildcard one,
+    /// the longer first, before a host-less one), so a route without a host can never
+    /// take paths of a host another route names; then the matches (the HTTPRouteRule
+    /// `matches` doc): an exact path; the longest path prefix; a method match; the most header matches; the most
     /// query parameter matches. Ties keep the order given, which is the file's, and for
     /// Kubernetes objects the oldest first, then by namespace/name, then rule and match
     /// order (the controllers list them so).
@@ -194,10 +195,10 @@ impl RouteTable {
             .collect();
         // A stable sort: ties keep the given order.
         compiled.sort_by(|a, b| {
-            b.exact
-                .cmp(&a.exact)
+            host_rank(b)
+                .cmp(&host_rank(a))
+                .then(b.exact.cmp(&a.exact))
                 .then(b.prefix.len().cmp(&a.prefix.len()))
-                .then(host_rank(b).cmp(&host_rank(a)))
                 .then(More::weight(&b.more).cmp(&More::weight(&a.more)))
         });
         RouteTable {
@@ -331,6 +332,27 @@ mod tests {
         assert_eq!(find("example.com"), Some(0), "not the bare suffix");
         assert_eq!(find("badexample.com"), Some(0), "whole labels only");
         assert_eq!(t.find(None, "/"), Some(0));
+    }
+
+    #[test]
+    fn a_route_without_host_never_takes_a_path_of_a_host_another_route_names() {
+        let r = |host: Option<&str>, p: &str, b| RouteSettings {
+            host: host.map(Into::into),
+            path_prefix: p.into(),
+            backend: b,
+            matches: RouteMatches::default(),
+            filters: Default::default(),
+        };
+        let t = RouteTable::new(&[
+            r(Some("shop.example.com"), "/api", 0),
+            r(None, "/api/v1", 1),
+            r(Some("*.example.com"), "/api/v1/admin", 2),
+        ]);
+        let find = |h: &str, p: &str| t.find(Some(h.as_bytes()), p);
+        assert_eq!(find("shop.example.com", "/api/v1/admin"), Some(0));
+        assert_eq!(find("blog.example.com", "/api/v1/admin"), Some(2));
+        assert_eq!(find("blog.example.com", "/api/v1/x"), Some(1));
+        assert_eq!(find("other.test", "/api/v1/x"), Some(1));
     }
 
     #[test]
