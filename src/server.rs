@@ -130,8 +130,10 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     let tasks = start_discovery(&proxy.state(), config, &mut kube_client).await?;
     let mut background = Vec::new();
     // Certificates for the TLS listener from Secrets: what each controller asks for,
-    // on a channel of its own (Ingresses first: they win a host both bind). None
-    // without a TLS listener: the controllers then note that HTTPS cannot be served.
+    // on a channel of its own. Gateway listeners win a host both bind (the sources are
+    // handed to the watcher Gateway API's first): a Gateway is the cluster operator's,
+    // an Ingress any namespace's. None without a TLS listener: the controllers then
+    // note that HTTPS cannot be served.
     let mut certificate_sources = Vec::new();
     let mut certificate_channel = || {
         config.server.tls.as_ref().map(|_| {
@@ -283,9 +285,10 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                     certificates: tls.certificates(),
                     debounce,
                 };
-                discovery.push(tokio::spawn(
-                    secrets.run(std::mem::take(&mut certificate_sources)),
-                ));
+                // Created Ingress mode's first; Gateway API's wins, so it goes first.
+                let mut sources = std::mem::take(&mut certificate_sources);
+                sources.reverse();
+                discovery.push(tokio::spawn(secrets.run(sources)));
             }
             Some(tls)
         }

@@ -188,7 +188,23 @@ fn certificates(i: &Ingress, out: &mut Compiled) {
                  file's certificate ([server.tls]) serves it, not {ns}/{secret}"
             ));
         }
+        // Only hosts the Ingress routes: `spec.tls` must not let an Ingress take the
+        // certificate of a host it does not serve.
+        let routed: Vec<String> = i
+            .spec
+            .iter()
+            .flat_map(|s| s.rules.iter().flatten())
+            .filter_map(|r| r.host.as_deref())
+            .map(str::to_ascii_lowercase)
+            .collect();
         for host in hosts {
+            if !routed.iter().any(|r| r.eq_ignore_ascii_case(host)) {
+                out.certificate_notes.push(format!(
+                    "{at}: host {host} is in no rule of the Ingress; its certificate is \
+                     not served for it"
+                ));
+                continue;
+            }
             out.certificates.push(Binding {
                 host: host.to_ascii_lowercase(),
                 namespace: ns.to_string(),
@@ -437,6 +453,33 @@ mod tests {
                 "backend \"shop\": an object listed before it has a backend of that name; it wins",
                 "route a.test/ of HTTPRoute web/shop: the config file routes it; it wins",
             ]
+        );
+    }
+
+    #[test]
+    fn an_ingress_gets_certificates_only_for_hosts_its_rules_route() {
+        let i: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop", "namespace": "web"},
+            "spec": {
+                "tls": [{"hosts": ["Shop.example.com", "bank.example.com"], "secretName": "s"}],
+                "rules": [{"host": "shop.example.com"}],
+            },
+        }))
+        .unwrap();
+        let mut out = Compiled::default();
+        certificates(&i, &mut out);
+        let bound: Vec<(&str, &str)> = out
+            .certificates
+            .iter()
+            .map(|b| (b.host.as_str(), b.name.as_str()))
+            .collect();
+        assert_eq!(bound, [("shop.example.com", "s")]);
+        assert!(
+            out.certificate_notes
+                .iter()
+                .any(|n| n.contains("bank.example.com")),
+            "{:?}",
+            out.certificate_notes
         );
     }
 }
