@@ -7,6 +7,8 @@
 //! tethers never fight over an object's status. Each mode elects with a Lease of its
 //! own, so the two modes' writers may sit on different replicas.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
@@ -142,6 +144,88 @@ impl Elector {
             .with_grace((duration / 3).max(1))
             .build()
             .await
+    }
+}
+
+/// What the Lease holder writes: the API brought up to date for each snapshot the
+/// controller publishes. Both modes' status writers are one of these; the loop around
+/// them ([`Elector::lead`]) is written once.
+pub trait Writes {
+    /// What the controller publishes.
+    type Snapshot: Send + Sync;
+    /// What this term has written. A new term starts from the default: from what the API
+    /// says, not from memory.
+    type Written: Default + Send;
+    /// A failed write.
+    type Error: std::fmt::Display;
+    /// Brings the API up to date for `snapshot`; the errors of the writes that failed
+    /// (retried with backoff).
+    fn write(
+        &self,
+        snapshot: &Self::Snapshot,
+        written: &mut Self::Written,
+    ) -> impl Future<Output = Vec<Self::Error>> + Send;
+}
+
+impl Elector {
+    /// Writes what `updates` publishes with `writer` while this replica holds the Lease,
+    /// until dropped (which releases it): after every change, on becoming the holder,
+    /// and after failed writes, retried with backoff (from `backoff`, doubling, at most
+    /// [`MAX_RETRY`]). `what` names the writer in logs.
+    pub async fn lead<W: Writes>(
+        &self,
+        what: &str,
+        writer: &W,
+        mut updates: watch::Receiver<Arc<W::Snapshot>>,
+    ) {
+        // Dropping `term` (when this future is dropped) releases the Lease.
+        let term = self.join(what).await;
+        let lease = term.lease.clone();
+        let mut leader = term.leader.clone();
+        let mut written = W::Written::default();
+        let mut is_leader = false;
+        let mut retry: Option<tokio::time::Instant> = None;
+        let mut delay = self.backoff;
+        loop {
+            tokio::select! {
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        tracing::warn!(%lease, "{what}: lease manager stopped; no longer written");
+                        return;
+                    }
+                    let now = *leader.borrow_and_update();
+                    if now != is_leader {
+                        is_leader = now;
+                        tracing::info!(%lease, identity = %self.identity, leader = is_leader,
+                            "{what} writer {}", if is_leader { "elected" } else { "stepped down" });
+                        written = W::Written::default();
+                    }
+                }
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = sleep_until(retry) => {}
+            }
+            if !is_leader {
+                updates.borrow_and_update();
+                retry = None;
+                continue;
+            }
+            let snapshot = updates.borrow_and_update().clone();
+            let errors = writer.write(&snapshot, &mut written).await;
+            for e in &errors {
+                tracing::warn!(error = %e, "{what}: write failed; retrying");
+            }
+            if errors.is_empty() {
+                retry = None;
+                delay = self.backoff;
+            } else {
+                retry = Some(tokio::time::Instant::now() + delay);
+                delay = (delay * 2).min(MAX_RETRY);
+            }
+        }
     }
 }
 

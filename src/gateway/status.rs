@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::api::{Gateway, GatewayClass, HTTPRoute};
 use super::controller::StatusUpdate;
 use crate::config::GatewaySettings;
-use crate::election::{field_manager, sleep_until, Elector, MAX_RETRY};
+use crate::election::{field_manager, Elector, Writes};
 
 /// What a status write ran into.
 #[derive(Debug, thiserror::Error)]
@@ -64,77 +64,19 @@ pub struct Writer {
 impl Writer {
     /// Runs until dropped (which releases the Lease), writing the updates published on
     /// `updates`.
-    pub async fn run(self, mut updates: watch::Receiver<Arc<Vec<StatusUpdate>>>) {
+    pub async fn run(self, updates: watch::Receiver<Arc<Vec<StatusUpdate>>>) {
         let elector = Elector {
             client: self.client.clone(),
             lease: self.settings.lease.clone(),
             identity: self.identity.clone(),
             backoff: self.backoff,
         };
-        // Dropping `term` (when this future is dropped) releases the Lease.
-        let term = elector.join("gateway api status").await;
-        let lease = term.lease.clone();
-        let mut leader = term.leader.clone();
-        let mut written = Written::new();
-        let mut is_leader = false;
-        let mut retry: Option<tokio::time::Instant> = None;
-        let mut delay = self.backoff;
-        loop {
-            tokio::select! {
-                changed = leader.changed() => {
-                    if changed.is_err() {
-                        tracing::warn!(%lease, "gateway api status: lease manager stopped; status is no longer written");
-                        return;
-                    }
-                    let now = *leader.borrow_and_update();
-                    if now != is_leader {
-                        is_leader = now;
-                        tracing::info!(%lease, identity = %self.identity, leader = is_leader,
-                            "gateway api status writer {}", if is_leader { "elected" } else { "stepped down" });
-                        // A new term starts from what the API says, not from memory.
-                        written = Written::new();
-                    }
-                }
-                changed = updates.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                _ = sleep_until(retry) => {}
-            }
-            if !is_leader {
-                updates.borrow_and_update();
-                retry = None;
-                continue;
-            }
-            let snapshot = updates.borrow_and_update().clone();
-            // Objects up to date are forgotten: a later update is computed from a newer
-            // resourceVersion than any written.
-            let pending: std::collections::BTreeSet<String> =
-                snapshot.iter().map(|u| describe(u).0).collect();
-            written.retain(|k, _| pending.contains(k));
-            let mut errors = Vec::new();
-            for u in snapshot.iter() {
-                if let Err(e) = self.write(u, &mut written).await {
-                    errors.push(e);
-                }
-            }
-            for e in &errors {
-                tracing::warn!(error = %e, "gateway api status: write failed; retrying");
-            }
-            if errors.is_empty() {
-                retry = None;
-                delay = self.backoff;
-            } else {
-                retry = Some(tokio::time::Instant::now() + delay);
-                delay = (delay * 2).min(MAX_RETRY);
-            }
-        }
+        elector.lead("gateway api status", &self, updates).await;
     }
 
     /// Patches one object's status, unless this term wrote it at the same
     /// resourceVersion already (its echo is on its way).
-    async fn write(&self, update: &StatusUpdate, written: &mut Written) -> Result<()> {
+    async fn write_one(&self, update: &StatusUpdate, written: &mut Written) -> Result<()> {
         let (object, version) = describe(update);
         if written.get(&object) == Some(&version) {
             return Ok(());
@@ -197,6 +139,27 @@ impl Writer {
             }
             Err(source) => Err(Error::Status { object, source }),
         }
+    }
+}
+
+impl Writes for Writer {
+    type Snapshot = Vec<StatusUpdate>;
+    type Written = Written;
+    type Error = Error;
+
+    async fn write(&self, snapshot: &Vec<StatusUpdate>, written: &mut Written) -> Vec<Error> {
+        // Objects up to date are forgotten: a later update is computed from a newer
+        // resourceVersion than any written.
+        let pending: std::collections::BTreeSet<String> =
+            snapshot.iter().map(|u| describe(u).0).collect();
+        written.retain(|k, _| pending.contains(k));
+        let mut errors = Vec::new();
+        for u in snapshot {
+            if let Err(e) = self.write_one(u, written).await {
+                errors.push(e);
+            }
+        }
+        errors
     }
 }
 

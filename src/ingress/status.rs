@@ -30,7 +30,7 @@ use super::annotations::Verdict;
 use super::controller::Report;
 use crate::config::IngressSettings;
 pub use crate::election::identity;
-use crate::election::{field_manager, sleep_until, Elector, LeaseSettings, COMPONENT, MAX_RETRY};
+use crate::election::{field_manager, Elector, LeaseSettings, Writes, COMPONENT};
 
 /// What a write of the Lease holder ran into.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ pub struct Writer {
 impl Writer {
     /// Runs until dropped (which releases the Lease), writing for the Ingresses
     /// published on `ours`: tether's, with their report rows.
-    pub async fn run(self, mut ours: watch::Receiver<Arc<Vec<Report>>>) {
+    pub async fn run(self, ours: watch::Receiver<Arc<Vec<Report>>>) {
         let elector = Elector {
             client: self.client.clone(),
             lease: LeaseSettings {
@@ -85,60 +85,12 @@ impl Writer {
             identity: self.identity.clone(),
             backoff: self.backoff,
         };
-        // Dropping `term` (when this future is dropped) releases the Lease.
-        let term = elector.join("ingress status").await;
-        let lease = term.lease.clone();
-        let mut leader = term.leader.clone();
-        let mut state = Written::default();
-        let mut is_leader = false;
-        let mut retry: Option<tokio::time::Instant> = None;
-        let mut delay = self.backoff;
-        loop {
-            tokio::select! {
-                changed = leader.changed() => {
-                    if changed.is_err() {
-                        tracing::warn!(%lease, "ingress status: lease manager stopped; status is no longer written");
-                        return;
-                    }
-                    let now = *leader.borrow_and_update();
-                    if now != is_leader {
-                        is_leader = now;
-                        tracing::info!(%lease, identity = %self.identity, leader = is_leader,
-                            "ingress status writer {}", if is_leader { "elected" } else { "stepped down" });
-                        // A new term starts from what the API says, not from memory.
-                        state = Written::default();
-                    }
-                }
-                changed = ours.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-                _ = sleep_until(retry) => {}
-            }
-            if !is_leader {
-                ours.borrow_and_update();
-                retry = None;
-                continue;
-            }
-            let snapshot = ours.borrow_and_update().clone();
-            let errors = self.write(&snapshot, &mut state).await;
-            for e in &errors {
-                tracing::warn!(error = %e, "ingress status: write failed; retrying");
-            }
-            if errors.is_empty() {
-                retry = None;
-                delay = self.backoff;
-            } else {
-                retry = Some(tokio::time::Instant::now() + delay);
-                delay = (delay * 2).min(MAX_RETRY);
-            }
-        }
+        elector.lead("ingress status", &self, ours).await;
     }
 
     /// Brings status and Events up to date for `snapshot`; the errors of the writes that
     /// failed (to retry).
-    async fn write(&self, snapshot: &[Report], state: &mut Written) -> Vec<Error> {
+    async fn write_all(&self, snapshot: &[Report], state: &mut Written) -> Vec<Error> {
         let mut errors = Vec::new();
         let present: BTreeSet<String> = snapshot.iter().map(|(i, _)| id(i)).collect();
         state.status.retain(|k, _| present.contains(k));
@@ -275,9 +227,19 @@ impl Writer {
     }
 }
 
+impl Writes for Writer {
+    type Snapshot = Vec<Report>;
+    type Written = Written;
+    type Error = Error;
+
+    async fn write(&self, snapshot: &Vec<Report>, written: &mut Written) -> Vec<Error> {
+        self.write_all(snapshot, written).await
+    }
+}
+
 /// What this replica wrote in its current term.
 #[derive(Default)]
-struct Written {
+pub struct Written {
     /// `namespace/name` → the resourceVersion whose status was patched.
     status: BTreeMap<String, Option<String>>,
     /// (`namespace/name`, generation) whose Events are all created.
