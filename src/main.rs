@@ -340,13 +340,14 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where `tether check`'s config gets its routes: the file's, in the order routing tries
-/// them, and the Kubernetes objects that add theirs at run time (README: Ingress mode,
+/// Where `tether check`'s config gets its routes: the file's, in file order, and the
+/// Kubernetes objects that add theirs at run time (README: Ingress mode,
 /// Gateway API), with the rule that decides a clash.
 fn route_sources(c: &Config) -> String {
     use std::fmt::Write;
     let mut out = String::from(
-        "routes from this file (routing picks the longest prefix, a host before any host):\n",
+        "routes from this file (routing ranks the host first: exact, then wildcard, then \
+         any host, shown *; then the exact path, the longest prefix, method, headers, query):\n",
     );
     for r in &c.routes {
         let _ = writeln!(
