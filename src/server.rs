@@ -496,6 +496,19 @@ fn reuseport_listener(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
+/// The one API client every Kubernetes discovery shares, made at its first use.
+async fn shared_client(
+    kube_client: &mut Option<kube::Client>,
+    config: &Config,
+) -> Result<kube::Client, Error> {
+    if let Some(c) = kube_client {
+        return Ok(c.clone());
+    }
+    let c = kubernetes::client(&config.kubernetes).await?;
+    *kube_client = Some(c.clone());
+    Ok(c)
+}
+
 /// Starts endpoint discovery for every backend of `state`: static lists are published at
 /// once, Kubernetes watchers are spawned (their handles returned).
 async fn start_discovery(
@@ -515,14 +528,7 @@ async fn start_discovery(
                 .await
             }
             Source::Kubernetes(source) => {
-                let client = match kube_client {
-                    Some(c) => Clone::clone(c),
-                    None => {
-                        let c = kubernetes::client(&config.kubernetes).await?;
-                        *kube_client = Some(c.clone());
-                        c
-                    }
-                };
+                let client = shared_client(kube_client, config).await?;
                 let discovery = KubernetesDiscovery {
                     client,
                     h2c: settings.h2c,
@@ -532,14 +538,7 @@ async fn start_discovery(
                 tasks.push(tokio::spawn(discovery.run(backend.clone())));
             }
             Source::Weighted(services) => {
-                let client = match kube_client {
-                    Some(c) => Clone::clone(c),
-                    None => {
-                        let c = kubernetes::client(&config.kubernetes).await?;
-                        *kube_client = Some(c.clone());
-                        c
-                    }
-                };
+                let client = shared_client(kube_client, config).await?;
                 let discovery = WeightedDiscovery {
                     client,
                     h2c: settings.h2c,

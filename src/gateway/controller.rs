@@ -152,14 +152,7 @@ impl Compiled {
         routes: &[Arc<HTTPRoute>],
         controller: &str,
     ) -> (Compiled, Vec<Error>, Vec<String>) {
-        let world = World {
-            classes,
-            gateways,
-            routes,
-            tls: true,
-            ..World::default()
-        };
-        Self::build_in(&world, controller)
+        Self::build_with_policies(classes, gateways, routes, &[], controller)
     }
 
     /// [`Compiled::build`] with the cluster's XBackendTrafficPolicies: a policy's
