@@ -32,7 +32,7 @@ use crate::ingress::controller::{self as ingress, Compiled, Controller};
 use crate::ingress::status;
 use crate::io::SendTimeout;
 use crate::keys::KeyRing;
-use crate::proxy::{native, Connection, Proxy, State};
+use crate::proxy::{h2, native, Connection, Proxy, State};
 use crate::tls::Tls;
 
 /// Why the server could not start.
@@ -294,19 +294,6 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         }
         None => None,
     };
-    let proxy_service = |p: Arc<Proxy>| {
-        move |peer, secure| {
-            let p = p.clone();
-            // Per connection: until a cookie exists, an HTTP/2 connection's concurrent first
-            // requests share one session (and so one endpoint).
-            let conn = Arc::new(Connection::new(peer, secure));
-            service_fn(move |req: Request<Incoming>| {
-                let p = p.clone();
-                let conn = conn.clone();
-                async move { Ok::<_, Infallible>(p.handle(req, &conn).await) }
-            })
-        }
-    };
     // Thread per core: each extra thread runs its own current-thread runtime accepting on
     // its own SO_REUSEPORT listener, so connections spread over threads in the kernel and
     // a request never crosses threads.
@@ -316,9 +303,9 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
             addr: proxy_addr,
             source,
         })?;
-        let (rx, tls, service) = (rx.clone(), tls.clone(), proxy_service(proxy.clone()));
+        let (rx, tls) = (rx.clone(), tls.clone());
         let ended = proxy.send_timeouts();
-        let native = Some(proxy.clone());
+        let serves = ProxyOnly::Proxy(proxy.clone());
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("tether-accept-{}", n + 1))
@@ -336,7 +323,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 };
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, rx, grace, limits, ended, tls, native, service).await,
+                        Ok(l) => serve(l, rx, grace, limits, ended, tls, serves).await,
                         Err(e) => tracing::error!(error = %e, "accept thread cannot listen"),
                     }
                 });
@@ -357,8 +344,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         limits,
         proxy.send_timeouts(),
         tls,
-        Some(proxy.clone()),
-        proxy_service(proxy.clone()),
+        ProxyOnly::Proxy(proxy.clone()),
     ));
     // The dashboard's history: sampled off the request path, from whatever backends
     // the routing state holds at each tick (a reload's included).
@@ -381,8 +367,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
         admin_limits,
         Default::default(),
         None,
-        None,
-        move |_peer, _secure| {
+        Serves::Admin(move |_peer, _secure| {
             let (p, history, hook) = (p.clone(), history.clone(), hook.clone());
             service_fn(move |req: Request<Incoming>| {
                 let (p, history, hook) = (p.clone(), history.clone(), hook.clone());
@@ -391,7 +376,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                     Ok::<_, Infallible>(answer)
                 }
             })
-        },
+        }),
     ));
     tracing::info!(%proxy_addr, %admin_addr, "tether listening");
     Ok(Running {
@@ -824,11 +809,34 @@ fn reset(stream: &SendTimeout<tokio::net::TcpStream>) {
     let _ = socket2::SockRef::from(stream.get_ref()).set_linger(Some(Duration::ZERO));
 }
 
-/// Accepts connections until shutdown, then drains them for at most `grace`. With
-/// `native` (the proxy listener), HTTP/1 connections, plaintext or TLS whose ALPN did
-/// not choose h2, are the proxy's HTTP/1 codec's, and hyper serves HTTP/2 (ALPN h2, or
-/// a plaintext connection opening with the preface). Without (the admin listener),
-/// hyper serves HTTP/1.1 and cleartext HTTP/2.
+/// What a listener serves.
+enum Serves<F> {
+    /// The proxy: HTTP/1 connections, plaintext or TLS whose ALPN did not choose h2, are
+    /// its HTTP/1 codec's ([`native`]); HTTP/2 (ALPN h2, or a plaintext connection
+    /// opening with the preface) is its HTTP/2 server's ([`h2`]).
+    Proxy(Arc<Proxy>),
+    /// The admin endpoints, through hyper (HTTP/1.1 and cleartext HTTP/2), with the
+    /// service this makes for each connection.
+    Admin(F),
+}
+
+/// The proxy listener's admin service: none is ever made.
+enum NoService {}
+
+/// What the proxy listener serves.
+type ProxyOnly = Serves<fn(SocketAddr, bool) -> NoService>;
+
+impl hyper::service::Service<Request<Incoming>> for NoService {
+    type Response = hyper::Response<crate::upstream::body::ProxyBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn call(&self, _: Request<Incoming>) -> Self::Future {
+        match *self {}
+    }
+}
+
+/// Accepts connections until shutdown, then drains them for at most `grace`.
 #[allow(clippy::too_many_arguments)]
 async fn serve<F, S, B>(
     listener: TcpListener,
@@ -837,8 +845,7 @@ async fn serve<F, S, B>(
     limits: Limits,
     ended: Arc<std::sync::atomic::AtomicU64>,
     tls: Option<Arc<Tls>>,
-    native: Option<Arc<Proxy>>,
-    make_service: F,
+    serves: Serves<F>,
 ) where
     F: Fn(SocketAddr, bool) -> S,
     S: hyper::service::Service<
@@ -852,10 +859,11 @@ async fn serve<F, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The admin listener's connections, which hyper serves.
     let graceful = GracefulShutdown::new();
-    // Fast-path connections, so shutdown waits for them as hyper's watcher does for its
-    // own (a connection handed to hyper leaves this and joins the watcher).
-    let fast = tokio_util::task::TaskTracker::new();
+    // The proxy's connections, so shutdown waits for them as hyper's watcher does for
+    // its own.
+    let proxied = tokio_util::task::TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -873,6 +881,10 @@ async fn serve<F, S, B>(
         header_timeout: limits.header_timeout,
         max_header_bytes: limits.max_header_bytes,
     };
+    let h2_limits = h2::Limits {
+        header_timeout: limits.header_timeout,
+        max_header_bytes: limits.max_header_bytes,
+    };
     let permits = limits
         .max_connections
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
@@ -884,135 +896,118 @@ async fn serve<F, S, B>(
             },
             None => None,
         };
-        tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let stream = SendTimeout::new(stream, limits.send_timeout, ended.clone());
-                    let svc = make_service(peer, tls.is_some());
-                    let builder = builder.clone();
-                    let watcher = graceful.watcher();
-                    let handshake = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
-                    // Two task shapes: a plaintext connection's task does not carry
-                    // room for a TLS session it never has (task memory is the size of
-                    // its largest state, and TLS made every connection pay ~KBs).
-                    match (handshake, &native) {
-                        (None, Some(proxy)) => {
-                            let proxy = proxy.clone();
-                            let rx = shutdown.clone();
-                            let token = fast.token();
-                            tokio::spawn(async move {
-                                let conn = Connection::new(peer, false);
-                                let handoff = proxy.serve_native(stream, &conn, native_limits, rx).await;
-                                drop(token);
-                                match handoff {
-                                    // HTTP/2 by prior knowledge (RFC 9113 §3.3).
-                                    native::Handoff::Http2(stream) => {
-                                        let h2_only = builder.http2_only();
-                                        let conn = h2_only.serve_connection(TokioIo::new(stream), svc);
-                                        if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                        }
-                                    }
-                                    native::Handoff::Closed(_) => {}
-                                    native::Handoff::Aborted { stream, unframed } => {
-                                        if unframed {
-                                            reset(&stream);
-                                        }
-                                    }
-                                }
-                                drop(permit);
-                            });
-                        }
-                        // The admin listener: hyper serves it.
-                        (None, None) => {
-                            tokio::spawn(async move {
-                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                                drop(permit);
-                            });
-                        }
-                        (Some(acceptor), native) => {
-                            let native = native.clone().map(|proxy| (proxy, shutdown.clone(), fast.token()));
-                            tokio::spawn(async move {
-                                // The handshake runs here, off the accept loop, bounded like
-                                // a request head so a silent client cannot hold a slot.
-                                let tls_stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                                    Ok(Ok(s)) => s,
-                                    Ok(Err(e)) => {
-                                        tracing::debug!(%peer, error = %e, "tls handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "tls handshake timed out");
-                                        return;
-                                    }
-                                };
-                                // ALPN's choice is the only protocol served (RFC 9113
-                                // §3.2-3.4): HTTP/2 when it chose h2, else HTTP/1.
-                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
-                                let ended = match native {
-                                    _ if h2 => {
-                                        let h2_only = builder.http2_only();
-                                        let conn = h2_only.serve_connection(TokioIo::new(tls_stream), svc);
-                                        watcher.watch(conn.into_owned()).await
-                                    }
-                                    Some((proxy, rx, token)) => {
-                                        let conn = Connection::new(peer, true);
-                                        let handoff = proxy.serve_native(tls_stream, &conn, native_limits, rx).await;
-                                        match handoff {
-                                            // The TLS session ends with close_notify, so the
-                                            // client can tell a complete close-delimited
-                                            // response from a cut one...
-                                            native::Handoff::Closed(mut stream) => {
-                                                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                                            }
-                                            // ...which therefore ends without one: that
-                                            // missing close_notify is the client's sign.
-                                            native::Handoff::Aborted { .. } => {}
-                                            // An HTTP/2 preface after ALPN chose HTTP/1.
-                                            native::Handoff::Http2(_) => {
-                                                tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
-                                            }
-                                        }
-                                        drop((token, permit));
-                                        return;
-                                    }
-                                    None => {
-                                        let mut stream = native::Prefixed::new(Vec::new(), tls_stream);
-                                        if stream.opens_with_h2_preface(limits.header_timeout).await {
-                                            tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
-                                            drop(permit);
-                                            return;
-                                        }
-                                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                                        watcher.watch(conn.into_owned()).await
-                                    }
-                                };
-                                if let Err(e) = ended {
-                                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                                }
-                                drop(permit);
-                            });
-                        }
-                    }
-                }
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             _ = shutdown.changed() => break,
-        }
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = SendTimeout::new(stream, limits.send_timeout, ended.clone());
+        let proxy = match &serves {
+            Serves::Proxy(proxy) => proxy.clone(),
+            Serves::Admin(make_service) => {
+                let svc = make_service(peer, false);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+                continue;
+            }
+        };
+        let rx = shutdown.clone();
+        let token = proxied.token();
+        // Two task shapes: a plaintext connection's task does not carry room for a TLS
+        // session it never has (task memory is the size of its largest state, and TLS
+        // made every connection pay ~KBs).
+        let Some(acceptor) = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()))
+        else {
+            tokio::spawn(async move {
+                let conn = Connection::new(peer, false);
+                let handoff = proxy
+                    .serve_native(stream, &conn, native_limits, rx.clone())
+                    .await;
+                match handoff {
+                    // HTTP/2 by prior knowledge (RFC 9113 §3.3).
+                    native::Handoff::Http2(stream) => {
+                        if let Err(e) = proxy.serve_h2(stream, &conn, h2_limits, rx).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    native::Handoff::Closed(_) => {}
+                    native::Handoff::Aborted { stream, unframed } => {
+                        if unframed {
+                            reset(&stream);
+                        }
+                    }
+                }
+                drop((token, permit));
+            });
+            continue;
+        };
+        tokio::spawn(async move {
+            // The handshake runs here, off the accept loop, bounded like a request head
+            // so a silent client cannot hold a slot.
+            let tls_stream =
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                };
+            let conn = Connection::new(peer, true);
+            // ALPN's choice is the only protocol served (RFC 9113 §3.2-3.4): HTTP/2 when
+            // it chose h2, else HTTP/1.
+            if tls_stream.get_ref().1.alpn_protocol() == Some(&b"h2"[..]) {
+                if let Err(e) = proxy.serve_h2(tls_stream, &conn, h2_limits, rx).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            } else {
+                match proxy
+                    .serve_native(tls_stream, &conn, native_limits, rx)
+                    .await
+                {
+                    // The TLS session ends with close_notify, so the client can tell a
+                    // complete close-delimited response from a cut one...
+                    native::Handoff::Closed(mut stream) => {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                    }
+                    // ...which therefore ends without one: that missing close_notify is
+                    // the client's sign.
+                    native::Handoff::Aborted { .. } => {}
+                    // An HTTP/2 preface after ALPN chose HTTP/1.
+                    native::Handoff::Http2(_) => {
+                        tracing::debug!(%peer, "http/2 preface without ALPN h2; closing");
+                    }
+                }
+            }
+            drop((token, permit));
+        });
     }
     drop(listener);
-    fast.close();
+    proxied.close();
     let drained = async {
         graceful.shutdown().await;
-        fast.wait().await;
+        proxied.wait().await;
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "grace period over with requests still in flight");

@@ -1,11 +1,12 @@
 //! The proxy: routes, one exchange per request, answers. The exchange
 //! ([`exchange`]) holds the policy every request gets whatever it arrived on; the
-//! HTTP/1 codec ([`native`]) and the HTTP/2 service ([`Proxy::handle`], through
-//! [`request`]) only carry requests to it and answers back. This module holds what
+//! HTTP/1 codec ([`native`]) and the HTTP/2 server ([`h2`], each stream through
+//! [`Proxy::handle`] and [`request`]) only carry requests to it and answers back. This module holds what
 //! they share besides: the errors and the status each is answered with, the
 //! connection's view, `Host` (RFC 9112 §3.2) and the client address.
 
 pub mod exchange;
+pub mod h2;
 pub mod hygiene;
 pub mod native;
 pub mod request;
@@ -18,7 +19,6 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::affinity::{self, KeyRing};
@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::http::headers::{self, Fields};
 use crate::http::wire;
 use crate::stats::BackendStats;
-use crate::upstream::body::{self, BodyFault, ProxyBody, RequestBody};
+use crate::upstream::body::{self, BodyFault, ClientBody, ProxyBody, RequestBody};
 use http::Method;
 use http_body::Body as _;
 use ipnet::IpNet;
@@ -137,6 +137,8 @@ impl Error {
         }
     }
 
+    /// The answer an HTTP/2 client gets: the status and the error's text (the stream
+    /// ends with it; the connection and its other streams go on).
     fn response(&self) -> Response<ProxyBody> {
         let mut r = Response::new(ProxyBody::text(format!("{self}\n")));
         *r.status_mut() = self.status();
@@ -144,10 +146,6 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if self.closes() {
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         r
     }
 }
@@ -294,7 +292,7 @@ impl Proxy {
     /// statuses tether writes itself (README, "Statuses").
     pub async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         conn: &Connection,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
@@ -316,8 +314,6 @@ impl Proxy {
             .max_body
             .is_some_and(|max| req.body().size_hint().lower() > max);
         let mut req = req.map(|b| RequestBody::client(b, route.max_body));
-        // Boxed: hyper keeps room for the request future in every connection, idle or
-        // not, and forwarding is ~3 KB of it (benches/load/idle-memory.sh).
         let forwarded = async {
             let request_buffer = route.request_buffer as u64;
             let response_buffer = route.response_buffer as u64;
@@ -342,7 +338,7 @@ impl Proxy {
             self.forward(req, conn, &route, arrival, started, response_buffer)
                 .await
         };
-        let (resp, elapsed, log) = match Box::pin(forwarded).await {
+        let (resp, elapsed, log) = match forwarded.await {
             Ok(r) => r,
             Err(e) => (e.response(), started.elapsed(), None),
         };
@@ -377,7 +373,8 @@ impl Proxy {
 
 /// Counts a request whose handling was dropped before it finished: the HTTP/2 stream
 /// was reset, by the client or by the h2 library for a protocol error such as DATA
-/// short of content-length, and hyper drops the request's future with it. Either way
+/// short of content-length, and the HTTP/2 server ([`h2`]) drops the request's future
+/// with it. Either way
 /// the client is gone, its own fault, and no endpoint is touched (dropping the future
 /// drops the upstream connection, which counts nothing against it).
 struct Abandoned<'a> {

@@ -2,8 +2,9 @@
 //! the session, and relays each exchange over a raw pooled upstream connection, with no
 //! `HeaderMap`, no channel and no second task in between. It serves every HTTP/1
 //! request, plaintext or TLS (when ALPN did not choose h2), for the whole life of the
-//! connection; hyper serves only HTTP/2 (ALPN h2, or prior knowledge: a plaintext
-//! connection that opens with the preface is handed to it before any request).
+//! connection; HTTP/2 is the HTTP/2 server's ([`super::h2`]: ALPN h2, or prior
+//! knowledge, a plaintext connection that opens with the preface and is handed to it
+//! before any request).
 //!
 //! Why its own codec: hyper's HTTP/1 server and client in their minimal form cost about
 //! as much CPU per request as HAProxy does, and on a machine whose cores are shared by
@@ -163,7 +164,7 @@ fn has_head(buf: &[u8]) -> bool {
 /// only when it fires before the deadline now wanted, instead of being inserted into
 /// and removed from the timer wheel for every request (measured under callgrind: ~1,500
 /// instructions per proxied request for two per-request timers).
-struct LazyTimer {
+pub(super) struct LazyTimer {
     sleep: Pin<Box<tokio::time::Sleep>>,
     /// The sleep was last polled Pending and not reset since, so the runtime holds this
     /// task's waker for it: until it elapses a wait need not poll it again, which saved
@@ -174,7 +175,7 @@ struct LazyTimer {
 }
 
 impl LazyTimer {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         LazyTimer {
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: false,
@@ -189,7 +190,7 @@ impl LazyTimer {
         }
     }
 
-    fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+    pub(super) fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         if self.sleep.deadline() > deadline {
             self.sleep.as_mut().reset(deadline);
             self.armed = false;
@@ -238,11 +239,11 @@ impl std::future::Future for Until<'_> {
 /// the task's waker: afterwards a wait reads the channel's version and polls again
 /// only when it moved (~150 instructions per request, callgrind), as [`LazyTimer`]
 /// does for its sleep.
-struct StopWait<'a, F> {
-    wait: Pin<&'a mut F>,
+pub(super) struct StopWait<'a, F> {
+    pub(super) wait: Pin<&'a mut F>,
     /// The wait was polled Pending, so the channel holds this task's waker.
-    armed: &'a mut bool,
-    stopping: &'a watch::Receiver<bool>,
+    pub(super) armed: &'a mut bool,
+    pub(super) stopping: &'a watch::Receiver<bool>,
 }
 
 impl<F: std::future::Future> std::future::Future for StopWait<'_, F> {

@@ -119,7 +119,7 @@ pub enum RequestBody {
     /// (`max_body_bytes`; `u64::MAX` when unlimited).
     Client {
         /// The body as the client sends it.
-        body: Incoming,
+        body: ClientBody,
         /// Bytes still accepted.
         remaining: u64,
         /// Where the body stands, for whoever must blame a failed exchange.
@@ -165,7 +165,7 @@ impl RequestBody {
     }
 
     /// The client's `body`, with at most `limit` bytes accepted.
-    pub fn client(body: Incoming, limit: Option<u64>) -> Self {
+    pub fn client(body: ClientBody, limit: Option<u64>) -> Self {
         let progress = BodyProgress::for_body(&body);
         RequestBody::Client {
             body,
@@ -251,6 +251,73 @@ impl RequestBody {
     }
 }
 
+/// An HTTP/2 client's request body: one stream's DATA frames and trailers, as the h2
+/// crate receives them. Each frame's bytes are released back to the stream's flow-control
+/// window as soon as they are taken (RFC 9113 §5.2), so the client sends on at the pace
+/// the body is forwarded. Its length is the one `content-length` declared, which h2
+/// holds the DATA frames to (RFC 9113 §8.1.1: a stream error otherwise).
+pub struct ClientBody {
+    recv: h2::RecvStream,
+    /// Bytes still to come, when `content-length` declared them.
+    length: Option<u64>,
+    /// The DATA frames ended; trailers (if any) are next.
+    data_done: bool,
+}
+
+impl ClientBody {
+    /// The body of a request whose `content-length` said `length`, if it did.
+    pub fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
+        ClientBody {
+            recv,
+            length,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(n) = &mut this.length {
+                        *n = n.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::new(),
+        }
+    }
+}
+
 /// The request body went past `max_body_bytes` while streaming (the client gets 413).
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than max_body_bytes")]
@@ -295,7 +362,7 @@ pub enum BodyFault {
 }
 
 impl BodyProgress {
-    fn for_body(body: &Incoming) -> Self {
+    fn for_body(body: &ClientBody) -> Self {
         BodyProgress((!body.is_end_stream()).then(|| Arc::new(AtomicU8::new(SENDING))))
     }
 
@@ -331,8 +398,8 @@ impl BodyProgress {
 /// a stream PROTOCOL_ERROR, e.g. DATA that does not add up to content-length, RFC 9113
 /// §8.1.1) are malformed; anything else (end of file, reset, cancelled stream) means
 /// the client went away.
-fn classify(e: &hyper::Error) -> u8 {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn classify(e: &(dyn std::error::Error + 'static)) -> u8 {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if matches!(

@@ -1,0 +1,305 @@
+//! tether's HTTP/2 server: the `h2` crate's connection (framing, HPACK, stream states
+//! and flow control, RFC 9113), driven by one task per client connection that also
+//! polls every stream's exchange, with no task, channel or `hyper` service per stream.
+//! Each stream is a request to [`Proxy::handle`], whose answer is written back here; the
+//! policy (routing, affinity, retries, blame, metrics, the access log) is the exchange's,
+//! shared with the HTTP/1 codec ([`super::native`]).
+//!
+//! Why not hyper's HTTP/2 server, as before: it spawns a task per stream and wraps each
+//! request and answer in its own body and service types, and on a machine whose cores
+//! clients, proxy and pods share, that CPU is what sets throughput (benches/load/ and
+//! the README's figures). The protocol stays the `h2` crate's, which hyper used too.
+//!
+//! Lifecycle of a connection: the preface and SETTINGS (RFC 9113 §3.4) within the
+//! header timeout; then streams accepted up to `MAX_CONCURRENT_STREAMS`, each answered
+//! as its exchange ends, its body sent as the client's flow-control window allows
+//! (§5.2); a PING every [`KEEPALIVE`] with no PING answer by the next one closes the
+//! connection (a peer that vanished without a FIN); at shutdown a GOAWAY (§6.8), and the
+//! streams in flight finish within the grace period. A stream the client resets (§6.4)
+//! drops its exchange, which counts the request as the client's abort and touches no
+//! endpoint.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::SendStream;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::native::{LazyTimer, StopWait};
+use super::{Connection, Proxy};
+use crate::http::wire;
+use crate::upstream::body::{ClientBody, ProxyBody};
+
+/// How often an HTTP/2 connection is checked for a live peer with a PING.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The connection's settings, as tether announces them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The preface and the first SETTINGS must arrive within this time.
+    pub header_timeout: Duration,
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2): a larger header block is
+    /// refused.
+    pub max_header_bytes: usize,
+}
+
+/// Flow-control windows, per stream and per connection (RFC 9113 §6.9.2): room for a
+/// megabyte in flight, as hyper's server gave.
+const WINDOW: u32 = 1024 * 1024;
+/// Streams a client may have open at once (RFC 9113 §5.1.2).
+const MAX_STREAMS: u32 = 1024;
+/// Most bytes of answers buffered per connection before waiting on the client.
+const SEND_BUFFER: usize = 400 * 1024;
+/// Streams the server may reset for the client's errors before the connection is
+/// ended (the "rapid reset" guard, as hyper sets it).
+const MAX_ERROR_RESETS: usize = 1024;
+
+impl Proxy {
+    /// Serves one HTTP/2 connection until the client closes it, it fails, or shutdown
+    /// (`shutdown` turning true) has let its streams finish.
+    pub async fn serve_h2<S>(
+        &self,
+        io: S,
+        conn: &Connection,
+        limits: Limits,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), h2::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut builder = h2::server::Builder::new();
+        builder
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+            .max_send_buffer_size(SEND_BUFFER)
+            .max_local_error_reset_streams(Some(MAX_ERROR_RESETS));
+        let mut h2 = match tokio::time::timeout(limits.header_timeout, builder.handshake(io)).await
+        {
+            Ok(handshaken) => handshaken?,
+            Err(_) => return Ok(()),
+        };
+        let mut pings = h2.ping_pong();
+        let mut keepalive = LazyTimer::new();
+        let mut next_ping = Instant::now() + KEEPALIVE;
+        let mut awaiting_pong = false;
+        // One wait for the whole connection (see the HTTP/1 codec's `StopWait`).
+        let stopping = shutdown.clone();
+        let mut stop = pin!(shutdown.changed());
+        let mut stop_armed = false;
+        let mut closing = false;
+        let mut streams = FuturesUnordered::new();
+        loop {
+            let event = poll_fn(|cx| {
+                // New streams join the set and are polled at once, in the same wake.
+                loop {
+                    while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+                    match h2.poll_accept(cx) {
+                        Poll::Ready(Some(Ok((req, respond)))) => {
+                            streams.push(self.stream(req, respond, conn));
+                        }
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Closed(Err(e))),
+                        // The connection is done: every stream ended and GOAWAY was
+                        // exchanged, or the client closed it.
+                        Poll::Ready(None) => return Poll::Ready(Event::Closed(Ok(()))),
+                        Poll::Pending => break,
+                    }
+                }
+                if let Some(pings) = &mut pings {
+                    if awaiting_pong && pings.poll_pong(cx).is_ready() {
+                        awaiting_pong = false;
+                    }
+                }
+                if keepalive.poll_until(cx, next_ping).is_ready() {
+                    return Poll::Ready(Event::Tick);
+                }
+                if !closing {
+                    let stopped = StopWait {
+                        wait: stop.as_mut(),
+                        armed: &mut stop_armed,
+                        stopping: &stopping,
+                    };
+                    if pin!(stopped).poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Closed(ended) => return ended,
+                Event::Tick => {
+                    // No answer to the last PING in a whole interval: the peer is gone.
+                    if awaiting_pong {
+                        tracing::debug!(peer = %conn.peer, "no PING answer: closing");
+                        return Ok(());
+                    }
+                    if let Some(p) = &mut pings {
+                        awaiting_pong = p.send_ping(h2::Ping::opaque()).is_ok();
+                    }
+                    next_ping = Instant::now() + KEEPALIVE;
+                }
+                // Shutdown: a GOAWAY, then the streams in flight finish (the server's
+                // grace period bounds how long).
+                Event::Shutdown => {
+                    h2.graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+
+    /// One stream: its request through the exchange, and the answer back. A reset from
+    /// the client ends it where it is (its exchange dropped).
+    async fn stream(
+        &self,
+        req: Request<h2::RecvStream>,
+        mut respond: SendResponse<Bytes>,
+        conn: &Connection,
+    ) {
+        let length = content_length(req.headers());
+        let req = req.map(|recv| ClientBody::new(recv, length));
+        let head = req.method() == http::Method::HEAD;
+        let answer = {
+            // On the heap: the exchange's state is most of a stream's, and a small
+            // stream future is cheap to move into the connection's set.
+            let mut handled = Box::pin(self.handle(req, conn));
+            let answered = poll_fn(|cx| {
+                if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
+                    return Poll::Ready(Some(resp));
+                }
+                match respond.poll_reset(cx) {
+                    Poll::Ready(_) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            answered.await
+        };
+        let Some(resp) = answer else { return };
+        let (mut parts, body) = resp.into_parts();
+        shape_head(&mut parts.headers, parts.status, &body, head);
+        let end = head || body.is_end_stream();
+        let sent = respond.send_response(Response::from_parts(parts, ()), end);
+        match sent {
+            Ok(tx) if !end => send_body(body, tx).await,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "answer not sent"),
+        }
+    }
+}
+
+/// What the connection's task woke for.
+enum Event {
+    /// The connection ended, or failed.
+    Closed(Result<(), h2::Error>),
+    /// Time for the keep-alive PING.
+    Tick,
+    /// Shutdown began.
+    Shutdown,
+}
+
+/// The request's `content-length`, which h2 has checked is one number (RFC 9113
+/// §8.1.1) and holds the DATA frames to.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Completes an answer's head (whose connection-specific fields are already gone: RFC
+/// 9113 §8.2.2): a `date` when the answer had none (RFC 9110 §6.6.1), and a
+/// `content-length` when the body's length is known and nothing said it (RFC 9110
+/// §8.6).
+fn shape_head(fields: &mut http::HeaderMap, status: StatusCode, body: &ProxyBody, head: bool) {
+    if !fields.contains_key(header::DATE) {
+        if let Ok(v) = HeaderValue::from_bytes(&wire::http_date()) {
+            fields.insert(header::DATE, v);
+        }
+    }
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !head && !bodiless && !fields.contains_key(header::CONTENT_LENGTH) {
+        if let Some(n) = body.size_hint().exact() {
+            fields.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+}
+
+/// Sends a body on its stream as the client's window allows (RFC 9113 §6.9), then its
+/// trailers or the end of the stream. A reset from the client ends it (and so drops the
+/// upstream's body, whose connection is then not reused); a broken upstream body resets
+/// the stream, so the client can tell the cut from an end.
+async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>) {
+    loop {
+        let frame = poll_fn(|cx| {
+            if let Poll::Ready(frame) = std::pin::Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Some(frame));
+            }
+            match tx.poll_reset(cx) {
+                Poll::Ready(_) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        let frame = match frame {
+            // The client reset the stream.
+            None => return,
+            Some(None) => {
+                let _ = tx.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Some(Ok(frame))) => frame,
+            Some(Some(Err(e))) => {
+                tracing::debug!(error = %e, "upstream body cut: resetting the stream");
+                tx.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+        };
+        match frame.into_data() {
+            Ok(mut data) => {
+                let end = body.is_end_stream();
+                if data.is_empty() && end {
+                    let _ = tx.send_data(data, true);
+                    return;
+                }
+                while !data.is_empty() {
+                    tx.reserve_capacity(data.len());
+                    let room = match poll_fn(|cx| tx.poll_capacity(cx)).await {
+                        Some(Ok(n)) if n > 0 => n,
+                        Some(Ok(_)) => continue,
+                        // The stream was reset or the connection ended.
+                        Some(Err(_)) | None => return,
+                    };
+                    let chunk = data.split_to(room.min(data.len()));
+                    if tx.send_data(chunk, end && data.is_empty()).is_err() {
+                        return;
+                    }
+                }
+                if end {
+                    return;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = tx.send_trailers(trailers);
+                } else {
+                    let _ = tx.send_data(Bytes::new(), true);
+                }
+                return;
+            }
+        }
+    }
+}
