@@ -151,7 +151,7 @@ pub fn names_other_header(token: &str) -> bool {
 /// `X-Tether-Session` and `X_Tether_Session` become `HTTP_X_TETHER_SESSION`, so a
 /// client could otherwise spoof what tether tells the app by spelling it with
 /// underscores. Every such field is dropped on the way upstream, except the exact
-/// spelling `X-Forwarded-For`, which [`set_forwarded`] extends (the one chain tether
+/// spelling `X-Forwarded-For`, which [`forwarded`] extends (the one chain tether
 /// continues rather than replaces).
 pub fn speaks_for_tether(name: &[u8]) -> bool {
     // Most names fail here, at one or two byte comparisons.
@@ -227,7 +227,7 @@ pub fn allowed_in_trailers(name: &[u8]) -> bool {
 }
 
 /// Removes every client field that [`speaks_for_tether`] (but `X-Forwarded-For` itself,
-/// which [`set_forwarded`] extends), so backends can trust what tether sets.
+/// which [`forwarded`] extends), so backends can trust what tether sets.
 /// Allocates only when such a field is present.
 pub fn strip_tether_headers(headers: &mut HeaderMap) {
     let spoofed =
@@ -345,18 +345,23 @@ pub fn peer_value(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Appends the peer (see [`peer_value`]) to `X-Forwarded-For` (to the values of all
-/// its lines, joined, as RFC 9110 §5.3 combines them) and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (the latter two describe this hop, so client values are
-/// replaced).
-pub fn set_forwarded(
+/// The forwarding fields for this hop, pushed onto `out` for the request to carry:
+/// `X-Forwarded-For` with the peer (see [`peer_value`]) appended to the values of all
+/// the client's lines, joined as RFC 9110 §5.3 combines them (those lines are removed
+/// from `headers`: their values are in the new one), then `X-Forwarded-Proto` and, when
+/// the request names a host, `X-Forwarded-Host`. The latter two describe this hop; the
+/// client's own were dropped by [`strip_tether_headers`].
+pub fn forwarded(
     headers: &mut HeaderMap,
     peer: &HeaderValue,
     secure: bool,
     host: Option<&HeaderValue>,
+    out: &mut Vec<(HeaderName, HeaderValue)>,
 ) {
     let mut chain = String::new();
+    let mut lines = false;
     for prior in headers.get_all(&X_FORWARDED_FOR) {
+        lines = true;
         if let Some(p) = text(prior.as_bytes())
             .map(str::trim)
             .filter(|p| !p.is_empty())
@@ -372,20 +377,16 @@ pub fn set_forwarded(
         }
         _ => Some(peer.clone()),
     };
-    if let Some(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
+    if lines {
+        headers.remove(&X_FORWARDED_FOR);
     }
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if secure { "https" } else { "http" }),
-    );
-    match host {
-        Some(h) => {
-            headers.insert(&X_FORWARDED_HOST, h.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
+    if let Some(v) = xff {
+        out.push((X_FORWARDED_FOR.clone(), v));
+    }
+    let proto = HeaderValue::from_static(if secure { "https" } else { "http" });
+    out.push((X_FORWARDED_PROTO.clone(), proto));
+    if let Some(h) = host {
+        out.push((X_FORWARDED_HOST.clone(), h.clone()));
     }
 }
 
@@ -511,12 +512,18 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2 "));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         strip_tether_headers(&mut h);
-        set_forwarded(
+        let mut added = Vec::new();
+        forwarded(
             &mut h,
             &peer_value("127.0.0.2".parse().unwrap()),
             false,
             Some(&HeaderValue::from_static("a.example")),
+            &mut added,
         );
+        assert!(!h.contains_key("x-forwarded-for") && !h.contains_key("x-forwarded-proto"));
+        for (name, value) in added {
+            h.insert(name, value);
+        }
         assert!(!h.contains_key("x-tether-session") && !h.contains_key("x-tether-affinity"));
         assert!(!h.contains_key("x_tether_session") && !h.contains_key("x_forwarded_for"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.2");

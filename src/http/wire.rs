@@ -547,7 +547,9 @@ fn dropped_upstream(head: &RequestHead<'_>, name: &str, kind: Known) -> bool {
         || (kind != Known::XForwardedFor && headers::speaks_for_tether(name.as_bytes()))
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one field line (RFC 9112 §5).
+#[inline]
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -648,7 +650,7 @@ fn write_request_with(
         field(out, b"upgrade", protocol);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    // Every line's value, joined (RFC 9110 §5.3), then the peer: `set_forwarded`'s rule.
+    // Every line's value, joined (RFC 9110 §5.3), then the peer: `headers::forwarded`'s rule.
     if xff {
         for (f, &kind) in head.fields.iter().zip(&head.kinds) {
             if kind != Known::XForwardedFor || dropped_upstream(head, f.name, kind) {

@@ -107,7 +107,9 @@ impl Proxy {
                     while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
                     match h2.poll_accept(cx) {
                         Poll::Ready(Some(Ok((req, respond)))) => {
-                            streams.push(self.stream(req, respond, conn));
+                            // Boxed once here: the set's own node would copy the
+                            // future three times on the way in.
+                            streams.push(Box::pin(self.stream(req, respond, conn)));
                         }
                         Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Closed(Err(e))),
                         // The connection is done: every stream ended and GOAWAY was

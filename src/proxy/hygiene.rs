@@ -82,8 +82,12 @@ pub fn hygiene_agrees(raw: &[u8]) -> Result<bool, String> {
         let host = HeaderValue::from_bytes(head.host).map_err(|e| e.to_string())?;
         req.headers_mut().insert(http::header::HOST, host);
     }
-    super::request::prepare_request(&mut req, &conn);
+    let mut stamps = Vec::new();
+    super::request::prepare_request(&mut req, &conn, &mut stamps);
     let h = req.headers_mut();
+    for (name, value) in stamps {
+        h.append(name, value);
+    }
     h.insert(&X_TETHER_SESSION, HeaderValue::from_static("s1"));
     h.insert(&X_TETHER_AFFINITY, HeaderValue::from_static("failover"));
     h.insert(&X_TETHER_PREVIOUS, HeaderValue::from_static("ep-1"));

@@ -30,6 +30,8 @@ use tokio::net::TcpStream;
 /// A request as an `http::Request`, with what its tries need to know of it.
 pub struct Forwarded {
     req: Request<RequestBody>,
+    /// What tether adds to it.
+    stamps: Stamps,
     /// Idempotent and bodyless: it may be sent twice.
     replayable: bool,
     /// How far the client got with its body, to tell its faults from the pod's.
@@ -42,6 +44,7 @@ impl Forwarded {
     /// `req` to be forwarded, reading response bodies up to `response_buffer` whole.
     pub fn new(req: Request<RequestBody>, response_buffer: u64) -> Self {
         Forwarded {
+            stamps: Stamps::default(),
             replayable: is_replayable(&req),
             progress: req.body().progress(),
             req,
@@ -60,7 +63,8 @@ impl Forwarded {
             true => replay_copy(&self.req),
             false => Request::new(RequestBody::Empty),
         };
-        let req = std::mem::replace(&mut self.req, copy);
+        let mut req = std::mem::replace(&mut self.req, copy);
+        self.stamps.apply(req.headers_mut());
         let exchange = c.sender.try_send_request(req);
         match tokio::time::timeout(settings.response_timeout, exchange).await {
             Err(_) => Try::TimedOut,
@@ -88,7 +92,7 @@ impl Forwarded {
         pool: Arc<Pool>,
         settings: &BackendSettings,
     ) -> Try<Response<ProxyBody>> {
-        let exchange = upstream_h1::send(stream, &mut self.req, pool);
+        let exchange = upstream_h1::send(stream, &mut self.req, &self.stamps.fields, pool);
         match tokio::time::timeout(settings.response_timeout, exchange).await {
             Err(_) => Try::TimedOut,
             Ok(Ok(resp)) => Try::Answer {
@@ -103,6 +107,33 @@ impl Forwarded {
                 error: Error::Wire(error),
                 stale: reused && nothing_back,
             },
+        }
+    }
+}
+
+/// The fields tether adds to a request: the forwarding fields and the session (from
+/// [`Upstream::begin`]), then the placement (from [`Upstream::place`], replaced on each
+/// candidate). Kept beside the request rather than in its map, so a try costs no map
+/// inserts: tether's HTTP/1 client writes them after the request's own fields, which
+/// hygiene has cleared of every spelling of them; an h2c pod's request gets them put
+/// into its map ([`Stamps::apply`]).
+#[derive(Debug, Default)]
+pub struct Stamps {
+    fields: Vec<(http::HeaderName, HeaderValue)>,
+    /// How many of `fields` came from `begin`.
+    begun: usize,
+}
+
+impl Stamps {
+    /// Puts the stamps into `fields`, replacing any of the same name, and removes a
+    /// previous endpoint that this placement does not name (a request an h2c pod did
+    /// not take comes back with the last try's).
+    fn apply(&self, fields: &mut http::HeaderMap) {
+        for (name, value) in &self.fields {
+            fields.insert(name, value.clone());
+        }
+        if !self.fields.iter().any(|(n, _)| *n == X_TETHER_PREVIOUS) {
+            fields.remove(&X_TETHER_PREVIOUS);
         }
     }
 }
@@ -132,8 +163,9 @@ impl Upstream for Forwarded {
         // Hygiene first (hop-by-hop fields, including those the client's `Connection`
         // names, go), then the route's edit, so a client cannot remove a field the route
         // sets; the edit cannot name tether's own fields (validation refuses them), which
-        // are set below and so win.
-        prepare_request(&mut self.req, conn);
+        // are the stamps, written after the request's own fields, and so win.
+        self.stamps.fields.clear();
+        prepare_request(&mut self.req, conn, &mut self.stamps.fields);
         if let Some(e) = changes.edit {
             e.apply(self.req.headers_mut());
         }
@@ -145,20 +177,19 @@ impl Upstream for Forwarded {
             *self.req.uri_mut() = t;
         }
         if let Ok(v) = HeaderValue::from_bytes(session.as_bytes()) {
-            self.req.headers_mut().insert(&X_TETHER_SESSION, v);
+            self.stamps.fields.push((X_TETHER_SESSION.clone(), v));
         }
+        self.stamps.begun = self.stamps.fields.len();
     }
 
     fn place(&mut self, outcome: Outcome, previous: Option<&str>) {
-        let h = self.req.headers_mut();
-        h.insert(
-            &X_TETHER_AFFINITY,
-            HeaderValue::from_static(outcome.as_str()),
-        );
-        match previous.and_then(|p| HeaderValue::from_str(p).ok()) {
-            Some(p) => h.insert(&X_TETHER_PREVIOUS, p),
-            None => h.remove(&X_TETHER_PREVIOUS),
-        };
+        let stamps = &mut self.stamps;
+        stamps.fields.truncate(stamps.begun);
+        let outcome = HeaderValue::from_static(outcome.as_str());
+        stamps.fields.push((X_TETHER_AFFINITY.clone(), outcome));
+        if let Some(p) = previous.and_then(|p| HeaderValue::from_str(p).ok()) {
+            stamps.fields.push((X_TETHER_PREVIOUS.clone(), p));
+        }
     }
 
     async fn connect(
@@ -358,15 +389,17 @@ fn origin_form<B>(req: &mut Request<B>) {
     }
 }
 
-/// Rewrites a client request into an upstream HTTP/1.1 request in place. Its `Host` was
+/// Rewrites a client request into an upstream HTTP/1.1 request in place, and pushes
+/// onto `stamps` the forwarding fields it is to carry (see [`Stamps`]). Its `Host` was
 /// settled by `settle_host`; a request without one (HTTP/1.0, HTTP/2 without
 /// `:authority`) goes upstream with an empty one, as RFC 9110 §7.2 asks of a target
-/// with no authority.
-pub(super) fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection) {
-    // Origin-form for the upstream; absolute-form is for proxies, not origins.
-    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        origin_form(req);
-    }
+/// with no authority. The target stays as it came: tether's HTTP/1 client writes its
+/// origin form (RFC 9112 §3.2.1), and the h2c client its authority and path.
+pub(super) fn prepare_request(
+    req: &mut Request<RequestBody>,
+    conn: &Connection,
+    stamps: &mut Vec<(http::HeaderName, HeaderValue)>,
+) {
     *req.version_mut() = Version::HTTP_11;
     let host = req.headers().get(header::HOST).cloned();
     // `TE: trailers` is the one TE value worth keeping: gRPC requires it end to end.
@@ -390,5 +423,5 @@ pub(super) fn prepare_request(req: &mut Request<RequestBody>, conn: &Connection)
         );
     }
     headers::strip_tether_headers(h);
-    headers::set_forwarded(h, &conn.peer_value, conn.secure, host.as_ref());
+    headers::forwarded(h, &conn.peer_value, conn.secure, host.as_ref(), stamps);
 }

@@ -48,6 +48,7 @@ pub enum SendError {
 pub async fn send(
     mut stream: TcpStream,
     req: &mut Request<RequestBody>,
+    stamps: &[(http::HeaderName, http::HeaderValue)],
     pool: Arc<Pool>,
 ) -> Result<Response<RawBody>, SendError> {
     let mut out = Vec::with_capacity(1024);
@@ -56,7 +57,7 @@ pub async fn send(
         Some(whole) => Some(whole.len() as u64),
         None => req.body().size_hint().exact(),
     };
-    write_head(&mut out, req, length);
+    write_head(&mut out, req, stamps, length);
     let chunked = length.is_none();
     // A body in hand (none, or read whole ahead) goes out in the same write as the
     // head, and stays in the request: if the write fails, the request goes elsewhere
@@ -125,7 +126,12 @@ async fn stream_body<W: tokio::io::AsyncWrite + Unpin>(
 
 /// Writes the request line and fields of `req` (prepared by the proxy: hop-by-hop
 /// fields gone, tether's own set) and its framing.
-fn write_head(out: &mut Vec<u8>, req: &Request<RequestBody>, length: Option<u64>) {
+fn write_head(
+    out: &mut Vec<u8>,
+    req: &Request<RequestBody>,
+    stamps: &[(http::HeaderName, http::HeaderValue)],
+    length: Option<u64>,
+) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -140,10 +146,11 @@ fn write_head(out: &mut Vec<u8>, req: &Request<RequestBody>, length: Option<u64>
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        wire::field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // What tether adds, after the client's fields (which carry none of them).
+    for (name, value) in stamps {
+        wire::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     // RFC 9110 §8.6: a length for every body, and for an empty one where the method
     // gives a body a meaning.
