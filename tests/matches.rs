@@ -217,3 +217,64 @@ async fn a_rewrite_changes_the_host_and_path_the_pod_gets_and_keeps_the_forwarde
         assert_eq!(r.seen("host").as_deref(), Some("localhost"), "{t:?}");
     }
 }
+
+#[tokio::test]
+async fn a_redirect_route_answers_with_its_location_and_an_answer_route_with_its_status() {
+    for t in Transport::ALL {
+        let pod = TestBackend::echo("pod").await;
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"{}\"]\n\
+             [[route]]\npath_prefix = \"/\"\nbackend = \"app\"\n\
+             [[route]]\npath_prefix = \"/old\"\nredirect = {{ scheme = \"https\", status = 301 }}\n\
+             [[route]]\npath_prefix = \"/docs\"\n\
+             redirect = {{ hostname = \"docs.example.com\", prefix = \"/v2\", status = 308 }}\n\
+             [[route]]\npath = \"/broken\"\nanswer = 500\n",
+            pod.addr
+        );
+        let f = Front::start(t, &cfg).await;
+        let fields: &[(&str, &str)] = if t.is_h2() {
+            &[]
+        } else {
+            &[("host", "localhost")]
+        };
+        let get = |path: &str| request(&target(t, "localhost", path), fields, false);
+        let r = f.send(get("/old/x?q=1")).await;
+        assert_eq!(r.status, 301, "{t:?}");
+        assert_eq!(
+            r.headers["location"], "https://localhost/old/x?q=1",
+            "{t:?}"
+        );
+        assert_eq!(
+            r.headers["content-length"],
+            r.body.len().to_string(),
+            "{t:?}"
+        );
+        // No scheme set: the one the request came with, over TLS or not.
+        let scheme = match t {
+            Transport::H1Tls | Transport::H2Tls => "https",
+            Transport::H1 | Transport::H2c => "http",
+        };
+        let r = f.send(get("/docs/a/b")).await;
+        assert_eq!(r.status, 308, "{t:?}");
+        assert_eq!(
+            r.headers["location"],
+            format!("{scheme}://docs.example.com/v2/a/b"),
+            "{t:?}"
+        );
+        // A request with a body gets the redirect too, without the body going anywhere.
+        let post = request(&target(t, "localhost", "/docs"), fields, true);
+        let r = f.send(post).await;
+        assert_eq!(r.status, 308, "{t:?}");
+        assert_eq!(
+            r.headers["location"],
+            format!("{scheme}://docs.example.com/v2"),
+            "{t:?}"
+        );
+        let r = f.send(get("/broken")).await;
+        assert_eq!(r.status, 500, "{t:?}");
+        assert!(r.headers.get("location").is_none(), "{t:?}");
+        assert_eq!(f.send(get("/broken/x")).await.pod(), "pod", "{t:?}: exact");
+        assert_eq!(f.send(get("/other")).await.pod(), "pod", "{t:?}");
+    }
+}
