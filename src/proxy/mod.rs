@@ -385,7 +385,12 @@ impl Proxy {
         conn: &Connection,
     ) -> Response<ProxyBody> {
         self.answered_locally(&e, req, conn);
-        e.response()
+        let mut r = e.response();
+        // RFC 9110 §9.3.2: no content after a HEAD answer's head.
+        if req.method() == Method::HEAD.as_str() {
+            *r.body_mut() = ProxyBody::text(bytes::Bytes::new());
+        }
+        r
     }
 
     /// Counts and logs a request its route answered itself, as every codec must before

@@ -469,7 +469,9 @@ impl Proxy {
                 Err(e) => {
                     self.answered_locally(&e, &head, conn);
                     let close = head.close;
-                    if write_error(client, &e, close).await.is_err()
+                    if write_answer(client, &e, close, head.is_head())
+                        .await
+                        .is_err()
                         || close
                         || !consume(&mut read, len)
                     {
@@ -1549,6 +1551,17 @@ async fn write_error<S: AsyncWrite + Unpin>(
     e: &Error,
     close: bool,
 ) -> io::Result<()> {
+    write_answer(client, e, close, false).await
+}
+
+/// Writes tether's own answer for `e`; `head_only`: to a HEAD request, whose answer
+/// has no content after its head (RFC 9110 §9.3.2).
+async fn write_answer<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    e: &Error,
+    close: bool,
+    head_only: bool,
+) -> io::Result<()> {
     let status = e.status();
     let body = format!("{e}\n");
     let close = close || e.closes();
@@ -1568,7 +1581,9 @@ async fn write_error<S: AsyncWrite + Unpin>(
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    head.extend_from_slice(body.as_bytes());
+    if !head_only {
+        head.extend_from_slice(body.as_bytes());
+    }
     send_all(client, &head).await
 }
 
