@@ -452,8 +452,8 @@ impl RouteBuilder {
             let Some((filters, redirect)) = self.filters(&at, rule) else {
                 continue;
             };
-            // What the rule's matches take to: a backend (its index), or an answer.
-            let (index, filters, answer) = match redirect {
+            // Where the rule's matches go: a backend (its index), or an answer.
+            let (target, filters): (Result<usize, Answer>, _) = match redirect {
                 Some(r) => {
                     if !rule.backend_refs.is_empty() {
                         // The CRD refuses both; a redirect sends nothing anywhere.
@@ -462,16 +462,15 @@ impl RouteBuilder {
                             "a RequestRedirect rule answers itself; its backendRefs are ignored",
                         );
                     }
-                    (None, filters, Some(Answer::Redirect(r)))
+                    (Err(Answer::Redirect(r)), filters)
                 }
                 None => match self.backend_ref(&at, &ns, rule) {
                     Refs::None => continue,
                     // Gateway API: every backendRef invalid, requests get 500.
-                    Refs::Invalid => (None, RouteFilters::default(), Some(Answer::Status(500))),
+                    Refs::Invalid => (Err(Answer::Status(500)), RouteFilters::default()),
                     Refs::Usable(refs) => (
-                        Some(self.backend(&mut backends, i, rule, &ns, &route_name, refs)),
+                        Ok(self.backend(&mut backends, i, rule, &ns, &route_name, refs)),
                         filters,
-                        None,
                     ),
                 },
             };
@@ -506,10 +505,10 @@ impl RouteBuilder {
                             );
                             continue;
                         }
-                        if let Some(Answer::Redirect(Redirect {
+                        if let Err(Answer::Redirect(Redirect {
                             path: Some(PathRewrite::Prefix { .. }),
                             ..
-                        })) = &answer
+                        })) = &target
                         {
                             self.unsupported(
                                 &format!("{at}.path Exact {value}"),
@@ -528,15 +527,14 @@ impl RouteBuilder {
                         continue;
                     }
                 }
-                let to = match (index, &answer) {
-                    (Some(index), _) => {
-                        backends[index]
+                let to = match &target {
+                    Ok(index) => {
+                        backends[*index]
                             .cookie_paths
                             .insert(session::cookie_path(Some(m)));
-                        RouteTo::Backend(backends[index].name.clone())
+                        RouteTo::Backend(backends[*index].name.clone())
                     }
-                    (None, Some(a)) => RouteTo::Answer(a.clone()),
-                    (None, None) => unreachable!("a rule without a backend answers itself"),
+                    Err(a) => RouteTo::Answer(a.clone()),
                 };
                 for host in hosts {
                     routes.push(Route {
@@ -600,7 +598,7 @@ impl RouteBuilder {
                 && b.port == port
                 && b.weighted == weighted
         };
-        let index = match backends
+        match backends
             .iter()
             .position(|b| same(b) && b.persistence == persistence)
         {
@@ -623,8 +621,7 @@ impl RouteBuilder {
                 });
                 backends.len() - 1
             }
-        };
-        index
+        }
     }
 
     /// A rule's filters as tether's [`RouteFilters`], or `None` (with a note) when the
