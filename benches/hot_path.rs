@@ -90,7 +90,7 @@ fn routes(c: &mut Criterion) {
     let r = |host: Option<&str>, p: &str, backend| RouteSettings {
         host: host.map(Into::into),
         path_prefix: p.into(),
-        backend,
+        to: tether::config::RouteTo::Backend(backend),
         matches: Default::default(),
         filters: Default::default(),
     };

@@ -85,6 +85,7 @@ pub async fn handle<B>(
         (&Method::GET, "/debug/history") => json(StatusCode::OK, &history.to_json()),
         (&Method::GET, "/metrics") => {
             let counts = crate::metrics::ProxyCounts {
+                route_answers: proxy.route_answers(),
                 reloads_ok: proxy.reloads(true),
                 reloads_failed: proxy.reloads(false),
                 send_timeouts: proxy

@@ -439,8 +439,9 @@ pub struct RouteSettings {
     pub host: Option<String>,
     /// Path prefix, matched segment-wise.
     pub path_prefix: String,
-    /// Index into [`Config::backends`].
-    pub backend: usize,
+    /// Where its requests go: a backend (an index into [`Config::backends`]), or an
+    /// answer the route gives itself.
+    pub to: RouteTo,
     /// What else a request must have to take the route, and how its path compares
     /// (Gateway API's HTTPRouteMatch); none by default.
     pub matches: RouteMatches,
@@ -448,6 +449,88 @@ pub struct RouteSettings {
     /// HTTPRoute filters); nothing by default.
     pub filters: RouteFilters,
 }
+
+impl RouteSettings {
+    /// The index of its backend, unless the route answers itself.
+    pub fn backend(&self) -> Option<usize> {
+        match self.to {
+            RouteTo::Backend(i) => Some(i),
+            RouteTo::Answer(_) => None,
+        }
+    }
+}
+
+/// What a route does with the requests it takes: `B` names the backend (an index into
+/// [`Config::backends`], or a backend's name in the fragments the Kubernetes
+/// controllers build before they are merged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTo<B = usize> {
+    /// Proxies them to this backend (`backend`).
+    Backend(B),
+    /// Answers them itself, no backend involved (`redirect`, `answer`).
+    Answer(Answer),
+}
+
+/// An answer a route gives itself, decided by the route alone: the proxy writes it the
+/// way it writes its own statuses, whichever codec the request came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A redirect (`redirect`, Gateway API's `RequestRedirect` filter).
+    Redirect(Redirect),
+    /// This status (4xx or 5xx) with a short text (`answer`): 500 for an HTTPRoute rule
+    /// whose backendRefs are all invalid, as Gateway API requires.
+    Status(u16),
+}
+
+/// A redirect's `Location` (Gateway API's `HTTPRequestRedirectFilter`): each part the
+/// request's own unless set here; the query is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `http` or `https`; `None`: the scheme the request came with.
+    pub scheme: Option<String>,
+    /// The host; `None`: the request's (without its port).
+    pub hostname: Option<String>,
+    /// The port; `None`: the scheme's well-known one when `scheme` is set, else the
+    /// request's. A scheme's well-known port is never written.
+    pub port: Option<u16>,
+    /// How the path changes; `None`: the request's path.
+    pub path: Option<PathRewrite>,
+    /// 301, 302 (the default), 303, 307 or 308.
+    pub status: u16,
+}
+
+/// As `tether check` shows it: `redirect 301 (scheme https, prefix /new)`, `answer 500`.
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = match self {
+            Answer::Status(s) => return write!(f, "answer {s}"),
+            Answer::Redirect(r) => r,
+        };
+        let mut parts = Vec::new();
+        if let Some(s) = &r.scheme {
+            parts.push(format!("scheme {s}"));
+        }
+        if let Some(h) = &r.hostname {
+            parts.push(format!("hostname {h}"));
+        }
+        if let Some(p) = r.port {
+            parts.push(format!("port {p}"));
+        }
+        match &r.path {
+            Some(PathRewrite::Full(p)) => parts.push(format!("path {p}")),
+            Some(PathRewrite::Prefix { to, .. }) => parts.push(format!("prefix {to:?}")),
+            None => {}
+        }
+        write!(f, "redirect {}", r.status)?;
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The statuses a redirect may answer with (the Gateway API CRD's enum).
+pub const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
 
 /// What a route changes on the way through: `request_headers` and `response_headers`
 /// in a `[[route]]`, an HTTPRoute rule's `RequestHeaderModifier` and
@@ -638,6 +721,15 @@ impl RouteMatches {
     }
 }
 
+/// Whether `h` is a host name a `rewrite` or `redirect` may name: letters, digits, `-`
+/// and `.`, at most 253 bytes.
+fn host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+}
+
 /// One `[[route]]` table as tether.toml text, for the code that writes configs
 /// (`tether migrate`, the Ingress and Gateway API controllers), so a route is spelled
 /// and quoted one way whoever writes it.
@@ -657,10 +749,12 @@ pub fn route_toml(host: Option<&str>, path_prefix: &str, backend: &str) -> Strin
 
 /// One `[[route]]` table as tether.toml text with its matches (see [`route_toml`]):
 /// an exact path is written as `path`, the other conditions as inline tables.
+/// A route that answers itself is written with its `redirect` or `answer` instead of a
+/// `backend`.
 pub fn route_toml_matching(
     host: Option<&str>,
     path: &str,
-    backend: &str,
+    to: RouteTo<&str>,
     matches: &RouteMatches,
 ) -> String {
     let q = |s: &str| toml::Value::String(s.into()).to_string();
@@ -669,7 +763,30 @@ pub fn route_toml_matching(
         out.push_str(&format!("host = {}\n", q(h)));
     }
     let key = if matches.exact { "path" } else { "path_prefix" };
-    out.push_str(&format!("{key} = {}\nbackend = {}\n", q(path), q(backend)));
+    out.push_str(&format!("{key} = {}\n", q(path)));
+    match to {
+        RouteTo::Backend(b) => out.push_str(&format!("backend = {}\n", q(b))),
+        RouteTo::Answer(Answer::Status(s)) => out.push_str(&format!("answer = {s}\n")),
+        RouteTo::Answer(Answer::Redirect(r)) => {
+            let mut parts = Vec::new();
+            if let Some(s) = &r.scheme {
+                parts.push(format!("scheme = {}", q(s)));
+            }
+            if let Some(h) = &r.hostname {
+                parts.push(format!("hostname = {}", q(h)));
+            }
+            if let Some(p) = r.port {
+                parts.push(format!("port = {p}"));
+            }
+            match &r.path {
+                Some(PathRewrite::Full(p)) => parts.push(format!("path = {}", q(p))),
+                Some(PathRewrite::Prefix { to, .. }) => parts.push(format!("prefix = {}", q(to))),
+                None => {}
+            }
+            parts.push(format!("status = {}", r.status));
+            out.push_str(&format!("redirect = {{ {} }}\n", parts.join(", ")));
+        }
+    }
     if let Some(m) = &matches.method {
         out.push_str(&format!("method = {}\n", q(m.as_str())));
     }
@@ -947,7 +1064,21 @@ struct RawRoute {
     request_headers: Option<RawHeaderEdit>,
     response_headers: Option<RawHeaderEdit>,
     rewrite: Option<RawRewrite>,
-    backend: String,
+    redirect: Option<RawRedirect>,
+    /// A status the route answers itself with, instead of a backend.
+    answer: Option<u16>,
+    backend: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    scheme: Option<String>,
+    hostname: Option<String>,
+    port: Option<i64>,
+    path: Option<String>,
+    prefix: Option<String>,
+    status: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1068,11 +1199,15 @@ impl Validator<'_> {
             Some(g) => Some(self.gateway(g)?),
             None => None,
         };
-        if backends.is_empty() && ingress.is_none() && gateway.is_none() {
+        // Routes that answer themselves need no backend (an HTTPRoute of redirects
+        // compiles to such a file).
+        let answers_only = !raw.routes.is_empty() && raw.routes.iter().all(|r| r.backend.is_none());
+        if backends.is_empty() && !answers_only && ingress.is_none() && gateway.is_none() {
             return Err(self.err(
                 "backend",
                 "at least one [[backend]] is required (or [kubernetes.ingress] or \
-                 [kubernetes.gateway], whose resources bring their own)",
+                 [kubernetes.gateway], whose resources bring their own, or only routes \
+                 that answer themselves)",
             ));
         }
         let routes = self.routes(raw.routes, &backends)?;
@@ -1733,7 +1868,7 @@ impl Validator<'_> {
                 return Ok(vec![RouteSettings {
                     host: None,
                     path_prefix: "/".into(),
-                    backend: 0,
+                    to: RouteTo::Backend(0),
                     matches: RouteMatches::default(),
                     filters: RouteFilters::default(),
                 }]);
@@ -1746,18 +1881,17 @@ impl Validator<'_> {
         let mut routes = Vec::with_capacity(raw.len());
         for (i, r) in raw.into_iter().enumerate() {
             let f = |s: &str| format!("route[{i}].{s}");
-            let backend = backends
-                .iter()
-                .position(|b| b.name == r.backend)
-                .ok_or_else(|| {
-                    self.err(
-                        f("backend"),
-                        format!(
-                            "unknown backend {:?} (no [[backend]] has that name)",
-                            r.backend
-                        ),
-                    )
-                })?;
+            let backend = match &r.backend {
+                None => None,
+                Some(name) => Some(backends.iter().position(|b| b.name == *name).ok_or_else(
+                    || {
+                        self.err(
+                            f("backend"),
+                            format!("unknown backend {name:?} (no [[backend]] has that name)"),
+                        )
+                    },
+                )?),
+            };
             let exact = r.path.is_some();
             if exact && r.path_prefix.is_some() {
                 return Err(self.err(f("path"), "set path (exact) or path_prefix, not both"));
@@ -1798,6 +1932,57 @@ impl Validator<'_> {
                     }
                 },
             };
+            let prefix = (!exact).then_some(path_prefix.as_str());
+            let to = match (backend, r.redirect, r.answer) {
+                (Some(b), None, None) => RouteTo::Backend(b),
+                (None, Some(w), None) => {
+                    RouteTo::Answer(Answer::Redirect(self.redirect(&f, w, prefix)?))
+                }
+                (None, None, Some(status)) => {
+                    if !(400..=599).contains(&status) {
+                        return Err(self.err(
+                            f("answer"),
+                            format!("{status} is not an error status (400 to 599; redirects are `redirect`)"),
+                        ));
+                    }
+                    RouteTo::Answer(Answer::Status(status))
+                }
+                (None, None, None) => {
+                    return Err(self.err(
+                        f("backend"),
+                        "required (or `redirect`, or `answer`, for a route that answers itself)",
+                    ))
+                }
+                (Some(_), _, _) => {
+                    let other = if r.answer.is_some() {
+                        "answer"
+                    } else {
+                        "redirect"
+                    };
+                    return Err(self.err(
+                        f(other),
+                        "a route that answers itself has no backend: set backend or this, not both",
+                    ));
+                }
+                (None, Some(_), Some(_)) => {
+                    return Err(self.err(f("answer"), "set redirect or answer, not both"))
+                }
+            };
+            if matches!(to, RouteTo::Answer(_)) {
+                // Nothing goes to a pod, and tether's own answers are its own.
+                let edits = [
+                    ("request_headers", !filters.request_headers.is_empty()),
+                    ("response_headers", !filters.response_headers.is_empty()),
+                    ("rewrite", filters.rewrite.is_some()),
+                ];
+                if let Some((field, _)) = edits.iter().find(|(_, set)| *set) {
+                    return Err(self.err(
+                        f(field),
+                        "a route that answers itself (redirect, answer) sends nothing to a pod \
+                         and changes nothing of its answer",
+                    ));
+                }
+            }
             let host = match r.host {
                 None => None,
                 Some(h) => {
@@ -1830,7 +2015,7 @@ impl Validator<'_> {
             routes.push(RouteSettings {
                 host,
                 path_prefix,
-                backend,
+                to,
                 matches,
                 filters,
             });
@@ -1847,29 +2032,45 @@ impl Validator<'_> {
         prefix: Option<&str>,
     ) -> Result<Rewrite> {
         if let Some(h) = &raw.hostname {
-            let ok = !h.is_empty()
-                && h.len() <= 253
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
-            if !ok {
+            if !host_name(h) {
                 return Err(self.err(
                     f("rewrite.hostname"),
                     format!("{h:?} is not a host name (letters, digits, '-', '.')"),
                 ));
             }
         }
+        let path = self.path_change(
+            &|s| f(&format!("rewrite.{s}")),
+            raw.path,
+            raw.prefix,
+            prefix,
+        )?;
+        Ok(Rewrite {
+            hostname: raw.hostname.map(|h| h.to_ascii_lowercase()),
+            path,
+        })
+    }
+
+    /// A `rewrite`'s or `redirect`'s `path` or `prefix` (at `f("path")`,
+    /// `f("prefix")`), validated; `prefix` is the route's path prefix (`None` for an
+    /// exact `path`, which has no prefix to replace).
+    fn path_change(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        path: Option<String>,
+        to: Option<String>,
+        prefix: Option<&str>,
+    ) -> Result<Option<PathRewrite>> {
         // A request target's path: visible ASCII (RFC 9112 §3.2), no query or fragment.
         let path_ok = |p: &str| {
             p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) && !p.contains(['?', '#'])
         };
-        let path = match (raw.path, raw.prefix) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(f("rewrite.path"), "set path or prefix, not both"))
-            }
+        Ok(match (path, to) {
+            (Some(_), Some(_)) => return Err(self.err(f("path"), "set path or prefix, not both")),
             (Some(p), None) => {
                 if !path_ok(&p) {
                     return Err(self.err(
-                        f("rewrite.path"),
+                        f("path"),
                         format!("{p:?} is not a path ('/' first, visible ASCII, no '?' or '#')"),
                     ));
                 }
@@ -1878,14 +2079,19 @@ impl Validator<'_> {
             (None, Some(p)) => {
                 if !(p.is_empty() || path_ok(&p)) {
                     return Err(self.err(
-                        f("rewrite.prefix"),
+                        f("prefix"),
                         format!("{p:?} is not a path ('/' first, visible ASCII, no '?' or '#')"),
                     ));
                 }
                 let Some(from) = prefix else {
                     return Err(self.err(
-                        f("rewrite.prefix"),
-                        "an exact path has no prefix to replace (use rewrite.path)",
+                        f("prefix"),
+                        format!(
+                            "an exact path has no prefix to replace (use {})",
+                            f("path")
+                                .split_once("].")
+                                .map_or("path".into(), |(_, p)| p.to_string())
+                        ),
                     ));
                 };
                 Some(PathRewrite::Prefix {
@@ -1894,10 +2100,57 @@ impl Validator<'_> {
                 })
             }
             (None, None) => None,
+        })
+    }
+
+    /// A `[[route]]`'s `redirect`, validated; `prefix` as for [`Self::path_change`].
+    fn redirect(
+        &self,
+        f: &dyn Fn(&str) -> String,
+        raw: RawRedirect,
+        prefix: Option<&str>,
+    ) -> Result<Redirect> {
+        let at = |s: &str| f(&format!("redirect.{s}"));
+        let scheme = match raw.scheme {
+            None => None,
+            Some(s) => match s.to_ascii_lowercase().as_str() {
+                x @ ("http" | "https") => Some(x.to_string()),
+                _ => return Err(self.err(at("scheme"), format!("{s:?}: http or https"))),
+            },
         };
-        Ok(Rewrite {
+        if let Some(h) = &raw.hostname {
+            if !host_name(h) {
+                return Err(self.err(
+                    at("hostname"),
+                    format!("{h:?} is not a host name (letters, digits, '-', '.')"),
+                ));
+            }
+        }
+        let port = match raw.port {
+            None => None,
+            Some(p) => Some(
+                u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| self.err(at("port"), format!("{p}: 1 to 65535")))?,
+            ),
+        };
+        let status = match raw.status {
+            None => 302,
+            Some(s) => u16::try_from(s)
+                .ok()
+                .filter(|s| REDIRECT_STATUSES.contains(s))
+                .ok_or_else(|| {
+                    self.err(at("status"), format!("{s}: one of 301, 302, 303, 307, 308"))
+                })?,
+        };
+        let path = self.path_change(&at, raw.path, raw.prefix, prefix)?;
+        Ok(Redirect {
+            scheme,
             hostname: raw.hostname.map(|h| h.to_ascii_lowercase()),
+            port,
             path,
+            status,
         })
     }
 
@@ -2363,7 +2616,7 @@ mod tests {
         assert_eq!(m.query, vec![("v".to_string(), "2".to_string())]);
         let text = format!(
             "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n{}",
-            route_toml_matching(None, "/exact", "a", m)
+            route_toml_matching(None, "/exact", RouteTo::Backend("a"), m)
         );
         assert_eq!(parse(&text).unwrap().routes[0].matches, *m);
     }
@@ -2431,6 +2684,85 @@ mod tests {
             (
                 "path = '/e'\nrewrite = { prefix = '/b' }",
                 "route[0].rewrite.prefix",
+            ),
+        ];
+        for (extra, field) in cases {
+            let e = parse(&route(extra)).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_or_answer_route_loads_without_a_backend_and_round_trips() {
+        let c = parse(
+            "[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n\
+             [[route]]\npath_prefix='/old'\nredirect={ scheme='HTTPS', hostname='New.test', port=8443, prefix='/new', status=301 }\n\
+             [[route]]\npath='/gone'\nanswer=500\n\
+             [[route]]\npath_prefix='/tmp'\nredirect={ path='/x' }\n",
+        )
+        .unwrap();
+        let want = Redirect {
+            scheme: Some("https".into()),
+            hostname: Some("new.test".into()),
+            port: Some(8443),
+            path: Some(PathRewrite::Prefix {
+                from: "/old".into(),
+                to: "/new".into(),
+            }),
+            status: 301,
+        };
+        assert_eq!(c.routes[0].to, RouteTo::Answer(Answer::Redirect(want)));
+        assert_eq!(c.routes[0].backend(), None);
+        assert_eq!(c.routes[1].to, RouteTo::Answer(Answer::Status(500)));
+        let RouteTo::Answer(Answer::Redirect(r)) = &c.routes[2].to else {
+            panic!("a redirect");
+        };
+        assert_eq!(
+            (r.status, r.scheme.as_deref()),
+            (302, None),
+            "302 by default"
+        );
+        for route in &c.routes {
+            let RouteTo::Answer(a) = &route.to else {
+                panic!("answers itself");
+            };
+            let text = route_toml_matching(
+                None,
+                &route.path_prefix,
+                RouteTo::Answer(a.clone()),
+                &route.matches,
+            );
+            // No [[backend]]: a file of routes that answer themselves needs none.
+            assert_eq!(parse(&text).unwrap().routes[0].to, route.to, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_redirects_and_answers_name_their_field() {
+        let route = |extra: &str| {
+            format!("[[backend]]\nname='a'\nendpoints=['127.0.0.1:1']\n[[route]]\n{extra}\n")
+        };
+        let cases = [
+            ("redirect = { scheme = 'ftp' }", "route[0].redirect.scheme"),
+            ("redirect = { status = 200 }", "route[0].redirect.status"),
+            ("redirect = { port = 0 }", "route[0].redirect.port"),
+            (
+                "redirect = { hostname = 'a b' }",
+                "route[0].redirect.hostname",
+            ),
+            ("redirect = { path = 'x' }", "route[0].redirect.path"),
+            (
+                "path = '/e'\nredirect = { prefix = '/b' }",
+                "route[0].redirect.prefix",
+            ),
+            ("backend = 'a'\nredirect = {}", "route[0].redirect"),
+            ("backend = 'a'\nanswer = 500", "route[0].answer"),
+            ("answer = 500\nredirect = {}", "route[0].answer"),
+            ("answer = 302", "route[0].answer"),
+            ("path_prefix = '/'", "route[0].backend"),
+            (
+                "redirect = {}\nrequest_headers = { set = { x-a = '1' } }",
+                "route[0].request_headers",
             ),
         ];
         for (extra, field) in cases {

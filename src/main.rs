@@ -361,7 +361,13 @@ fn route_sources(c: &Config) -> String {
             "  {}{} -> {}",
             r.host.as_deref().unwrap_or("*"),
             r.path_prefix,
-            c.backends.get(r.backend).map_or("?", |b| b.name.as_str())
+            match &r.to {
+                tether::config::RouteTo::Backend(i) => c
+                    .backends
+                    .get(*i)
+                    .map_or("?".to_string(), |b| b.name.clone()),
+                tether::config::RouteTo::Answer(a) => a.to_string(),
+            }
         );
     }
     if let Some(i) = &c.kubernetes.ingress {

@@ -78,6 +78,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -89,8 +94,11 @@ struct BackendReasonLabels {
 }
 
 /// What the proxy as a whole counts, beside its backends' own counters.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ProxyCounts {
+    /// Requests routes answered themselves (redirects; 500 for an HTTPRoute rule without
+    /// a valid backend), by status: they have no backend to be counted under.
+    pub route_answers: Vec<(u16, u64)>,
     /// Config reloads that succeeded.
     pub reloads_ok: u64,
     /// Config reloads that failed.
@@ -292,6 +300,20 @@ pub fn render(backends: &[std::sync::Arc<Backend>], counts: ProxyCounts) -> Stri
         "send_timeouts",
         "Client connections ended because they took no bytes for send_timeout",
         send_timeouts,
+    );
+    let route_answers = Family::<StatusLabels, Counter>::default();
+    for (status, n) in &counts.route_answers {
+        route_answers
+            .get_or_create(&StatusLabels {
+                status: status.to_string(),
+            })
+            .inc_by(*n);
+    }
+    registry.register(
+        "route_answers",
+        "Requests a route answered itself, without a backend (redirects, 500 for a rule \
+         without a valid backend), by status",
+        route_answers,
     );
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

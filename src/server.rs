@@ -657,7 +657,7 @@ impl Reloader {
             .extend(routes.routes.iter().map(|r| ingress::IngressRoute {
                 host: r.host.clone(),
                 path_prefix: r.path_prefix.clone(),
-                backend: r.backend.clone(),
+                to: r.to.clone(),
                 matches: r.matches.clone(),
                 filters: r.filters.clone(),
                 ingress: format!("HTTPRoute {}", r.route),

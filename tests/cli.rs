@@ -88,6 +88,36 @@ fn check_rejects_an_unknown_backend_naming_the_field() {
 }
 
 #[test]
+fn check_shows_routes_that_answer_themselves_and_rejects_a_bad_redirect_naming_the_field() {
+    let text = "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\"]\n\
+                [[route]]\npath_prefix = \"/old\"\n\
+                redirect = { scheme = \"https\", prefix = \"/new\", status = 301 }\n\
+                [[route]]\npath = \"/gone\"\nanswer = 500\n\
+                [[route]]\npath_prefix = \"/\"\nbackend = \"app\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tether.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("  */old -> redirect 301 (scheme https, prefix \"/new\")"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  */gone -> answer 500"), "{stdout}");
+    let (ok, err) = check(&text.replace("status = 301", "status = 200"));
+    assert!(!ok);
+    assert!(
+        err.contains("route[0].redirect.status") && err.contains("200"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_rejects_a_bad_address_naming_the_field() {
     let (ok, err) = check(
         "[[backend]]\nname = \"app\"\nendpoints = [\"127.0.0.1:18081\", { name = \"b\", address = \"pod-b:80:80\" }]\n",

@@ -110,6 +110,7 @@ impl Cluster {
             self.port,
             &[ep(0), ep(1)],
         ));
+        self.api.apply(service(NS, "canary"));
         self.api
             .apply(slice(NS, "canary-1", "canary", "http", self.port, &[ep(2)]));
     }
@@ -496,11 +497,112 @@ async fn a_route_to_a_service_that_does_not_exist_is_backend_not_found() {
         &[ACCEPTED, ("ResolvedRefs", "False", "BackendNotFound")],
     )
     .await;
-    // Routing is as for any Service without endpoints.
+    // Its only backendRef is invalid: Gateway API's 500 (the next test).
     assert_eq!(
         k.get(HOST, "/", &[]).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::INTERNAL_SERVER_ERROR
     );
+}
+
+#[tokio::test]
+async fn a_rule_whose_only_backend_ref_is_a_missing_service_answers_500_over_http1_and_http2() {
+    let k = Cluster::start().await;
+    // An older route takes every other path of the host to `web`: the rule's requests
+    // must not fall through to it.
+    k.api
+        .apply(route("shop", "ours", k.port, &["/"], json!(null)));
+    k.wait_status("/", StatusCode::OK).await;
+    let mut gone = route("gone", "ours", k.port, &["/gone"], json!(null));
+    gone["spec"]["rules"][0]["backendRefs"] = json!([{"name": "missing", "port": k.port}]);
+    k.api.apply(gone);
+    k.wait_route(
+        NS,
+        "gone",
+        &[ACCEPTED, ("ResolvedRefs", "False", "BackendNotFound")],
+    )
+    .await;
+    k.wait_status("/gone/x", StatusCode::INTERNAL_SERVER_ERROR)
+        .await;
+    for t in [Transport::H1, Transport::H2c] {
+        let fields: &[(&str, &str)] = if t.is_h2() { &[] } else { &[("host", HOST)] };
+        let target = if t.is_h2() {
+            format!("http://{HOST}/gone/x")
+        } else {
+            "/gone/x".into()
+        };
+        let r = send_plain(t, k.proxy.proxy_addr, request(&target, fields, false)).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{t:?}");
+        assert_eq!(r.body, "no valid backend\n", "{t:?}");
+        assert!(r.headers.get("location").is_none(), "{t:?}");
+    }
+    assert_eq!(k.get(HOST, "/other", &[]).await.status, StatusCode::OK);
+    let c = TestClient::new();
+    let a = k.proxy.admin_addr;
+    let n = metric(&c, a, "tether_route_answers_total", &[("status", "500")]).await;
+    assert!(n >= 3.0, "counted where no backend is: {n}");
+}
+
+#[tokio::test]
+async fn a_request_redirect_answers_with_its_location_over_http1_and_http2_and_is_accepted() {
+    let k = Cluster::start().await;
+    let redirect = |r: Value| json!([{"type": "RequestRedirect", "requestRedirect": r}]);
+    k.api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "moves", "namespace": NS, "generation": 1},
+        "spec": {
+            "parentRefs": [{"name": "ours", "sectionName": "http"}],
+            "hostnames": [HOST],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+                 "filters": redirect(json!({"scheme": "https", "statusCode": 301}))},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/shop"}}],
+                 "filters": redirect(json!({
+                     "hostname": "store.example.com",
+                     "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/store"},
+                     "statusCode": 302}))},
+                {"backendRefs": [{"name": "web", "port": k.port}]},
+            ],
+        },
+    }));
+    k.wait_route(NS, "moves", &[ACCEPTED, RESOLVED]).await;
+    k.wait_status("/old", StatusCode::MOVED_PERMANENTLY).await;
+    for t in [Transport::H1, Transport::H2c] {
+        let get = |host: &str, path: &str| {
+            let target = if t.is_h2() {
+                format!("http://{host}{path}")
+            } else {
+                path.to_string()
+            };
+            let fields = if t.is_h2() {
+                vec![]
+            } else {
+                vec![("host", host)]
+            };
+            send_plain(t, k.proxy.proxy_addr, request(&target, &fields, false))
+        };
+        // The scheme changes, so the port is https's own, which is not written.
+        let r = get("shop.example.com:8080", "/old/page?q=1&r=2").await;
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY, "{t:?}");
+        assert_eq!(
+            r.headers["location"], "https://shop.example.com/old/page?q=1&r=2",
+            "{t:?}"
+        );
+        // The host and prefix change; scheme and port stay the request's.
+        let r = get("shop.example.com:8080", "/shop/cart?id=7").await;
+        assert_eq!(r.status, StatusCode::FOUND, "{t:?}");
+        assert_eq!(
+            r.headers["location"], "http://store.example.com:8080/store/cart?id=7",
+            "{t:?}"
+        );
+        let r = get(HOST, "/shop").await;
+        assert_eq!(
+            r.headers["location"], "http://store.example.com/store",
+            "{t:?}"
+        );
+        // The rule without a redirect still goes to its Service.
+        assert_eq!(get(HOST, "/other").await.status, StatusCode::OK, "{t:?}");
+    }
 }
 
 #[tokio::test]
@@ -540,7 +642,8 @@ async fn a_service_of_another_namespace_routes_only_once_a_reference_grant_allow
         &[ACCEPTED, ("ResolvedRefs", "False", "RefNotPermitted")],
     )
     .await;
-    assert_eq!(k.get(HOST, "/", &[]).await.status, StatusCode::NOT_FOUND);
+    // Its only backendRef is refused: Gateway API's 500, and no backend for it.
+    k.wait_status("/", StatusCode::INTERNAL_SERVER_ERROR).await;
     assert!(k.backend_names().is_empty(), "{:?}", k.backend_names());
     // A grant for another namespace's routes does not do.
     k.api
@@ -554,7 +657,7 @@ async fn a_service_of_another_namespace_routes_only_once_a_reference_grant_allow
     );
     // Withdrawn: refused again.
     k.api.delete_object("referencegrants", "team", "for-shop");
-    k.wait_status("/", StatusCode::NOT_FOUND).await;
+    k.wait_status("/", StatusCode::INTERNAL_SERVER_ERROR).await;
 }
 
 #[tokio::test]
@@ -854,6 +957,7 @@ async fn routes_route_in_a_cluster_without_the_experimental_policy_crd() {
     api.apply(gateway_class("tether", "tether.io/gateway-controller"));
     api.apply(gateway("ours", "tether"));
     let ep = Ep::pod(&pods[0].name, &pods[0].addr.ip().to_string());
+    api.apply(service(NS, "web"));
     api.apply(slice(NS, "web-1", "web", "http", port, &[ep]));
     api.apply(route(
         "shop",
@@ -890,6 +994,7 @@ async fn canary_route(k: &Cluster) -> Vec<Arc<TestBackend>> {
         "canary",
         &pods[0].addr.ip().to_string(),
     )];
+    k.api.apply(service(NS, "canary"));
     k.api.apply(support::fake_apiserver::slice(
         NS, "canary-1", "canary", "http", port, &eps,
     ));

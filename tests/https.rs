@@ -7,7 +7,7 @@ mod support;
 
 use http::StatusCode;
 use serde_json::{json, Value};
-use support::fake_apiserver::{ingress, ingress_class, tls_secret, ModeCluster};
+use support::fake_apiserver::{ingress, ingress_class, service, tls_secret, ModeCluster};
 use support::transport::{https_get, presented, Cert, TestCa};
 use support::*;
 
@@ -65,6 +65,8 @@ fn gateway_objects(shop: &Cert) -> Vec<Value> {
             ]},
         }),
         tls_secret(NS, "shop-tls", &shop.pem, &shop.key),
+        // The routes' Service (a backendRef to a Service that does not exist is invalid).
+        service(NS, "web"),
     ]
 }
 

@@ -217,3 +217,115 @@ async fn a_rewrite_changes_the_host_and_path_the_pod_gets_and_keeps_the_forwarde
         assert_eq!(r.seen("host").as_deref(), Some("localhost"), "{t:?}");
     }
 }
+
+#[tokio::test]
+async fn a_redirect_route_answers_with_its_location_and_an_answer_route_with_its_status() {
+    for t in Transport::ALL {
+        let pod = TestBackend::echo("pod").await;
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"{}\"]\n\
+             [[route]]\npath_prefix = \"/\"\nbackend = \"app\"\n\
+             [[route]]\npath_prefix = \"/old\"\nredirect = {{ scheme = \"https\", status = 301 }}\n\
+             [[route]]\npath_prefix = \"/docs\"\n\
+             redirect = {{ hostname = \"docs.example.com\", prefix = \"/v2\", status = 308 }}\n\
+             [[route]]\npath = \"/broken\"\nanswer = 500\n",
+            pod.addr
+        );
+        let f = Front::start(t, &cfg).await;
+        let fields: &[(&str, &str)] = if t.is_h2() {
+            &[]
+        } else {
+            &[("host", "localhost")]
+        };
+        let get = |path: &str| request(&target(t, "localhost", path), fields, false);
+        let r = f.send(get("/old/x?q=1")).await;
+        assert_eq!(r.status, 301, "{t:?}");
+        assert_eq!(
+            r.headers["location"], "https://localhost/old/x?q=1",
+            "{t:?}"
+        );
+        assert_eq!(
+            r.headers["content-length"],
+            r.body.len().to_string(),
+            "{t:?}"
+        );
+        // No scheme set: the one the request came with, over TLS or not.
+        let scheme = match t {
+            Transport::H1Tls | Transport::H2Tls => "https",
+            Transport::H1 | Transport::H2c => "http",
+        };
+        let r = f.send(get("/docs/a/b")).await;
+        assert_eq!(r.status, 308, "{t:?}");
+        assert_eq!(
+            r.headers["location"],
+            format!("{scheme}://docs.example.com/v2/a/b"),
+            "{t:?}"
+        );
+        // A request with a body gets the redirect too, without the body going anywhere.
+        let post = request(&target(t, "localhost", "/docs"), fields, true);
+        let r = f.send(post).await;
+        assert_eq!(r.status, 308, "{t:?}");
+        assert_eq!(
+            r.headers["location"],
+            format!("{scheme}://docs.example.com/v2"),
+            "{t:?}"
+        );
+        let r = f.send(get("/broken")).await;
+        assert_eq!(r.status, 500, "{t:?}");
+        assert!(r.headers.get("location").is_none(), "{t:?}");
+        assert_eq!(f.send(get("/broken/x")).await.pod(), "pod", "{t:?}: exact");
+        assert_eq!(f.send(get("/other")).await.pod(), "pod", "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_request_to_a_redirect_route_gets_the_head_and_no_content() {
+    use tokio::io::AsyncWriteExt;
+    for t in Transport::ALL {
+        let pod = TestBackend::echo("pod").await;
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+             [[backend]]\nname = \"app\"\nendpoints = [\"{}\"]\n\
+             [[route]]\npath_prefix = \"/\"\nbackend = \"app\"\n\
+             [[route]]\npath_prefix = \"/old\"\nredirect = {{ scheme = \"https\", status = 301 }}\n",
+            pod.addr
+        );
+        let f = Front::start(t, &cfg).await;
+        if t.is_h2() {
+            let mut req = request(&target(t, "localhost", "/old"), &[], false);
+            *req.method_mut() = http::Method::HEAD;
+            let r = f.send(req).await;
+            assert_eq!(r.status, 301, "{t:?}");
+            assert_eq!(r.headers["location"], "https://localhost/old", "{t:?}");
+            assert!(r.body.is_empty(), "{t:?}: {:?}", r.body);
+            continue;
+        }
+        // Pipelined on one connection: the second answer must start right after the
+        // first one's head, or the client would read its content as the next answer.
+        let mut s = f.h1().await;
+        s.write_all(
+            b"HEAD /old HTTP/1.1\r\nHost: localhost\r\n\r\n\
+              GET /old/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut raw).await;
+        let raw = String::from_utf8_lossy(&raw);
+        let (first, rest) = raw.split_once("\r\n\r\n").expect("a head");
+        assert!(first.starts_with("HTTP/1.1 301 "), "{t:?}: {raw}");
+        assert!(
+            first
+                .lines()
+                .any(|l| l == "location: https://localhost/old"),
+            "{t:?}: {raw}"
+        );
+        assert!(rest.starts_with("HTTP/1.1 301 "), "{t:?}: {raw}");
+        assert!(
+            rest.contains("location: https://localhost/old/x\r\n"),
+            "{t:?}: {raw}"
+        );
+    }
+}

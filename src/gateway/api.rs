@@ -234,6 +234,31 @@ pub struct HTTPRouteFilter {
     /// For `URLRewrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rewrite: Option<HTTPURLRewriteFilter>,
+    /// For `RequestRedirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<HTTPRequestRedirectFilter>,
+}
+
+/// `filters[].requestRedirect`: the rule answers with a redirect, built from the
+/// request with these parts replaced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRequestRedirectFilter {
+    /// `http` or `https`; the request's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// The host; the request's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// How the path changes; the request's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HTTPPathModifier>,
+    /// The port; derived from the scheme (or the request) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// 301, 302 (the CRD's default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
 }
 
 /// `filters[].urlRewrite`.

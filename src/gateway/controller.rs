@@ -63,15 +63,16 @@ use tokio::sync::watch;
 
 use super::api::{
     Gateway, GatewayClass, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, HTTPBackendRef,
-    HTTPHeaderFilter, HTTPPathMatch, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule,
-    HTTPRouteStatus, HTTPURLRewriteFilter, LifetimeType, Listener, ListenerStatus, ParentReference,
-    PathMatchType, ReferenceGrantV1beta1, RouteGroupKind, RouteParentStatus, SessionPersistence,
-    SessionPersistenceType, XBackendTrafficPolicy, GROUP,
+    HTTPHeaderFilter, HTTPPathMatch, HTTPPathModifier, HTTPRequestRedirectFilter, HTTPRoute,
+    HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, HTTPRouteStatus, HTTPURLRewriteFilter,
+    LifetimeType, Listener, ListenerStatus, ParentReference, PathMatchType, ReferenceGrantV1beta1,
+    RouteGroupKind, RouteParentStatus, SessionPersistence, SessionPersistenceType,
+    XBackendTrafficPolicy, GROUP,
 };
 use super::session;
 use crate::config::{
-    BackendSettings, Config, GatewaySettings, HeaderEdit, PathRewrite, Rewrite, RouteFilters,
-    RouteMatches,
+    Answer, BackendSettings, Config, GatewaySettings, HeaderEdit, PathRewrite, Redirect, Rewrite,
+    RouteFilters, RouteMatches, RouteTo,
 };
 use crate::discovery::objects::{self, Bursts};
 use crate::sni::Binding;
@@ -99,8 +100,9 @@ pub struct GatewayRoute {
     pub host: Option<String>,
     /// Path prefix.
     pub path_prefix: String,
-    /// The backend's name (an entry of [`Compiled::backends`]).
-    pub backend: String,
+    /// The backend's name (an entry of [`Compiled::backends`]), or the answer the rule
+    /// gives itself: its `RequestRedirect`, or 500 when its backendRefs are all invalid.
+    pub to: RouteTo<String>,
     /// The match's other conditions: an `Exact` path, method, headers, query.
     pub matches: RouteMatches,
     /// What the rule's filters change on the way.
@@ -266,11 +268,17 @@ impl Compiled {
                     ));
                     continue;
                 }
-                used.insert(r.backend);
+                let to = match &r.to {
+                    RouteTo::Backend(i) => {
+                        used.insert(*i);
+                        RouteTo::Backend(config.backends[*i].name.clone())
+                    }
+                    RouteTo::Answer(a) => RouteTo::Answer(a.clone()),
+                };
                 out.routes.push(GatewayRoute {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
-                    backend: config.backends[r.backend].name.clone(),
+                    to,
                     matches: r.matches.clone(),
                     filters: r.filters.clone(),
                     route: name.clone(),
@@ -304,9 +312,20 @@ struct Backend {
 struct Route {
     host: Option<String>,
     path_prefix: String,
-    backend: String,
+    to: RouteTo<String>,
     matches: RouteMatches,
     filters: RouteFilters,
+}
+
+/// What a rule's backendRefs come to.
+enum Refs {
+    /// (namespace, Service, port, weight) of each usable one, in listed order.
+    Usable(Vec<(String, String, u16, u32)>),
+    /// It has some and none is usable (another kind, no ReferenceGrant, no port, no such
+    /// Service): Gateway API says its requests get 500.
+    Invalid,
+    /// It has none, or every weight is 0: left out.
+    None,
 }
 
 /// Compiles one HTTPRoute, collecting notes.
@@ -430,54 +449,30 @@ impl RouteBuilder {
                 invalid.push(why);
             }
             let at = format!("rules[{i}]");
-            let Some(filters) = self.filters(&at, rule) else {
+            let Some((filters, redirect)) = self.filters(&at, rule) else {
                 continue;
             };
-            let Some(refs) = self.backend_ref(&at, &ns, rule) else {
-                continue;
-            };
-            // The first Service names the backend, whatever the weights: a weight change
-            // (or a Service added after it) keeps the name, so the reload keeps the
-            // backend's endpoints and sessions.
-            let (service_ns, service, port) = (refs[0].0.clone(), refs[0].1.clone(), refs[0].2);
-            let weighted = if refs.len() > 1 { refs } else { Vec::new() };
-            let persistence = self.persistence(&at, rule);
-            // A Service of another namespace (a ReferenceGrant allows it) has that
-            // namespace in its backend's name too.
-            let base = if service_ns == ns {
-                format!("{ns}.{route_name}.{service}.{port}")
-            } else {
-                format!("{ns}.{route_name}.{service_ns}.{service}.{port}")
-            };
-            let same = |b: &Backend| {
-                b.namespace == service_ns
-                    && b.service == service
-                    && b.port == port
-                    && b.weighted == weighted
-            };
-            let index = match backends
-                .iter()
-                .position(|b| same(b) && b.persistence == persistence)
-            {
-                Some(x) => x,
-                None => {
-                    let name = if backends.iter().any(|b| b.name == base) {
-                        let rule_name = rule.name.clone().unwrap_or_else(|| format!("rule-{i}"));
-                        format!("{ns}.{route_name}.{rule_name}.{service}.{port}")
-                    } else {
-                        base
-                    };
-                    backends.push(Backend {
-                        name,
-                        namespace: service_ns.clone(),
-                        service: service.clone(),
-                        port,
-                        weighted: weighted.clone(),
-                        persistence,
-                        cookie_paths: BTreeSet::new(),
-                    });
-                    backends.len() - 1
+            // Where the rule's matches go: a backend (its index), or an answer.
+            let (target, filters): (Result<usize, Answer>, _) = match redirect {
+                Some(r) => {
+                    if !rule.backend_refs.is_empty() {
+                        // The CRD refuses both; a redirect sends nothing anywhere.
+                        self.note(
+                            &format!("{at}.backendRefs"),
+                            "a RequestRedirect rule answers itself; its backendRefs are ignored",
+                        );
+                    }
+                    (Err(Answer::Redirect(r)), filters)
                 }
+                None => match self.backend_ref(&at, &ns, rule) {
+                    Refs::None => continue,
+                    // Gateway API: every backendRef invalid, requests get 500.
+                    Refs::Invalid => (Err(Answer::Status(500)), RouteFilters::default()),
+                    Refs::Usable(refs) => (
+                        Ok(self.backend(&mut backends, i, rule, &ns, &route_name, refs)),
+                        filters,
+                    ),
+                },
             };
             let default_match = [HTTPRouteMatch {
                 path: Some(HTTPPathMatch {
@@ -510,6 +505,18 @@ impl RouteBuilder {
                             );
                             continue;
                         }
+                        if let Err(Answer::Redirect(Redirect {
+                            path: Some(PathRewrite::Prefix { .. }),
+                            ..
+                        })) = &target
+                        {
+                            self.unsupported(
+                                &format!("{at}.path Exact {value}"),
+                                "RequestRedirect ReplacePrefixMatch needs a PathPrefix match; \
+                                 the match is left out",
+                            );
+                            continue;
+                        }
                         conditions.exact = true
                     }
                     PathMatchType::RegularExpression => {
@@ -520,14 +527,20 @@ impl RouteBuilder {
                         continue;
                     }
                 }
-                backends[index]
-                    .cookie_paths
-                    .insert(session::cookie_path(Some(m)));
+                let to = match &target {
+                    Ok(index) => {
+                        backends[*index]
+                            .cookie_paths
+                            .insert(session::cookie_path(Some(m)));
+                        RouteTo::Backend(backends[*index].name.clone())
+                    }
+                    Err(a) => RouteTo::Answer(a.clone()),
+                };
                 for host in hosts {
                     routes.push(Route {
                         host: host.clone(),
                         path_prefix: value.clone(),
-                        backend: backends[index].name.clone(),
+                        to: to.clone(),
                         matches: conditions.clone(),
                         filters: filters.clone(),
                     });
@@ -554,16 +567,93 @@ impl RouteBuilder {
         (backends, routes)
     }
 
+    /// The backend of rule `i` for its usable backendRefs `refs`: an index into
+    /// `backends`, which gets a new one unless an earlier rule has the same.
+    fn backend(
+        &mut self,
+        backends: &mut Vec<Backend>,
+        i: usize,
+        rule: &HTTPRouteRule,
+        ns: &str,
+        route_name: &str,
+        refs: Vec<(String, String, u16, u32)>,
+    ) -> usize {
+        let at = format!("rules[{i}]");
+        // The first Service names the backend, whatever the weights: a weight change
+        // (or a Service added after it) keeps the name, so the reload keeps the
+        // backend's endpoints and sessions.
+        let (service_ns, service, port) = (refs[0].0.clone(), refs[0].1.clone(), refs[0].2);
+        let weighted = if refs.len() > 1 { refs } else { Vec::new() };
+        let persistence = self.persistence(&at, rule);
+        // A Service of another namespace (a ReferenceGrant allows it) has that
+        // namespace in its backend's name too.
+        let base = if service_ns == ns {
+            format!("{ns}.{route_name}.{service}.{port}")
+        } else {
+            format!("{ns}.{route_name}.{service_ns}.{service}.{port}")
+        };
+        let same = |b: &Backend| {
+            b.namespace == service_ns
+                && b.service == service
+                && b.port == port
+                && b.weighted == weighted
+        };
+        match backends
+            .iter()
+            .position(|b| same(b) && b.persistence == persistence)
+        {
+            Some(x) => x,
+            None => {
+                let name = if backends.iter().any(|b| b.name == base) {
+                    let rule_name = rule.name.clone().unwrap_or_else(|| format!("rule-{i}"));
+                    format!("{ns}.{route_name}.{rule_name}.{service}.{port}")
+                } else {
+                    base
+                };
+                backends.push(Backend {
+                    name,
+                    namespace: service_ns.clone(),
+                    service: service.clone(),
+                    port,
+                    weighted: weighted.clone(),
+                    persistence,
+                    cookie_paths: BTreeSet::new(),
+                });
+                backends.len() - 1
+            }
+        }
+    }
+
     /// A rule's filters as tether's [`RouteFilters`], or `None` (with a note) when the
     /// rule has a filter tether does not implement: the rule is left out rather than
     /// routed without what it asks for. A header modifier's entry naming a field tether
     /// owns (`x-tether-*`, `x-forwarded-*`, hop-by-hop, framing, `Host`, a response's
     /// `Set-Cookie`) is dropped with a note: tether's own value stands.
-    fn filters(&mut self, at: &str, rule: &HTTPRouteRule) -> Option<RouteFilters> {
+    ///
+    /// A `RequestRedirect` comes back apart from the others: the rule answers with it.
+    /// Nothing goes to a pod then, so a header modifier beside it changes nothing and is
+    /// dropped with a note; a `URLRewrite` beside it is refused (Gateway API: the two
+    /// "may not be combined").
+    fn filters(
+        &mut self,
+        at: &str,
+        rule: &HTTPRouteRule,
+    ) -> Option<(RouteFilters, Option<Redirect>)> {
         let mut out = RouteFilters::default();
+        let mut redirect = None;
         for (k, f) in rule.filters.iter().enumerate() {
             let at = format!("{at}.filters[{k}]");
             let (edit, response) = match (f.kind.as_str(), f) {
+                (
+                    "RequestRedirect",
+                    HTTPRouteFilter {
+                        request_redirect: Some(r),
+                        ..
+                    },
+                ) => {
+                    redirect = Some(self.redirect(&at, r)?);
+                    continue;
+                }
                 (
                     "RequestHeaderModifier",
                     HTTPRouteFilter {
@@ -606,7 +696,76 @@ impl RouteBuilder {
             target.add.extend(compiled.add);
             target.remove.extend(compiled.remove);
         }
-        Some(out)
+        if redirect.is_some() {
+            if out.rewrite.is_some() {
+                self.unsupported(
+                    &format!("{at}.filters"),
+                    "URLRewrite and RequestRedirect may not be combined; the rule is left out",
+                );
+                return None;
+            }
+            if !out.is_empty() {
+                self.note(
+                    &format!("{at}.filters"),
+                    "a RequestRedirect rule sends nothing to a pod; its header modifiers \
+                     change nothing",
+                );
+            }
+            return Some((RouteFilters::default(), redirect));
+        }
+        Some((out, None))
+    }
+
+    /// A `RequestRedirect`, or `None` (with a note) for a value tether does not know. A
+    /// `ReplacePrefixMatch`'s prefix is the route's own, filled in when the route's TOML
+    /// is read, as for `URLRewrite`.
+    fn redirect(&mut self, at: &str, r: &HTTPRequestRedirectFilter) -> Option<Redirect> {
+        let scheme = match r.scheme.as_deref() {
+            None => None,
+            Some(s @ ("http" | "https")) => Some(s.to_string()),
+            Some(s) => {
+                self.unsupported(
+                    &format!("{at} RequestRedirect scheme {s}"),
+                    "not supported (http, https); the rule is left out",
+                );
+                return None;
+            }
+        };
+        let status = r.status_code.unwrap_or(302);
+        let Some(status) = u16::try_from(status)
+            .ok()
+            .filter(|s| crate::config::REDIRECT_STATUSES.contains(s))
+        else {
+            self.unsupported(
+                &format!("{at} RequestRedirect statusCode {status}"),
+                "not supported (301, 302, 303, 307, 308); the rule is left out",
+            );
+            return None;
+        };
+        let port = match r.port {
+            None => None,
+            Some(p) => match u16::try_from(p).ok().filter(|p| *p > 0) {
+                Some(p) => Some(p),
+                None => {
+                    self.unsupported(
+                        &format!("{at} RequestRedirect port {p}"),
+                        "not a port; the rule is left out",
+                    );
+                    return None;
+                }
+            },
+        };
+        let path = match &r.path {
+            None => None,
+            Some(p) => Some(self.path_modifier(&format!("{at} RequestRedirect"), p)?),
+        };
+        Some(Redirect {
+            scheme,
+            hostname: r.hostname.clone(),
+            port,
+            path,
+            status,
+        })
     }
 
     /// A `URLRewrite`, or `None` (with a note) for a path modifier type tether does not
@@ -615,29 +774,36 @@ impl RouteBuilder {
     fn rewrite(&mut self, at: &str, w: &HTTPURLRewriteFilter) -> Option<Rewrite> {
         let path = match &w.path {
             None => None,
-            Some(p) => match (
-                p.kind.as_str(),
-                &p.replace_full_path,
-                &p.replace_prefix_match,
-            ) {
-                ("ReplaceFullPath", Some(full), _) => Some(PathRewrite::Full(full.clone())),
-                ("ReplacePrefixMatch", _, Some(to)) => Some(PathRewrite::Prefix {
-                    from: String::new(),
-                    to: to.clone(),
-                }),
-                (kind, _, _) => {
-                    self.unsupported(
-                        &format!("{at} URLRewrite path {kind}"),
-                        "not supported (or its value is missing); the rule is left out",
-                    );
-                    return None;
-                }
-            },
+            Some(p) => Some(self.path_modifier(&format!("{at} URLRewrite"), p)?),
         };
         Some(Rewrite {
             hostname: w.hostname.clone(),
             path,
         })
+    }
+
+    /// A `URLRewrite`'s or `RequestRedirect`'s path modifier (`what` names the filter),
+    /// or `None` (with a note) for a type tether does not know. A `ReplacePrefixMatch`'s
+    /// `from` is left empty: reading the route's TOML fills in its own prefix.
+    fn path_modifier(&mut self, what: &str, p: &HTTPPathModifier) -> Option<PathRewrite> {
+        match (
+            p.kind.as_str(),
+            &p.replace_full_path,
+            &p.replace_prefix_match,
+        ) {
+            ("ReplaceFullPath", Some(full), _) => Some(PathRewrite::Full(full.clone())),
+            ("ReplacePrefixMatch", _, Some(to)) => Some(PathRewrite::Prefix {
+                from: String::new(),
+                to: to.clone(),
+            }),
+            (kind, _, _) => {
+                self.unsupported(
+                    &format!("{what} path {kind}"),
+                    "not supported (or its value is missing); the rule is left out",
+                );
+                None
+            }
+        }
     }
 
     /// One header modifier, or `None` (with a note) when a name or value is not HTTP.
@@ -742,14 +908,11 @@ impl RouteBuilder {
 
     /// The namespaces, Services, ports and weights of a rule's backendRefs, in listed
     /// order (a Service port listed twice counts once, with the sum of its weights);
-    /// `None` when no ref is usable or every weight is 0. A Service of another namespace
-    /// is usable only when a ReferenceGrant allows it.
-    fn backend_ref(
-        &mut self,
-        at: &str,
-        ns: &str,
-        rule: &HTTPRouteRule,
-    ) -> Option<Vec<(String, String, u16, u32)>> {
+    /// [`Refs::Invalid`] when it has refs and none is usable (the rule answers 500),
+    /// [`Refs::None`] when it has none or every weight is 0. A Service of another
+    /// namespace is usable only when a ReferenceGrant allows it, and a Service only when
+    /// it exists (when Services are watched).
+    fn backend_ref(&mut self, at: &str, ns: &str, rule: &HTTPRouteRule) -> Refs {
         let mut usable: Vec<&HTTPBackendRef> = Vec::new();
         for (j, r) in rule.backend_refs.iter().enumerate() {
             let what = format!("{at}.backendRefs[{j}] {}", r.name);
@@ -775,12 +938,32 @@ impl RouteBuilder {
                 self.note(&what, "a Service port is required; left out");
                 continue;
             }
+            let to = r.namespace.as_deref().unwrap_or(ns);
+            if !self.ctx.service_exists(to, &r.name) {
+                self.note(
+                    &what,
+                    &format!("Service {to}/{} does not exist; left out", r.name),
+                );
+                continue;
+            }
             usable.push(r);
+        }
+        if usable.is_empty() {
+            if rule.backend_refs.is_empty() {
+                return Refs::None;
+            }
+            self.note(
+                &format!("{at}.backendRefs"),
+                "no backendRef is usable: requests the rule matches get 500",
+            );
+            return Refs::Invalid;
         }
         let mut refs: Vec<(String, String, u16, u32)> = Vec::new();
         for r in usable {
             let service_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
-            let port = r.port.and_then(|p| u16::try_from(p).ok())?;
+            let Some(port) = r.port.and_then(|p| u16::try_from(p).ok()) else {
+                continue; // (checked above)
+            };
             // The CRD bounds weight to 0..=1000000; anything else is clamped.
             let weight = r
                 .weight
@@ -803,9 +986,9 @@ impl RouteBuilder {
                 &format!("{at}.backendRefs"),
                 "every weight is 0: no request goes anywhere; the rule is left out",
             );
-            return None;
+            return Refs::None;
         }
-        (!refs.is_empty()).then_some(refs)
+        Refs::Usable(refs)
     }
 
     /// The rule's `sessionPersistence`, as tether can honour it.
@@ -1123,7 +1306,10 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
         out.push_str(&crate::config::route_toml_matching(
             r.host.as_deref(),
             &r.path_prefix,
-            &r.backend,
+            match &r.to {
+                RouteTo::Backend(b) => RouteTo::Backend(b.as_str()),
+                RouteTo::Answer(a) => RouteTo::Answer(a.clone()),
+            },
             &r.matches,
         ));
         out.push_str(&crate::config::route_filters_toml(&r.filters));
@@ -1225,6 +1411,14 @@ impl Context {
                 "allowedRoutes.namespaces.from {other} is not supported; not attached there"
             )),
         }
+    }
+
+    /// Whether Service `namespace/name` exists (every one does when Services are not
+    /// watched).
+    fn service_exists(&self, namespace: &str, name: &str) -> bool {
+        self.services
+            .as_ref()
+            .is_none_or(|s| s.contains(&(namespace.to_string(), name.to_string())))
     }
 
     /// Whether a ReferenceGrant in `to` lets HTTPRoutes of `from` refer to Service
@@ -2783,7 +2977,10 @@ mod tests {
             (c, notes, route_conditions(&s, "x"))
         };
         let (c, notes, conditions) = run(&[]);
-        assert!(c.routes.is_empty(), "refused: {:?}", c.routes);
+        // Refused, and its rule's only ref: Gateway API's 500 for it.
+        let to: Vec<_> = c.routes.iter().map(|r| &r.to).collect();
+        assert_eq!(to, vec![&RouteTo::Answer(Answer::Status(500))]);
+        assert!(c.backends.is_empty());
         assert!(
             notes.iter().any(|n| n.contains("ReferenceGrant")),
             "{notes:?}"
@@ -2797,7 +2994,7 @@ mod tests {
             grant("team", "infra", Some("other")),
             grant("team", "shop", None),
         ]);
-        assert!(c.routes.is_empty());
+        assert!(c.backends.is_empty());
         let (c, _, conditions) = run(&[grant("team", "infra", Some("api"))]);
         assert_eq!(conditions[1], cond("ResolvedRefs", "True", "ResolvedRefs"));
         assert_eq!(c.backends[0].name, "infra.x.team.api.80");
@@ -3023,5 +3220,95 @@ mod tests {
         ] {
             assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
         }
+    }
+
+    #[test]
+    fn a_request_redirect_rule_answers_itself_and_a_rule_without_a_valid_backend_answers_500() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "r",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["r.example.com"],
+                "rules": [
+                    {"matches": [{"path": {"value": "/old"}}],
+                     "filters": [{"type": "RequestRedirect", "requestRedirect": {
+                         "scheme": "https", "hostname": "new.example.com", "port": 8443,
+                         "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"},
+                         "statusCode": 301}}]},
+                    {"matches": [{"path": {"type": "Exact", "value": "/exact"}}],
+                     "filters": [{"type": "RequestRedirect", "requestRedirect": {
+                         "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/x"}}}]},
+                    {"matches": [{"path": {"value": "/gone"}}],
+                     "backendRefs": [{"name": "missing", "port": 80}]},
+                    {"matches": [{"path": {"value": "/other-kind"}}],
+                     "backendRefs": [{"kind": "Bucket", "group": "x.io", "name": "b"}]},
+                    {"matches": [{"path": {"value": "/web"}}],
+                     "backendRefs": [{"name": "web", "port": 80}, {"name": "missing", "port": 80}]},
+                    {"matches": [{"path": {"value": "/both"}}],
+                     "filters": [{"type": "RequestRedirect", "requestRedirect": {}},
+                                 {"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}],
+                     "backendRefs": [{"name": "web", "port": 80}]},
+                ],
+            }),
+        );
+        let services = vec![service("infra", "web")];
+        let routes = [r];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            services: Some(&services),
+            tls: true,
+            ..World::default()
+        };
+        let (c, errors, notes) = Compiled::build_in(&world, OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            hosts(&c),
+            vec![
+                (Some("r.example.com"), "/old"),
+                (Some("r.example.com"), "/gone"),
+                (Some("r.example.com"), "/other-kind"),
+                (Some("r.example.com"), "/web"),
+            ],
+            "{notes:?}"
+        );
+        let RouteTo::Answer(Answer::Redirect(redirect)) = &c.routes[0].to else {
+            panic!("a redirect: {:?}", c.routes[0]);
+        };
+        assert_eq!(
+            *redirect,
+            Redirect {
+                scheme: Some("https".into()),
+                hostname: Some("new.example.com".into()),
+                port: Some(8443),
+                path: Some(PathRewrite::Prefix {
+                    from: "/old".into(),
+                    to: "/new".into()
+                }),
+                status: 301,
+            }
+        );
+        for r in &c.routes[1..3] {
+            assert_eq!(r.to, RouteTo::Answer(Answer::Status(500)), "{r:?}");
+        }
+        // One usable Service of two: it takes the rule (the missing one is left out).
+        assert_eq!(c.routes[3].to, RouteTo::Backend("infra.r.web.80".into()));
+        let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, vec!["infra.r.web.80"]);
+        for what in [
+            "rules[1].matches[0].path Exact",
+            "Service infra/missing does not exist",
+            "may not be combined",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
+        }
+        assert_eq!(
+            c.invalid.get("infra/r").map(|i| i.all),
+            Some(false),
+            "PartiallyInvalid for the two rules left out, not for the redirect"
+        );
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use super::annotations::Verdict;
 use super::migrate;
 use crate::config::{
-    BackendSettings, Config, IngressSettings, RouteFilters, RouteMatches, RouteSettings,
+    BackendSettings, Config, IngressSettings, RouteFilters, RouteMatches, RouteSettings, RouteTo,
 };
 use crate::discovery::objects::{self, Bursts};
 use crate::sni::Binding;
@@ -65,8 +65,9 @@ pub struct IngressRoute {
     pub host: Option<String>,
     /// Path prefix.
     pub path_prefix: String,
-    /// The backend's name (an entry of [`Compiled::backends`]).
-    pub backend: String,
+    /// The backend's name (an entry of [`Compiled::backends`]), or the answer the route
+    /// gives itself (an HTTPRoute's redirect, or 500 for a rule without a valid backend).
+    pub to: RouteTo<String>,
     /// Its other conditions (an exact path; an HTTPRoute's method, headers, query).
     pub matches: RouteMatches,
     /// What it changes on the way (an HTTPRoute rule's filters).
@@ -145,7 +146,10 @@ impl Compiled {
                 out.routes.push(IngressRoute {
                     host: r.host.clone(),
                     path_prefix: r.path_prefix.clone(),
-                    backend: config.backends[r.backend].name.clone(),
+                    to: match &r.to {
+                        RouteTo::Backend(i) => RouteTo::Backend(config.backends[*i].name.clone()),
+                        RouteTo::Answer(a) => RouteTo::Answer(a.clone()),
+                    },
                     matches: r.matches.clone(),
                     filters: r.filters.clone(),
                     ingress: format!("Ingress {name}"),
@@ -269,8 +273,12 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
         config.backends.push(b.clone());
     }
     for r in &extra.routes {
-        let Some(&backend) = index.get(r.backend.as_str()) else {
-            continue;
+        let to = match &r.to {
+            RouteTo::Backend(name) => match index.get(name.as_str()) {
+                Some(&i) => RouteTo::Backend(i),
+                None => continue,
+            },
+            RouteTo::Answer(a) => RouteTo::Answer(a.clone()),
         };
         let clash = base
             .routes
@@ -288,7 +296,7 @@ pub fn merge(base: &Config, extra: &Compiled) -> (Config, Vec<String>) {
         config.routes.push(RouteSettings {
             host: r.host.clone(),
             path_prefix: r.path_prefix.clone(),
-            backend,
+            to,
             matches: r.matches.clone(),
             filters: r.filters.clone(),
         });
@@ -421,7 +429,7 @@ mod tests {
         IngressRoute {
             host: Some(host.into()),
             path_prefix: "/".into(),
-            backend: backend.into(),
+            to: RouteTo::Backend(backend.into()),
             matches: RouteMatches::default(),
             filters: RouteFilters::default(),
             ingress: from.into(),

@@ -868,7 +868,7 @@ impl Builder<'_> {
             out.push_str(&crate::config::route_toml_matching(
                 r.host.as_deref(),
                 &r.path_prefix,
-                &r.backend,
+                crate::config::RouteTo::Backend(&r.backend),
                 &matches,
             ));
         }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::time::Instant;
 
-use super::route::Asked;
+use super::route::{Asked, Hit, Local};
 use super::{client_ip, Connection, Error, Proxy};
 use crate::affinity::{self, cookie::HexId, cookie::Memo, Decision, KeyRing, Outcome, SessionId};
 use crate::backend::{Backend, Endpoint, EndpointState, Snapshot};
@@ -243,6 +243,29 @@ impl LogLine {
             session = log.map_or("-", |l| l.session.as_str()),
         );
     }
+
+    /// Writes the access log line of a request its route answered itself with
+    /// `status`: no backend, no endpoint, no session.
+    pub fn write_answered(&self, conn: &Connection, status: u16) {
+        tracing::info!(
+            target: "tether::access",
+            client = %conn.peer.ip(),
+            method = &*self.method,
+            path = &*self.path,
+            version = ?self.version,
+            backend = "-",
+            endpoint = "-",
+            status,
+            duration_ms = 0.0,
+            affinity = "-",
+            session = "-",
+        );
+    }
+}
+
+/// Whether a request is written to the access log, one of `sample` (0 to 1) of them.
+pub fn sampled(sample: f64) -> bool {
+    sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample)
 }
 
 impl Route {
@@ -269,21 +292,29 @@ impl Route {
 
 impl Proxy {
     /// The route for a request, read from the current routing state: the one place a
-    /// request's route is decided, whichever codec carried it.
-    pub fn route<R: Asked + ?Sized>(&self, req: &R) -> Option<Route> {
+    /// request's route is decided, whichever codec carried it. `Err` is what tether
+    /// answers instead: [`Error::NoRoute`], or the answer the route gives itself
+    /// ([`Error::Answered`], built here for both codecs; `secure`: the request came over
+    /// TLS, the scheme a redirect keeps). The codec counts and logs it with
+    /// [`Proxy::answered_locally`] when it writes it.
+    pub fn route<R: Asked + ?Sized>(&self, req: &R, secure: bool) -> Result<Route, Error> {
         let state = self.state.load();
-        let hit = state.routes.hit(req)?;
-        let i = hit.backend;
-        let sample = state.access_log_sample;
-        Some(Route {
+        let (i, filters) = match state.routes.hit(req) {
+            None => return Err(Error::NoRoute),
+            Some(Hit::Answer(a)) => {
+                return Err(Error::Answered(Box::new(Local::new(a, req, secure))))
+            }
+            Some(Hit::Backend { backend, filters }) => (backend, filters),
+        };
+        Ok(Route {
             backend: state.backends[i].clone(),
             keys: state.keys.clone(),
-            logged: sample > 0.0 && (sample >= 1.0 || rand::random::<f64>() < sample),
+            logged: sampled(state.access_log_sample),
             max_body: state.max_body_bytes,
             request_buffer: state.request_buffer,
             response_buffer: state.response_buffer,
-            target: hit.filters.and_then(|f| rewritten_target(f, req)),
-            filters: hit.filters.cloned(),
+            target: filters.and_then(|f| rewritten_target(f, req)),
+            filters: filters.cloned(),
         })
     }
 

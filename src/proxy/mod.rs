@@ -31,7 +31,7 @@ use crate::upstream::body::{self, BodyFault, ClientBody, ProxyBody, RequestBody}
 use http::Method;
 use http_body::Body as _;
 use ipnet::IpNet;
-use route::RouteTable;
+use route::{Asked, RouteTable};
 use tokio_util::task::TaskTracker;
 
 pub use crate::http::wire::MAX_RESPONSE_HEAD;
@@ -43,6 +43,11 @@ pub enum Error {
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
+    /// The route answers the request itself (a redirect, or 500 for an HTTPRoute rule
+    /// whose backendRefs are all invalid): no failure, but written, counted and logged
+    /// as tether's own statuses are.
+    #[error("{}", .0.text())]
+    Answered(Box<route::Local>),
     /// The request's host is missing, repeated or invalid (RFC 9112 §3.2).
     #[error("invalid host")]
     InvalidHost,
@@ -97,6 +102,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::Answered(a) => a.status,
             Error::InvalidHost => StatusCode::BAD_REQUEST,
             Error::Refused(r) => r.status(),
             Error::ConnectMethod => StatusCode::NOT_IMPLEMENTED,
@@ -137,6 +143,14 @@ impl Error {
         }
     }
 
+    /// A redirect's `Location`, for the answer tether writes.
+    pub fn location(&self) -> Option<&HeaderValue> {
+        match self {
+            Error::Answered(a) => a.location.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The answer an HTTP/2 client gets: the status and the error's text (the stream
     /// ends with it; the connection and its other streams go on).
     fn response(&self) -> Response<ProxyBody> {
@@ -146,6 +160,9 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Some(l) = self.location() {
+            r.headers_mut().insert(header::LOCATION, l.clone());
+        }
         r
     }
 }
@@ -230,6 +247,9 @@ pub struct Proxy {
     reloads: [AtomicU64; 2],
     /// Client connections ended by `send_timeout` (shared with their sockets).
     send_timeouts: Arc<AtomicU64>,
+    /// Requests routes answered themselves, indexed by status (below 600): a redirect
+    /// or a 500 has no backend to be counted under.
+    route_answers: Box<[AtomicU64]>,
 }
 
 impl Proxy {
@@ -241,6 +261,7 @@ impl Proxy {
             tunnels: TaskTracker::new(),
             reloads: Default::default(),
             send_timeouts: Default::default(),
+            route_answers: (0..600).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -302,8 +323,9 @@ impl Proxy {
         if let Err(e) = settle_host(&mut req) {
             return e.response();
         }
-        let Some(route) = self.route(&req) else {
-            return Error::NoRoute.response();
+        let route = match self.route(&req, conn.secure) {
+            Ok(r) => r,
+            Err(e) => return self.unrouted(e, &req, conn),
         };
         let line = route.logged.then(|| {
             exchange::LogLine::new(req.method().as_str(), req.uri().path(), req.version())
@@ -348,6 +370,53 @@ impl Proxy {
             line.write(conn, &route.backend, status, elapsed, log.as_ref());
         }
         resp
+    }
+
+    /// Tether's answer to a request no backend takes (from [`Proxy::route`]: no route,
+    /// or the route's own answer), counted and logged ([`Proxy::answered_locally`]).
+    pub fn unrouted<R: Asked + ?Sized>(
+        &self,
+        e: Error,
+        req: &R,
+        conn: &Connection,
+    ) -> Response<ProxyBody> {
+        self.answered_locally(&e, req, conn);
+        let mut r = e.response();
+        // RFC 9110 §9.3.2: no content after a HEAD answer's head.
+        if req.method() == Method::HEAD.as_str() {
+            *r.body_mut() = ProxyBody::text(bytes::Bytes::new());
+        }
+        r
+    }
+
+    /// Counts and logs a request its route answered itself, as every codec must before
+    /// it writes the answer: `tether_route_answers_total{status}` (there is no backend
+    /// to count it under), and an access log line (sampled, backend `-`). `NoRoute` is
+    /// not counted nor logged, as before.
+    pub fn answered_locally<R: Asked + ?Sized>(&self, e: &Error, req: &R, conn: &Connection) {
+        let Error::Answered(a) = e else {
+            return;
+        };
+        let status = a.status.as_u16();
+        if let Some(n) = self.route_answers.get(usize::from(status)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        if exchange::sampled(self.state.load().access_log_sample) {
+            exchange::LogLine::new(req.method(), req.path(), req.version())
+                .write_answered(conn, status);
+        }
+    }
+
+    /// How many requests routes answered themselves, by status (only those counted).
+    pub fn route_answers(&self) -> Vec<(u16, u64)> {
+        self.route_answers
+            .iter()
+            .enumerate()
+            .filter_map(|(s, n)| {
+                let n = n.load(Ordering::Relaxed);
+                (n > 0).then_some((s as u16, n))
+            })
+            .collect()
     }
 
     /// Swaps in a new routing state (a reload); in-flight requests keep the old one.

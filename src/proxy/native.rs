@@ -394,8 +394,9 @@ impl Proxy {
             };
             served = true;
             let len = head.total_len();
-            let route = self.route(&head);
-            if let Some(route) = &route {
+            // `Err`: no route, or the route's own answer (a redirect, a 500).
+            let route = self.route(&head, conn.secure);
+            if let Ok(route) = &route {
                 let declared = match head.streamed {
                     Streamed::Length(n) => n,
                     _ => head.body_len as u64,
@@ -406,22 +407,24 @@ impl Proxy {
                 }
             }
             let waiting = !head.body_complete() || head.streamed != Streamed::No;
-            if head.expects_continue && waiting {
-                // RFC 9110 §10.1.1: the client waits for a 100 before its body. With no
-                // route there is nothing to send it to: the 404 goes out and the
-                // connection closes instead of reading a body nobody wants.
-                if route.is_none() {
-                    return refuse(client, Error::NoRoute).await;
+            // RFC 9110 §10.1.1: the client waits for a 100 before its body. With no
+            // backend there is nothing to send it to: the 404 (or the route's own
+            // answer) goes out and the connection closes instead of reading a body
+            // nobody wants; so it does for a body of unknown length.
+            let route = match route {
+                Err(e) if (head.expects_continue && waiting) || head.streamed != Streamed::No => {
+                    self.answered_locally(&e, &head, conn);
+                    return refuse(client, e).await;
                 }
-                if send_all(client, b"HTTP/1.1 100 Continue\r\n\r\n")
+                r => r,
+            };
+            if head.expects_continue
+                && waiting
+                && send_all(client, b"HTTP/1.1 100 Continue\r\n\r\n")
                     .await
                     .is_err()
-                {
-                    return Flow::Closed;
-                }
-            }
-            if head.streamed != Streamed::No && route.is_none() {
-                return refuse(client, Error::NoRoute).await;
+            {
+                return Flow::Closed;
             }
             if !head.body_complete() {
                 // The rest of the body, then the head is parsed again. Routed: within
@@ -430,8 +433,8 @@ impl Proxy {
                 // connection that can go on (closing with body bytes unread would
                 // reset it, and could take the 404 with it).
                 let (timeout, stats) = match &route {
-                    Some(r) => (r.backend.settings.response_timeout, Some(&r.backend.stats)),
-                    None => (limits.header_timeout, None),
+                    Ok(r) => (r.backend.settings.response_timeout, Some(&r.backend.stats)),
+                    Err(_) => (limits.header_timeout, None),
                 };
                 if read.capacity() < len {
                     read.reserve(len - read.len());
@@ -462,15 +465,21 @@ impl Proxy {
                 }
                 continue;
             }
-            let Some(route) = route else {
-                let close = head.close;
-                if write_error(client, &Error::NoRoute, close).await.is_err()
-                    || close
-                    || !consume(&mut read, len)
-                {
-                    return Flow::Closed;
+            let route = match route {
+                Ok(r) => r,
+                Err(e) => {
+                    self.answered_locally(&e, &head, conn);
+                    let close = head.close;
+                    if write_answer(client, &e, close, head.is_head())
+                        .await
+                        .is_err()
+                        || close
+                        || !consume(&mut read, len)
+                    {
+                        return Flow::Closed;
+                    }
+                    continue;
                 }
-                continue;
             };
             let started = Instant::now();
             let close = head.close || stopping.has_changed().unwrap_or(true);
@@ -1543,19 +1552,40 @@ async fn write_error<S: AsyncWrite + Unpin>(
     e: &Error,
     close: bool,
 ) -> io::Result<()> {
+    write_answer(client, e, close, false).await
+}
+
+/// Writes tether's own answer for `e`; `head_only`: to a HEAD request, whose answer
+/// has no content after its head (RFC 9110 §9.3.2).
+async fn write_answer<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    e: &Error,
+    close: bool,
+    head_only: bool,
+) -> io::Result<()> {
     let status = e.status();
     let body = format!("{e}\n");
     let close = close || e.closes();
     // With a Date, as every response tether writes (RFC 9110 §6.6.1).
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         httpdate::fmt_http_date(std::time::SystemTime::now()),
         body.len(),
         if close { "connection: close\r\n" } else { "" },
-    );
-    send_all(client, head.as_bytes()).await
+    )
+    .into_bytes();
+    if let Some(l) = e.location() {
+        head.extend_from_slice(b"location: ");
+        head.extend_from_slice(l.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    if !head_only {
+        head.extend_from_slice(body.as_bytes());
+    }
+    send_all(client, &head).await
 }
 
 /// Writes `bytes` to the client and flushes: a no-op for TCP, but TLS may hold written

@@ -6,12 +6,17 @@
 //! precedence puts first wins ([`RouteTable::new`]). Both codecs hand the router a view
 //! of the request ([`Asked`]) rather than values it picked out, so they cannot differ
 //! on what a route reads.
+//!
+//! A route either takes a request to a backend or answers it itself ([`Hit::Answer`]:
+//! a redirect, or a status such as 500 for an HTTPRoute rule without a valid backend);
+//! [`Local::new`] builds that answer, once for both codecs, which write it the way they
+//! write tether's own statuses.
 
 use std::sync::Arc;
 
-use http::{HeaderName, Method};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 
-use crate::config::{RouteFilters, RouteMatches, RouteSettings};
+use crate::config::{Answer, Redirect, RouteFilters, RouteMatches, RouteSettings, RouteTo};
 use crate::http::headers::Fields;
 use crate::http::wire::RequestHead;
 
@@ -30,6 +35,8 @@ pub trait Asked {
     fn query(&self) -> Option<&str>;
     /// The header fields.
     fn fields(&self) -> &Self::Fields;
+    /// The protocol version, for the access log.
+    fn version(&self) -> http::Version;
 }
 
 impl<'h> Asked for RequestHead<'h> {
@@ -48,6 +55,12 @@ impl<'h> Asked for RequestHead<'h> {
     }
     fn fields(&self) -> &RequestHead<'h> {
         self
+    }
+    fn version(&self) -> http::Version {
+        match self.http10 {
+            true => http::Version::HTTP_10,
+            false => http::Version::HTTP_11,
+        }
     }
 }
 
@@ -70,6 +83,9 @@ impl<B> Asked for http::Request<B> {
     fn fields(&self) -> &http::HeaderMap {
         self.headers()
     }
+    fn version(&self) -> http::Version {
+        self.version()
+    }
 }
 
 /// One compiled route.
@@ -86,18 +102,32 @@ struct Route {
     /// Conditions beyond host and path; `None` for most routes, which then cost what a
     /// host and prefix comparison costs.
     more: Option<Box<More>>,
-    backend: usize,
+    /// Its backend's index, or the answer it gives itself.
+    to: Action,
     /// What the route changes; `None` when nothing.
     filters: Option<Arc<RouteFilters>>,
 }
 
+/// What a compiled route does: [`RouteTo`] with the answer behind a pointer, so a
+/// route stays a few words and the table's scan touches few cache lines.
+#[derive(Debug, Clone)]
+enum Action {
+    Backend(usize),
+    Answer(Arc<Answer>),
+}
+
 /// The route a request takes.
 #[derive(Debug, Clone, Copy)]
-pub struct Hit<'t> {
-    /// Index of its backend.
-    pub backend: usize,
-    /// What it changes on the way, if anything.
-    pub filters: Option<&'t Arc<RouteFilters>>,
+pub enum Hit<'t> {
+    /// To a backend.
+    Backend {
+        /// Index of its backend.
+        backend: usize,
+        /// What it changes on the way, if anything.
+        filters: Option<&'t Arc<RouteFilters>>,
+    },
+    /// Nowhere: the route answers itself ([`Local::new`]).
+    Answer(&'t Answer),
 }
 
 /// A route's method, header and query conditions.
@@ -189,7 +219,10 @@ impl RouteTable {
                 prefix: r.path_prefix.as_str().into(),
                 exact: r.matches.exact,
                 more: More::new(&r.matches),
-                backend: r.backend,
+                to: match &r.to {
+                    RouteTo::Backend(b) => Action::Backend(*b),
+                    RouteTo::Answer(a) => Action::Answer(Arc::new(a.clone())),
+                },
                 filters: (!r.filters.is_empty()).then(|| Arc::new(r.filters.clone())),
             })
             .collect();
@@ -209,22 +242,33 @@ impl RouteTable {
     /// The backend index for a request with no method, header or query to match: routes
     /// with such conditions never match. `host` may carry a port; it is compared
     /// case-insensitively without it. Prefixes match whole path segments: `/api`
-    /// matches `/api` and `/api/x`, not `/apix`.
+    /// matches `/api` and `/api/x`, not `/apix`. `None` too when the route that matches
+    /// answers itself.
     pub fn find(&self, host: Option<&[u8]>, path: &str) -> Option<usize> {
-        self.pick(host, path, |_| false).map(|r| r.backend)
+        self.pick(host, path, |_| false).and_then(|r| match r.to {
+            Action::Backend(b) => Some(b),
+            Action::Answer(_) => None,
+        })
     }
 
-    /// The backend index for a request, by everything its routes match.
+    /// The backend index for a request, by everything its routes match (`None` too when
+    /// the route answers itself).
     pub fn find_for<R: Asked + ?Sized>(&self, req: &R) -> Option<usize> {
-        self.hit(req).map(|h| h.backend)
+        match self.hit(req)? {
+            Hit::Backend { backend, .. } => Some(backend),
+            Hit::Answer(_) => None,
+        }
     }
 
     /// The route a request takes, by everything its routes match.
     pub fn hit<R: Asked + ?Sized>(&self, req: &R) -> Option<Hit<'_>> {
         self.pick(req.host(), req.path(), |m| m.admits(req))
-            .map(|r| Hit {
-                backend: r.backend,
-                filters: r.filters.as_ref(),
+            .map(|r| match &r.to {
+                Action::Backend(b) => Hit::Backend {
+                    backend: *b,
+                    filters: r.filters.as_ref(),
+                },
+                Action::Answer(a) => Hit::Answer(a),
             })
     }
 
@@ -257,6 +301,108 @@ impl RouteTable {
             } && r.more.as_deref().is_none_or(&admits)
         })
     }
+}
+
+// === impl Local ===
+
+/// The answer a route gives itself, built from its [`Answer`] and the request: what
+/// both codecs write, with a short text body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// The status.
+    pub status: StatusCode,
+    /// A redirect's `Location`.
+    pub location: Option<HeaderValue>,
+}
+
+impl Local {
+    /// The answer `answer` gives `req`, which came over TLS when `secure`.
+    pub fn new<R: Asked + ?Sized>(answer: &Answer, req: &R, secure: bool) -> Local {
+        match answer {
+            Answer::Status(s) => Local {
+                status: StatusCode::from_u16(*s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                location: None,
+            },
+            Answer::Redirect(r) => {
+                let location = location(r, req, secure);
+                Local {
+                    status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND),
+                    // Every part is a validated host, a port or a request target's
+                    // path and query, all valid field bytes (RFC 9110 §5.5).
+                    location: Some(
+                        HeaderValue::from_str(&location)
+                            .unwrap_or_else(|_| HeaderValue::from_static("/")),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The short text of its body.
+    pub fn text(&self) -> &'static str {
+        match self.status {
+            s if s.is_redirection() => "redirected",
+            StatusCode::INTERNAL_SERVER_ERROR => "no valid backend",
+            s => s.canonical_reason().unwrap_or("answered by the route"),
+        }
+    }
+}
+
+/// A redirect's `Location` for `req` (Gateway API's `HTTPRequestRedirectFilter`): the
+/// request's scheme, host, port and path, each unless the redirect sets it, and its
+/// query. When the redirect changes the scheme and sets no port, the port is that
+/// scheme's well-known one; a scheme's well-known port is never written (80 for
+/// `http`, 443 for `https`). Without a host from either, the `Location` is relative
+/// (RFC 9110 §10.2.2 allows it).
+pub fn location<R: Asked + ?Sized>(r: &Redirect, req: &R, secure: bool) -> String {
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(if secure { "https" } else { "http" });
+    let (host, port) = split_host(req.host().unwrap_or(b""));
+    // The Host field is validated text (RFC 9112 §3.2) before any route is looked up.
+    let host = r
+        .hostname
+        .as_deref()
+        .unwrap_or_else(|| std::str::from_utf8(host).unwrap_or(""));
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => port,
+    };
+    let default = if scheme == "https" { 443 } else { 80 };
+    let path = req.path();
+    let path = r
+        .path
+        .as_ref()
+        .map_or(std::borrow::Cow::Borrowed(path), |p| p.apply(path).into());
+    let mut out = String::with_capacity(scheme.len() + host.len() + path.len() + 16);
+    if !host.is_empty() {
+        out.push_str(scheme);
+        out.push_str("://");
+        out.push_str(host);
+        if let Some(p) = port.filter(|p| *p != default) {
+            out.push(':');
+            out.push_str(&p.to_string());
+        }
+    }
+    out.push_str(&path);
+    if let Some(q) = req.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A `Host` value's host (an IPv6 literal keeps its brackets) and port, if it has a
+/// valid one.
+fn split_host(host: &[u8]) -> (&[u8], Option<u16>) {
+    let name = strip_port(host);
+    let port = host
+        .get(name.len() + 1..)
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| p.parse().ok());
+    (name, port)
 }
 
 /// How specific a route's host is: exact before wildcard before none, the longer first.
@@ -292,7 +438,7 @@ mod tests {
         let r = |host: Option<&str>, p: &str, b| RouteSettings {
             host: host.map(Into::into),
             path_prefix: p.into(),
-            backend: b,
+            to: RouteTo::Backend(b),
             matches: RouteMatches::default(),
             filters: Default::default(),
         };
@@ -309,7 +455,7 @@ mod tests {
         let r = |host: Option<&str>, b| RouteSettings {
             host: host.map(Into::into),
             path_prefix: "/".into(),
-            backend: b,
+            to: RouteTo::Backend(b),
             matches: RouteMatches::default(),
             filters: Default::default(),
         };
@@ -339,7 +485,7 @@ mod tests {
         let r = |host: Option<&str>, p: &str, b| RouteSettings {
             host: host.map(Into::into),
             path_prefix: p.into(),
-            backend: b,
+            to: RouteTo::Backend(b),
             matches: RouteMatches::default(),
             filters: Default::default(),
         };
@@ -377,14 +523,14 @@ mod tests {
             RouteSettings {
                 host: Some("[::1]".into()),
                 path_prefix: "/".into(),
-                backend: 0,
+                to: RouteTo::Backend(0),
                 matches: RouteMatches::default(),
                 filters: Default::default(),
             },
             RouteSettings {
                 host: Some("a".into()),
                 path_prefix: "/".into(),
-                backend: 1,
+                to: RouteTo::Backend(1),
                 matches: RouteMatches::default(),
                 filters: Default::default(),
             },
@@ -402,7 +548,7 @@ mod tests {
         let t = RouteTable::new(&[RouteSettings {
             host: Some("a".into()),
             path_prefix: "/x/".into(),
-            backend: 0,
+            to: RouteTo::Backend(0),
             matches: RouteMatches::default(),
             filters: Default::default(),
         }]);
@@ -416,7 +562,7 @@ mod tests {
         RouteSettings {
             host: None,
             path_prefix: path.into(),
-            backend: b,
+            to: RouteTo::Backend(b),
             matches: m,
             filters: Default::default(),
         }
@@ -548,6 +694,91 @@ mod tests {
         assert_eq!(t.find(None, "/api"), Some(0));
         assert_eq!(t.find(None, "/api/"), None);
         assert_eq!(t.find(None, "/api/x"), None);
+    }
+
+    fn redirect(scheme: Option<&str>, hostname: Option<&str>, port: Option<u16>) -> Redirect {
+        Redirect {
+            scheme: scheme.map(Into::into),
+            hostname: hostname.map(Into::into),
+            port,
+            path: None,
+            status: 302,
+        }
+    }
+
+    #[test]
+    fn a_redirect_location_keeps_what_it_does_not_set_and_the_query() {
+        let req = |host: &str, target: &str| {
+            http::Request::builder()
+                .uri(target)
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        let at = |r: &Redirect, host: &str, target: &str, secure: bool| {
+            location(r, &req(host, target), secure)
+        };
+        let same = redirect(None, None, None);
+        assert_eq!(at(&same, "a.test", "/x?q=1", false), "http://a.test/x?q=1");
+        assert_eq!(
+            at(&same, "a.test:8080", "/x", false),
+            "http://a.test:8080/x"
+        );
+        assert_eq!(at(&same, "a.test:443", "/x", true), "https://a.test/x");
+        // A new scheme without a port: its well-known port, which is never written.
+        let https = redirect(Some("https"), None, None);
+        assert_eq!(
+            at(&https, "a.test:8080", "/x?q", false),
+            "https://a.test/x?q"
+        );
+        assert_eq!(at(&https, "[::1]:8080", "/", false), "https://[::1]/");
+        let port = redirect(Some("https"), Some("b.test"), Some(8443));
+        assert_eq!(at(&port, "a.test", "/x", false), "https://b.test:8443/x");
+        let http80 = redirect(Some("http"), None, Some(80));
+        assert_eq!(at(&http80, "a.test:8080", "/", true), "http://a.test/");
+        let full = Redirect {
+            path: Some(crate::config::PathRewrite::Full("/new".into())),
+            ..redirect(None, Some("b.test"), None)
+        };
+        assert_eq!(
+            at(&full, "a.test:81", "/old/x?y=2", false),
+            "http://b.test:81/new?y=2"
+        );
+        let prefix = Redirect {
+            path: Some(crate::config::PathRewrite::Prefix {
+                from: "/old".into(),
+                to: "/new".into(),
+            }),
+            ..redirect(None, None, None)
+        };
+        assert_eq!(
+            at(&prefix, "a.test", "/old/x/y", false),
+            "http://a.test/new/x/y"
+        );
+        // No host anywhere: a relative Location.
+        let r = http::Request::builder().uri("/x?q").body(()).unwrap();
+        assert_eq!(location(&same, &r, false), "/x?q");
+    }
+
+    #[test]
+    fn a_route_that_answers_itself_hits_with_its_answer_and_no_backend() {
+        let mut r = matching("/old", 0, RouteMatches::default());
+        r.to = RouteTo::Answer(Answer::Redirect(redirect(Some("https"), None, None)));
+        let t = RouteTable::new(&[matching("/", 1, RouteMatches::default()), r]);
+        let req = get("GET", "http://a.test/old/x?q=1", &[("host", "a.test")]);
+        let Some(Hit::Answer(a)) = t.hit(&req) else {
+            panic!("the redirect route answers");
+        };
+        let local = Local::new(a, &req, false);
+        assert_eq!(local.status, StatusCode::FOUND);
+        assert_eq!(local.location.unwrap(), "https://a.test/old/x?q=1");
+        assert_eq!(t.find_for(&req), None);
+        assert_eq!(t.find(None, "/other"), Some(1));
+        let fail = Local::new(&Answer::Status(500), &req, false);
+        assert_eq!(
+            (fail.status, fail.location.is_none(), fail.text()),
+            (StatusCode::INTERNAL_SERVER_ERROR, true, "no valid backend")
+        );
     }
 
     #[test]
