@@ -884,6 +884,7 @@ async fn serve<F, S, B>(
     let h2_limits = h2::Limits {
         header_timeout: limits.header_timeout,
         max_header_bytes: limits.max_header_bytes,
+        send_timeout: limits.send_timeout,
     };
     let permits = limits
         .max_connections

@@ -25,7 +25,12 @@ async fn grpc_pod(name: &'static str) -> std::net::SocketAddr {
                         let version = format!("{:?}", req.version());
                         let te = req.headers().get("te").cloned();
                         let ct = req.headers().get("content-type").cloned();
-                        let mut msg = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                        let collected = req.into_body().collect().await.unwrap();
+                        let seen: Vec<String> = collected
+                            .trailers()
+                            .map(|t| t.keys().map(|k| k.to_string()).collect())
+                            .unwrap_or_default();
+                        let mut msg = collected.to_bytes().to_vec();
                         msg[5..].reverse();
                         let mut trailers = HeaderMap::new();
                         trailers.insert("grpc-status", HeaderValue::from_static("0"));
@@ -37,6 +42,10 @@ async fn grpc_pod(name: &'static str) -> std::net::SocketAddr {
                         }
                         if let Some(ct) = ct {
                             trailers.insert("x-seen-content-type", ct);
+                        }
+                        if !seen.is_empty() {
+                            let seen = HeaderValue::from_str(&seen.join(",")).unwrap();
+                            trailers.insert("x-seen-trailers", seen);
                         }
                         let frames = vec![
                             Ok::<_, Infallible>(Frame::data(Bytes::from(msg))),
@@ -114,6 +123,46 @@ async fn a_grpc_unary_call_with_trailers_passes_through_h2c_unchanged() {
         pods.insert(trailers["x-pod"].to_str().unwrap().to_string());
     }
     assert_eq!(pods.len(), 1, "the call is sticky: {pods:?}");
+    p.shutdown().await;
+}
+
+/// An HTTP/2 client's request trailers reach an h2c pod without the fields a trailer
+/// section may not carry (RFC 9110 §6.5.1), those speaking for tether in any spelling
+/// among them: the pod can trust what tether says in trailers as in headers.
+#[tokio::test]
+async fn request_trailers_to_an_h2c_pod_cannot_speak_for_tether() {
+    let a = grpc_pod("grpc-a").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[[keys]]\nid = \"k1\"\nsecret = \"{KEY_1}\"\n\
+         [[backend]]\nname = \"grpc\"\nprotocol = \"h2c\"\nendpoints = [{{ name = \"grpc-a\", address = \"{a}\" }}]\n"
+    );
+    let p = proxy(&cfg).await;
+    let stream = tokio::net::TcpStream::connect(p.proxy_addr).await.unwrap();
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-client-note", HeaderValue::from_static("1"));
+    trailers.insert("x-tether-session", HeaderValue::from_static("spoof"));
+    trailers.insert("x_tether_affinity", HeaderValue::from_static("sticky"));
+    trailers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let req = http::Request::post(format!("http://{}/echo.Echo/Say", p.proxy_addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(StreamBody::new(futures::stream::iter(frames)))
+        .unwrap();
+    client.ready().await.unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let seen = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(seen["x-seen-trailers"], "x-client-note");
     p.shutdown().await;
 }
 

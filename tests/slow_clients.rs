@@ -217,3 +217,62 @@ async fn a_reader_that_takes_nothing_is_cut_off_after_the_send_timeout() {
     assert!(got.len() < 4 << 20, "{} bytes", got.len());
     front.proxy.shutdown().await;
 }
+
+/// The same over HTTP/2, per stream: a client that reads its connection (it answers
+/// PINGs, its socket never fills) but opens no flow-control window for one stream has
+/// that stream reset after `send_timeout` and counted; the pod's connection is freed
+/// with it, and the connection's other streams go on.
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_given_no_window_is_reset_after_the_send_timeout() {
+    let pod = TestBackend::with_handler("pod-a", |req| async move {
+        if req.uri().path() == "/small" {
+            return echo("pod-a", req).await;
+        }
+        http::Response::builder()
+            .header("content-length", (4 << 20).to_string())
+            .body(full(vec![b'b'; 4 << 20]))
+            .unwrap()
+    })
+    .await;
+    let cfg =
+        config(&[&pod], &[], "").replacen("[server]\n", "[server]\nsend_timeout = \"30s\"\n", 1);
+    let front = Front::start(Transport::H2c, &cfg).await;
+    let stream = TcpStream::connect(front.proxy.proxy_addr).await.unwrap();
+    let (mut s, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .initial_stream_window_size(4096)
+            .initial_connection_window_size(1 << 20)
+            .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://localhost/big")
+        .body(Full::default())
+        .unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let c = TestClient::new();
+    let ended = || async {
+        metric(
+            &c,
+            front.proxy.admin_addr,
+            "tether_send_timeouts_total",
+            &[],
+        )
+        .await
+    };
+    assert_eq!(ended().await, 0.0);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    wait_for_async("the send timeout", || async { ended().await == 1.0 }).await;
+    let body = resp.into_body().collect().await;
+    assert!(body.is_err(), "the stalled stream was reset");
+    // The connection itself is fine: another stream on it is answered.
+    let req = http::Request::get("http://localhost/small")
+        .body(Full::default())
+        .unwrap();
+    s.ready().await.unwrap();
+    let small = s.send_request(req).await.unwrap();
+    assert_eq!(small.status(), 200);
+    front.proxy.shutdown().await;
+}

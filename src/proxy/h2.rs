@@ -25,7 +25,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use h2::server::SendResponse;
 use h2::SendStream;
 use http::header::{self, HeaderValue};
@@ -46,11 +50,15 @@ pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// The connection's settings, as tether announces them.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// The preface and the first SETTINGS must arrive within this time.
+    /// The preface must arrive within this time.
     pub header_timeout: Duration,
     /// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2): a larger header block is
     /// refused.
     pub max_header_bytes: usize,
+    /// A stream whose client gives it no flow-control window for this long is reset
+    /// (`send_timeout`: the stalled reader's bound, per stream as the socket's is per
+    /// connection).
+    pub send_timeout: Duration,
 }
 
 /// Flow-control windows, per stream and per connection (RFC 9113 §6.9.2): room for a
@@ -58,10 +66,11 @@ pub struct Limits {
 const WINDOW: u32 = 1024 * 1024;
 /// Streams a client may have open at once (RFC 9113 §5.1.2).
 const MAX_STREAMS: u32 = 1024;
-/// Most bytes of answers buffered per connection before waiting on the client.
+/// Most bytes of an answer buffered per stream before waiting on the client.
 const SEND_BUFFER: usize = 400 * 1024;
-/// Streams the server may reset for the client's errors before the connection is
-/// ended (the "rapid reset" guard, as hyper sets it).
+/// Streams the server may reset for the client's protocol errors before the
+/// connection is ended, as hyper sets it. (The guard against streams the client resets
+/// at once, "rapid reset", is h2's default, as it was under hyper.)
 const MAX_ERROR_RESETS: usize = 1024;
 
 impl Proxy {
@@ -104,12 +113,20 @@ impl Proxy {
             let event = poll_fn(|cx| {
                 // New streams join the set and are polled at once, in the same wake.
                 loop {
-                    while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+                    while let Poll::Ready(Some(ended)) = streams.poll_next_unpin(cx) {
+                        let ended: Result<(), _> = ended;
+                        if ended.is_err() {
+                            tracing::error!(peer = %conn.peer, "an HTTP/2 stream's exchange panicked");
+                        }
+                    }
                     match h2.poll_accept(cx) {
                         Poll::Ready(Some(Ok((req, respond)))) => {
                             // Boxed once here: the set's own node would copy the
                             // future three times on the way in.
-                            streams.push(Box::pin(self.stream(req, respond, conn)));
+                            // A panic in one exchange resets its stream, not the
+                            // connection's other streams.
+                            let stream = self.stream(req, respond, conn, limits);
+                            streams.push(Box::pin(AssertUnwindSafe(stream).catch_unwind()));
                         }
                         Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Closed(Err(e))),
                         // The connection is done: every stream ended and GOAWAY was
@@ -143,8 +160,12 @@ impl Proxy {
                 Event::Closed(ended) => return ended,
                 Event::Tick => {
                     // No answer to the last PING in a whole interval: the peer is gone.
+                    // It is told with a GOAWAY, if it is there to read one.
                     if awaiting_pong {
                         tracing::debug!(peer = %conn.peer, "no PING answer: closing");
+                        h2.abrupt_shutdown(h2::Reason::NO_ERROR);
+                        let closed = poll_fn(|cx| h2.poll_closed(cx));
+                        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
                         return Ok(());
                     }
                     if let Some(p) = &mut pings {
@@ -169,6 +190,7 @@ impl Proxy {
         req: Request<h2::RecvStream>,
         mut respond: SendResponse<Bytes>,
         conn: &Connection,
+        limits: Limits,
     ) {
         let length = content_length(req.headers());
         let req = req.map(|recv| ClientBody::new(recv, length));
@@ -194,9 +216,16 @@ impl Proxy {
         let end = head || body.is_end_stream();
         let sent = respond.send_response(Response::from_parts(parts, ()), end);
         match sent {
-            Ok(tx) if !end => send_body(body, tx).await,
+            Ok(tx) if !end => {
+                if send_body(body, tx, limits.send_timeout).await == Sent::Stalled {
+                    self.send_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "answer not sent"),
+            Err(e) => {
+                tracing::debug!(error = %e, "answer not sent");
+                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
         }
     }
 }
@@ -240,11 +269,21 @@ fn shape_head(fields: &mut http::HeaderMap, status: StatusCode, body: &ProxyBody
     }
 }
 
+/// How sending a body ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// Whole, cut by the upstream, or reset by the client.
+    Ended,
+    /// Reset by tether: the client gave the stream no window within `send_timeout`.
+    Stalled,
+}
+
 /// Sends a body on its stream as the client's window allows (RFC 9113 §6.9), then its
 /// trailers or the end of the stream. A reset from the client ends it (and so drops the
 /// upstream's body, whose connection is then not reused); a broken upstream body resets
-/// the stream, so the client can tell the cut from an end.
-async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>) {
+/// the stream, so the client can tell the cut from an end; a client that opens no
+/// window for `send_timeout` gets the stream reset (CANCEL), which frees the upstream.
+async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>, send_timeout: Duration) -> Sent {
     loop {
         let frame = poll_fn(|cx| {
             if let Poll::Ready(frame) = std::pin::Pin::new(&mut body).poll_frame(cx) {
@@ -258,16 +297,16 @@ async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>) {
         .await;
         let frame = match frame {
             // The client reset the stream.
-            None => return,
+            None => return Sent::Ended,
             Some(None) => {
                 let _ = tx.send_data(Bytes::new(), true);
-                return;
+                return Sent::Ended;
             }
             Some(Some(Ok(frame))) => frame,
             Some(Some(Err(e))) => {
                 tracing::debug!(error = %e, "upstream body cut: resetting the stream");
                 tx.send_reset(h2::Reason::INTERNAL_ERROR);
-                return;
+                return Sent::Ended;
             }
         };
         match frame.into_data() {
@@ -275,23 +314,32 @@ async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>) {
                 let end = body.is_end_stream();
                 if data.is_empty() && end {
                     let _ = tx.send_data(data, true);
-                    return;
+                    return Sent::Ended;
                 }
                 while !data.is_empty() {
                     tx.reserve_capacity(data.len());
-                    let room = match poll_fn(|cx| tx.poll_capacity(cx)).await {
-                        Some(Ok(n)) if n > 0 => n,
-                        Some(Ok(_)) => continue,
+                    let room = poll_fn(|cx| tx.poll_capacity(cx));
+                    let room = match tokio::time::timeout(send_timeout, room).await {
+                        Ok(Some(Ok(n))) if n > 0 => n,
+                        Ok(Some(Ok(_))) => continue,
                         // The stream was reset or the connection ended.
-                        Some(Err(_)) | None => return,
+                        Ok(Some(Err(_)) | None) => return Sent::Ended,
+                        // The client opened no window for the stream in all that time.
+                        Err(_) => {
+                            tracing::debug!(
+                                "no flow-control window within send_timeout: resetting the stream"
+                            );
+                            tx.send_reset(h2::Reason::CANCEL);
+                            return Sent::Stalled;
+                        }
                     };
                     let chunk = data.split_to(room.min(data.len()));
                     if tx.send_data(chunk, end && data.is_empty()).is_err() {
-                        return;
+                        return Sent::Ended;
                     }
                 }
                 if end {
-                    return;
+                    return Sent::Ended;
                 }
             }
             Err(frame) => {
@@ -300,7 +348,7 @@ async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>) {
                 } else {
                     let _ = tx.send_data(Bytes::new(), true);
                 }
-                return;
+                return Sent::Ended;
             }
         }
     }

@@ -386,7 +386,14 @@ pub fn location<R: Asked + ?Sized>(r: &Redirect, req: &R, secure: bool) -> Strin
             out.push_str(&p.to_string());
         }
     }
-    out.push_str(&path);
+    if host.is_empty() && path.starts_with("//") {
+        // Relative, a path opening with `//` would name another host (a scheme-relative
+        // reference, RFC 3986 §4.2): one slash says the same path here.
+        out.push('/');
+        out.push_str(path.trim_start_matches('/'));
+    } else {
+        out.push_str(&path);
+    }
     if let Some(q) = req.query() {
         out.push('?');
         out.push_str(q);
@@ -758,6 +765,12 @@ mod tests {
         // No host anywhere: a relative Location.
         let r = http::Request::builder().uri("/x?q").body(()).unwrap();
         assert_eq!(location(&same, &r, false), "/x?q");
+        // ...and never one that names another host.
+        let r = http::Request::builder()
+            .uri("//evil.example/x")
+            .body(())
+            .unwrap();
+        assert_eq!(location(&same, &r, false), "/evil.example/x");
     }
 
     #[test]

@@ -30,6 +30,26 @@ impl ProxyBody {
     }
 }
 
+/// Drops the trailer fields RFC 9110 §6.5.1 does not let a trailer section carry (the
+/// rule the HTTP/1 codec applies to a chunked trailer section), those speaking for
+/// tether among them.
+fn filter_trailers(trailers: &mut http::HeaderMap) {
+    if trailers
+        .keys()
+        .all(|n| crate::http::headers::allowed_in_trailers(n.as_str().as_bytes()))
+    {
+        return;
+    }
+    let forbidden: Vec<_> = trailers
+        .keys()
+        .filter(|n| !crate::http::headers::allowed_in_trailers(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in forbidden {
+        trailers.remove(name);
+    }
+}
+
 /// A response body from an h2c upstream (one stream of its shared connection), its
 /// trailers filtered.
 pub struct PooledBody {
@@ -53,18 +73,9 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let mut polled = Pin::new(&mut this.body).poll_frame(cx);
-        // Trailer fields go on only where RFC 9110 §6.5.1 lets them (the rule the
-        // HTTP/1 codec applies to a chunked trailer section).
         if let Poll::Ready(Some(Ok(frame))) = &mut polled {
             if let Some(trailers) = frame.trailers_mut() {
-                let forbidden: Vec<_> = trailers
-                    .keys()
-                    .filter(|n| !crate::http::headers::allowed_in_trailers(n.as_str().as_bytes()))
-                    .cloned()
-                    .collect();
-                for name in forbidden {
-                    trailers.remove(name);
-                }
+                filter_trailers(trailers);
             }
         }
         polled
@@ -255,7 +266,8 @@ impl RequestBody {
 /// crate receives them. Each frame's bytes are released back to the stream's flow-control
 /// window as soon as they are taken (RFC 9113 §5.2), so the client sends on at the pace
 /// the body is forwarded. Its length is the one `content-length` declared, which h2
-/// holds the DATA frames to (RFC 9113 §8.1.1: a stream error otherwise).
+/// holds the DATA frames to (RFC 9113 §8.1.1: a stream error otherwise). Its trailers
+/// carry only the fields RFC 9110 §6.5.1 allows there.
 pub struct ClientBody {
     recv: h2::RecvStream,
     /// Bytes still to come, when `content-length` declared them.
@@ -299,7 +311,10 @@ impl Body for ClientBody {
             }
         }
         match this.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(Some(mut t))) => {
+                filter_trailers(&mut t);
+                Poll::Ready(Some(Ok(Frame::trailers(t))))
+            }
             Poll::Ready(Ok(None)) => Poll::Ready(None),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
             Poll::Pending => Poll::Pending,
