@@ -229,36 +229,36 @@ impl LogLine {
         elapsed: Duration,
         log: Option<&LogInfo>,
     ) {
-        tracing::info!(
-            target: "tether::access",
-            client = %conn.peer.ip(),
-            method = &*self.method,
-            path = &*self.path,
-            version = ?self.version,
-            backend = %backend.name(),
-            endpoint = log.map_or("-", |l| &*l.endpoint),
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            affinity = log.map_or("-", |l| l.outcome),
-            session = log.map_or("-", |l| l.session.as_str()),
-        );
+        self.emit(conn, backend.name(), status, elapsed, log);
     }
 
     /// Writes the access log line of a request its route answered itself with
     /// `status`: no backend, no endpoint, no session.
     pub fn write_answered(&self, conn: &Connection, status: u16) {
+        self.emit(conn, "-", status, Duration::ZERO, None);
+    }
+
+    /// The one access log line format.
+    fn emit(
+        &self,
+        conn: &Connection,
+        backend: &str,
+        status: u16,
+        elapsed: Duration,
+        log: Option<&LogInfo>,
+    ) {
         tracing::info!(
             target: "tether::access",
             client = %conn.peer.ip(),
             method = &*self.method,
             path = &*self.path,
             version = ?self.version,
-            backend = "-",
-            endpoint = "-",
+            backend,
+            endpoint = log.map_or("-", |l| &*l.endpoint),
             status,
-            duration_ms = 0.0,
-            affinity = "-",
-            session = "-",
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            affinity = log.map_or("-", |l| l.outcome),
+            session = log.map_or("-", |l| l.session.as_str()),
         );
     }
 }
