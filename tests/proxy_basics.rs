@@ -297,6 +297,48 @@ async fn shutdown_turns_readiness_off_and_lets_in_flight_requests_finish() {
     assert!(tokio::net::TcpStream::connect(admin_addr).await.is_err());
 }
 
+/// Over HTTP/2, shutdown ends each connection with a GOAWAY once its streams are done:
+/// a stream in flight is answered, then the connection closes (h2c and TLS).
+#[tokio::test]
+async fn shutdown_lets_an_http2_stream_finish_then_closes_its_connection() {
+    for transport in [Transport::H2c, Transport::H2Tls] {
+        let release = Arc::new(Notify::new());
+        let arrived = Arc::new(Notify::new());
+        let (r2, a2) = (release.clone(), arrived.clone());
+        let pod = TestBackend::with_handler("slow", move |req| {
+            let (release, arrived) = (r2.clone(), a2.clone());
+            async move {
+                arrived.notify_one();
+                release.notified().await;
+                echo("slow", req).await
+            }
+        })
+        .await;
+        let front = Front::start(transport, &config(&[&pod], &[], "")).await;
+        let mut s = front.h2::<http_body_util::Full<Bytes>>().await;
+        let req = http::Request::get("http://localhost/")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        s.ready().await.unwrap();
+        let in_flight = tokio::spawn(s.send_request(req));
+        arrived.notified().await;
+        let proxy = front.proxy.proxy.clone();
+        let stopping = tokio::spawn(front.proxy.shutdown());
+        while proxy.is_ready() {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
+        let resp = in_flight.await.unwrap().unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "{transport:?}: the stream in flight was answered"
+        );
+        wait_for("the HTTP/2 connection to close", || s.is_closed()).await;
+        stopping.await.unwrap();
+    }
+}
+
 /// A raw HTTP/1.1 upstream whose every connection answers its first request, then
 /// closes without answering the second: the keep-alive race a proxy meets when a pod
 /// closes an idle connection just as a request is written to it.
