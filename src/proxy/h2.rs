@@ -121,10 +121,9 @@ impl Proxy {
                     }
                     match h2.poll_accept(cx) {
                         Poll::Ready(Some(Ok((req, respond)))) => {
-                            // Boxed once here: the set's own node would copy the
-                            // future three times on the way in.
-                            // A panic in one exchange resets its stream, not the
-                            // connection's other streams.
+                            // Boxed once here (the set's own node would copy the
+                            // future three times on the way in); a panic in one
+                            // exchange resets its stream, not the connection's others.
                             let stream = self.stream(req, respond, conn, limits);
                             streams.push(Box::pin(AssertUnwindSafe(stream).catch_unwind()));
                         }
