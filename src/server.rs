@@ -640,8 +640,8 @@ impl Reloader {
     }
 
     /// What Kubernetes resources route: the Ingresses', then the HTTPRoutes' (as one
-    /// fragment for [`ingress::merge`], which keeps the first of a backend name, so an
-    /// Ingress backend wins a name clash with an HTTPRoute's).
+    /// fragment for [`ingress::merge`]). Their backend names never clash: an
+    /// HTTPRoute's are `httproute:…`, with `:` that no Ingress backend name holds.
     fn extra(&self) -> Compiled {
         let mut extra = match self.ingress.lock() {
             Ok(i) => (**i).clone(),

@@ -31,7 +31,8 @@
 //! hostnames and Secrets go to [`crate::sni`] as [`Binding`]s ([`certificates`]), which
 //! serves each hostname its Secret's certificate by SNI.
 //!
-//! Backend names: `namespace.route.service.port`, independent of rule order and
+//! Backend names: `httproute:namespace:route:service:port` ([`backend_name`]: unique
+//! across HTTPRoutes, Ingresses and dotted names), independent of rule order and
 //! matches, so a route edit that keeps a rule's Service keeps its sessions. A rule with
 //! several Service backendRefs is one weighted backend (new sessions split by `weight`,
 //! every session stays on its pod) named after its FIRST listed Service, never after
@@ -39,7 +40,7 @@
 //! the name and so the sessions. A weight-0 ref takes no new sessions; its pods keep
 //! the ones they have (they still serve), as a draining pod does without the timeout.
 //! A second rule of the same route to the same Service port with other
-//! `sessionPersistence` gets its own backend, `namespace.route.rule.service.port`
+//! `sessionPersistence` gets its own backend, `httproute:namespace:route:rule:service:port`
 //! (`rule` is the rule's `name`, else `rule-N`).
 //!
 //! Session persistence: a rule's own `sessionPersistence`, else that of the
@@ -115,7 +116,7 @@ pub struct GatewayRoute {
 /// config file.
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
-    /// Backends, named `namespace.route.service.port`.
+    /// Backends, named `httproute:namespace:route:service:port` ([`backend_name`]).
     pub backends: Vec<BackendSettings>,
     /// Routes, oldest HTTPRoute first.
     pub routes: Vec<GatewayRoute>,
@@ -585,13 +586,7 @@ impl RouteBuilder {
         let (service_ns, service, port) = (refs[0].0.clone(), refs[0].1.clone(), refs[0].2);
         let weighted = if refs.len() > 1 { refs } else { Vec::new() };
         let persistence = self.persistence(&at, rule);
-        // A Service of another namespace (a ReferenceGrant allows it) has that
-        // namespace in its backend's name too.
-        let base = if service_ns == ns {
-            format!("{ns}.{route_name}.{service}.{port}")
-        } else {
-            format!("{ns}.{route_name}.{service_ns}.{service}.{port}")
-        };
+        let base = backend_name(ns, route_name, None, &service_ns, &service, port);
         let same = |b: &Backend| {
             b.namespace == service_ns
                 && b.service == service
@@ -604,12 +599,29 @@ impl RouteBuilder {
         {
             Some(x) => x,
             None => {
-                let name = if backends.iter().any(|b| b.name == base) {
+                let mut name = base;
+                if backends.iter().any(|b| b.name == name) {
                     let rule_name = rule.name.clone().unwrap_or_else(|| format!("rule-{i}"));
-                    format!("{ns}.{route_name}.{rule_name}.{service}.{port}")
-                } else {
-                    base
-                };
+                    name = backend_name(
+                        ns,
+                        route_name,
+                        Some(&rule_name),
+                        &service_ns,
+                        &service,
+                        port,
+                    );
+                }
+                // A rule named `rule-N` beside an unnamed rule N: `#N` is no rule name.
+                if backends.iter().any(|b| b.name == name) {
+                    name = backend_name(
+                        ns,
+                        route_name,
+                        Some(&format!("#{i}")),
+                        &service_ns,
+                        &service,
+                        port,
+                    );
+                }
                 backends.push(Backend {
                     name,
                     namespace: service_ns.clone(),
@@ -1315,6 +1327,39 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
         out.push_str(&crate::config::route_filters_toml(&r.filters));
     }
     out
+}
+
+/// The name of an HTTPRoute's backend: `httproute:namespace:route:service:port`, with
+/// `rule:` before the Service for a second backend of the route to the same Service
+/// port, and `service.namespace` (its DNS name's first labels) for a Service of another
+/// namespace than the route's.
+///
+/// Unique by construction, so the merge never maps one object's routes to another's
+/// backend: `:` is in no Kubernetes name and in no Ingress backend's name
+/// (`namespace.ingress.service.port`, which `tether migrate` writes too), so the
+/// `httproute:` prefix keeps the two kinds apart; the route's name, the only part that
+/// may hold dots, sits between two `:`; a Service's namespace is told from a rule by
+/// where it is (`.` in the Service part, never a part of its own); Services and
+/// namespaces are DNS labels, without dots. Stable: made of names and the first
+/// Service's port only, never of weights or rule order (save `rule-N`, as before), so a
+/// restart or an edit that keeps them keeps the backend, its endpoints and sessions.
+fn backend_name(
+    ns: &str,
+    route: &str,
+    rule: Option<&str>,
+    service_ns: &str,
+    service: &str,
+    port: u16,
+) -> String {
+    let service = if service_ns == ns {
+        service.to_string()
+    } else {
+        format!("{service}.{service_ns}")
+    };
+    match rule {
+        None => format!("httproute:{ns}:{route}:{service}:{port}"),
+        Some(rule) => format!("httproute:{ns}:{route}:{rule}:{service}:{port}"),
+    }
 }
 
 /// An object's namespace (`default` when unset).
@@ -2185,7 +2230,7 @@ mod tests {
         assert_eq!(c.attached, vec!["infra/e", "shop/b"]);
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
         // Both claim shop.example.com/: the older (here: by name) wins.
-        assert_eq!(names, vec!["infra.e.web.8080"]);
+        assert_eq!(names, vec!["httproute:infra:e:web:8080"]);
         assert!(notes.iter().any(|n| n.contains("Selector")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("HTTPS")), "{notes:?}");
         assert!(
@@ -2277,9 +2322,9 @@ mod tests {
         assert_eq!(
             names,
             vec![
-                "infra.shop.web.80",
-                "infra.shop.rule-1.web.80",
-                "infra.shop.a.80"
+                "httproute:infra:shop:web:80",
+                "httproute:infra:shop:rule-1:web:80",
+                "httproute:infra:shop:a:80"
             ]
         );
         let cookie = &c.backends[0].affinity;
@@ -2343,7 +2388,7 @@ mod tests {
         let before = compile(with([3, 1, 0]));
         let after = compile(with([1, 3, 0]));
         assert_eq!(before.backends.len(), 1);
-        assert_eq!(before.backends[0].name, "infra.shop.web.80");
+        assert_eq!(before.backends[0].name, "httproute:infra:shop:web:80");
         assert_eq!(after.backends[0].name, before.backends[0].name);
         // Weight 0 stays in the backend (its pods keep their sessions).
         assert_eq!(weights(&before), [3, 1, 0]);
@@ -2429,9 +2474,9 @@ mod tests {
         assert_eq!(
             cookies,
             [
-                ("infra.shop.web.80", "POLICY"),
-                ("infra.shop.api.80", "OWN"),
-                ("infra.shop.other.80", "tether"),
+                ("httproute:infra:shop:web:80", "POLICY"),
+                ("httproute:infra:shop:api:80", "OWN"),
+                ("httproute:infra:shop:other:80", "tether"),
             ]
         );
         assert_eq!(
@@ -2997,7 +3042,7 @@ mod tests {
         assert!(c.backends.is_empty());
         let (c, _, conditions) = run(&[grant("team", "infra", Some("api"))]);
         assert_eq!(conditions[1], cond("ResolvedRefs", "True", "ResolvedRefs"));
-        assert_eq!(c.backends[0].name, "infra.x.team.api.80");
+        assert_eq!(c.backends[0].name, "httproute:infra:x:api.team:80");
         assert_eq!(
             c.backends[0].source,
             crate::config::Source::Kubernetes(crate::config::KubernetesSource {
@@ -3295,9 +3340,12 @@ mod tests {
             assert_eq!(r.to, RouteTo::Answer(Answer::Status(500)), "{r:?}");
         }
         // One usable Service of two: it takes the rule (the missing one is left out).
-        assert_eq!(c.routes[3].to, RouteTo::Backend("infra.r.web.80".into()));
+        assert_eq!(
+            c.routes[3].to,
+            RouteTo::Backend("httproute:infra:r:web:80".into())
+        );
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, vec!["infra.r.web.80"]);
+        assert_eq!(names, vec!["httproute:infra:r:web:80"]);
         for what in [
             "rules[1].matches[0].path Exact",
             "Service infra/missing does not exist",
@@ -3309,6 +3357,68 @@ mod tests {
             c.invalid.get("infra/r").map(|i| i.all),
             Some(false),
             "PartiallyInvalid for the two rules left out, not for the redirect"
+        );
+    }
+    #[test]
+    fn backend_names_of_dotted_routes_rules_and_other_namespaces_never_coincide() {
+        let (classes, gateways) = world();
+        let to = |name: &str, host: &str, refs: serde_json::Value| {
+            route(
+                "infra",
+                name,
+                json!({"parentRefs": [{"name": "gw", "sectionName": "web"}],
+                       "hostnames": [host], "rules": refs}),
+            )
+        };
+        let routes = vec![
+            // `infra web team api 80` three ways: a Service of namespace team, a dotted
+            // route name, a second rule named team.
+            to(
+                "web",
+                "a.example.com",
+                json!([{"backendRefs": [{"name": "api", "namespace": "team", "port": 80}]}]),
+            ),
+            to(
+                "web.team",
+                "b.example.com",
+                json!([{"backendRefs": [{"name": "api", "port": 80}]}]),
+            ),
+            to(
+                "x",
+                "c.example.com",
+                json!([
+                    {"matches": [{"path": {"value": "/a"}}],
+                     "backendRefs": [{"name": "api", "port": 80}]},
+                    // Named as the next unnamed rule would be.
+                    {"name": "rule-2", "matches": [{"path": {"value": "/b"}}],
+                     "backendRefs": [{"name": "api", "port": 80}],
+                     "sessionPersistence": {"sessionName": "B"}},
+                    {"matches": [{"path": {"value": "/c"}}],
+                     "backendRefs": [{"name": "api", "port": 80}],
+                     "sessionPersistence": {"sessionName": "C"}},
+                ]),
+            ),
+        ];
+        let grants = [grant("team", "infra", Some("api"))];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            grants: &grants,
+            ..World::default()
+        };
+        let (c, errors, _) = Compiled::build_in(&world, OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "httproute:infra:web:api.team:80",
+                "httproute:infra:web.team:api:80",
+                "httproute:infra:x:api:80",
+                "httproute:infra:x:rule-2:api:80",
+                "httproute:infra:x:#2:api:80",
+            ]
         );
     }
 }
