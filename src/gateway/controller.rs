@@ -29,7 +29,10 @@
 //! `HTTPS` listeners (`tls.mode: Terminate`, a `certificateRef` to a Secret of the
 //! Gateway's namespace) admit routes alike when tether has a TLS listener; their
 //! hostnames and Secrets go to [`crate::sni`] as [`Binding`]s ([`certificates`]), which
-//! serves each hostname its Secret's certificate by SNI.
+//! serves each hostname its Secret's certificate by SNI. What that watcher finds of
+//! the Secrets (missing, not `kubernetes.io/tls`, not a usable pair) comes back as
+//! [`crate::sni::Verdicts`], one more input of the bursts, and the listener's status
+//! says so: `ResolvedRefs` False `InvalidCertificateRef`, `Programmed` False.
 //!
 //! Backend names: `httproute:namespace:route:service:port` ([`backend_name`]: unique
 //! across HTTPRoutes, Ingresses and dotted names), independent of rule order and
@@ -1394,6 +1397,10 @@ pub struct World<'a> {
     pub policies: &'a [Arc<XBackendTrafficPolicy>],
     /// tether has a TLS listener to serve `HTTPS` listeners on.
     pub tls: bool,
+    /// The Secrets `HTTPS` listeners name that hold no usable certificate, as
+    /// [`crate::sni`] found them; `None` (or a Secret not in it): not known to be
+    /// unusable, the listener's `ResolvedRefs` stays True.
+    pub certificates: Option<&'a crate::sni::Verdicts>,
 }
 
 /// What a build asks of the world beyond the routes: grants, labels, Services.
@@ -1932,9 +1939,19 @@ pub fn status(
                 let c = |t: &str, ok: bool, reason: &str, message: &str| {
                     condition(before, t, ok, reason, message, generation, now)
                 };
+                // A Secret the listener may refer to, which the Secrets' watcher found
+                // missing or unusable: routes still attach (its hosts get the config
+                // file's certificate, or the pair the Secret held before).
+                let secret = match (&served, l.protocol.as_str(), world.certificates) {
+                    (Ok(()), "HTTPS", Some(verdicts)) => listener_certificate(&ctx, &key.0, l)
+                        .ok()
+                        .and_then(|secret| verdicts.get(&secret))
+                        .map(|why| Unusable::from(why.as_str())),
+                    _ => None,
+                };
                 let certificate = match &served {
                     Err(Unserved::Certificate(u)) => Some(u),
-                    _ => None,
+                    _ => secret.as_ref(),
                 };
                 let conditions = vec![
                     match &served {
@@ -1943,7 +1960,7 @@ pub fn status(
                         }
                         _ => c("Accepted", true, "Accepted", "served"),
                     },
-                    if served.is_ok() && !supported_kinds.is_empty() {
+                    if served.is_ok() && certificate.is_none() && !supported_kinds.is_empty() {
                         c("Programmed", true, "Programmed", "served")
                     } else {
                         c("Programmed", false, "Invalid", "not served")
@@ -2033,6 +2050,9 @@ pub struct Controller {
     /// Where the certificates of `HTTPS` listeners go ([`crate::sni::Watcher`]);
     /// `None` when tether has no TLS listener, and so serves no `HTTPS` listener.
     pub tls: Option<watch::Sender<Arc<Vec<Binding>>>>,
+    /// What [`crate::sni::Watcher`] finds of those Secrets, for listener status (each
+    /// change is a burst); `None` without a TLS listener.
+    pub secrets: Option<watch::Receiver<Arc<crate::sni::Verdicts>>>,
 }
 
 impl Controller {
@@ -2048,19 +2068,19 @@ impl Controller {
         // Experimental channel: a cluster without its CRD routes as if it had none.
         let (policies, policy_changes) =
             objects::reflect_optional::<XBackendTrafficPolicy>(&self.client);
-        let mut bursts = Bursts::new(
-            vec![
-                class_changes,
-                gateway_changes,
-                route_changes,
-                grant_changes,
-                namespace_changes,
-                service_changes,
-                policy_changes,
-            ],
-            self.settings.debounce,
-            "gateway api",
-        );
+        let mut kinds = vec![
+            class_changes,
+            gateway_changes,
+            route_changes,
+            grant_changes,
+            namespace_changes,
+            service_changes,
+            policy_changes,
+        ];
+        if let Some(rx) = &self.secrets {
+            kinds.push(objects::published(rx.clone()));
+        }
+        let mut bursts = Bursts::new(kinds, self.settings.debounce, "gateway api");
         let mut published = tx.borrow().fingerprint();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         while bursts.next().await.is_some() {
@@ -2068,6 +2088,7 @@ impl Controller {
             let (grants, namespaces, services) =
                 (grants.state(), namespaces.state(), services.state());
             let policies = policies.state();
+            let verdicts = self.secrets.as_ref().map(|rx| rx.borrow().clone());
             let world = World {
                 classes: &classes,
                 gateways: &gateways,
@@ -2077,6 +2098,7 @@ impl Controller {
                 services: Some(&services),
                 policies: &policies,
                 tls: self.tls.is_some(),
+                certificates: verdicts.as_deref(),
             };
             let (compiled, errors, mut notes) =
                 Compiled::build_in(&world, &self.settings.controller_name);
@@ -2757,11 +2779,12 @@ mod tests {
         ]);
         let classes = vec![class("tether", OURS)];
         let gateways = vec![gateway("infra", "gw", "tether", listeners)];
-        let reasons = |tls: bool| {
+        let reasons = |tls: bool, certificates: Option<&crate::sni::Verdicts>| {
             let world = World {
                 classes: &classes,
                 gateways: &gateways,
                 tls,
+                certificates,
                 ..World::default()
             };
             let updates = status(&world, OURS, None, &BTreeMap::new(), &at(1));
@@ -2794,12 +2817,25 @@ mod tests {
         let s = |a: &str, p: &str, r: &str| (a.to_string(), p.to_string(), r.to_string());
         let refused = |why: &str| s("True:Accepted", "False:Invalid", why);
         assert_eq!(
-            reasons(true),
+            reasons(true, None),
             vec![
                 s("True:Accepted", "True:Programmed", "True:ResolvedRefs"),
                 refused("False:RefNotPermitted"),
                 refused("False:InvalidCertificateRef"),
             ]
+        );
+        // The Secrets' watcher found a-tls missing or unusable: so does the status.
+        let bad: crate::sni::Verdicts =
+            [(("infra".into(), "a-tls".into()), "not found".into())].into();
+        assert_eq!(
+            reasons(true, Some(&bad))[0],
+            refused("False:InvalidCertificateRef")
+        );
+        let other: crate::sni::Verdicts =
+            [(("infra".into(), "other".into()), "not found".into())].into();
+        assert_eq!(
+            reasons(true, Some(&other))[0],
+            s("True:Accepted", "True:Programmed", "True:ResolvedRefs")
         );
         // Without a TLS listener in tether, no HTTPS listener can be served.
         let unserved = s(
@@ -2808,7 +2844,7 @@ mod tests {
             "True:ResolvedRefs",
         );
         assert_eq!(
-            reasons(false),
+            reasons(false, Some(&bad)),
             vec![unserved.clone(), unserved.clone(), unserved]
         );
     }
