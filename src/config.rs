@@ -93,7 +93,7 @@ pub const DEFAULT_GATEWAY_CONTROLLER: &str = "tether.io/gateway-controller";
 /// GatewayClasses (see the README, "Gateway API").
 ///
 /// Their backends and routes are added to the file's own the way Ingress mode's are:
-/// backend names are `namespace.route.service.port`, and where a file route and an
+/// backend names are `httproute:namespace:route:service:port`, and where a file route and an
 /// HTTPRoute have the same host and path prefix, the file's wins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {

@@ -135,6 +135,14 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
     // an Ingress any namespace's. None without a TLS listener: the controllers then
     // note that HTTPS cannot be served.
     let mut certificate_sources = Vec::new();
+    // What the Secrets' watcher finds of the Secrets named, back to Gateway API status.
+    let (verdicts_tx, verdicts_rx) = match &config.server.tls {
+        Some(_) => {
+            let (tx, rx) = watch::channel(Arc::new(crate::sni::Verdicts::new()));
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let mut certificate_channel = || {
         config.server.tls.as_ref().map(|_| {
             let (tx, rx) = watch::channel(Arc::new(Vec::new()));
@@ -201,6 +209,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                 settings: settings.clone(),
                 status: Some(updates),
                 tls: certificate_channel(),
+                secrets: verdicts_rx,
             };
             background.push(tokio::spawn(controller.run(tx)));
             Some(rx)
@@ -284,6 +293,7 @@ pub async fn start(config: &Config, options: Options) -> Result<Running, Error> 
                     client,
                     certificates: tls.certificates(),
                     debounce,
+                    verdicts: verdicts_tx,
                 };
                 // Created Ingress mode's first; Gateway API's wins, so it goes first.
                 let mut sources = std::mem::take(&mut certificate_sources);
@@ -640,8 +650,8 @@ impl Reloader {
     }
 
     /// What Kubernetes resources route: the Ingresses', then the HTTPRoutes' (as one
-    /// fragment for [`ingress::merge`], which keeps the first of a backend name, so an
-    /// Ingress backend wins a name clash with an HTTPRoute's).
+    /// fragment for [`ingress::merge`]). Their backend names never clash: an
+    /// HTTPRoute's are `httproute:…`, with `:` that no Ingress backend name holds.
     fn extra(&self) -> Compiled {
         let mut extra = match self.ingress.lock() {
             Ok(i) => (**i).clone(),

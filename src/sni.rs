@@ -16,6 +16,11 @@
 //! (or never existed) leaves its hosts to the config file's certificate, with a log
 //! line.
 //!
+//! What it finds out about each Secret a binding names (missing, not of the TLS type,
+//! not a usable pair) it publishes as [`Verdicts`], so Gateway API status can say so
+//! (listener `ResolvedRefs` False, `InvalidCertificateRef`) without a second watch of
+//! Secrets or a second parse: each Secret is parsed once per resourceVersion, here.
+//!
 //! **What is watched, and the RBAC it needs.** Secrets of type `kubernetes.io/tls`,
 //! cluster-wide, selected on the server with the field selector
 //! `type=kubernetes.io/tls`: list and watch (get for a reader's convenience). The other
@@ -114,31 +119,46 @@ pub fn pair(secret: &Secret) -> Result<CertifiedKey> {
         .map_err(|source| Error::Pair { secret: id, source })
 }
 
+/// The Secrets bindings name that hold no usable certificate now: `(namespace, name)` →
+/// why (not found or not of type `kubernetes.io/tls`, no `tls.crt`, bad PEM, a key
+/// that is not the certificate's). A Secret not in it is usable, or not known yet.
+pub type Verdicts = BTreeMap<(String, String), String>;
+
 /// What the last build knew of each Secret.
 #[derive(Default)]
 struct Cache {
-    /// `(namespace, name)` → the resourceVersion last read, and whether it was usable.
-    read: BTreeMap<(String, String), (Option<String>, bool)>,
+    /// `(namespace, name)` → the resourceVersion last read, and why it was not usable
+    /// (`None`: it was).
+    read: BTreeMap<(String, String), (Option<String>, Option<String>)>,
     /// `(namespace, name)` → the last usable pair the Secret held.
     good: BTreeMap<(String, String), Arc<CertifiedKey>>,
 }
 
 impl Cache {
-    /// The table for `bindings` given the Secrets `lookup` finds, and notes on hosts
-    /// that get no certificate of their own (logged by the caller while they hold).
+    /// The table for `bindings` given the Secrets `lookup` finds, notes on hosts that
+    /// get no certificate of their own (logged by the caller while they hold), and the
+    /// named Secrets that are not usable now.
     fn build(
         &mut self,
         bindings: &[Binding],
         lookup: impl Fn(&str, &str) -> Option<Arc<Secret>>,
-    ) -> (HostTable, BTreeSet<String>) {
+    ) -> (HostTable, BTreeSet<String>, Verdicts) {
         let mut table = HostTable::default();
         let mut notes = BTreeSet::new();
+        let mut verdicts = Verdicts::new();
         let mut seen = BTreeSet::new();
         for b in bindings {
             let key = (b.namespace.clone(), b.name.clone());
             let Some(secret) = lookup(&b.namespace, &b.name) else {
                 self.good.remove(&key);
                 self.read.remove(&key);
+                verdicts.insert(
+                    key,
+                    format!(
+                        "secret {} not found (or not of type {TLS_SECRET})",
+                        b.secret()
+                    ),
+                );
                 notes.insert(format!(
                     "{}: secret {} not found (or not of type {TLS_SECRET}); \
                      the config file's certificate serves {}",
@@ -151,10 +171,10 @@ impl Cache {
             seen.insert(key.clone());
             let rv = secret.metadata.resource_version.clone();
             if self.read.get(&key).is_none_or(|(read, _)| *read != rv) {
-                let usable = match pair(&secret) {
+                let refused = match pair(&secret) {
                     Ok(p) => {
                         self.good.insert(key.clone(), Arc::new(p));
-                        true
+                        None
                     }
                     Err(e) => {
                         let keeps = if self.good.contains_key(&key) {
@@ -163,10 +183,15 @@ impl Cache {
                             "its hosts get the config file's certificate"
                         };
                         tracing::warn!(secret = %b.secret(), error = %e, "tls secret refused; {keeps}");
-                        false
+                        Some(e.to_string())
                     }
                 };
-                self.read.insert(key.clone(), (rv, usable));
+                self.read.insert(key.clone(), (rv, refused));
+            }
+            if let Some((_, Some(why))) = self.read.get(&key) {
+                // Its hosts may still be served the pair it held before: the Secret as
+                // it is now is what the status speaks of.
+                verdicts.insert(key.clone(), why.clone());
             }
             let Some(p) = self.good.get(&key) else {
                 notes.insert(format!(
@@ -187,7 +212,7 @@ impl Cache {
         }
         self.read.retain(|k, _| seen.contains(k));
         self.good.retain(|k, _| seen.contains(k));
-        (table, notes)
+        (table, notes, verdicts)
     }
 }
 
@@ -200,6 +225,9 @@ pub struct Watcher {
     pub certificates: Arc<Certificates>,
     /// How long a burst of Secret changes is collected before the table is rebuilt.
     pub debounce: Duration,
+    /// Where the [`Verdicts`] of each rebuild go (to the Gateway API controller, for
+    /// listener status), when they change; `None`: nobody asks.
+    pub verdicts: Option<watch::Sender<Arc<Verdicts>>>,
 }
 
 impl Watcher {
@@ -253,7 +281,17 @@ impl Watcher {
             if *listed.borrow_and_update() == 0 {
                 continue; // not listed in full yet: every Secret would look missing
             }
-            let (table, notes) = cache.build(&bindings, |ns, name| lookup(&secrets, ns, name));
+            let (table, notes, verdicts) =
+                cache.build(&bindings, |ns, name| lookup(&secrets, ns, name));
+            if let Some(tx) = &self.verdicts {
+                tx.send_if_modified(|v| {
+                    let changed = **v != verdicts;
+                    if changed {
+                        *v = Arc::new(verdicts);
+                    }
+                    changed
+                });
+            }
             for n in notes.difference(&reported) {
                 tracing::warn!("tls: {n}");
             }
@@ -316,11 +354,20 @@ mod tests {
         let mut cache = Cache::default();
         let bindings = [binding("shop.example.com", "web-tls")];
         let good = secret("shop", "web-tls", "1", crt, key);
-        let (table, notes) = cache.build(&bindings, |_, _| Some(good.clone()));
+        let (table, notes, verdicts) = cache.build(&bindings, |_, _| Some(good.clone()));
+        assert!(verdicts.is_empty(), "{verdicts:?}");
         assert_eq!(table.len(), 1, "{notes:?}");
         let bad = secret("shop", "web-tls", "2", "not pem", key);
-        let (table, _) = cache.build(&bindings, |_, _| Some(bad.clone()));
+        let (table, _, verdicts) = cache.build(&bindings, |_, _| Some(bad.clone()));
         assert_eq!(table.len(), 1, "the previous pair stays");
+        let key = ("shop".to_string(), "web-tls".to_string());
+        assert!(
+            verdicts.contains_key(&key),
+            "refused, though its pair is served"
+        );
+        // Read once per resourceVersion, and still refused at the next build.
+        let (_, _, verdicts) = cache.build(&bindings, |_, _| Some(bad.clone()));
+        assert!(verdicts.contains_key(&key));
         // A key that is not the certificate's is refused the same way.
         let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
         let mismatch = secret(
@@ -331,10 +378,12 @@ mod tests {
             &other.signing_key.serialize_pem(),
         );
         assert!(matches!(pair(&mismatch), Err(Error::Pair { .. })));
-        let (table, _) = cache.build(&bindings, |_, _| Some(mismatch.clone()));
+        let (table, _, verdicts) = cache.build(&bindings, |_, _| Some(mismatch.clone()));
+        assert!(verdicts.contains_key(&key));
         assert_eq!(table.len(), 1, "the previous pair stays");
         // Gone: its host falls back to the default, with a note.
-        let (table, notes) = cache.build(&bindings, |_, _| None);
+        let (table, notes, verdicts) = cache.build(&bindings, |_, _| None);
+        assert!(verdicts[&key].contains("not found"), "{verdicts:?}");
         assert!(table.is_empty());
         assert!(
             notes.iter().any(|n| n.contains("shop/web-tls")),

@@ -294,7 +294,10 @@ async fn a_route_on_our_gateway_routes_its_host_with_a_sticky_session_cookie() {
         k.get("other.example.com", "/", &[]).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(k.backend_names(), vec![format!("{NS}.shop.web.{}", k.port)]);
+    assert_eq!(
+        k.backend_names(),
+        vec![format!("httproute:{NS}:shop:web:{}", k.port)]
+    );
 }
 
 #[tokio::test]
@@ -316,7 +319,10 @@ async fn a_route_on_a_gateway_of_another_class_is_ignored() {
         k.get("theirs.example.com", "/theirs", &[]).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(k.backend_names(), vec![format!("{NS}.shop.web.{}", k.port)]);
+    assert_eq!(
+        k.backend_names(),
+        vec![format!("httproute:{NS}:shop:web:{}", k.port)]
+    );
 }
 
 #[tokio::test]
@@ -409,7 +415,7 @@ fn the_example_httproute_of_config_kubernetes_routes_with_a_permanent_shop_cooki
     assert_eq!(c.routes.len(), 1);
     assert_eq!(c.routes[0].host.as_deref(), Some("shop.example.com"));
     let b = &c.backends[0];
-    assert_eq!(b.name, "shop.shop.web.8080");
+    assert_eq!(b.name, "httproute:shop:shop:web:8080");
     assert_eq!(b.affinity.cookie.name, "SHOP");
     let two_days = std::time::Duration::from_secs(48 * 3600);
     assert_eq!(b.affinity.cookie.max_age, Some(two_days));
@@ -653,7 +659,7 @@ async fn a_service_of_another_namespace_routes_only_once_a_reference_grant_allow
     k.wait_route(NS, "cross", &[ACCEPTED, RESOLVED]).await;
     assert_eq!(
         k.backend_names(),
-        vec![format!("{NS}.cross.team.api.{}", k.port)]
+        vec![format!("httproute:{NS}:cross:api.team:{}", k.port)]
     );
     // Withdrawn: refused again.
     k.api.delete_object("referencegrants", "team", "for-shop");
@@ -857,7 +863,7 @@ async fn weighted_backend_refs_split_new_sessions_and_a_live_weight_change_moves
     let k = Cluster::start().await;
     k.split_services();
     k.api.apply(split_route(k.port, (1, 3)));
-    let name = format!("{NS}.shop.web.{}", k.port);
+    let name = format!("httproute:{NS}:shop:web:{}", k.port);
     // web's 1 over two pods, canary's 3 on one: 1/8, 1/8, 6/8 of new sessions.
     k.wait_weights(&name, [1, 1, 6]).await;
     let before = k.new_sessions(200).await;
@@ -1179,4 +1185,116 @@ async fn a_url_rewrite_changes_the_host_and_path_the_pod_gets() {
         assert_eq!(r.seen("host").as_deref(), Some("internal.shop"), "{t:?}");
         assert_eq!(r.seen("x-forwarded-host").as_deref(), Some(HOST), "{t:?}");
     }
+}
+
+/// The pods that answer `n` new sessions on `host`.
+async fn pods_of(k: &Cluster, host: &str, n: usize) -> std::collections::BTreeSet<String> {
+    let mut pods = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let r = k.get(host, "/", &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{host}");
+        pods.insert(r.pod());
+    }
+    pods
+}
+
+#[tokio::test]
+async fn an_ingress_and_an_httproute_of_the_same_name_each_route_to_their_own_service() {
+    use support::fake_apiserver::{ingress, ingress_class};
+    let k = Cluster::start_with(
+        "[kubernetes.gateway]\ndebounce = \"20ms\"\n\
+         [kubernetes.ingress]\ndebounce = \"20ms\"\n",
+    )
+    .await;
+    k.split_services();
+    k.api
+        .apply(ingress_class("tether", "tether.io/ingress-controller"));
+    // Ingress shop/web: its host to Service web (pods a and b).
+    k.api.apply(ingress(
+        NS,
+        "web",
+        "tether",
+        "ingress.example.com",
+        &[("/", "Prefix")],
+        "web",
+        k.port,
+        &[],
+    ));
+    // HTTPRoute shop/web: its host to Service canary (pod c); web, listed first, takes
+    // no new sessions. Both are named after (namespace, name, first Service, port).
+    let mut r = route_to(NS, "web", HOST, "http", json!({}));
+    r["spec"]["rules"][0]["backendRefs"] = json!([
+        {"name": "web", "port": k.port, "weight": 0},
+        {"name": "canary", "port": k.port, "weight": 1},
+    ]);
+    k.api.apply(r);
+    k.wait_status("/", StatusCode::OK).await;
+    wait_for_async("the ingress host routing", || async {
+        k.get("ingress.example.com", "/", &[]).await.status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(
+        pods_of(&k, HOST, 8).await,
+        ["pod-c".to_string()].into(),
+        "the HTTPRoute's requests go to its own Service: {:?}",
+        k.backend_names()
+    );
+    assert!(
+        !pods_of(&k, "ingress.example.com", 8)
+            .await
+            .contains("pod-c"),
+        "the Ingress's requests go to its own Service"
+    );
+    assert_eq!(k.backend_names().len(), 2, "{:?}", k.backend_names());
+}
+
+#[tokio::test]
+async fn a_dotted_httproute_name_routes_to_its_own_service() {
+    let k = Cluster::start().await;
+    k.split_services();
+    // Service canary of namespace team: pods a and b; of shop: pod c.
+    let ep = |i: usize| Ep::pod(&k.pods[i].name, &k.pods[i].addr.ip().to_string());
+    k.api.apply(service("team", "canary"));
+    k.api.apply(slice(
+        "team",
+        "canary-1",
+        "canary",
+        "http",
+        k.port,
+        &[ep(0), ep(1)],
+    ));
+    k.api
+        .apply(reference_grant("team", "for-shop", NS, "canary"));
+    // shop/web to team's canary, and shop/web.team to shop's: the same words in the
+    // same order, `shop web team canary port`.
+    k.api.apply(route_to(
+        NS,
+        "web",
+        "a.example.com",
+        "http",
+        json!({"name": "canary", "namespace": "team", "port": k.port}),
+    ));
+    k.api.apply(route_to(
+        NS,
+        "web.team",
+        "b.example.com",
+        "http",
+        json!({"name": "canary", "port": k.port}),
+    ));
+    for host in ["a.example.com", "b.example.com"] {
+        wait_for_async(&format!("{host} routing"), || async {
+            k.get(host, "/", &[]).await.status == StatusCode::OK
+        })
+        .await;
+    }
+    assert!(
+        !pods_of(&k, "a.example.com", 8).await.contains("pod-c"),
+        "shop/web goes to team/canary"
+    );
+    assert_eq!(
+        pods_of(&k, "b.example.com", 8).await,
+        ["pod-c".to_string()].into(),
+        "shop/web.team goes to shop/canary: {:?}",
+        k.backend_names()
+    );
 }

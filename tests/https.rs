@@ -249,3 +249,77 @@ async fn secrets_are_not_read_until_an_object_names_one() {
     wait_presented(&k, &pki, HOST, &shop).await;
     assert!(k.api.requests_of("secrets") > 0);
 }
+
+/// (status, reason) of condition `type_` of listener `listener` of Gateway `shop/ours`
+/// in the last status patch tether wrote for it.
+fn listener_condition(k: &ModeCluster, listener: &str, type_: &str) -> Option<(String, String)> {
+    let write = k
+        .api
+        .status_writes()
+        .into_iter()
+        .rfind(|w| w.resource == "gateways" && w.ingress == format!("{NS}/ours"))?;
+    let listeners = write.status["listeners"].as_array()?.clone();
+    let l = listeners.iter().find(|l| l["name"] == listener)?;
+    let c = l["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((s("status"), s("reason")))
+}
+
+/// Waits until listener `listener` of `shop/ours` says `resolved` and `programmed`
+/// ((status, reason) each) in its last status patch.
+async fn wait_listener(
+    k: &ModeCluster,
+    listener: &str,
+    resolved: (&str, &str),
+    programmed: (&str, &str),
+) {
+    let want = |(s, r): (&str, &str)| Some((s.to_string(), r.to_string()));
+    wait_for(
+        &format!("listener {listener}: ResolvedRefs {resolved:?}, Programmed {programmed:?}"),
+        || {
+            listener_condition(k, listener, "ResolvedRefs") == want(resolved)
+                && listener_condition(k, listener, "Programmed") == want(programmed)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_listener_whose_secret_is_missing_or_malformed_has_an_invalid_certificate_ref() {
+    let pki = Pki::new();
+    let shop = pki.ca.issue(&[HOST]);
+    // Listener `api` names Secret api-tls, which does not exist yet.
+    let k = gateway_cluster(&pki, &shop).await;
+    let invalid = ("False", "InvalidCertificateRef");
+    let not_programmed = ("False", "Invalid");
+    let (resolved, programmed) = (("True", "ResolvedRefs"), ("True", "Programmed"));
+    wait_listener(&k, "api", invalid, not_programmed).await;
+    wait_listener(&k, "https", resolved, programmed).await;
+    // Created: resolved.
+    let api = pki.ca.issue(&["api.example.com"]);
+    k.api.apply(tls_secret(NS, "api-tls", &api.pem, &api.key));
+    wait_listener(&k, "api", resolved, programmed).await;
+    // A key that is not the certificate's: invalid again, though the listener keeps
+    // serving the pair the Secret held before.
+    let stranger = pki.ca.issue(&["stranger.example.com"]);
+    k.api
+        .apply(tls_secret(NS, "api-tls", &api.pem, &stranger.key));
+    wait_listener(&k, "api", invalid, not_programmed).await;
+    wait_presented(&k, &pki, "api.example.com", &api).await;
+    // Not PEM at all, in a Secret of the TLS type.
+    k.api.apply(tls_secret(NS, "api-tls", &api.pem, &api.key));
+    wait_listener(&k, "api", resolved, programmed).await;
+    k.api.apply(tls_secret(NS, "api-tls", "not pem", "not pem"));
+    wait_listener(&k, "api", invalid, not_programmed).await;
+    // A good pair again, then deleted. (A Secret of another type than
+    // kubernetes.io/tls is never seen: the watch's field selector leaves it out, so it
+    // counts as missing.)
+    k.api.apply(tls_secret(NS, "api-tls", &api.pem, &api.key));
+    wait_listener(&k, "api", resolved, programmed).await;
+    k.api.delete_object("secrets", NS, "api-tls");
+    wait_listener(&k, "api", invalid, not_programmed).await;
+}

@@ -76,6 +76,18 @@ where
     (store, changes)
 }
 
+/// A value another task publishes on `rx` (the TLS Secrets' [`crate::sni::Verdicts`]),
+/// read by [`Bursts`] as a kind that is listed from the start: each change it
+/// publishes is a change, and it never holds a burst back.
+pub fn published<T: Send + Sync + 'static>(rx: tokio::sync::watch::Receiver<T>) -> Changes {
+    futures::stream::once(async { Ok(true) })
+        .chain(futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some((Ok(true), rx))
+        }))
+        .boxed()
+}
+
 /// The changes of several kinds, read as bursts.
 pub struct Bursts {
     events: SelectAll<BoxStream<'static, Result<(usize, bool), watcher::Error>>>,

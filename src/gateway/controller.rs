@@ -29,9 +29,13 @@
 //! `HTTPS` listeners (`tls.mode: Terminate`, a `certificateRef` to a Secret of the
 //! Gateway's namespace) admit routes alike when tether has a TLS listener; their
 //! hostnames and Secrets go to [`crate::sni`] as [`Binding`]s ([`certificates`]), which
-//! serves each hostname its Secret's certificate by SNI.
+//! serves each hostname its Secret's certificate by SNI. What that watcher finds of
+//! the Secrets (missing, not `kubernetes.io/tls`, not a usable pair) comes back as
+//! [`crate::sni::Verdicts`], one more input of the bursts, and the listener's status
+//! says so: `ResolvedRefs` False `InvalidCertificateRef`, `Programmed` False.
 //!
-//! Backend names: `namespace.route.service.port`, independent of rule order and
+//! Backend names: `httproute:namespace:route:service:port` ([`backend_name`]: unique
+//! across HTTPRoutes, Ingresses and dotted names), independent of rule order and
 //! matches, so a route edit that keeps a rule's Service keeps its sessions. A rule with
 //! several Service backendRefs is one weighted backend (new sessions split by `weight`,
 //! every session stays on its pod) named after its FIRST listed Service, never after
@@ -39,7 +43,7 @@
 //! the name and so the sessions. A weight-0 ref takes no new sessions; its pods keep
 //! the ones they have (they still serve), as a draining pod does without the timeout.
 //! A second rule of the same route to the same Service port with other
-//! `sessionPersistence` gets its own backend, `namespace.route.rule.service.port`
+//! `sessionPersistence` gets its own backend, `httproute:namespace:route:rule:service:port`
 //! (`rule` is the rule's `name`, else `rule-N`).
 //!
 //! Session persistence: a rule's own `sessionPersistence`, else that of the
@@ -115,7 +119,7 @@ pub struct GatewayRoute {
 /// config file.
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
-    /// Backends, named `namespace.route.service.port`.
+    /// Backends, named `httproute:namespace:route:service:port` ([`backend_name`]).
     pub backends: Vec<BackendSettings>,
     /// Routes, oldest HTTPRoute first.
     pub routes: Vec<GatewayRoute>,
@@ -585,13 +589,7 @@ impl RouteBuilder {
         let (service_ns, service, port) = (refs[0].0.clone(), refs[0].1.clone(), refs[0].2);
         let weighted = if refs.len() > 1 { refs } else { Vec::new() };
         let persistence = self.persistence(&at, rule);
-        // A Service of another namespace (a ReferenceGrant allows it) has that
-        // namespace in its backend's name too.
-        let base = if service_ns == ns {
-            format!("{ns}.{route_name}.{service}.{port}")
-        } else {
-            format!("{ns}.{route_name}.{service_ns}.{service}.{port}")
-        };
+        let base = backend_name(ns, route_name, None, &service_ns, &service, port);
         let same = |b: &Backend| {
             b.namespace == service_ns
                 && b.service == service
@@ -604,12 +602,29 @@ impl RouteBuilder {
         {
             Some(x) => x,
             None => {
-                let name = if backends.iter().any(|b| b.name == base) {
+                let mut name = base;
+                if backends.iter().any(|b| b.name == name) {
                     let rule_name = rule.name.clone().unwrap_or_else(|| format!("rule-{i}"));
-                    format!("{ns}.{route_name}.{rule_name}.{service}.{port}")
-                } else {
-                    base
-                };
+                    name = backend_name(
+                        ns,
+                        route_name,
+                        Some(&rule_name),
+                        &service_ns,
+                        &service,
+                        port,
+                    );
+                }
+                // A rule named `rule-N` beside an unnamed rule N: `#N` is no rule name.
+                if backends.iter().any(|b| b.name == name) {
+                    name = backend_name(
+                        ns,
+                        route_name,
+                        Some(&format!("#{i}")),
+                        &service_ns,
+                        &service,
+                        port,
+                    );
+                }
                 backends.push(Backend {
                     name,
                     namespace: service_ns.clone(),
@@ -1317,6 +1332,39 @@ fn toml(backends: &[Backend], routes: &[Route]) -> String {
     out
 }
 
+/// The name of an HTTPRoute's backend: `httproute:namespace:route:service:port`, with
+/// `rule:` before the Service for a second backend of the route to the same Service
+/// port, and `service.namespace` (its DNS name's first labels) for a Service of another
+/// namespace than the route's.
+///
+/// Unique by construction, so the merge never maps one object's routes to another's
+/// backend: `:` is in no Kubernetes name and in no Ingress backend's name
+/// (`namespace.ingress.service.port`, which `tether migrate` writes too), so the
+/// `httproute:` prefix keeps the two kinds apart; the route's name, the only part that
+/// may hold dots, sits between two `:`; a Service's namespace is told from a rule by
+/// where it is (`.` in the Service part, never a part of its own); Services and
+/// namespaces are DNS labels, without dots. Stable: made of names and the first
+/// Service's port only, never of weights or rule order (save `rule-N`, as before), so a
+/// restart or an edit that keeps them keeps the backend, its endpoints and sessions.
+fn backend_name(
+    ns: &str,
+    route: &str,
+    rule: Option<&str>,
+    service_ns: &str,
+    service: &str,
+    port: u16,
+) -> String {
+    let service = if service_ns == ns {
+        service.to_string()
+    } else {
+        format!("{service}.{service_ns}")
+    };
+    match rule {
+        None => format!("httproute:{ns}:{route}:{service}:{port}"),
+        Some(rule) => format!("httproute:{ns}:{route}:{rule}:{service}:{port}"),
+    }
+}
+
 /// An object's namespace (`default` when unset).
 fn namespace<K: ResourceExt>(o: &K) -> String {
     o.namespace().unwrap_or_else(|| "default".into())
@@ -1349,6 +1397,10 @@ pub struct World<'a> {
     pub policies: &'a [Arc<XBackendTrafficPolicy>],
     /// tether has a TLS listener to serve `HTTPS` listeners on.
     pub tls: bool,
+    /// The Secrets `HTTPS` listeners name that hold no usable certificate, as
+    /// [`crate::sni`] found them; `None` (or a Secret not in it): not known to be
+    /// unusable, the listener's `ResolvedRefs` stays True.
+    pub certificates: Option<&'a crate::sni::Verdicts>,
 }
 
 /// What a build asks of the world beyond the routes: grants, labels, Services.
@@ -1887,9 +1939,19 @@ pub fn status(
                 let c = |t: &str, ok: bool, reason: &str, message: &str| {
                     condition(before, t, ok, reason, message, generation, now)
                 };
+                // A Secret the listener may refer to, which the Secrets' watcher found
+                // missing or unusable: routes still attach (its hosts get the config
+                // file's certificate, or the pair the Secret held before).
+                let secret = match (&served, l.protocol.as_str(), world.certificates) {
+                    (Ok(()), "HTTPS", Some(verdicts)) => listener_certificate(&ctx, &key.0, l)
+                        .ok()
+                        .and_then(|secret| verdicts.get(&secret))
+                        .map(|why| Unusable::from(why.as_str())),
+                    _ => None,
+                };
                 let certificate = match &served {
                     Err(Unserved::Certificate(u)) => Some(u),
-                    _ => None,
+                    _ => secret.as_ref(),
                 };
                 let conditions = vec![
                     match &served {
@@ -1898,7 +1960,7 @@ pub fn status(
                         }
                         _ => c("Accepted", true, "Accepted", "served"),
                     },
-                    if served.is_ok() && !supported_kinds.is_empty() {
+                    if served.is_ok() && certificate.is_none() && !supported_kinds.is_empty() {
                         c("Programmed", true, "Programmed", "served")
                     } else {
                         c("Programmed", false, "Invalid", "not served")
@@ -1988,6 +2050,9 @@ pub struct Controller {
     /// Where the certificates of `HTTPS` listeners go ([`crate::sni::Watcher`]);
     /// `None` when tether has no TLS listener, and so serves no `HTTPS` listener.
     pub tls: Option<watch::Sender<Arc<Vec<Binding>>>>,
+    /// What [`crate::sni::Watcher`] finds of those Secrets, for listener status (each
+    /// change is a burst); `None` without a TLS listener.
+    pub secrets: Option<watch::Receiver<Arc<crate::sni::Verdicts>>>,
 }
 
 impl Controller {
@@ -2003,19 +2068,19 @@ impl Controller {
         // Experimental channel: a cluster without its CRD routes as if it had none.
         let (policies, policy_changes) =
             objects::reflect_optional::<XBackendTrafficPolicy>(&self.client);
-        let mut bursts = Bursts::new(
-            vec![
-                class_changes,
-                gateway_changes,
-                route_changes,
-                grant_changes,
-                namespace_changes,
-                service_changes,
-                policy_changes,
-            ],
-            self.settings.debounce,
-            "gateway api",
-        );
+        let mut kinds = vec![
+            class_changes,
+            gateway_changes,
+            route_changes,
+            grant_changes,
+            namespace_changes,
+            service_changes,
+            policy_changes,
+        ];
+        if let Some(rx) = &self.secrets {
+            kinds.push(objects::published(rx.clone()));
+        }
+        let mut bursts = Bursts::new(kinds, self.settings.debounce, "gateway api");
         let mut published = tx.borrow().fingerprint();
         let mut reported: BTreeSet<String> = BTreeSet::new();
         while bursts.next().await.is_some() {
@@ -2023,6 +2088,7 @@ impl Controller {
             let (grants, namespaces, services) =
                 (grants.state(), namespaces.state(), services.state());
             let policies = policies.state();
+            let verdicts = self.secrets.as_ref().map(|rx| rx.borrow().clone());
             let world = World {
                 classes: &classes,
                 gateways: &gateways,
@@ -2032,6 +2098,7 @@ impl Controller {
                 services: Some(&services),
                 policies: &policies,
                 tls: self.tls.is_some(),
+                certificates: verdicts.as_deref(),
             };
             let (compiled, errors, mut notes) =
                 Compiled::build_in(&world, &self.settings.controller_name);
@@ -2185,7 +2252,7 @@ mod tests {
         assert_eq!(c.attached, vec!["infra/e", "shop/b"]);
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
         // Both claim shop.example.com/: the older (here: by name) wins.
-        assert_eq!(names, vec!["infra.e.web.8080"]);
+        assert_eq!(names, vec!["httproute:infra:e:web:8080"]);
         assert!(notes.iter().any(|n| n.contains("Selector")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("HTTPS")), "{notes:?}");
         assert!(
@@ -2277,9 +2344,9 @@ mod tests {
         assert_eq!(
             names,
             vec![
-                "infra.shop.web.80",
-                "infra.shop.rule-1.web.80",
-                "infra.shop.a.80"
+                "httproute:infra:shop:web:80",
+                "httproute:infra:shop:rule-1:web:80",
+                "httproute:infra:shop:a:80"
             ]
         );
         let cookie = &c.backends[0].affinity;
@@ -2343,7 +2410,7 @@ mod tests {
         let before = compile(with([3, 1, 0]));
         let after = compile(with([1, 3, 0]));
         assert_eq!(before.backends.len(), 1);
-        assert_eq!(before.backends[0].name, "infra.shop.web.80");
+        assert_eq!(before.backends[0].name, "httproute:infra:shop:web:80");
         assert_eq!(after.backends[0].name, before.backends[0].name);
         // Weight 0 stays in the backend (its pods keep their sessions).
         assert_eq!(weights(&before), [3, 1, 0]);
@@ -2429,9 +2496,9 @@ mod tests {
         assert_eq!(
             cookies,
             [
-                ("infra.shop.web.80", "POLICY"),
-                ("infra.shop.api.80", "OWN"),
-                ("infra.shop.other.80", "tether"),
+                ("httproute:infra:shop:web:80", "POLICY"),
+                ("httproute:infra:shop:api:80", "OWN"),
+                ("httproute:infra:shop:other:80", "tether"),
             ]
         );
         assert_eq!(
@@ -2712,11 +2779,12 @@ mod tests {
         ]);
         let classes = vec![class("tether", OURS)];
         let gateways = vec![gateway("infra", "gw", "tether", listeners)];
-        let reasons = |tls: bool| {
+        let reasons = |tls: bool, certificates: Option<&crate::sni::Verdicts>| {
             let world = World {
                 classes: &classes,
                 gateways: &gateways,
                 tls,
+                certificates,
                 ..World::default()
             };
             let updates = status(&world, OURS, None, &BTreeMap::new(), &at(1));
@@ -2749,12 +2817,25 @@ mod tests {
         let s = |a: &str, p: &str, r: &str| (a.to_string(), p.to_string(), r.to_string());
         let refused = |why: &str| s("True:Accepted", "False:Invalid", why);
         assert_eq!(
-            reasons(true),
+            reasons(true, None),
             vec![
                 s("True:Accepted", "True:Programmed", "True:ResolvedRefs"),
                 refused("False:RefNotPermitted"),
                 refused("False:InvalidCertificateRef"),
             ]
+        );
+        // The Secrets' watcher found a-tls missing or unusable: so does the status.
+        let bad: crate::sni::Verdicts =
+            [(("infra".into(), "a-tls".into()), "not found".into())].into();
+        assert_eq!(
+            reasons(true, Some(&bad))[0],
+            refused("False:InvalidCertificateRef")
+        );
+        let other: crate::sni::Verdicts =
+            [(("infra".into(), "other".into()), "not found".into())].into();
+        assert_eq!(
+            reasons(true, Some(&other))[0],
+            s("True:Accepted", "True:Programmed", "True:ResolvedRefs")
         );
         // Without a TLS listener in tether, no HTTPS listener can be served.
         let unserved = s(
@@ -2763,7 +2844,7 @@ mod tests {
             "True:ResolvedRefs",
         );
         assert_eq!(
-            reasons(false),
+            reasons(false, Some(&bad)),
             vec![unserved.clone(), unserved.clone(), unserved]
         );
     }
@@ -2997,7 +3078,7 @@ mod tests {
         assert!(c.backends.is_empty());
         let (c, _, conditions) = run(&[grant("team", "infra", Some("api"))]);
         assert_eq!(conditions[1], cond("ResolvedRefs", "True", "ResolvedRefs"));
-        assert_eq!(c.backends[0].name, "infra.x.team.api.80");
+        assert_eq!(c.backends[0].name, "httproute:infra:x:api.team:80");
         assert_eq!(
             c.backends[0].source,
             crate::config::Source::Kubernetes(crate::config::KubernetesSource {
@@ -3295,9 +3376,12 @@ mod tests {
             assert_eq!(r.to, RouteTo::Answer(Answer::Status(500)), "{r:?}");
         }
         // One usable Service of two: it takes the rule (the missing one is left out).
-        assert_eq!(c.routes[3].to, RouteTo::Backend("infra.r.web.80".into()));
+        assert_eq!(
+            c.routes[3].to,
+            RouteTo::Backend("httproute:infra:r:web:80".into())
+        );
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, vec!["infra.r.web.80"]);
+        assert_eq!(names, vec!["httproute:infra:r:web:80"]);
         for what in [
             "rules[1].matches[0].path Exact",
             "Service infra/missing does not exist",
@@ -3309,6 +3393,68 @@ mod tests {
             c.invalid.get("infra/r").map(|i| i.all),
             Some(false),
             "PartiallyInvalid for the two rules left out, not for the redirect"
+        );
+    }
+    #[test]
+    fn backend_names_of_dotted_routes_rules_and_other_namespaces_never_coincide() {
+        let (classes, gateways) = world();
+        let to = |name: &str, host: &str, refs: serde_json::Value| {
+            route(
+                "infra",
+                name,
+                json!({"parentRefs": [{"name": "gw", "sectionName": "web"}],
+                       "hostnames": [host], "rules": refs}),
+            )
+        };
+        let routes = vec![
+            // `infra web team api 80` three ways: a Service of namespace team, a dotted
+            // route name, a second rule named team.
+            to(
+                "web",
+                "a.example.com",
+                json!([{"backendRefs": [{"name": "api", "namespace": "team", "port": 80}]}]),
+            ),
+            to(
+                "web.team",
+                "b.example.com",
+                json!([{"backendRefs": [{"name": "api", "port": 80}]}]),
+            ),
+            to(
+                "x",
+                "c.example.com",
+                json!([
+                    {"matches": [{"path": {"value": "/a"}}],
+                     "backendRefs": [{"name": "api", "port": 80}]},
+                    // Named as the next unnamed rule would be.
+                    {"name": "rule-2", "matches": [{"path": {"value": "/b"}}],
+                     "backendRefs": [{"name": "api", "port": 80}],
+                     "sessionPersistence": {"sessionName": "B"}},
+                    {"matches": [{"path": {"value": "/c"}}],
+                     "backendRefs": [{"name": "api", "port": 80}],
+                     "sessionPersistence": {"sessionName": "C"}},
+                ]),
+            ),
+        ];
+        let grants = [grant("team", "infra", Some("api"))];
+        let world = World {
+            classes: &classes,
+            gateways: &gateways,
+            routes: &routes,
+            grants: &grants,
+            ..World::default()
+        };
+        let (c, errors, _) = Compiled::build_in(&world, OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "httproute:infra:web:api.team:80",
+                "httproute:infra:web.team:api:80",
+                "httproute:infra:x:api:80",
+                "httproute:infra:x:rule-2:api:80",
+                "httproute:infra:x:#2:api:80",
+            ]
         );
     }
 }
