@@ -320,6 +320,7 @@ fn typed_structs_have_only_fields_the_crd_schemas_define_and_round_trip() {
                     namespace: Some("other".into()),
                     port: Some(8080),
                     weight: Some(3),
+                    ..Default::default()
                 }],
                 session_persistence: Some(SessionPersistence {
                     session_name: Some("s".into()),

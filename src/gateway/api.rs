@@ -215,6 +215,14 @@ pub struct HTTPRouteRule {
     /// What is changed on the requests the rule routes and their answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<HTTPRouteFilter>,
+    /// `timeouts` (request, backendRequest): not implemented (tether's timeouts are
+    /// per backend), read so the route's notes can say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<serde_json::Value>,
+    /// `retry` (experimental): not implemented (tether's one retry rule and budget
+    /// apply), read so the route's notes can say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<serde_json::Value>,
 }
 
 /// One `rules[].filters[]` entry: its `type` says which one of the fields is set.
@@ -401,6 +409,10 @@ pub struct HTTPBackendRef {
     /// Relative share of new sessions; 1 by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    /// Filters for requests sent to this backend only: not implemented, read so the
+    /// route's notes can say so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
 }
 
 /// `rules[].sessionPersistence` (GEP-1619).

@@ -928,9 +928,26 @@ impl RouteBuilder {
     /// namespace is usable only when a ReferenceGrant allows it, and a Service only when
     /// it exists (when Services are watched).
     fn backend_ref(&mut self, at: &str, ns: &str, rule: &HTTPRouteRule) -> Refs {
+        // Fields tether does not implement are reported, never silently ignored; the
+        // rule still routes (they refine how, they do not say where).
+        if rule.timeouts.is_some() {
+            self.note(
+                &format!("{at}.timeouts"),
+                "not supported; the backend's timeouts apply",
+            );
+        }
+        if rule.retry.is_some() {
+            self.note(
+                &format!("{at}.retry"),
+                "not supported; tether's retry rule applies",
+            );
+        }
         let mut usable: Vec<&HTTPBackendRef> = Vec::new();
         for (j, r) in rule.backend_refs.iter().enumerate() {
             let what = format!("{at}.backendRefs[{j}] {}", r.name);
+            if !r.filters.is_empty() {
+                self.note(&what, "filters on a backendRef are not supported; ignored");
+            }
             if !r.group.as_deref().unwrap_or("").is_empty()
                 || r.kind.as_deref().unwrap_or("Service") != "Service"
             {
@@ -2379,6 +2396,31 @@ mod tests {
             .map(|s| (s.source.service.as_str(), s.weight))
             .collect();
         assert_eq!(split, [("a", 1), ("b", 3)]);
+    }
+
+    #[test]
+    fn fields_tether_does_not_implement_are_reported_and_the_rule_still_routes() {
+        let (classes, gateways) = world();
+        let r = route(
+            "infra",
+            "shop",
+            json!({
+                "parentRefs": [{"name": "gw", "sectionName": "web"}],
+                "hostnames": ["shop.example.com"],
+                "rules": [{
+                    "timeouts": {"request": "10s"},
+                    "retry": {"attempts": 3},
+                    "backendRefs": [{"name": "web", "port": 80, "filters": [
+                        {"type": "RequestHeaderModifier",
+                         "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}}]}]}],
+            }),
+        );
+        let (c, errors, notes) = Compiled::build(&classes, &gateways, &[r], OURS);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.routes.len(), 1, "the rule routes");
+        for what in ["timeouts", "retry", "filters on a backendRef"] {
+            assert!(notes.iter().any(|n| n.contains(what)), "{what}: {notes:?}");
+        }
     }
 
     #[test]
