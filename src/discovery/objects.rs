@@ -76,9 +76,9 @@ where
     (store, changes)
 }
 
-/// A value another task publishes on `rx` (the TLS Secrets' [`crate::sni::Verdicts`]),
-/// read by [`Bursts`] as a kind that is listed from the start: each change it
-/// publishes is a change, and it never holds a burst back.
+/// A value another task publishes on `rx` (such as the verdicts on TLS Secrets that
+/// the SNI table publishes), read by [`Bursts`] as a kind that is listed from the
+/// start: each change it publishes is a change, and it never holds a burst back.
 pub fn published<T: Send + Sync + 'static>(rx: tokio::sync::watch::Receiver<T>) -> Changes {
     futures::stream::once(async { Ok(true) })
         .chain(futures::stream::unfold(rx, |mut rx| async move {
