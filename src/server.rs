@@ -893,6 +893,9 @@ async fn serve<F, S, B>(
     };
     let h2_limits = h2::Limits {
         header_timeout: limits.header_timeout,
+        // The HTTP/1 codec's rule: an idle keep-alive connection goes after the time a
+        // request head is given.
+        idle_timeout: limits.header_timeout,
         max_header_bytes: limits.max_header_bytes,
         send_timeout: limits.send_timeout,
     };

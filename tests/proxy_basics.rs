@@ -339,6 +339,53 @@ async fn shutdown_lets_an_http2_stream_finish_then_closes_its_connection() {
     }
 }
 
+/// An HTTP/2 client that keeps its connection but opens no stream is let go after
+/// `header_timeout`, as an idle HTTP/1 keep-alive connection is: otherwise a client that
+/// answers PINGs holds a connection slot (`max_connections`) for ever. A stream slower
+/// than that is not idleness: its connection stays until it is answered.
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_with_no_stream_is_closed_after_the_header_timeout() {
+    let pod = TestBackend::with_handler("pod-a", |req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(45)).await;
+        }
+        echo("pod-a", req).await
+    })
+    .await;
+    let cfg =
+        config(&[&pod], &[], "").replacen("[server]\n", "[server]\nheader_timeout = \"30s\"\n", 1);
+    for transport in [Transport::H2c, Transport::H2Tls] {
+        let front = Front::start(transport, &cfg).await;
+        let mut s = front.h2::<http_body_util::Full<Bytes>>().await;
+        let get = |path: &str| {
+            http::Request::get(format!("http://localhost{path}"))
+                .body(http_body_util::Full::default())
+                .unwrap()
+        };
+        let slow = s.send_request(get("/slow")).await.unwrap();
+        assert_eq!(slow.status(), 200, "{transport:?}: a 45 s answer");
+        slow.into_body().collect().await.unwrap();
+        assert!(
+            !s.is_closed(),
+            "{transport:?}: closed while a stream was open"
+        );
+        let idle = tokio::time::Instant::now();
+        while !s.is_closed() {
+            assert!(
+                idle.elapsed() < Duration::from_secs(60),
+                "{transport:?}: the idle connection was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let waited = idle.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+            "{transport:?}: closed after {waited:?} idle"
+        );
+        front.proxy.shutdown().await;
+    }
+}
+
 /// A raw HTTP/1.1 upstream whose every connection answers its first request, then
 /// closes without answering the second: the keep-alive race a proxy meets when a pod
 /// closes an idle connection just as a request is written to it.

@@ -14,8 +14,11 @@
 //! header timeout; then streams accepted up to `MAX_CONCURRENT_STREAMS`, each answered
 //! as its exchange ends, its body sent as the client's flow-control window allows
 //! (§5.2); a PING every [`KEEPALIVE`] with no PING answer by the next one closes the
-//! connection (a peer that vanished without a FIN); at shutdown a GOAWAY (§6.8), and the
-//! streams in flight finish within the grace period. A stream the client resets (§6.4)
+//! connection (a peer that vanished without a FIN); a connection with no stream for
+//! `idle_timeout` is closed with a GOAWAY (§6.8), as the HTTP/1 codec closes an idle
+//! keep-alive connection, so an idle client that answers PINGs does not hold its
+//! connection slot for ever; at shutdown a GOAWAY, and the streams in flight finish
+//! within the grace period. A stream the client resets (§6.4)
 //! drops its exchange, which counts the request as the client's abort and touches no
 //! endpoint.
 
@@ -52,6 +55,8 @@ pub const KEEPALIVE: Duration = Duration::from_secs(30);
 pub struct Limits {
     /// The preface must arrive within this time.
     pub header_timeout: Duration,
+    /// A connection with no stream open for this long is closed (GOAWAY, NO_ERROR).
+    pub idle_timeout: Duration,
     /// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2): a larger header block is
     /// refused.
     pub max_header_bytes: usize,
@@ -103,6 +108,8 @@ impl Proxy {
         let mut keepalive = LazyTimer::new();
         let mut next_ping = Instant::now() + KEEPALIVE;
         let mut awaiting_pong = false;
+        // Since when no stream has been open (`None` while some are, or once closing).
+        let mut idle_since = Some(Instant::now());
         // One wait for the whole connection (see the HTTP/1 codec's `StopWait`).
         let stopping = shutdown.clone();
         let mut stop = pin!(shutdown.changed());
@@ -121,6 +128,7 @@ impl Proxy {
                     }
                     match h2.poll_accept(cx) {
                         Poll::Ready(Some(Ok((req, respond)))) => {
+                            idle_since = None;
                             // Boxed once here (the set's own node would copy the
                             // future three times on the way in); a panic in one
                             // exchange resets its stream, not the connection's others.
@@ -134,12 +142,19 @@ impl Proxy {
                         Poll::Pending => break,
                     }
                 }
+                if streams.is_empty() && idle_since.is_none() && !closing {
+                    idle_since = Some(Instant::now());
+                }
                 if let Some(pings) = &mut pings {
                     if awaiting_pong && pings.poll_pong(cx).is_ready() {
                         awaiting_pong = false;
                     }
                 }
-                if keepalive.poll_until(cx, next_ping).is_ready() {
+                let deadline = match idle_since {
+                    Some(since) => next_ping.min(since + limits.idle_timeout),
+                    None => next_ping,
+                };
+                if keepalive.poll_until(cx, deadline).is_ready() {
                     return Poll::Ready(Event::Tick);
                 }
                 if !closing {
@@ -157,6 +172,14 @@ impl Proxy {
             .await;
             match event {
                 Event::Closed(ended) => return ended,
+                Event::Tick
+                    if idle_since.is_some_and(|t| t + limits.idle_timeout <= Instant::now()) =>
+                {
+                    tracing::debug!(peer = %conn.peer, "idle HTTP/2 connection: closing");
+                    h2.graceful_shutdown();
+                    closing = true;
+                    idle_since = None;
+                }
                 Event::Tick => {
                     // No answer to the last PING in a whole interval: the peer is gone.
                     // It is told with a GOAWAY, if it is there to read one.
@@ -177,6 +200,7 @@ impl Proxy {
                 Event::Shutdown => {
                     h2.graceful_shutdown();
                     closing = true;
+                    idle_since = None;
                 }
             }
         }
