@@ -219,9 +219,8 @@ impl Proxy {
         let req = req.map(|recv| ClientBody::new(recv, length));
         let head = req.method() == http::Method::HEAD;
         let answer = {
-            // On the heap: the exchange's state is most of a stream's, and a small
-            // stream future is cheap to move into the connection's set.
-            let mut handled = Box::pin(self.handle(req, conn));
+            // In the stream's own state, which the connection boxes once.
+            let mut handled = pin!(self.handle(req, conn));
             let answered = poll_fn(|cx| {
                 if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
                     return Poll::Ready(Some(resp));

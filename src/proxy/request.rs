@@ -44,7 +44,12 @@ impl Forwarded {
     /// `req` to be forwarded, reading response bodies up to `response_buffer` whole.
     pub fn new(req: Request<RequestBody>, response_buffer: u64) -> Self {
         Forwarded {
-            stamps: Stamps::default(),
+            // Room for every stamp at once: the forwarding fields, the session and the
+            // placement, so none is a reallocation.
+            stamps: Stamps {
+                fields: Vec::with_capacity(8),
+                begun: 0,
+            },
             replayable: is_replayable(&req),
             progress: req.body().progress(),
             req,
