@@ -4,6 +4,7 @@
 //! httparse, body framing, heads written back ([`wire`]). Protocol code here cites the
 //! RFC 9110/9112 clause it implements.
 
+pub mod h2;
 pub mod headers;
 pub mod oracle;
 pub mod wire;

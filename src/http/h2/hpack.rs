@@ -1,0 +1,1 @@
+//! HPACK (RFC 7541): placeholder, written in the next commit.
