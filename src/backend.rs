@@ -241,8 +241,8 @@ impl Snapshot {
         let mut walk = |out: &mut Candidates, bounded: bool| {
             // Bounded walk: stop once enough candidates are found or every member was seen.
             // Under the load bound one is enough: it chooses where the session goes, and
-            // each bound check scans the endpoint's session buckets (callgrind: the walk
-            // was ~2,200 instructions of a new-session request when it found three).
+            // each bound check scans the endpoint's session buckets, the costliest part of
+            // a new session's placement.
             let want = if bounded { 1 } else { MAX_ATTEMPTS };
             let mut seen = [0u32; 16];
             let mut seen_len = 0;

@@ -52,8 +52,8 @@ impl SessionId {
 
     /// Lowercase hex, as sent to backends in `x-tether-session`.
     pub fn to_hex(&self) -> HexId {
-        // Two digits per byte from one table: a digit at a time cost ~130 instructions
-        // per request (callgrind).
+        // Two digits per byte from one table, rather than a digit at a time: this runs
+        // on every request.
         const PAIRS: [[u8; 2]; 256] = {
             const DIGITS: &[u8; 16] = b"0123456789abcdef";
             let mut t = [[0u8; 2]; 256];
@@ -123,8 +123,7 @@ pub struct Verified {
 ///
 /// A client sends the same cookie on every request of a keep-alive connection, and the
 /// same bytes under the same key ring verify the same way, so the base64 decode and the
-/// HMAC run once per value instead of once per request (measured under callgrind:
-/// ~1,400 instructions plus the HMAC per sticky request). The memo holds its key ring,
+/// HMAC run once per value instead of once per request. The memo holds its key ring,
 /// so a reloaded ring (a new `Arc`) never matches it; expiry is still checked on every
 /// request by the caller, and a memo is never shared between connections.
 #[derive(Debug, Default)]

@@ -45,8 +45,8 @@ impl Ring {
     /// per weight unit, and at least 4,099. Maglev gives every member its weighted
     /// number of slots to within one slot, so a share is exact to within 1/32 (3%) at
     /// worst, far finer with few endpoints (4 pods: ~1,025 slots each). The size is
-    /// also the build cost (each slot is one turn of the fill, ~15 ns): 1,000 endpoints
-    /// build in well under a millisecond, where a fixed 65,537 took 1.3 ms.
+    /// also the build cost (each slot is one turn of the fill), so a small backend's
+    /// table is rebuilt quickly (`benches/` holds the figures).
     pub fn table_size(total_weight: u64) -> u64 {
         const MIN: u64 = 4_099;
         // 2^22 slots (16 MiB of table) is plenty for any sane total weight.

@@ -13,8 +13,8 @@
 //! With thread per core (`workers > 1`), each worker thread has its own idle queue per
 //! endpoint: a connection's task runs on the runtime of the thread that opened it, so a
 //! connection used from another thread would cost a cross-thread wake-up (an eventfd
-//! write and a context switch) on every request. Measured with 2 workers: user CPU per
-//! request fell from ~9 µs to ~7 µs when each thread kept to its own connections.
+//! write and a context switch) on every request, a cost `benches/load/compare.sh` shows
+//! with 2 workers.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
