@@ -5,13 +5,16 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::transport::{
-    arrivals, parse_reply, tls_connect, to_localhost, with_tls, Front, Transport,
+    arrivals, parse_reply, post_to_localhost, tls_connect, to_localhost, with_tls, Front, Transport,
 };
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// Every arrival's answer to `GET /` for localhost, through a proxy started from `cfg`.
 async fn answers(cfg: &str) -> Vec<(String, Reply, Option<String>)> {
@@ -289,21 +292,55 @@ async fn trailers_are_relayed_without_the_fields_rfc_9110_forbids_there() {
     }
 }
 
+/// The interim heads an HTTP/2 client got, as (status, fields) in order.
+fn interim_heads(interims: &[http::Response<()>]) -> Vec<(u16, Vec<(String, String)>)> {
+    interims
+        .iter()
+        .map(|r| {
+            let fields = r
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            (r.status().as_u16(), fields)
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn early_hints_and_other_interim_responses_reach_an_http_1_1_client_first() {
+async fn early_hints_and_other_interim_responses_reach_the_client_first_on_every_transport() {
     // RFC 9110 §15.2: a proxy forwards the 1xx responses it did not ask for; hop-by-hop
-    // fields stay behind.
+    // fields stay behind (RFC 9110 §7.6.1), which are the connection-specific fields
+    // HTTP/2 forbids (RFC 9113 §8.2.2).
     let (pod, _) = fixed_pod(
         b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\nConnection: x-hop\r\n\
-          X-Hop: 1\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+          X-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
           HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             .to_vec(),
     )
     .await;
     let cfg = config_for(pod, "");
-    for t in [Transport::H1, Transport::H1Tls] {
+    for t in Transport::ALL {
         let front = Front::start(t, &cfg).await;
         for chunked in [false, true] {
+            if t.is_h2() {
+                // A body streamed upstream, or none.
+                let req = match chunked {
+                    true => post_to_localhost(t, "/", &[], b"hi", false),
+                    false => to_localhost(t, "/", &[], false),
+                };
+                let (interims, reply) = front.send_h2_with_interims(req).await;
+                let what = format!("{t:?}, body {chunked}");
+                let link = ("link".to_owned(), "</app.css>; rel=preload".to_owned());
+                assert_eq!(
+                    interim_heads(&interims),
+                    [(103, vec![link]), (100, vec![])],
+                    "{what}"
+                );
+                assert_eq!(reply.status, 200, "{what}");
+                assert_eq!(reply.text(), "ok", "{what}");
+                continue;
+            }
             let raw = exchange_to_close(&front, closing_request(chunked)).await;
             let what = format!("{t:?}, chunked {chunked}: {raw}");
             assert!(
@@ -315,6 +352,75 @@ async fn early_hints_and_other_interim_responses_reach_an_http_1_1_client_first(
             );
             assert!(raw.ends_with("\r\n\r\nok"), "{what}");
         }
+        front.proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn the_interim_response_of_a_try_that_broke_stays_sent_and_the_retry_adds_its_own() {
+    // A GET may go twice: the pod that sent a 103 and then closed is left for the next
+    // endpoint. Its 103 went to the client already (RFC 9110 §15.2) and is not sent
+    // again; the second pod's follows, then its answer.
+    let tries = Arc::new(AtomicU64::new(0));
+    let mut pods = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        pods.push(listener.local_addr().unwrap().to_string());
+        let tries = tries.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tries = tries.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer: &[u8] = match tries.fetch_add(1, Ordering::SeqCst) {
+                        0 => b"HTTP/1.1 103 Early Hints\r\nLink: </first>\r\n\r\n",
+                        _ => {
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </second>\r\n\r\n\
+                               HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        }
+                    };
+                    let _ = s.write_all(answer).await;
+                });
+            }
+        });
+    }
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n\
+         [[backend]]\nname = \"app\"\nendpoints = [\"{}\", \"{}\"]\nconnect_timeout = \"500ms\"\n",
+        pods[0], pods[1]
+    );
+    for t in Transport::ALL {
+        tries.store(0, Ordering::SeqCst);
+        let front = Front::start(t, &cfg).await;
+        if t.is_h2() {
+            let req = to_localhost(t, "/", &[], false);
+            let (interims, reply) = front.send_h2_with_interims(req).await;
+            let links: Vec<_> = interims
+                .iter()
+                .map(|r| (r.status().as_u16(), r.headers()["link"].to_str().unwrap()))
+                .collect();
+            assert_eq!(links, [(103, "</first>"), (103, "</second>")], "{t:?}");
+            assert_eq!(reply.status, 200, "{t:?}");
+            assert_eq!(reply.text(), "ok", "{t:?}");
+        } else {
+            let raw = exchange_to_close(&front, closing_request(false)).await;
+            assert!(
+                raw.starts_with(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </first>\r\n\r\n\
+                     HTTP/1.1 103 Early Hints\r\nLink: </second>\r\n\r\nHTTP/1.1 200 OK\r\n"
+                ),
+                "{t:?}: {raw}"
+            );
+            assert!(raw.ends_with("\r\n\r\nok"), "{t:?}: {raw}");
+        }
+        assert_eq!(tries.load(Ordering::SeqCst), 2, "{t:?}");
         front.proxy.shutdown().await;
     }
 }

@@ -891,23 +891,81 @@ fn status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes the interim (1xx) response head `raw` for an HTTP/1.1 client, its hop-by-hop
-/// fields dropped: a proxy forwards the 1xx responses it did not ask for itself (RFC
-/// 9110 §15.2), such as 103 Early Hints and a 100 Continue the origin sends.
+/// An interim (1xx) response head as a proxy forwards it: a proxy passes on the 1xx
+/// responses it did not ask for itself (RFC 9110 §15.2), such as 103 Early Hints and a
+/// 100 Continue the origin sends, without the hop-by-hop fields and those its
+/// `Connection` names (RFC 9110 §7.6.1), which are also the connection-specific fields
+/// HTTP/2 forbids (RFC 9113 §8.2.2). The one filter of interim heads, whichever
+/// protocol the client speaks ([`write_informational`], [`informational_response`]).
+pub struct Interim<'b> {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: &'b str,
+    fields: &'b [httparse::Header<'b>],
+}
+
+impl<'b> Interim<'b> {
+    /// Parses the complete interim head `raw` (as [`parse_response`] delimited it),
+    /// with room for `fields`; `None` if it is not one.
+    pub fn parse(raw: &'b [u8], fields: &'b mut [httparse::Header<'b>]) -> Option<Self> {
+        let mut resp = httparse::Response::new(fields);
+        let (Ok(httparse::Status::Complete(_)), Some(status)) = (resp.parse(raw), resp.code) else {
+            return None;
+        };
+        Some(Interim {
+            status,
+            reason: resp.reason.unwrap_or(""),
+            fields: resp.headers,
+        })
+    }
+
+    /// The fields that go on to the client, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
+        let all = self.fields;
+        all.iter()
+            .filter(move |f| {
+                !Known::of(f.name).is_hop_by_hop() && !named_by_connection(all, f.name)
+            })
+            .map(|f| (f.name, f.value))
+    }
+}
+
+/// Writes the interim (1xx) response head `raw` for an HTTP/1.1 client, filtered as
+/// [`Interim`] says.
 pub fn write_informational(out: &mut Vec<u8>, raw: &[u8]) {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let (Ok(httparse::Status::Complete(_)), Some(code)) = (resp.parse(raw), resp.code) else {
+    let Some(head) = Interim::parse(raw, &mut fields) else {
         return;
     };
-    status_line(out, code, resp.reason.unwrap_or(""));
-    for f in resp.headers.iter() {
-        if Known::of(f.name).is_hop_by_hop() || named_by_connection(resp.headers, f.name) {
-            continue;
-        }
-        field(out, f.name.as_bytes(), f.value);
+    status_line(out, head.status, head.reason);
+    for (name, value) in head.fields() {
+        field(out, name.as_bytes(), value);
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The interim (1xx) response head `raw` for an HTTP/2 client, filtered as [`Interim`]
+/// says (HTTP/2 has no reason phrase, RFC 9113 §8.3.2); `None` if it is not one.
+pub fn informational_response(raw: &[u8]) -> Option<http::Response<()>> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head = Interim::parse(raw, &mut fields)?;
+    let status = http::StatusCode::from_u16(head.status).ok()?;
+    if !status.is_informational() {
+        return None;
+    }
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = status;
+    let map = resp.headers_mut();
+    for (name, value) in head.fields() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    Some(resp)
 }
 
 /// A `Content-Length` value: one or more ASCII digits that fit 64 bits.
@@ -1758,6 +1816,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_interim_head_loses_the_same_fields_for_either_protocol() {
+        // RFC 9110 §7.6.1 and RFC 9113 §8.2.2: hop-by-hop fields, those `Connection`
+        // names, and so every connection-specific one HTTP/2 forbids.
+        let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: x-foo\r\n\
+X-Foo: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\n\
+Upgrade: h2c\r\nProxy-Connection: keep-alive\r\nLink: </b.js>\r\n\r\n";
+        let mut out = Vec::new();
+        write_informational(&mut out, raw);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nLink: </b.js>\r\n\r\n"
+        );
+        let resp = informational_response(raw).expect("a 1xx");
+        assert_eq!(resp.status(), http::StatusCode::EARLY_HINTS);
+        let got: Vec<(&str, &[u8])> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(got, [("link", &b"</a.css>"[..]), ("link", b"</b.js>")]);
+        assert!(informational_response(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
+        assert!(informational_response(b"HTTP/1.1 103 Early").is_none());
     }
 
     #[test]

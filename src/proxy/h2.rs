@@ -24,7 +24,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +46,7 @@ use super::native::{LazyTimer, StopWait};
 use super::{Connection, Proxy};
 use crate::http::wire;
 use crate::upstream::body::{ClientBody, ProxyBody};
+use crate::upstream::h1::Interims;
 
 /// How often an HTTP/2 connection is checked for a live peer with a PING.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -206,8 +207,9 @@ impl Proxy {
         }
     }
 
-    /// One stream: its request through the exchange, and the answer back. A reset from
-    /// the client ends it where it is (its exchange dropped).
+    /// One stream: its request through the exchange, and the answer back, preceded by
+    /// the pod's interim responses as they come ([`send_interims`]). A reset from the
+    /// client ends it where it is (its exchange dropped).
     async fn stream(
         &self,
         req: Request<h2::RecvStream>,
@@ -218,11 +220,18 @@ impl Proxy {
         let length = content_length(req.headers());
         let req = req.map(|recv| ClientBody::new(recv, length));
         let head = req.method() == http::Method::HEAD;
+        let interims = Interims::default();
         let answer = {
             // In the stream's own state, which the connection boxes once.
-            let mut handled = pin!(self.handle(req, conn));
+            let mut handled = pin!(self.handle(req, conn, &interims));
             let answered = poll_fn(|cx| {
-                if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
+                let polled = handled.as_mut().poll(cx);
+                // What this poll of the exchange read before its answer, or before it
+                // waited again, goes first; nothing woke for it.
+                if interims.arrived() && !send_interims(&interims, &mut respond, cx) {
+                    return Poll::Ready(None);
+                }
+                if let Poll::Ready(resp) = polled {
                     return Poll::Ready(Some(resp));
                 }
                 match respond.poll_reset(cx) {
@@ -250,6 +259,29 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Sends the interim (1xx) responses a pod sent ahead of its answer, as a proxy must
+/// (RFC 9110 §15.2): each a HEADERS frame without END_STREAM before the answer's (RFC
+/// 9113 §8.1), filtered as the HTTP/1 codec filters them (`wire::Interim`: no
+/// connection-specific field, RFC 9113 §8.2.2). `false` if the client reset the
+/// stream, which then gets none. Those of a try that failed before another answered
+/// were sent already, as on HTTP/1.
+fn send_interims(
+    interims: &Interims,
+    respond: &mut SendResponse<Bytes>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let heads = interims.take();
+    if respond.poll_reset(cx).is_ready() {
+        return false;
+    }
+    for head in heads {
+        if let Err(e) = respond.send_informational(head) {
+            tracing::debug!(error = %e, "interim response not sent");
+        }
+    }
+    true
 }
 
 /// What the connection's task woke for.

@@ -28,6 +28,7 @@ use crate::http::headers::{self, Fields};
 use crate::http::wire;
 use crate::stats::BackendStats;
 use crate::upstream::body::{self, BodyFault, ClientBody, ProxyBody, RequestBody};
+use crate::upstream::h1::Interims;
 use http::Method;
 use http_body::Body as _;
 use ipnet::IpNet;
@@ -310,11 +311,13 @@ impl Proxy {
     }
 
     /// Handles one request from an HTTP/2 client. Never fails: errors become the
-    /// statuses tether writes itself (README, "Statuses").
+    /// statuses tether writes itself (README, "Statuses"). The pod's interim responses
+    /// go to `interims` as they come, for the stream to send ahead of the answer.
     pub async fn handle(
         &self,
         mut req: Request<ClientBody>,
         conn: &Connection,
+        interims: &Interims,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         if req.method() == Method::CONNECT {
@@ -357,8 +360,17 @@ impl Proxy {
                 return Err(e);
             }
             let arrival = exchange::Arrival::Http2;
-            self.forward(req, conn, &route, arrival, started, response_buffer)
-                .await
+            let interims = Some(interims);
+            self.forward(
+                req,
+                conn,
+                &route,
+                arrival,
+                started,
+                response_buffer,
+                interims,
+            )
+            .await
         };
         let (resp, elapsed, log) = match forwarded.await {
             Ok(r) => r,

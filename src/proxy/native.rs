@@ -1325,7 +1325,7 @@ impl Proxy {
         let req = req.map(|()| crate::upstream::body::RequestBody::fed(read, rx, length));
         let arrival = Arrival::Http1(memo);
         let buffer = response_buffer as u64;
-        let forward = self.forward(req, conn, route, arrival, started, buffer);
+        let forward = self.forward(req, conn, route, arrival, started, buffer, None);
         tokio::pin!(forward);
         let (answer, body_done) = match (upload, tx) {
             (Some(u), Some(tx)) => {

@@ -4,7 +4,9 @@
 //! codec relays over, to an h2c pod through hyper's HTTP/2 client. It shapes the request
 //! for the pod (origin-form, hop-by-hop fields gone, forwarding fields and the session
 //! set, RFC 9110 §7.6) and the answer for the client (tether's own status line, no
-//! hop-by-hop fields, the `Set-Cookie`).
+//! hop-by-hop fields, the `Set-Cookie`). An HTTP/1 pod's interim (1xx) responses are
+//! held for an HTTP/2 client's stream ([`Interims`]); hyper's HTTP/2 client, to an h2c
+//! pod, does not surface them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +25,12 @@ use crate::config::BackendSettings;
 use crate::http::headers::{self, X_TETHER_AFFINITY, X_TETHER_PREVIOUS, X_TETHER_SESSION};
 use crate::http::wire;
 use crate::upstream::body::{BodyProgress, PooledBody, ProxyBody, RequestBody};
-use crate::upstream::h1 as upstream_h1;
+use crate::upstream::h1::{self as upstream_h1, Interims};
 use crate::upstream::pool::{self, ConnectError, Pool};
 use tokio::net::TcpStream;
 
 /// A request as an `http::Request`, with what its tries need to know of it.
-pub struct Forwarded {
+pub struct Forwarded<'i> {
     req: Request<RequestBody>,
     /// What tether adds to it.
     stamps: Stamps,
@@ -38,11 +40,19 @@ pub struct Forwarded {
     progress: BodyProgress,
     /// `response_buffer`.
     response_buffer: u64,
+    /// Where a pod's interim responses go, for a client that can be sent them (an
+    /// HTTP/2 client's stream); every try's go there, as on the HTTP/1 codec.
+    interims: Option<&'i Interims>,
 }
 
-impl Forwarded {
-    /// `req` to be forwarded, reading response bodies up to `response_buffer` whole.
-    pub fn new(req: Request<RequestBody>, response_buffer: u64) -> Self {
+impl<'i> Forwarded<'i> {
+    /// `req` to be forwarded, reading response bodies up to `response_buffer` whole,
+    /// its pod's interim responses held in `interims` if given.
+    pub fn new(
+        req: Request<RequestBody>,
+        response_buffer: u64,
+        interims: Option<&'i Interims>,
+    ) -> Self {
         Forwarded {
             // Room for every stamp at once: the forwarding fields, the session and the
             // placement, so none is a reallocation.
@@ -54,6 +64,7 @@ impl Forwarded {
             progress: req.body().progress(),
             req,
             response_buffer,
+            interims,
         }
     }
 
@@ -97,7 +108,13 @@ impl Forwarded {
         pool: Arc<Pool>,
         settings: &BackendSettings,
     ) -> Try<Response<ProxyBody>> {
-        let exchange = upstream_h1::send(stream, &mut self.req, &self.stamps.fields, pool);
+        let exchange = upstream_h1::send(
+            stream,
+            &mut self.req,
+            &self.stamps.fields,
+            pool,
+            self.interims,
+        );
         match tokio::time::timeout(settings.response_timeout, exchange).await {
             Err(_) => Try::TimedOut,
             Ok(Ok(resp)) => Try::Answer {
@@ -151,7 +168,7 @@ pub enum Connected {
     H1((TcpStream, bool), Arc<Pool>),
 }
 
-impl Upstream for Forwarded {
+impl Upstream for Forwarded<'_> {
     type Fields = http::HeaderMap;
     type Answer = Response<ProxyBody>;
     type Connection = Connected;
@@ -291,7 +308,9 @@ impl Proxy {
     /// Forwards `req` along `route` (the exchange, with [`Forwarded`]) and shapes the
     /// answer for the client: HTTP/1.1 on tether's status line whatever the pod spoke
     /// (RFC 9110 §2.5), no hop-by-hop fields, the session's `Set-Cookie`. With it, the
-    /// time to its head and what the access log says.
+    /// time to its head and what the access log says. The pod's interim responses go
+    /// to `interims`, for a client that can be sent them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         req: Request<RequestBody>,
@@ -300,8 +319,9 @@ impl Proxy {
         arrival: Arrival<'_>,
         started: Instant,
         response_buffer: u64,
+        interims: Option<&Interims>,
     ) -> Result<(Response<ProxyBody>, Duration, Option<LogInfo>), Error> {
-        let mut up = Forwarded::new(req, response_buffer);
+        let mut up = Forwarded::new(req, response_buffer, interims);
         let mut cookie = Vec::new();
         let served = self
             .exchange(&mut up, conn, route, arrival, started, &mut cookie)

@@ -2,8 +2,9 @@
 //! clients), on the same raw pooled connections and with the same wire rules as the
 //! HTTP/1 codec ([`super::wire`]): the request head written from the fields the proxy
 //! prepared, its body framed by length or chunked, the response head parsed by
-//! httparse, and the body decoded as it is read ([`RawBody`]), the connection going
-//! back to the pool when the body ends cleanly.
+//! httparse (the interim 1xx heads before it held for the client's stream,
+//! [`Interims`]), and the body decoded as it is read ([`RawBody`]), the connection
+//! going back to the pool when the body ends cleanly.
 //!
 //! Why not hyper's HTTP/1 client: the HTTP/2 path's CPU per request sat largely in it
 //! (profiled; see the README's load figures), and tether already has an HTTP/1 client
@@ -12,7 +13,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -43,13 +45,53 @@ pub enum SendError {
     },
 }
 
+/// The interim (1xx) responses a pod sent ahead of its answer, waiting for the HTTP/2
+/// server to send them on the request's stream (a proxy forwards them, RFC 9110
+/// §15.2). Owned by the stream and lent to the exchange, which runs in the same task:
+/// [`read_response`] fills it, and the stream empties it after each poll of the
+/// exchange, so nothing is woken. Until a 1xx arrives it costs nothing per request but
+/// a flag's load: no allocation, no lock (a `Mutex` rather than a `RefCell` only so
+/// the stream's future stays `Send`).
+#[derive(Debug, Default)]
+pub struct Interims {
+    /// Set while `heads` holds any.
+    arrived: AtomicBool,
+    heads: Mutex<Vec<Response<()>>>,
+}
+
+impl Interims {
+    /// Holds the interim head `raw` (filtered by [`wire::Interim`]) for the client.
+    fn push(&self, raw: &[u8]) {
+        let Some(head) = wire::informational_response(raw) else {
+            return;
+        };
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        heads.push(head);
+        self.arrived.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any are waiting: a load, cheap enough for every poll.
+    pub fn arrived(&self) -> bool {
+        self.arrived.load(Ordering::Relaxed)
+    }
+
+    /// The ones waiting, in the order they came; none are left behind.
+    pub fn take(&self) -> Vec<Response<()>> {
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        self.arrived.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *heads)
+    }
+}
+
 /// Sends `req` on `stream` and reads the response head; the body follows in the
-/// returned [`RawBody`], which owns the connection from then on.
+/// returned [`RawBody`], which owns the connection from then on. Interim responses go
+/// to `interims`, if the client can be sent them.
 pub async fn send(
     mut stream: TcpStream,
     req: &mut Request<RequestBody>,
     stamps: &[(http::HeaderName, http::HeaderValue)],
     pool: Arc<Pool>,
+    interims: Option<&Interims>,
 ) -> Result<Response<RawBody>, SendError> {
     let mut out = Vec::with_capacity(1024);
     let head_request = req.method() == http::Method::HEAD;
@@ -67,7 +109,7 @@ pub async fn send(
         if stream.write_all(&out).await.is_err() {
             return Err(SendError::Unsent);
         }
-        return read_response(stream, BytesMut::new(), head_request, pool, true).await;
+        return read_response(stream, BytesMut::new(), head_request, pool, true, interims).await;
     }
     if stream.write_all(&out).await.is_err() {
         return Err(SendError::Unsent);
@@ -87,10 +129,10 @@ pub async fn send(
         }
     };
     match sent {
-        Ok(whole) => read_response(stream, early, head_request, pool, whole).await,
+        Ok(whole) => read_response(stream, early, head_request, pool, whole, interims).await,
         // The client's body broke: nothing to wait for.
         Err(Some(e)) => Err(e),
-        Err(None) => read_response(stream, early, head_request, pool, false).await,
+        Err(None) => read_response(stream, early, head_request, pool, false, interims).await,
     }
 }
 
@@ -170,16 +212,17 @@ fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Reads the response head (skipping 1xx, which an HTTP/2 client of tether's cannot
-/// be sent) and returns the response with its body to read.
-/// `buf`: what was read already; `whole`: the request went out whole (else the
-/// connection is not reused).
+/// Reads the response head and returns the response with its body to read; the 1xx
+/// before it (101 is refused: nothing asked to switch) go to `interims`, or are
+/// skipped without one. `buf`: what was read already; `whole`: the request went out
+/// whole (else the connection is not reused).
 async fn read_response(
     mut stream: TcpStream,
     mut buf: BytesMut,
     head_request: bool,
     pool: Arc<Pool>,
     whole: bool,
+    interims: Option<&Interims>,
 ) -> Result<Response<RawBody>, SendError> {
     let mut first = buf.is_empty();
     let mut read = !first;
@@ -213,6 +256,9 @@ async fn read_response(
             };
             match wire::parse_response(&buf, &mut fields, head_request).map_err(bad)? {
                 ResponseParsed::Informational(len) => {
+                    if let Some(i) = interims {
+                        i.push(&buf[..len]);
+                    }
                     let _ = buf.split_to(len);
                 }
                 ResponseParsed::Partial if buf.len() >= MAX_RESPONSE_HEAD => {

@@ -247,7 +247,22 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let io: Box<dyn Stream> = match (transport, root) {
+    let io = h2_io(transport, addr, root).await;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A new byte stream to `addr` for HTTP/2 (panics on an HTTP/1 transport).
+async fn h2_io(
+    transport: Transport,
+    addr: std::net::SocketAddr,
+    root: Option<&CertificateDer<'static>>,
+) -> Box<dyn Stream> {
+    match (transport, root) {
         (Transport::H2c, _) => Box::new(TcpStream::connect(addr).await.unwrap()),
         (Transport::H2Tls, Some(root)) => {
             let s = tls_connect(addr, root, &[b"h2"]).await;
@@ -255,13 +270,7 @@ where
             Box::new(s)
         }
         (t, _) => panic!("{t:?} is not an HTTP/2 transport"),
-    };
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
+    }
 }
 
 /// Sends `req` on the HTTP/2 connection `s` and reads the whole answer ([`no_response`]
@@ -349,6 +358,47 @@ impl Front {
             return h2_send(&mut self.h2::<Full<Bytes>>().await, req).await;
         }
         parse_reply(&self.send_raw(req).await)
+    }
+
+    /// Sends `req` on a new HTTP/2 connection (panics on an HTTP/1 transport) through
+    /// the `h2` crate's client, which hands over interim responses where hyper's drops
+    /// them: the interim (1xx) heads that came before the answer, in order, and the
+    /// whole answer (its body sent with END_STREAM and no `content-length`, so it is
+    /// streamed upstream).
+    pub async fn send_h2_with_interims(
+        &self,
+        req: http::Request<Bytes>,
+    ) -> (Vec<http::Response<()>>, Reply) {
+        let io = h2_io(self.transport, self.proxy.proxy_addr, self.root()).await;
+        let (client, conn) = h2::client::handshake(io).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let (mut parts, body) = req.into_parts();
+        parts.version = http::Version::HTTP_2;
+        let mut client = client.ready().await.unwrap();
+        let head = http::Request::from_parts(parts, ());
+        let (mut resp, mut send) = client.send_request(head, body.is_empty()).unwrap();
+        if !body.is_empty() {
+            send.send_data(body, true).unwrap();
+        }
+        let mut interims = Vec::new();
+        while let Some(interim) = std::future::poll_fn(|cx| resp.poll_informational(cx)).await {
+            interims.push(interim.unwrap());
+        }
+        let (parts, mut body) = resp.await.unwrap().into_parts();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        let reply = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(got),
+        };
+        (interims, reply)
     }
 
     /// Writes `req` byte for byte on a new HTTP/1.1 connection as [`Front::send`]
