@@ -66,6 +66,11 @@ impl Forwarded {
         let mut req = std::mem::replace(&mut self.req, copy);
         self.stamps.apply(req.headers_mut());
         let exchange = c.sender.try_send_request(req);
+        // The handle goes before the wait: were the connection to die with the request
+        // still queued, the request comes back unsent once the pool's and every try's
+        // handles are gone (see `Pool::connect_h2`), so this one must not be kept.
+        let reused = c.reused;
+        drop(c);
         match tokio::time::timeout(settings.response_timeout, exchange).await {
             Err(_) => Try::TimedOut,
             Ok(Ok(resp)) => Try::Answer {
@@ -75,11 +80,11 @@ impl Forwarded {
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) => {
                     self.req = unsent;
-                    Try::Unsent { reused: c.reused }
+                    Try::Unsent { reused }
                 }
                 None => Try::Failed {
                     error: Error::Upstream(e.into_error().into()),
-                    stale: c.reused,
+                    stale: reused,
                 },
             },
         }
