@@ -173,7 +173,8 @@ pub struct ServerSettings {
     pub request_buffer: usize,
     /// A response body of known length up to this many bytes is read whole and its
     /// upstream connection returned to the pool before the client is written to, so a
-    /// slow reader never holds a pod's connection.
+    /// slow reader never holds a pod's connection (from an h2c pod, an idempotent
+    /// request's, so a pod dying mid-answer is retried elsewhere).
     pub response_buffer: usize,
     /// A client that takes no bytes for this long while tether is writing to it is cut
     /// off (a stalled reader).

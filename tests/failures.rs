@@ -62,6 +62,35 @@ async fn killing_the_pinned_pod_under_load_fails_no_idempotent_request() {
 }
 
 #[tokio::test]
+async fn an_h2c_pod_dying_between_its_head_and_its_body_fails_no_idempotent_request() {
+    let (dying, heads) = h2c_pod_that_dies_after_its_head().await;
+    let good = TestBackend::echo_over("pod-a", Upstream::H2c).await;
+    let both = format!(
+        "{}, {{ name = \"pod-x\", address = \"{dying}\" }}",
+        good.entry()
+    );
+    let cfg = config(&[&good], &[], Upstream::H2c.protocol()).replace(&good.entry(), &both);
+    for t in Transport::ALL {
+        let front = Front::start(t, &cfg).await;
+        // New sessions until one was placed on the dying pod: its head came, its body
+        // never did, and nothing of it reached the client, so the GET goes to pod-a.
+        let before = heads.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            let r = front.send(with_cookie(t, "/", None, false)).await;
+            assert_eq!((r.status.as_u16(), r.pod()), (200, "pod-a".into()), "{t:?}");
+            if heads.load(Ordering::SeqCst) > before {
+                break;
+            }
+        }
+        assert!(
+            heads.load(Ordering::SeqCst) > before,
+            "{t:?}: never placed on pod-x"
+        );
+        front.proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn a_pod_answering_500s_is_ejected_and_its_sessions_fail_over() {
     for upstream in Upstream::ALL {
         for t in Transport::ALL {

@@ -433,9 +433,22 @@ impl Proxy {
                     Err(Cut::TimedOut) => {
                         break 'tries Err(self.timed_out(&snapshot, endpoint, settings))
                     }
+                    // Nothing of the answer reached the client yet: like any failure
+                    // after the request went out, the endpoint's, and a replayable
+                    // request moves to the next endpoint within the retry budget.
                     Err(Cut::Failed(e)) => {
-                        self.upstream_fault(&snapshot, endpoint, settings, LastError::Reset);
-                        break 'tries Err(e);
+                        let tried = Tried::Failed { stale: false };
+                        let more = || attempts.after(n);
+                        match self
+                            .next_try(tried, replayable, tries, more, &snapshot, endpoint, backend)
+                        {
+                            Next::Elsewhere => {
+                                tried_pinned |= Some(i) == decision.pinned();
+                                tracing::debug!(endpoint = %endpoint.identity, error = %e, "answer cut before it was relayed; retrying on the next endpoint");
+                                continue 'candidates;
+                            }
+                            Next::Replay | Next::Stop => break 'tries Err(e),
+                        }
                     }
                 }
                 if let Some(s) = shared {

@@ -82,6 +82,11 @@ impl<'i> Forwarded<'i> {
         let mut req = std::mem::replace(&mut self.req, copy);
         self.stamps.apply(req.headers_mut());
         let exchange = c.sender.try_send_request(req);
+        // The handle goes before the wait: were the connection to die with the request
+        // still queued, the request comes back unsent once the pool's and every try's
+        // handles are gone (see `Pool::connect_h2`), so this one must not be kept.
+        let reused = c.reused;
+        drop(c);
         match tokio::time::timeout(settings.response_timeout, exchange).await {
             Err(_) => Try::TimedOut,
             Ok(Ok(resp)) => Try::Answer {
@@ -91,11 +96,11 @@ impl<'i> Forwarded<'i> {
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) => {
                     self.req = unsent;
-                    Try::Unsent { reused: c.reused }
+                    Try::Unsent { reused }
                 }
                 None => Try::Failed {
                     error: Error::Upstream(e.into_error().into()),
-                    stale: c.reused,
+                    stale: reused,
                 },
             },
         }
@@ -269,10 +274,14 @@ impl Upstream for Forwarded<'_> {
         }
     }
 
-    /// A small response of known length from an HTTP/1 pod is read whole and its
-    /// connection goes back to the pool before the client is written to, so a slow
-    /// reader never holds a pod's connection (`response_buffer`). An h2c pod
-    /// multiplexes: a slow reader holds one stream, not its connection.
+    /// A small response of known length is read whole before its head is relayed: from
+    /// an HTTP/1 pod, so its connection goes back to the pool before the client is
+    /// written to and a slow reader never holds a pod's connection (`response_buffer`);
+    /// from an h2c pod (which multiplexes: a slow reader would hold one stream, not its
+    /// connection), so that a pod dying between its head and its body is a failure the
+    /// exchange sees before it commits to the answer, and retries if it may, rather
+    /// than a head the client gets followed by a reset stream (for a request that may
+    /// be sent again: to any other, a cut body is a failure either way).
     async fn settle(
         &mut self,
         resp: &mut Response<ProxyBody>,
@@ -286,9 +295,21 @@ impl Upstream for Forwarded<'_> {
             }
         }
         let length = resp.body().size_hint().exact();
-        if !matches!(resp.body(), ProxyBody::Raw(_))
-            || !length.is_some_and(|n| n > 0 && n <= self.response_buffer)
-        {
+        let whole = match resp.body() {
+            ProxyBody::Raw(_) => true,
+            // Only what a retry could save, and only a body that is there: not the
+            // answer to a HEAD, nor a 204 or 304, whose length describes another
+            // (RFC 9110 §8.6).
+            ProxyBody::Upstream(_) => {
+                let status = resp.status();
+                self.replayable
+                    && self.req.method() != Method::HEAD
+                    && status != StatusCode::NO_CONTENT
+                    && status != StatusCode::NOT_MODIFIED
+            }
+            ProxyBody::Full(_) | ProxyBody::Buffered(..) => false,
+        };
+        if !whole || !length.is_some_and(|n| n > 0 && n <= self.response_buffer) {
             return Ok(());
         }
         let by = Instant::now() + settings.response_timeout;
@@ -297,7 +318,12 @@ impl Upstream for Forwarded<'_> {
             Err(_) => Err(Cut::TimedOut),
             Ok(Err(e)) => Err(Cut::Failed(Error::Upstream(e))),
             Ok(Ok(body)) => {
-                *resp.body_mut() = ProxyBody::Full(Some(body.to_bytes()));
+                // An h2c body may end with trailers (RFC 9113 §8.1), which go on.
+                let trailers = body.trailers().cloned();
+                *resp.body_mut() = match trailers {
+                    None => ProxyBody::Full(Some(body.to_bytes())),
+                    Some(t) => ProxyBody::Buffered(Some(body.to_bytes()), Some(t)),
+                };
                 Ok(())
             }
         }

@@ -21,6 +21,10 @@ pub enum ProxyBody {
     Raw(super::h1::RawBody),
     /// Written by tether (errors, admin answers); `None` once sent.
     Full(Option<Bytes>),
+    /// An h2c upstream's small body, read whole before its head was relayed (see
+    /// `Upstream::settle`), with its trailer section if it had one; each `None` once
+    /// sent.
+    Buffered(Option<Bytes>, Option<http::HeaderMap>),
 }
 
 impl ProxyBody {
@@ -102,6 +106,12 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ProxyBody::Raw(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Buffered(data, trailers) => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
         }
     }
 
@@ -110,6 +120,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Raw(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Buffered(data, trailers) => data.is_none() && trailers.is_none(),
         }
     }
 
@@ -118,6 +129,9 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Raw(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Buffered(b, _) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

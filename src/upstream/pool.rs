@@ -19,6 +19,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -129,6 +130,16 @@ fn is_open(s: &TcpStream) -> bool {
     matches!(s.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// Takes the connection `mine` out of `shared`, unless another has replaced it there.
+/// (`mine` is weak, so that the ended connection's handle is not kept alive by its own
+/// task, and its allocation cannot be reused for another while it is compared.)
+fn unpool<T>(shared: &ArcSwapOption<T>, mine: &Weak<T>) {
+    shared.rcu(|current| match current {
+        Some(c) if std::ptr::eq(Arc::as_ptr(c), mine.as_ptr()) => None,
+        other => other.clone(),
+    });
+}
+
 /// Connections to one endpoint address.
 pub struct Pool {
     address: SocketAddr,
@@ -138,8 +149,9 @@ pub struct Pool {
     /// the request's own task reads and writes them); empty when pooling is disabled
     /// (`max_idle_per_endpoint = 0`) or the endpoint speaks h2c.
     raw: Box<[ArrayQueue<TcpStream>]>,
-    /// The shared HTTP/2 connection of an h2c endpoint.
-    shared: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+    /// The shared HTTP/2 connection of an h2c endpoint, while its connection task runs
+    /// (the task takes it out as it ends: see [`Pool::connect_h2`]).
+    shared: Arc<ArcSwapOption<http2::SendRequest<UpstreamBody>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -169,7 +181,7 @@ impl Pool {
             address,
             h2c,
             raw: queues(max_idle, h2c),
-            shared: ArcSwapOption::empty(),
+            shared: Arc::new(ArcSwapOption::empty()),
         }
     }
 
@@ -230,7 +242,6 @@ impl Pool {
         // taken, so keeping it inline would make every forwarding future (boxed per
         // request) larger.
         let s = Box::pin(self.connect_h2(connect_timeout)).await?;
-        self.shared.store(Some(std::sync::Arc::new(s.clone())));
         Ok(Checkout {
             sender: Sender(s),
             reused: false,
@@ -248,6 +259,16 @@ impl Pool {
         Ok(stream)
     }
 
+    /// Opens the endpoint's shared HTTP/2 connection and makes it the pool's.
+    ///
+    /// Its task takes it out of the pool when the connection ends (the peer closed or
+    /// reset it, or it failed), rather than leaving a dead handle there for the next
+    /// checkout to find closed. That also lets the connection's request channel go:
+    /// a request queued on it as it died, which its dispatch task never took, is handed
+    /// back unsent (hyper's `TrySendError` with the message) only when the channel is
+    /// dropped, which is when the last handle goes. Kept by the pool, that request
+    /// would wait for an answer that cannot come until the response timeout (a 504 for
+    /// what is a retryable "nothing was sent").
     async fn connect_h2(
         &self,
         connect_timeout: Duration,
@@ -260,11 +281,54 @@ impl Pool {
             Ok(Err(source)) => return Err(ConnectError::Handshake { addr, source }),
             Ok(Ok(pair)) => pair,
         };
+        let pooled = Arc::new(sender.clone());
+        let mine = Arc::downgrade(&pooled);
+        self.shared.store(Some(pooled));
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream h2 connection ended with an error");
             }
+            unpool(&shared, &mine);
         });
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A pod that ends the connection it is given, having read what tether wrote first
+    /// (the HTTP/2 preface, RFC 9113 §3.4): the connection ends under the pool's handle.
+    #[tokio::test]
+    async fn an_h2c_connection_leaves_the_pool_when_it_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(listener.local_addr().unwrap(), 0, true);
+        let pod = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.read(&mut [0u8; 64]).await;
+        });
+        let first = pool.checkout(Duration::from_secs(5)).await.unwrap();
+        assert!(!first.reused);
+        drop(first);
+        assert!(pool.shared.load().is_some(), "the connection is pooled");
+        pod.await.unwrap();
+        // Until hyper has seen it end (the handle reports closed once the connection's
+        // task dropped its side, on this one thread after the task has run to its end).
+        let closed = async {
+            while pool.shared.load().as_ref().is_some_and(|s| !s.is_closed()) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the connection ended");
+        assert!(
+            pool.shared.load().is_none(),
+            "an ended connection's handle stays in the pool, keeping its queued requests"
+        );
     }
 }

@@ -719,3 +719,75 @@ pub fn config_for(addr: SocketAddr, backend_extra: &str) -> String {
          [[backend]]\nname = \"app\"\nendpoints = [\"{addr}\"]\nconnect_timeout = \"500ms\"\n{backend_extra}\n"
     )
 }
+
+/// An h2c pod that answers each connection's first request with a head only (`200`,
+/// `content-length: 10`) and then resets the connection (zero linger) without a byte
+/// of the body: a pod killed between its head and its body. It speaks raw frames (RFC
+/// 9113 §4.1), so the head is out before the reset: the reset follows tether's
+/// acknowledgement of the SETTINGS frame written just before the head (§6.5.3), sent
+/// once tether has read both. Returns the address and how many heads it sent.
+pub async fn h2c_pod_that_dies_after_its_head() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicU64::new(0));
+    let count = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                // The client's SETTINGS and WINDOW_UPDATE, then its request's HEADERS.
+                let stream = loop {
+                    match read_frame(&mut s).await {
+                        Some((0x1, _, id)) => break id,
+                        Some(_) => {}
+                        None => return,
+                    }
+                };
+                let mut out = Vec::new();
+                put_frame(&mut out, 0x4, 0, 0, &[]);
+                // `:status: 200` (static index 8) and `content-length: 10` (a literal
+                // with the name of static index 28), RFC 7541 §6.1 and §6.2.2;
+                // END_HEADERS, no END_STREAM: a body is to follow.
+                let block = [0x88, 0x0f, 0x0d, 0x02, b'1', b'0'];
+                put_frame(&mut out, 0x1, 0x4, stream, &block);
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    match read_frame(&mut s).await {
+                        Some((0x4, flags, _)) if flags & 0x1 == 0x1 => break,
+                        Some(_) => {}
+                        None => return,
+                    }
+                }
+                let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Reads one HTTP/2 frame: its type, flags and stream (RFC 9113 §4.1).
+async fn read_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(u8, u8, u32)> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream))
+}
+
+/// Appends an HTTP/2 frame to `out` (RFC 9113 §4.1).
+fn put_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
