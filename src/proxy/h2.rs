@@ -1,42 +1,48 @@
-//! tether's HTTP/2 server: the `h2` crate's connection (framing, HPACK, stream states
-//! and flow control, RFC 9113), driven by one task per client connection that also
-//! polls every stream's exchange, with no task, channel or `hyper` service per stream.
-//! Each stream is a request to [`Proxy::handle`], whose answer is written back here; the
-//! policy (routing, affinity, retries, blame, metrics, the access log) is the exchange's,
-//! shared with the HTTP/1 codec ([`super::native`]).
+//! tether's HTTP/2 server (RFC 9113): one task per client connection reads frames
+//! ([`crate::http::h2::frame`]), decodes each request's header block straight into its
+//! request ([`crate::http::h2::hpack`]), polls every stream's exchange
+//! ([`Proxy::handle`], whose policy — routing, affinity, retries, blame, metrics, the
+//! access log — is shared with the HTTP/1 codec, [`super::native`]), and writes the
+//! answers: heads encoded without Huffman coding or the dynamic table, bodies framed
+//! as the client's windows allow (§5.2, §6.9). No task, channel or service per stream.
 //!
-//! Why not hyper's HTTP/2 server, as before: it spawns a task per stream and wraps each
-//! request and answer in its own body and service types, and on a machine whose cores
-//! clients, proxy and pods share, that CPU is what sets throughput (benches/load/ and
-//! the README's figures). The protocol stays the `h2` crate's, which hyper used too.
+//! Why tether's own rather than the `h2` crate's server, which it drove before: see
+//! [`crate::http::h2`]; the behavioural suite that held the crate's server holds this
+//! one, on every transport.
 //!
-//! Lifecycle of a connection: the preface and SETTINGS (RFC 9113 §3.4) within the
-//! header timeout; then streams accepted up to `MAX_CONCURRENT_STREAMS`, each answered
-//! as its exchange ends, its body sent as the client's flow-control window allows
-//! (§5.2); a PING every [`KEEPALIVE`] with no PING answer by the next one closes the
-//! connection (a peer that vanished without a FIN); a connection with no stream for
-//! `idle_timeout` is closed with a GOAWAY (§6.8), as the HTTP/1 codec closes an idle
-//! keep-alive connection, so an idle client that answers PINGs does not hold its
-//! connection slot for ever; at shutdown a GOAWAY, and the streams in flight finish
-//! within the grace period. A stream the client resets (§6.4)
-//! drops its exchange, which counts the request as the client's abort and touches no
-//! endpoint.
+//! Lifecycle of a connection: the preface and SETTINGS (§3.4) within the header
+//! timeout; then streams accepted up to [`MAX_STREAMS`] (more are refused,
+//! REFUSED_STREAM), each answered as its exchange ends, its body sent as windows allow;
+//! a request body's window reopens as the exchange takes its bytes, so a slow pod
+//! slows its client rather than filling tether's memory; a PING every [`KEEPALIVE`]
+//! with no answer by the next one closes the connection (a peer that vanished without a
+//! FIN); a connection with no stream for `idle_timeout` is closed as an idle HTTP/1
+//! keep-alive connection is; closing is a GOAWAY without a limit and a PING, then the
+//! GOAWAY naming the last stream once the PING is answered (§6.8), and the streams in
+//! flight finish within the grace period. A stream the client resets (§6.4) drops its
+//! exchange, which counts the request as the client's abort and touches no endpoint.
+//! Malformed requests (§8.1.1, §8.2, §8.3) are reset with PROTOCOL_ERROR; violations of
+//! the connection's rules end it with GOAWAY. Guards: a header block at most twice
+//! `max_header_bytes` across its CONTINUATIONs, rapid resets (CVE-2023-44487) and empty
+//! DATA frames (CVE-2019-9518) end the connection with ENHANCE_YOUR_CALM, and a socket
+//! the client does not read stops the reading of its frames (PING and SETTINGS
+//! floods). Priorities are ignored, as RFC 9113 §5.3.2 allows.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
-
+use bytes::{Buf, Bytes, BytesMut};
+use futures::future::{AbortHandle, Abortable};
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use h2::server::SendResponse;
-use h2::SendStream;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -44,9 +50,10 @@ use tokio::time::Instant;
 
 use super::native::{LazyTimer, StopWait};
 use super::{Connection, Proxy};
+use crate::http::h2::frame::{self, Frame, Reason};
+use crate::http::h2::hpack;
 use crate::http::wire;
-use crate::upstream::body::{ClientBody, ProxyBody};
-use crate::upstream::h1::Interims;
+use crate::upstream::body::{ClientBody, Fed, Feed, ProxyBody};
 
 /// How often an HTTP/2 connection is checked for a live peer with a PING.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -67,17 +74,142 @@ pub struct Limits {
     pub send_timeout: Duration,
 }
 
-/// Flow-control windows, per stream and per connection (RFC 9113 §6.9.2): room for a
-/// megabyte in flight, as hyper's server gave.
+/// Our windows, per stream and per connection: room for a megabyte in flight.
 const WINDOW: u32 = 1024 * 1024;
 /// Streams a client may have open at once (RFC 9113 §5.1.2).
 const MAX_STREAMS: u32 = 1024;
-/// Most bytes of an answer buffered per stream before waiting on the client.
-const SEND_BUFFER: usize = 400 * 1024;
-/// Streams the server may reset for the client's protocol errors before the
-/// connection is ended, as hyper sets it. (The guard against streams the client resets
-/// at once, "rapid reset", is h2's default, as it was under hyper.)
-const MAX_ERROR_RESETS: usize = 1024;
+/// Bytes gathered for the socket before the connection stops pumping bodies.
+const WRITE_HIGH: usize = 64 * 1024;
+/// The largest frame we accept (our SETTINGS_MAX_FRAME_SIZE: the default).
+const MAX_FRAME: u32 = frame::DEFAULT_MAX_FRAME_SIZE;
+/// Streams the client may reset before their answer without question; past it, a
+/// client that resets most of the streams it opens is ended (the "rapid reset" guard,
+/// CVE-2023-44487): such streams cost an exchange each and give the client nothing.
+const FREE_RESETS: u32 = 100;
+/// Empty DATA frames (no bytes, no END_STREAM) a connection may send.
+const MAX_EMPTY_FRAMES: u32 = 1024;
+
+type Handled<'a> = Pin<Box<dyn Future<Output = (u32, Option<Response<ProxyBody>>)> + Send + 'a>>;
+
+/// The interim (1xx) responses pods sent, waiting to go out on their streams ahead of
+/// the answers (RFC 9110 §15.2): each stream's exchange fills its own `Interims` slot,
+/// which the stream's future moves here after each poll; the connection sends them
+/// before it handles the answers that poll completed.
+#[derive(Default)]
+struct Interim1xx {
+    any: std::sync::atomic::AtomicBool,
+    heads: std::sync::Mutex<Vec<(u32, Response<()>)>>,
+}
+
+impl Interim1xx {
+    fn push(&self, id: u32, heads: Vec<Response<()>>) {
+        let mut all = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.extend(heads.into_iter().map(|h| (id, h)));
+        self.any.store(true, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Vec<(u32, Response<()>)> {
+        if !self.any.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let mut all = self
+            .heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.any.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *all)
+    }
+}
+
+/// Our side of closing the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GoAway {
+    /// Open.
+    None,
+    /// GOAWAY sent without a limit, with a PING whose answer ends the wait.
+    Draining,
+    /// GOAWAY sent naming the last stream served.
+    Final,
+}
+
+/// The PING payload sent with a draining GOAWAY.
+const DRAIN_PING: [u8; 8] = *b"draining";
+
+/// One stream's state on the server.
+struct Stream {
+    /// The client may still send DATA (no END_STREAM yet).
+    recv_open: bool,
+    /// The client's room to send on this stream.
+    recv_window: i64,
+    /// Bytes of the request body taken by the exchange, not yet returned as window.
+    taken: Option<Arc<AtomicUsize>>,
+    taken_seen: usize,
+    /// Where the request body's frames go.
+    feed: Option<futures::channel::mpsc::UnboundedSender<Fed>>,
+    /// Bytes `content-length` still expects (RFC 9113 §8.1.1).
+    expect: Option<u64>,
+    /// Our room to send on this stream.
+    send_window: i64,
+    /// Drops the exchange when the client resets the stream.
+    abort: Option<AbortHandle>,
+    /// The answer's body being sent, and bytes of it not yet framed.
+    body: Option<ProxyBody>,
+    pending: Option<Bytes>,
+    /// `pending` is the body's last data.
+    pending_end: bool,
+    /// Since when the stream has waited on the client's window with data to send.
+    blocked_since: Option<Instant>,
+    /// A HEAD request: its answer has no body.
+    head: bool,
+}
+
+/// A connection's state.
+struct Conn<'a, S> {
+    io: S,
+    interims: &'a Interim1xx,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    decoder: hpack::Decoder,
+    encoder: hpack::Encoder,
+    block: Vec<u8>,
+    /// A header block in progress: its stream and whether its HEADERS ended the stream.
+    continuing: Option<(u32, bool)>,
+    streams: HashMap<u32, Stream, ahash::RandomState>,
+    /// Streams with an answer body to send.
+    sending: VecDeque<u32>,
+    handled: FuturesUnordered<Abortable<Handled<'a>>>,
+    last_stream: u32,
+    peer_max_frame: u32,
+    peer_window: i64,
+    send_window: i64,
+    recv_window: i64,
+    recv_consumed: i64,
+    preface_seen: usize,
+    settings_seen: bool,
+    /// Where our GOAWAY stands (RFC 9113 §6.8).
+    goaway: GoAway,
+    peer_goaway: bool,
+    resets: u32,
+    /// Streams the client opened.
+    opened: u32,
+    /// DATA frames with no bytes and no END_STREAM.
+    empty_frames: u32,
+    read_closed: bool,
+    max_header_bytes: usize,
+}
+
+/// Why the connection stops.
+enum Ended {
+    /// Cleanly (all done, or the client left).
+    Done,
+    /// With a connection error we told the client about.
+    Error(Reason, &'static str),
+    /// The socket failed.
+    Io(std::io::Error),
+}
 
 impl Proxy {
     /// Serves one HTTP/2 connection until the client closes it, it fails, or shutdown
@@ -88,219 +220,1105 @@ impl Proxy {
         conn: &Connection,
         limits: Limits,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), h2::Error>
+    ) -> Result<(), std::io::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut builder = h2::server::Builder::new();
-        builder
-            .initial_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
-            .max_concurrent_streams(MAX_STREAMS)
-            .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-            .max_send_buffer_size(SEND_BUFFER)
-            .max_local_error_reset_streams(Some(MAX_ERROR_RESETS));
-        let mut h2 = match tokio::time::timeout(limits.header_timeout, builder.handshake(io)).await
-        {
-            Ok(handshaken) => handshaken?,
-            Err(_) => return Ok(()),
+        let interims = Interim1xx::default();
+        let mut c = Conn {
+            io,
+            interims: &interims,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: Vec::with_capacity(16 * 1024),
+            decoder: hpack::Decoder::new(4096),
+            encoder: hpack::Encoder::new(),
+            block: Vec::new(),
+            continuing: None,
+            streams: HashMap::default(),
+            sending: VecDeque::new(),
+            handled: FuturesUnordered::new(),
+            last_stream: 0,
+            peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
+            peer_window: 65_535,
+            send_window: 65_535,
+            recv_window: i64::from(WINDOW),
+            recv_consumed: 0,
+            preface_seen: 0,
+            settings_seen: false,
+            goaway: GoAway::None,
+            peer_goaway: false,
+            resets: 0,
+            opened: 0,
+            empty_frames: 0,
+            read_closed: false,
+            max_header_bytes: limits.max_header_bytes,
         };
-        let mut pings = h2.ping_pong();
-        let mut keepalive = LazyTimer::new();
-        let mut next_ping = Instant::now() + KEEPALIVE;
+        // Our SETTINGS, and the connection window opened to ours (RFC 9113 §6.9.2).
+        frame::write_settings(
+            &mut c.wbuf,
+            &frame::Settings {
+                max_concurrent_streams: Some(MAX_STREAMS),
+                initial_window_size: Some(WINDOW),
+                max_header_list_size: Some(limits.max_header_bytes.min(u32::MAX as usize) as u32),
+                ..Default::default()
+            },
+        );
+        frame::write_window_update(&mut c.wbuf, 0, WINDOW - 65_535);
+
+        let mut timer = LazyTimer::new();
+        let started = Instant::now();
+        let mut next_ping = started + KEEPALIVE;
         let mut awaiting_pong = false;
-        // Since when no stream has been open (`None` while some are, or once closing).
-        let mut idle_since = Some(Instant::now());
-        // One wait for the whole connection (see the HTTP/1 codec's `StopWait`).
+        let mut idle_since = Some(started);
         let stopping = shutdown.clone();
         let mut stop = pin!(shutdown.changed());
         let mut stop_armed = false;
-        let mut closing = false;
-        let mut streams = FuturesUnordered::new();
         loop {
             let event = poll_fn(|cx| {
-                // New streams join the set and are polled at once, in the same wake.
-                loop {
-                    while let Poll::Ready(Some(ended)) = streams.poll_next_unpin(cx) {
-                        let ended: Result<(), _> = ended;
-                        if ended.is_err() {
-                            tracing::error!(peer = %conn.peer, "an HTTP/2 stream's exchange panicked");
-                        }
+                if let Err(ended) = c.drive(self, conn, cx, limits, &mut awaiting_pong) {
+                    return Poll::Ready(Some(ended));
+                }
+                if c.done() {
+                    return Poll::Ready(Some(Ended::Done));
+                }
+                if !c.settings_seen && Instant::now() >= started + limits.header_timeout {
+                    return Poll::Ready(Some(Ended::Done));
+                }
+                if c.streams.is_empty() && c.handled.is_empty() {
+                    if idle_since.is_none() {
+                        idle_since = Some(Instant::now());
                     }
-                    match h2.poll_accept(cx) {
-                        Poll::Ready(Some(Ok((req, respond)))) => {
-                            idle_since = None;
-                            // Boxed once here (the set's own node would copy the
-                            // future three times on the way in); a panic in one
-                            // exchange resets its stream, not the connection's others.
-                            let stream = self.stream(req, respond, conn, limits);
-                            streams.push(Box::pin(AssertUnwindSafe(stream).catch_unwind()));
-                        }
-                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::Closed(Err(e))),
-                        // The connection is done: every stream ended and GOAWAY was
-                        // exchanged, or the client closed it.
-                        Poll::Ready(None) => return Poll::Ready(Event::Closed(Ok(()))),
-                        Poll::Pending => break,
-                    }
+                } else {
+                    idle_since = None;
                 }
-                if streams.is_empty() && idle_since.is_none() && !closing {
-                    idle_since = Some(Instant::now());
+                let mut deadline = next_ping;
+                if let Some(t) = idle_since {
+                    deadline = deadline.min(t + limits.idle_timeout);
                 }
-                if let Some(pings) = &mut pings {
-                    if awaiting_pong && pings.poll_pong(cx).is_ready() {
-                        awaiting_pong = false;
-                    }
+                if !c.settings_seen {
+                    deadline = deadline.min(started + limits.header_timeout);
                 }
-                let deadline = match idle_since {
-                    Some(since) => next_ping.min(since + limits.idle_timeout),
-                    None => next_ping,
-                };
-                if keepalive.poll_until(cx, deadline).is_ready() {
-                    return Poll::Ready(Event::Tick);
+                if let Some(t) = c.oldest_blocked() {
+                    deadline = deadline.min(t + limits.send_timeout);
                 }
-                if !closing {
+                if timer.poll_until(cx, deadline).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if c.goaway == GoAway::None {
                     let stopped = StopWait {
                         wait: stop.as_mut(),
                         armed: &mut stop_armed,
                         stopping: &stopping,
                     };
                     if pin!(stopped).poll(cx).is_ready() {
-                        return Poll::Ready(Event::Shutdown);
+                        c.go_away(Reason::NO_ERROR);
+                        return Poll::Ready(None);
                     }
                 }
                 Poll::Pending
             })
             .await;
             match event {
-                Event::Closed(ended) => return ended,
-                Event::Tick
-                    if idle_since.is_some_and(|t| t + limits.idle_timeout <= Instant::now()) =>
-                {
-                    tracing::debug!(peer = %conn.peer, "idle HTTP/2 connection: closing");
-                    h2.graceful_shutdown();
-                    closing = true;
-                    idle_since = None;
+                Some(Ended::Done) => return c.finish().await,
+                Some(Ended::Error(reason, why)) => {
+                    tracing::debug!(peer = %conn.peer, ?reason, why, "HTTP/2 connection error");
+                    c.go_away(reason);
+                    return c.finish().await;
                 }
-                Event::Tick => {
-                    // No answer to the last PING in a whole interval: the peer is gone.
-                    // It is told with a GOAWAY, if it is there to read one.
-                    if awaiting_pong {
-                        tracing::debug!(peer = %conn.peer, "no PING answer: closing");
-                        h2.abrupt_shutdown(h2::Reason::NO_ERROR);
-                        let closed = poll_fn(|cx| h2.poll_closed(cx));
-                        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
-                        return Ok(());
+                Some(Ended::Io(e)) => return Err(e),
+                None => {
+                    let now = Instant::now();
+                    if idle_since.is_some_and(|t| t + limits.idle_timeout <= now)
+                        || (!c.settings_seen && started + limits.header_timeout <= now)
+                    {
+                        c.go_away(Reason::NO_ERROR);
+                        idle_since = None;
                     }
-                    if let Some(p) = &mut pings {
-                        awaiting_pong = p.send_ping(h2::Ping::opaque()).is_ok();
+                    let stalled = c.reset_stalled(now, limits.send_timeout);
+                    if stalled > 0 {
+                        self.send_timeouts
+                            .fetch_add(stalled as u64, Ordering::Relaxed);
                     }
-                    next_ping = Instant::now() + KEEPALIVE;
-                }
-                // Shutdown: a GOAWAY, then the streams in flight finish (the server's
-                // grace period bounds how long).
-                Event::Shutdown => {
-                    h2.graceful_shutdown();
-                    closing = true;
-                    idle_since = None;
+                    if now >= next_ping {
+                        if awaiting_pong {
+                            tracing::debug!(peer = %conn.peer, "no PING answer: closing");
+                            c.go_away(Reason::NO_ERROR);
+                            let _ = c.finish().await;
+                            return Ok(());
+                        }
+                        frame::write_ping(&mut c.wbuf, *b"tether\0\0");
+                        awaiting_pong = true;
+                        next_ping = now + KEEPALIVE;
+                    }
                 }
             }
         }
     }
+}
 
-    /// One stream: its request through the exchange, and the answer back, preceded by
-    /// the pod's interim responses as they come ([`send_interims`]). A reset from the
-    /// client ends it where it is (its exchange dropped).
-    async fn stream(
-        &self,
-        req: Request<h2::RecvStream>,
-        mut respond: SendResponse<Bytes>,
-        conn: &Connection,
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
+    /// Reads and handles frames, polls the exchanges, sends what can be sent.
+    fn drive(
+        &mut self,
+        proxy: &'a Proxy,
+        conn: &'a Connection,
+        cx: &mut Context<'_>,
         limits: Limits,
-    ) {
-        let length = content_length(req.headers());
-        let req = req.map(|recv| ClientBody::new(recv, length));
-        let head = req.method() == http::Method::HEAD;
-        let interims = Interims::default();
-        let answer = {
-            // In the stream's own state, which the connection boxes once.
-            let mut handled = pin!(self.handle(req, conn, &interims));
-            let answered = poll_fn(|cx| {
-                let polled = handled.as_mut().poll(cx);
-                // What this poll of the exchange read before its answer, or before it
-                // waited again, goes first; nothing woke for it.
-                if interims.arrived() && !send_interims(&interims, &mut respond, cx) {
-                    return Poll::Ready(None);
+        awaiting_pong: &mut bool,
+    ) -> Result<(), Ended> {
+        loop {
+            let mut progress = false;
+            // Frames in.
+            while !self.read_closed && self.wbuf.len() < WRITE_HIGH {
+                match self.next_frame()? {
+                    Some((head, payload)) => {
+                        self.on_frame(head, payload, proxy, conn, limits, awaiting_pong)?;
+                        progress = true;
+                    }
+                    None => {
+                        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+                            self.rbuf.reserve(16 * 1024);
+                        }
+                        let n = match tokio_util::io::poll_read_buf(
+                            Pin::new(&mut self.io),
+                            cx,
+                            &mut self.rbuf,
+                        ) {
+                            Poll::Ready(Ok(n)) => n,
+                            Poll::Ready(Err(e)) => return Err(Ended::Io(e)),
+                            Poll::Pending => break,
+                        };
+                        if n == 0 {
+                            self.read_closed = true;
+                            for s in self.streams.values_mut() {
+                                if let Some(a) = s.abort.take() {
+                                    a.abort();
+                                }
+                            }
+                            break;
+                        }
+                    }
                 }
-                if let Poll::Ready(resp) = polled {
-                    return Poll::Ready(Some(resp));
-                }
-                match respond.poll_reset(cx) {
-                    Poll::Ready(_) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
-            });
-            answered.await
+            }
+            // Exchanges.
+            while let Poll::Ready(Some(done)) = self.handled.poll_next_unpin(cx) {
+                progress = true;
+                self.send_interims();
+                let Ok((id, answer)) = done else { continue };
+                self.answer(id, answer);
+            }
+            self.send_interims();
+            // Request bodies taken: their windows reopen.
+            self.return_windows();
+            // Bodies out.
+            if self.pump(cx) {
+                progress = true;
+            }
+            // Bytes out.
+            self.flush(cx)?;
+            if !progress {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next whole frame in the read buffer, after the preface.
+    fn next_frame(&mut self) -> Result<Option<(frame::Head, Bytes)>, Ended> {
+        if self.preface_seen < frame::PREFACE.len() {
+            let want = frame::PREFACE.len() - self.preface_seen;
+            let have = self.rbuf.len().min(want);
+            if self.rbuf[..have] != frame::PREFACE[self.preface_seen..self.preface_seen + have] {
+                return Err(Ended::Error(Reason::PROTOCOL_ERROR, "bad preface"));
+            }
+            self.rbuf.advance(have);
+            self.preface_seen += have;
+            if self.preface_seen < frame::PREFACE.len() {
+                return Ok(None);
+            }
+        }
+        let Some(head) = self.rbuf.get(..frame::HEAD_LEN) else {
+            return Ok(None);
         };
-        let Some(resp) = answer else { return };
+        let mut h = [0u8; frame::HEAD_LEN];
+        h.copy_from_slice(head);
+        let head = frame::head(&h);
+        if head.len > MAX_FRAME {
+            return Err(Ended::Error(Reason::FRAME_SIZE_ERROR, "frame too large"));
+        }
+        let total = frame::HEAD_LEN + head.len as usize;
+        if self.rbuf.len() < total {
+            self.rbuf.reserve(total - self.rbuf.len());
+            return Ok(None);
+        }
+        let mut whole = self.rbuf.split_to(total);
+        whole.advance(frame::HEAD_LEN);
+        Ok(Some((head, whole.freeze())))
+    }
+
+    fn on_frame(
+        &mut self,
+        head: frame::Head,
+        payload: Bytes,
+        proxy: &'a Proxy,
+        conn: &'a Connection,
+        limits: Limits,
+        awaiting_pong: &mut bool,
+    ) -> Result<(), Ended> {
+        // A header block in progress admits only its CONTINUATION (RFC 9113 §6.10).
+        if let Some((id, _)) = self.continuing {
+            if head.kind != frame::kind::CONTINUATION || head.stream != id {
+                return Err(Ended::Error(
+                    Reason::PROTOCOL_ERROR,
+                    "header block interrupted",
+                ));
+            }
+        }
+        let parsed = match frame::parse(&head, payload, MAX_FRAME) {
+            Ok(f) => f,
+            Err(frame::Error::Connection(reason, why)) => return Err(Ended::Error(reason, why)),
+            Err(frame::Error::Stream(id, reason, _)) => {
+                self.reset(id, reason);
+                return Ok(());
+            }
+        };
+        // The client's preface ends with SETTINGS (RFC 9113 §3.4).
+        if !self.settings_seen && !matches!(parsed, Frame::Settings { ack: false, .. }) {
+            return Err(Ended::Error(
+                Reason::PROTOCOL_ERROR,
+                "preface without settings",
+            ));
+        }
+        match parsed {
+            Frame::Settings { ack: true, .. } => {}
+            Frame::Settings { settings, .. } => {
+                self.settings_seen = true;
+                if let Some(n) = settings.max_frame_size {
+                    self.peer_max_frame = n;
+                }
+                if let Some(w) = settings.initial_window_size {
+                    // Every stream's window moves by the change (RFC 9113 §6.9.2).
+                    let delta = i64::from(w) - self.peer_window;
+                    self.peer_window = i64::from(w);
+                    for s in self.streams.values_mut() {
+                        s.send_window += delta;
+                        if s.send_window > i64::from(i32::MAX) {
+                            return Err(Ended::Error(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "window overflow",
+                            ));
+                        }
+                    }
+                }
+                frame::write_settings_ack(&mut self.wbuf);
+            }
+            // The answer to the PING sent with the first GOAWAY: every stream the
+            // client opened before it saw that GOAWAY has arrived, so the last one can
+            // be named (RFC 9113 §6.8).
+            Frame::Ping { ack: true, payload } if payload == DRAIN_PING => {
+                if self.goaway == GoAway::Draining {
+                    frame::write_goaway(&mut self.wbuf, self.last_stream, Reason::NO_ERROR, b"");
+                    self.goaway = GoAway::Final;
+                }
+            }
+            Frame::Ping { ack: true, .. } => *awaiting_pong = false,
+            Frame::Ping { payload, .. } => frame::write_ping_ack(&mut self.wbuf, payload),
+            Frame::GoAway { .. } => {
+                self.peer_goaway = true;
+            }
+            Frame::WindowUpdate {
+                stream: 0,
+                increment,
+            } => {
+                self.send_window += i64::from(increment);
+                if self.send_window > i64::from(i32::MAX) {
+                    return Err(Ended::Error(Reason::FLOW_CONTROL_ERROR, "window overflow"));
+                }
+            }
+            Frame::WindowUpdate { stream, increment } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.send_window += i64::from(increment);
+                    if s.send_window > i64::from(i32::MAX) {
+                        self.reset(stream, Reason::FLOW_CONTROL_ERROR);
+                    }
+                } else if stream > self.last_stream {
+                    return Err(Ended::Error(
+                        Reason::PROTOCOL_ERROR,
+                        "window update on idle stream",
+                    ));
+                }
+            }
+            Frame::RstStream { stream, .. } => {
+                if stream > self.last_stream {
+                    return Err(Ended::Error(
+                        Reason::PROTOCOL_ERROR,
+                        "reset of an idle stream",
+                    ));
+                }
+                if let Some(mut s) = self.streams.remove(&stream) {
+                    if let Some(a) = s.abort.take() {
+                        a.abort();
+                        self.resets += 1;
+                        if self.resets > FREE_RESETS && self.resets * 4 > self.opened * 3 {
+                            return Err(Ended::Error(Reason::ENHANCE_YOUR_CALM, "too many resets"));
+                        }
+                    }
+                    if let Some(feed) = s.feed.take() {
+                        let _ = feed.unbounded_send(Fed::Broken(h2::Reason::CANCEL));
+                    }
+                }
+            }
+            Frame::Priority { .. } | Frame::Unknown => {}
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                block,
+            } => {
+                self.block.clear();
+                self.block.extend_from_slice(&block);
+                if end_headers {
+                    self.on_header_block(stream, end_stream, proxy, conn, limits)?;
+                } else {
+                    self.continuing = Some((stream, end_stream));
+                }
+            }
+            Frame::Continuation {
+                stream,
+                end_headers,
+                block,
+            } => {
+                let Some((_, end_stream)) = self.continuing else {
+                    return Err(Ended::Error(
+                        Reason::PROTOCOL_ERROR,
+                        "continuation without headers",
+                    ));
+                };
+                if self.block.len() + block.len() > self.max_header_bytes.saturating_mul(2) + 16_384
+                {
+                    return Err(Ended::Error(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "header block too large",
+                    ));
+                }
+                self.block.extend_from_slice(&block);
+                if end_headers {
+                    self.continuing = None;
+                    self.on_header_block(stream, end_stream, proxy, conn, limits)?;
+                }
+            }
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_len,
+            } => {
+                // Frames that carry nothing and end nothing cost work and give none
+                // (CVE-2019-9518): a client sending many is ended.
+                if flow_len == 0 && !end_stream {
+                    self.empty_frames += 1;
+                    if self.empty_frames > MAX_EMPTY_FRAMES {
+                        return Err(Ended::Error(Reason::ENHANCE_YOUR_CALM, "empty data frames"));
+                    }
+                }
+                let flow = i64::from(flow_len);
+                self.recv_window -= flow;
+                if self.recv_window < 0 {
+                    return Err(Ended::Error(
+                        Reason::FLOW_CONTROL_ERROR,
+                        "connection window exceeded",
+                    ));
+                }
+                // Padding and bytes of streams no one reads go back at once.
+                let mut returned = flow - data.len() as i64;
+                match self.streams.get_mut(&stream) {
+                    Some(s) if s.recv_open => {
+                        s.recv_window -= flow;
+                        if s.recv_window < 0 {
+                            self.recv_consumed += flow;
+                            self.reset(stream, Reason::FLOW_CONTROL_ERROR);
+                            return Ok(());
+                        }
+                        let n = data.len() as u64;
+                        let over = match &mut s.expect {
+                            Some(left) if *left < n => true,
+                            Some(left) => {
+                                *left -= n;
+                                end_stream && *left > 0
+                            }
+                            None => false,
+                        };
+                        if over {
+                            self.recv_consumed += flow;
+                            self.reset(stream, Reason::PROTOCOL_ERROR);
+                            return Ok(());
+                        }
+                        s.recv_window += returned;
+                        match &s.feed {
+                            Some(feed) if !data.is_empty() => {
+                                if feed.unbounded_send(Fed::Data(data)).is_err() {
+                                    returned = flow;
+                                }
+                            }
+                            _ => returned = flow,
+                        }
+                        if end_stream {
+                            s.recv_open = false;
+                            s.feed = None;
+                            self.recv_consumed += returned;
+                            self.close_recv(stream);
+                            return Ok(());
+                        }
+                    }
+                    Some(_) => {
+                        self.recv_consumed += flow;
+                        self.reset(stream, Reason::STREAM_CLOSED);
+                        return Ok(());
+                    }
+                    None if stream > self.last_stream => {
+                        return Err(Ended::Error(
+                            Reason::PROTOCOL_ERROR,
+                            "data on an idle stream",
+                        ));
+                    }
+                    None => {
+                        self.recv_consumed += flow;
+                        frame::write_rst_stream(&mut self.wbuf, stream, Reason::STREAM_CLOSED);
+                        return Ok(());
+                    }
+                }
+                self.recv_consumed += returned;
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole header block: a new request, or a request's trailers.
+    fn on_header_block(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        proxy: &'a Proxy,
+        conn: &'a Connection,
+        limits: Limits,
+    ) -> Result<(), Ended> {
+        let block = std::mem::take(&mut self.block);
+        let result = if self.streams.contains_key(&id) {
+            // Trailers: they end the stream and carry no pseudo-fields (RFC 9113 §8.1).
+            let mut trailers = HeaderMap::new();
+            let mut bad = !end_stream;
+            let decoded = self.decoder.decode(&block, self.max_header_bytes, |n, v| {
+                if n.first() == Some(&b':') {
+                    bad = true;
+                } else if let (Ok(n), Ok(v)) =
+                    (HeaderName::from_bytes(n), HeaderValue::from_bytes(v))
+                {
+                    trailers.append(n, v);
+                } else {
+                    bad = true;
+                }
+                Ok::<(), ()>(())
+            });
+            if decoded.is_err() {
+                self.block = block;
+                return Err(Ended::Error(Reason::COMPRESSION_ERROR, "bad header block"));
+            }
+            let ok = match self.streams.get_mut(&id) {
+                Some(s) if !bad && s.recv_open && s.expect.is_none_or(|left| left == 0) => {
+                    s.recv_open = false;
+                    if let Some(feed) = s.feed.take() {
+                        let _ = feed.unbounded_send(Fed::Trailers(trailers));
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if ok {
+                self.close_recv(id);
+            } else {
+                self.reset(id, Reason::PROTOCOL_ERROR);
+            }
+            Ok(())
+        } else if id <= self.last_stream || id % 2 == 0 {
+            // A closed stream's or a server stream's id (RFC 9113 §5.1.1).
+            Err(Ended::Error(
+                Reason::PROTOCOL_ERROR,
+                "headers on a used stream id",
+            ))
+        } else {
+            self.last_stream = id;
+            self.opened = self.opened.saturating_add(1);
+            let mut req = RequestParts::default();
+            let decoded = self.decoder.decode(&block, self.max_header_bytes, |n, v| {
+                req.field(n, v);
+                Ok::<(), ()>(())
+            });
+            match decoded {
+                Err(hpack::DecodeError::Hpack(e)) if e.is_compression_error() => {
+                    self.block = block;
+                    return Err(Ended::Error(Reason::COMPRESSION_ERROR, "bad header block"));
+                }
+                // Too large a head: answered 431, the connection goes on (RFC 9113
+                // §10.5.1, as the HTTP/1 codec answers it).
+                Err(_) => req.too_large = true,
+                Ok(()) => {}
+            }
+            if self.goaway == GoAway::Final || self.peer_goaway {
+                // Past our GOAWAY: not processed (RFC 9113 §6.8).
+                frame::write_rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
+            } else if self.streams.len() >= MAX_STREAMS as usize {
+                frame::write_rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
+            } else if req.too_large {
+                let mut block = std::mem::take(&mut self.block);
+                block.clear();
+                self.encoder.begin(&mut block);
+                self.encoder.status(&mut block, 431);
+                frame::write_headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
+                self.block = block;
+                if !end_stream {
+                    frame::write_rst_stream(&mut self.wbuf, id, Reason::NO_ERROR);
+                }
+            } else {
+                self.start(id, req, end_stream, proxy, conn, limits);
+            }
+            Ok(())
+        };
+        self.block = block;
+        result
+    }
+
+    /// Starts a stream's exchange.
+    fn start(
+        &mut self,
+        id: u32,
+        req: RequestParts,
+        end_stream: bool,
+        proxy: &'a Proxy,
+        conn: &'a Connection,
+        _limits: Limits,
+    ) {
+        let expect = req.length;
+        let Some(request) = req.build() else {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+            return;
+        };
+        if end_stream && expect.is_some_and(|n| n > 0) {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+            return;
+        }
+        let (feed, taken, body) = if end_stream {
+            (None, None, ClientBody::empty())
+        } else {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            let taken = Arc::new(AtomicUsize::new(0));
+            let body = ClientBody::fed(
+                Feed {
+                    rx,
+                    taken: taken.clone(),
+                },
+                expect,
+            );
+            (Some(tx), Some(taken), body)
+        };
+        let head = request.method() == Method::HEAD;
+        let request = request.map(|()| body);
+        let (abort, registration) = AbortHandle::new_pair();
+        let out = self.interims;
+        let fut: Handled<'a> = Box::pin(async move {
+            let interims = crate::upstream::h1::Interims::default();
+            let mut handled =
+                pin!(AssertUnwindSafe(proxy.handle(request, conn, &interims)).catch_unwind());
+            let answer = poll_fn(|cx| {
+                let polled = handled.as_mut().poll(cx);
+                if interims.arrived() {
+                    out.push(id, interims.take());
+                }
+                polled
+            })
+            .await
+            .ok();
+            (id, answer)
+        });
+        self.handled.push(Abortable::new(fut, registration));
+        self.streams.insert(
+            id,
+            Stream {
+                recv_open: !end_stream,
+                recv_window: i64::from(WINDOW),
+                taken,
+                taken_seen: 0,
+                feed,
+                expect,
+                send_window: self.peer_window,
+                abort: Some(abort),
+                body: None,
+                pending: None,
+                pending_end: false,
+                blocked_since: None,
+                head,
+            },
+        );
+    }
+
+    /// Sends the interim responses that arrived, each a HEADERS frame without
+    /// END_STREAM ahead of its stream's answer (RFC 9113 §8.1), to streams still waiting
+    /// for that answer.
+    fn send_interims(&mut self) {
+        for (id, head) in self.interims.take() {
+            if self.streams.get(&id).is_none_or(|s| s.abort.is_none()) {
+                continue;
+            }
+            let mut block = std::mem::take(&mut self.block);
+            block.clear();
+            self.encoder.begin(&mut block);
+            self.encoder.status(&mut block, head.status().as_u16());
+            for (name, value) in head.headers() {
+                self.encoder
+                    .field(&mut block, name.as_str().as_bytes(), value.as_bytes());
+            }
+            frame::write_headers(&mut self.wbuf, id, &block, false, self.peer_max_frame);
+            self.block = block;
+        }
+    }
+
+    /// Writes an exchange's answer head, and queues its body.
+    fn answer(&mut self, id: u32, answer: Option<Response<ProxyBody>>) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.abort = None;
+        let head = s.head;
+        let Some(resp) = answer else {
+            tracing::error!("an HTTP/2 stream's exchange panicked");
+            self.reset(id, Reason::INTERNAL_ERROR);
+            return;
+        };
         let (mut parts, body) = resp.into_parts();
         shape_head(&mut parts.headers, parts.status, &body, head);
         let end = head || body.is_end_stream();
-        let sent = respond.send_response(Response::from_parts(parts, ()), end);
-        match sent {
-            Ok(tx) if !end => {
-                if send_body(body, tx, limits.send_timeout).await == Sent::Stalled {
-                    self.send_timeouts.fetch_add(1, Ordering::Relaxed);
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
+        self.encoder.begin(&mut block);
+        self.encoder.status(&mut block, parts.status.as_u16());
+        for (name, value) in &parts.headers {
+            // Connection-specific fields never go out on HTTP/2 (RFC 9113 §8.2.2).
+            if matches!(
+                *name,
+                header::CONNECTION | header::TRANSFER_ENCODING | header::UPGRADE
+            ) || name == "keep-alive"
+                || name == "proxy-connection"
+            {
+                continue;
+            }
+            self.encoder
+                .field(&mut block, name.as_str().as_bytes(), value.as_bytes());
+        }
+        frame::write_headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
+        self.block = block;
+        if end {
+            self.close_send(id);
+        } else if let Some(s) = self.streams.get_mut(&id) {
+            s.body = Some(body);
+            self.sending.push_back(id);
+        }
+    }
+
+    /// Frames answer bodies as windows allow; whether anything was written.
+    fn pump(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut wrote = false;
+        let mut rounds = self.sending.len();
+        while rounds > 0 && self.wbuf.len() < WRITE_HIGH {
+            rounds -= 1;
+            let Some(id) = self.sending.pop_front() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let mut finished = false;
+            let mut broken = false;
+            let mut requeue = false;
+            loop {
+                if let Some(data) = &mut s.pending {
+                    let room = s.send_window.min(self.send_window);
+                    if room <= 0 {
+                        if s.blocked_since.is_none() {
+                            s.blocked_since = Some(Instant::now());
+                        }
+                        requeue = self.send_window > 0;
+                        break;
+                    }
+                    s.blocked_since = None;
+                    let n = (room as usize)
+                        .min(self.peer_max_frame as usize)
+                        .min(data.len());
+                    let chunk = data.split_to(n);
+                    let last = data.is_empty() && s.pending_end;
+                    frame::write_data_head(&mut self.wbuf, id, n, last);
+                    self.wbuf.extend_from_slice(&chunk);
+                    s.send_window -= n as i64;
+                    self.send_window -= n as i64;
+                    wrote = true;
+                    if data.is_empty() {
+                        s.pending = None;
+                        if last {
+                            finished = true;
+                            break;
+                        }
+                    }
+                    if self.wbuf.len() >= WRITE_HIGH {
+                        requeue = true;
+                        break;
+                    }
+                    continue;
+                }
+                let Some(body) = &mut s.body else {
+                    finished = true;
+                    break;
+                };
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => {
+                        frame::write_data_head(&mut self.wbuf, id, 0, true);
+                        wrote = true;
+                        finished = true;
+                        break;
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        broken = true;
+                        break;
+                    }
+                    Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                        Ok(data) => {
+                            s.pending_end = body.is_end_stream();
+                            if data.is_empty() && s.pending_end {
+                                frame::write_data_head(&mut self.wbuf, id, 0, true);
+                                wrote = true;
+                                finished = true;
+                                break;
+                            }
+                            if !data.is_empty() {
+                                s.pending = Some(data);
+                            }
+                        }
+                        Err(f) => {
+                            let mut block = std::mem::take(&mut self.block);
+                            block.clear();
+                            self.encoder.begin(&mut block);
+                            if let Ok(trailers) = f.into_trailers() {
+                                for (name, value) in &trailers {
+                                    self.encoder.field(
+                                        &mut block,
+                                        name.as_str().as_bytes(),
+                                        value.as_bytes(),
+                                    );
+                                }
+                                frame::write_headers(
+                                    &mut self.wbuf,
+                                    id,
+                                    &block,
+                                    true,
+                                    self.peer_max_frame,
+                                );
+                            } else {
+                                frame::write_data_head(&mut self.wbuf, id, 0, true);
+                            }
+                            self.block = block;
+                            wrote = true;
+                            finished = true;
+                            break;
+                        }
+                    },
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "answer not sent");
-                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            if broken {
+                self.reset(id, Reason::INTERNAL_ERROR);
+            } else if finished {
+                self.close_send(id);
+            } else if requeue {
+                self.sending.push_back(id);
+            } else {
+                // Waiting on its body (woken through it) or on a window (a
+                // WINDOW_UPDATE brings it back).
+                self.sending.push_back(id);
+            }
+        }
+        wrote
+    }
+
+    /// Our half of a stream is done: it is gone once the client's half is too.
+    /// A client still sending is told to stop (RST_STREAM NO_ERROR: the answer is
+    /// complete without the rest, RFC 9113 §8.1).
+    fn close_send(&mut self, id: u32) {
+        if let Some(s) = self.streams.remove(&id) {
+            if s.recv_open {
+                frame::write_rst_stream(&mut self.wbuf, id, Reason::NO_ERROR);
             }
         }
     }
-}
 
-/// Sends the interim (1xx) responses a pod sent ahead of its answer, as a proxy must
-/// (RFC 9110 §15.2): each a HEADERS frame without END_STREAM before the answer's (RFC
-/// 9113 §8.1), filtered as the HTTP/1 codec filters them (`wire::Interim`: no
-/// connection-specific field, RFC 9113 §8.2.2). `false` if the client reset the
-/// stream, which then gets none. Those of a try that failed before another answered
-/// were sent already, as on HTTP/1.
-fn send_interims(
-    interims: &Interims,
-    respond: &mut SendResponse<Bytes>,
-    cx: &mut Context<'_>,
-) -> bool {
-    let heads = interims.take();
-    if respond.poll_reset(cx).is_ready() {
-        return false;
-    }
-    for head in heads {
-        if let Err(e) = respond.send_informational(head) {
-            tracing::debug!(error = %e, "interim response not sent");
+    /// The client's half ended: the stream is gone if its answer went out already.
+    fn close_recv(&mut self, id: u32) {
+        if self
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.abort.is_none() && s.body.is_none() && !s.recv_open)
+        {
+            self.streams.remove(&id);
         }
     }
-    true
+
+    /// Ends a stream with RST_STREAM (RFC 9113 §6.4).
+    fn reset(&mut self, id: u32, reason: Reason) {
+        frame::write_rst_stream(&mut self.wbuf, id, reason);
+        if let Some(mut s) = self.streams.remove(&id) {
+            if let Some(a) = s.abort.take() {
+                a.abort();
+            }
+            if let Some(feed) = s.feed.take() {
+                let _ = feed.unbounded_send(Fed::Broken(h2::Reason::from(reason.0)));
+            }
+        }
+    }
+
+    /// Returns the bytes the exchanges took as window (RFC 9113 §6.9).
+    fn return_windows(&mut self) {
+        let mut updates = Vec::new();
+        for (&id, s) in self.streams.iter_mut() {
+            if let Some(taken) = &s.taken {
+                let now = taken.load(Ordering::Relaxed);
+                let fresh = now - s.taken_seen;
+                if fresh > 0 {
+                    s.taken_seen = now;
+                    self.recv_consumed += fresh as i64;
+                    s.recv_window += fresh as i64;
+                    if s.recv_open && s.recv_window <= i64::from(WINDOW / 2) {
+                        let inc = i64::from(WINDOW) - s.recv_window;
+                        s.recv_window += inc;
+                        updates.push((id, inc as u32));
+                    }
+                }
+            }
+        }
+        for (id, inc) in updates {
+            frame::write_window_update(&mut self.wbuf, id, inc);
+        }
+        if self.recv_consumed >= i64::from(WINDOW / 2) {
+            frame::write_window_update(&mut self.wbuf, 0, self.recv_consumed as u32);
+            self.recv_window += self.recv_consumed;
+            self.recv_consumed = 0;
+        }
+    }
+
+    /// Writes what is gathered.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Result<(), Ended> {
+        let mut at = 0;
+        while at < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[at..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(Ended::Io(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Ready(Err(e)) => return Err(Ended::Io(e)),
+                Poll::Pending => break,
+            }
+        }
+        self.wbuf.drain(..at);
+        if self.wbuf.is_empty() {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                return Err(Ended::Io(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins closing: for NO_ERROR, a GOAWAY naming no limit and a PING, the final
+    /// GOAWAY naming the last stream once the PING's answer shows the client has seen
+    /// the first (so a stream it opened meanwhile is served, not refused: RFC 9113
+    /// §6.8); for an error, the final GOAWAY at once.
+    fn go_away(&mut self, reason: Reason) {
+        match (self.goaway, reason) {
+            (GoAway::Final, _) => {}
+            (GoAway::None, Reason::NO_ERROR) => {
+                frame::write_goaway(&mut self.wbuf, frame::MAX_WINDOW_SIZE, reason, b"");
+                frame::write_ping(&mut self.wbuf, DRAIN_PING);
+                self.goaway = GoAway::Draining;
+            }
+            (GoAway::Draining, Reason::NO_ERROR) => {}
+            _ => {
+                frame::write_goaway(&mut self.wbuf, self.last_stream, reason, b"");
+                self.goaway = GoAway::Final;
+            }
+        }
+    }
+
+    /// Nothing more will happen: the client left, or every stream ended after GOAWAY.
+    fn done(&self) -> bool {
+        (self.read_closed && self.handled.is_empty())
+            || ((self.goaway == GoAway::Final || self.peer_goaway)
+                && self.streams.is_empty()
+                && self.handled.is_empty())
+    }
+
+    fn oldest_blocked(&self) -> Option<Instant> {
+        self.streams.values().filter_map(|s| s.blocked_since).min()
+    }
+
+    /// Resets the streams the client has given no window for `send_timeout`.
+    fn reset_stalled(&mut self, now: Instant, send_timeout: Duration) -> usize {
+        let stalled: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.blocked_since.is_some_and(|t| t + send_timeout <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &stalled {
+            self.reset(id, Reason::CANCEL);
+        }
+        stalled.len()
+    }
+
+    /// Writes what is left and closes the write side.
+    async fn finish(&mut self) -> Result<(), std::io::Error> {
+        use tokio::io::AsyncWriteExt;
+        let out = std::mem::take(&mut self.wbuf);
+        let write = async {
+            self.io.write_all(&out).await?;
+            self.io.shutdown().await
+        };
+        match tokio::time::timeout(Duration::from_secs(1), write).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
 }
 
-/// What the connection's task woke for.
-enum Event {
-    /// The connection ended, or failed.
-    Closed(Result<(), h2::Error>),
-    /// Time for the keep-alive PING.
-    Tick,
-    /// Shutdown began.
-    Shutdown,
+/// A request head as its fields arrive (RFC 9113 §8.3.1).
+#[derive(Default)]
+struct RequestParts {
+    method: Option<Method>,
+    scheme: Option<Bytes>,
+    authority: Option<Bytes>,
+    path: Option<Bytes>,
+    fields: HeaderMap,
+    length: Option<u64>,
+    regular: bool,
+    malformed: bool,
+    /// Past SETTINGS_MAX_HEADER_LIST_SIZE.
+    too_large: bool,
 }
 
-/// The request's `content-length`, which h2 has checked is one number (RFC 9113
-/// §8.1.1) and holds the DATA frames to.
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+impl RequestParts {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            // Pseudo-fields come first, once each, and only these (RFC 9113 §8.3).
+            if self.regular {
+                self.malformed = true;
+                return;
+            }
+            let slot = match pseudo {
+                b"method" => {
+                    if self.method.is_some() {
+                        self.malformed = true;
+                    }
+                    match Method::from_bytes(value) {
+                        Ok(m) => self.method = Some(m),
+                        Err(_) => self.malformed = true,
+                    }
+                    return;
+                }
+                b"scheme" => &mut self.scheme,
+                b"authority" => &mut self.authority,
+                b"path" => &mut self.path,
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            };
+            if slot.is_some() {
+                self.malformed = true;
+            }
+            *slot = Some(Bytes::copy_from_slice(value));
+            return;
+        }
+        self.regular = true;
+        // Field names are lowercase on HTTP/2, and connection-specific fields are
+        // malformed there (RFC 9113 §8.2.1, §8.2.2).
+        if name.iter().any(u8::is_ascii_uppercase) {
+            self.malformed = true;
+            return;
+        }
+        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else {
+            self.malformed = true;
+            return;
+        };
+        match n {
+            header::CONNECTION | header::TRANSFER_ENCODING | header::UPGRADE => {
+                self.malformed = true;
+                return;
+            }
+            header::TE if value != b"trailers" => {
+                self.malformed = true;
+                return;
+            }
+            header::CONTENT_LENGTH => {
+                let parsed = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                match (parsed, self.length) {
+                    (Some(n), None) => self.length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => {
+                        self.malformed = true;
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if n == "keep-alive" || n == "proxy-connection" {
+            self.malformed = true;
+            return;
+        }
+        // Leading or trailing whitespace makes a value malformed (RFC 9113 §8.2.1).
+        if value.first().is_some_and(|b| *b == b' ' || *b == b'\t')
+            || value.last().is_some_and(|b| *b == b' ' || *b == b'\t')
+        {
+            self.malformed = true;
+            return;
+        }
+        self.fields.append(n, v);
+    }
+
+    fn build(self) -> Option<Request<()>> {
+        let method = self.method?;
+        if self.malformed {
+            return None;
+        }
+        let mut req = Request::new(());
+        *req.version_mut() = http::Version::HTTP_2;
+        *req.headers_mut() = self.fields;
+        if method == Method::CONNECT {
+            // `:authority` only (RFC 9113 §8.5); the exchange answers it (501).
+            if self.scheme.is_some() || self.path.is_some() {
+                return None;
+            }
+            *req.uri_mut() = Uri::builder()
+                .authority(self.authority?.as_ref())
+                .build()
+                .ok()?;
+            *req.method_mut() = method;
+            return Some(req);
+        }
+        let path = self.path.filter(|p| !p.is_empty())?;
+        let scheme = self.scheme?;
+        let mut uri = Uri::builder().scheme(scheme.as_ref());
+        if let Some(a) = &self.authority {
+            uri = uri.authority(a.as_ref());
+        }
+        *req.uri_mut() = uri.path_and_query(path.as_ref()).build().ok()?;
+        *req.method_mut() = method;
+        Some(req)
+    }
 }
 
 /// Completes an answer's head (whose connection-specific fields are already gone: RFC
@@ -319,91 +1337,6 @@ fn shape_head(fields: &mut http::HeaderMap, status: StatusCode, body: &ProxyBody
     if !head && !bodiless && !fields.contains_key(header::CONTENT_LENGTH) {
         if let Some(n) = body.size_hint().exact() {
             fields.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-    }
-}
-
-/// How sending a body ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Sent {
-    /// Whole, cut by the upstream, or reset by the client.
-    Ended,
-    /// Reset by tether: the client gave the stream no window within `send_timeout`.
-    Stalled,
-}
-
-/// Sends a body on its stream as the client's window allows (RFC 9113 §6.9), then its
-/// trailers or the end of the stream. A reset from the client ends it (and so drops the
-/// upstream's body, whose connection is then not reused); a broken upstream body resets
-/// the stream, so the client can tell the cut from an end; a client that opens no
-/// window for `send_timeout` gets the stream reset (CANCEL), which frees the upstream.
-async fn send_body(mut body: ProxyBody, mut tx: SendStream<Bytes>, send_timeout: Duration) -> Sent {
-    loop {
-        let frame = poll_fn(|cx| {
-            if let Poll::Ready(frame) = std::pin::Pin::new(&mut body).poll_frame(cx) {
-                return Poll::Ready(Some(frame));
-            }
-            match tx.poll_reset(cx) {
-                Poll::Ready(_) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        let frame = match frame {
-            // The client reset the stream.
-            None => return Sent::Ended,
-            Some(None) => {
-                let _ = tx.send_data(Bytes::new(), true);
-                return Sent::Ended;
-            }
-            Some(Some(Ok(frame))) => frame,
-            Some(Some(Err(e))) => {
-                tracing::debug!(error = %e, "upstream body cut: resetting the stream");
-                tx.send_reset(h2::Reason::INTERNAL_ERROR);
-                return Sent::Ended;
-            }
-        };
-        match frame.into_data() {
-            Ok(mut data) => {
-                let end = body.is_end_stream();
-                if data.is_empty() && end {
-                    let _ = tx.send_data(data, true);
-                    return Sent::Ended;
-                }
-                while !data.is_empty() {
-                    tx.reserve_capacity(data.len());
-                    let room = poll_fn(|cx| tx.poll_capacity(cx));
-                    let room = match tokio::time::timeout(send_timeout, room).await {
-                        Ok(Some(Ok(n))) if n > 0 => n,
-                        Ok(Some(Ok(_))) => continue,
-                        // The stream was reset or the connection ended.
-                        Ok(Some(Err(_)) | None) => return Sent::Ended,
-                        // The client opened no window for the stream in all that time.
-                        Err(_) => {
-                            tracing::debug!(
-                                "no flow-control window within send_timeout: resetting the stream"
-                            );
-                            tx.send_reset(h2::Reason::CANCEL);
-                            return Sent::Stalled;
-                        }
-                    };
-                    let chunk = data.split_to(room.min(data.len()));
-                    if tx.send_data(chunk, end && data.is_empty()).is_err() {
-                        return Sent::Ended;
-                    }
-                }
-                if end {
-                    return Sent::Ended;
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    let _ = tx.send_trailers(trailers);
-                } else {
-                    let _ = tx.send_data(Bytes::new(), true);
-                }
-                return Sent::Ended;
-            }
         }
     }
 }

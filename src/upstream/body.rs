@@ -276,25 +276,63 @@ impl RequestBody {
     }
 }
 
-/// An HTTP/2 client's request body: one stream's DATA frames and trailers, as the h2
-/// crate receives them. Each frame's bytes are released back to the stream's flow-control
-/// window as soon as they are taken (RFC 9113 §5.2), so the client sends on at the pace
-/// the body is forwarded. Its length is the one `content-length` declared, which h2
-/// holds the DATA frames to (RFC 9113 §8.1.1: a stream error otherwise). Its trailers
-/// carry only the fields RFC 9110 §6.5.1 allows there.
+/// An HTTP/2 client's request body: one stream's DATA frames and trailers, fed in by
+/// tether's HTTP/2 server (`proxy::h2`) as they arrive. The bytes taken are counted for
+/// the server, which returns them to the client's flow-control windows (RFC 9113
+/// §5.2), so the client sends on at the pace the body is forwarded. Its length is the
+/// one `content-length` declared, which the server holds the DATA frames to (RFC 9113
+/// §8.1.1: a stream error otherwise). Its trailers carry only the fields RFC 9110
+/// §6.5.1 allows there.
 pub struct ClientBody {
-    recv: h2::RecvStream,
+    source: Source,
     /// Bytes still to come, when `content-length` declared them.
     length: Option<u64>,
-    /// The DATA frames ended; trailers (if any) are next.
+    /// The body ended (its last DATA frame or its trailers were taken).
     data_done: bool,
 }
 
+/// Where an HTTP/2 request body comes from.
+enum Source {
+    /// Nothing: the request's HEADERS ended its stream.
+    Empty,
+    /// The server, which feeds the stream's frames in as they arrive and is told how
+    /// many bytes were taken, to reopen the client's window.
+    Fed(Feed),
+}
+
+/// What tether's HTTP/2 server hands a request body.
+#[derive(Debug)]
+pub enum Fed {
+    /// A DATA frame's bytes.
+    Data(Bytes),
+    /// The trailer section, which ends the body.
+    Trailers(http::HeaderMap),
+    /// The stream broke (the client reset it, or broke the protocol on it).
+    Broken(h2::Reason),
+}
+
+/// The receiving end of a request body fed by tether's HTTP/2 server.
+pub struct Feed {
+    /// The stream's frames; the sender dropped is the end of the body.
+    pub rx: futures::channel::mpsc::UnboundedReceiver<Fed>,
+    /// Bytes taken from the body, which the server returns to the client's windows.
+    pub taken: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 impl ClientBody {
-    /// The body of a request whose `content-length` said `length`, if it did.
-    pub fn new(recv: h2::RecvStream, length: Option<u64>) -> Self {
+    /// No body: the request ended with its head.
+    pub fn empty() -> Self {
         ClientBody {
-            recv,
+            source: Source::Empty,
+            length: Some(0),
+            data_done: true,
+        }
+    }
+
+    /// A body fed by tether's HTTP/2 server, of `length` bytes if `content-length` said.
+    pub fn fed(feed: Feed, length: Option<u64>) -> Self {
+        ClientBody {
+            source: Source::Fed(feed),
             length,
             data_done: false,
         }
@@ -310,33 +348,40 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = self.get_mut();
-        if !this.data_done {
-            match this.recv.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if let Some(n) = &mut this.length {
-                        *n = n.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+        let feed = match &mut this.source {
+            Source::Empty => return Poll::Ready(None),
+            Source::Fed(feed) => feed,
+        };
+        use futures::StreamExt;
+        match feed.rx.poll_next_unpin(cx) {
+            Poll::Ready(Some(Fed::Data(data))) => {
+                feed.taken.fetch_add(data.len(), Ordering::Relaxed);
+                if let Some(n) = &mut this.length {
+                    *n = n.saturating_sub(data.len() as u64);
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => this.data_done = true,
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-        }
-        match this.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(mut t))) => {
+            Poll::Ready(Some(Fed::Trailers(mut t))) => {
+                this.data_done = true;
                 filter_trailers(&mut t);
                 Poll::Ready(Some(Ok(Frame::trailers(t))))
             }
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Fed::Broken(reason))) => {
+                Poll::Ready(Some(Err(h2::Error::from(reason))))
+            }
+            Poll::Ready(None) => {
+                this.data_done = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        match &self.source {
+            Source::Empty => true,
+            Source::Fed(_) => self.data_done,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
