@@ -144,9 +144,12 @@ struct Stream {
     recv_open: bool,
     /// The client's room to send on this stream.
     recv_window: i64,
-    /// Bytes of the request body taken by the exchange, not yet returned as window.
+    /// Bytes of the request body the exchange has taken (a running count).
     taken: Option<Arc<AtomicUsize>>,
     taken_seen: usize,
+    /// Bytes the client sent on the stream that are done with (taken, padding, or
+    /// nobody's to read) and not yet returned to it with a WINDOW_UPDATE.
+    unreturned: i64,
     /// Where the request body's frames go.
     feed: Option<futures::channel::mpsc::UnboundedSender<Fed>>,
     /// Bytes `content-length` still expects (RFC 9113 §8.1.1).
@@ -652,7 +655,6 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                             self.reset(stream, Reason::PROTOCOL_ERROR);
                             return Ok(());
                         }
-                        s.recv_window += returned;
                         match &s.feed {
                             Some(feed) if !data.is_empty() => {
                                 if feed.unbounded_send(Fed::Data(data)).is_err() {
@@ -661,6 +663,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                             }
                             _ => returned = flow,
                         }
+                        s.unreturned += returned;
                         if end_stream {
                             s.recv_open = false;
                             s.feed = None;
@@ -846,6 +849,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                 recv_window: i64::from(WINDOW),
                 taken,
                 taken_seen: 0,
+                unreturned: 0,
                 feed,
                 expect,
                 send_window: self.peer_window,
@@ -1082,25 +1086,20 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
 
     /// Returns the bytes the exchanges took as window (RFC 9113 §6.9).
     fn return_windows(&mut self) {
-        let mut updates = Vec::new();
         for (&id, s) in self.streams.iter_mut() {
             if let Some(taken) = &s.taken {
                 let now = taken.load(Ordering::Relaxed);
-                let fresh = now - s.taken_seen;
-                if fresh > 0 {
-                    s.taken_seen = now;
-                    self.recv_consumed += fresh as i64;
-                    s.recv_window += fresh as i64;
-                    if s.recv_open && s.recv_window <= i64::from(WINDOW / 2) {
-                        let inc = i64::from(WINDOW) - s.recv_window;
-                        s.recv_window += inc;
-                        updates.push((id, inc as u32));
-                    }
-                }
+                let fresh = now.saturating_sub(s.taken_seen) as i64;
+                s.taken_seen = now;
+                self.recv_consumed += fresh;
+                s.unreturned += fresh;
             }
-        }
-        for (id, inc) in updates {
-            frame::write_window_update(&mut self.wbuf, id, inc);
+            // In halves, not per frame: one WINDOW_UPDATE per half window taken.
+            if s.recv_open && s.unreturned >= i64::from(WINDOW / 2) {
+                frame::write_window_update(&mut self.wbuf, id, s.unreturned as u32);
+                s.recv_window += s.unreturned;
+                s.unreturned = 0;
+            }
         }
         if self.recv_consumed >= i64::from(WINDOW / 2) {
             frame::write_window_update(&mut self.wbuf, 0, self.recv_consumed as u32);
