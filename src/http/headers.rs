@@ -90,7 +90,7 @@ pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
 }
 
 /// Whether `name` is hop-by-hop whatever `Connection` says.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::CONNECTION || always_removed().any(|n| n == name)
 }
 

@@ -52,7 +52,7 @@ use super::native::{LazyTimer, StopWait};
 use super::{Connection, Proxy};
 use crate::http::h2::frame::{self, Frame, Reason};
 use crate::http::h2::hpack;
-use crate::http::wire;
+use crate::http::{headers, wire};
 use crate::upstream::body::{ClientBody, Fed, Feed, ProxyBody};
 
 /// How often an HTTP/2 connection is checked for a live peer with a PING.
@@ -124,6 +124,45 @@ impl Interim1xx {
     }
 }
 
+/// Writes the header blocks tether sends: an answer's head, an interim head, a trailer
+/// section, each a HEADERS frame (and CONTINUATIONs past the peer's frame size, RFC
+/// 9113 §6.10) encoded by the connection's one HPACK encoder.
+struct Heads {
+    encoder: hpack::Encoder,
+    /// The block being encoded, reused.
+    block: Vec<u8>,
+    /// The peer's SETTINGS_MAX_FRAME_SIZE.
+    max_frame: u32,
+}
+
+impl Heads {
+    /// `:status` first when given (none in trailers), then the fields, less any that
+    /// is hop-by-hop: connection-specific fields never go out on HTTP/2 (RFC 9113
+    /// §8.2.2).
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        stream: u32,
+        status: Option<u16>,
+        fields: &HeaderMap,
+        end_stream: bool,
+    ) {
+        self.block.clear();
+        self.encoder.begin(&mut self.block);
+        if let Some(code) = status {
+            self.encoder.status(&mut self.block, code);
+        }
+        for (name, value) in fields {
+            if headers::is_hop_by_hop(name) {
+                continue;
+            }
+            self.encoder
+                .field(&mut self.block, name.as_str().as_bytes(), value.as_bytes());
+        }
+        frame::write_headers(out, stream, &self.block, end_stream, self.max_frame);
+    }
+}
+
 /// Our side of closing the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GoAway {
@@ -176,7 +215,8 @@ struct Conn<'a, S> {
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     decoder: hpack::Decoder,
-    encoder: hpack::Encoder,
+    /// Writes the heads tether sends.
+    heads: Heads,
     block: Vec<u8>,
     /// A header block in progress: its stream and whether its HEADERS ended the stream.
     continuing: Option<(u32, bool)>,
@@ -185,7 +225,6 @@ struct Conn<'a, S> {
     sending: VecDeque<u32>,
     handled: FuturesUnordered<Abortable<Handled<'a>>>,
     last_stream: u32,
-    peer_max_frame: u32,
     peer_window: i64,
     send_window: i64,
     recv_window: i64,
@@ -234,14 +273,17 @@ impl Proxy {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: Vec::with_capacity(16 * 1024),
             decoder: hpack::Decoder::new(4096),
-            encoder: hpack::Encoder::new(),
+            heads: Heads {
+                encoder: hpack::Encoder::new(),
+                block: Vec::new(),
+                max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
+            },
             block: Vec::new(),
             continuing: None,
             streams: HashMap::default(),
             sending: VecDeque::new(),
             handled: FuturesUnordered::new(),
             last_stream: 0,
-            peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
             peer_window: 65_535,
             send_window: 65_535,
             recv_window: i64::from(WINDOW),
@@ -496,7 +538,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
             Frame::Settings { settings, .. } => {
                 self.settings_seen = true;
                 if let Some(n) = settings.max_frame_size {
-                    self.peer_max_frame = n;
+                    self.heads.max_frame = n;
                 }
                 if let Some(w) = settings.initial_window_size {
                     // Every stream's window moves by the change (RFC 9113 §6.9.2).
@@ -771,12 +813,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
             } else if self.streams.len() >= MAX_STREAMS as usize {
                 frame::write_rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
             } else if req.too_large {
-                let mut block = std::mem::take(&mut self.block);
-                block.clear();
-                self.encoder.begin(&mut block);
-                self.encoder.status(&mut block, 431);
-                frame::write_headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
-                self.block = block;
+                self.heads
+                    .write(&mut self.wbuf, id, Some(431), &HeaderMap::new(), true);
                 if !end_stream {
                     frame::write_rst_stream(&mut self.wbuf, id, Reason::NO_ERROR);
                 }
@@ -871,16 +909,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
             if self.streams.get(&id).is_none_or(|s| s.abort.is_none()) {
                 continue;
             }
-            let mut block = std::mem::take(&mut self.block);
-            block.clear();
-            self.encoder.begin(&mut block);
-            self.encoder.status(&mut block, head.status().as_u16());
-            for (name, value) in head.headers() {
-                self.encoder
-                    .field(&mut block, name.as_str().as_bytes(), value.as_bytes());
-            }
-            frame::write_headers(&mut self.wbuf, id, &block, false, self.peer_max_frame);
-            self.block = block;
+            let status = Some(head.status().as_u16());
+            self.heads
+                .write(&mut self.wbuf, id, status, head.headers(), false);
         }
     }
 
@@ -899,25 +930,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         let (mut parts, body) = resp.into_parts();
         shape_head(&mut parts.headers, parts.status, &body, head);
         let end = head || body.is_end_stream();
-        let mut block = std::mem::take(&mut self.block);
-        block.clear();
-        self.encoder.begin(&mut block);
-        self.encoder.status(&mut block, parts.status.as_u16());
-        for (name, value) in &parts.headers {
-            // Connection-specific fields never go out on HTTP/2 (RFC 9113 §8.2.2).
-            if matches!(
-                *name,
-                header::CONNECTION | header::TRANSFER_ENCODING | header::UPGRADE
-            ) || name == "keep-alive"
-                || name == "proxy-connection"
-            {
-                continue;
-            }
-            self.encoder
-                .field(&mut block, name.as_str().as_bytes(), value.as_bytes());
-        }
-        frame::write_headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
-        self.block = block;
+        let status = Some(parts.status.as_u16());
+        self.heads
+            .write(&mut self.wbuf, id, status, &parts.headers, end);
         if end {
             self.close_send(id);
         } else if let Some(s) = self.streams.get_mut(&id) {
@@ -953,7 +968,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                     }
                     s.blocked_since = None;
                     let n = (room as usize)
-                        .min(self.peer_max_frame as usize)
+                        .min(self.heads.max_frame as usize)
                         .min(data.len());
                     let chunk = data.split_to(n);
                     let last = data.is_empty() && s.pending_end;
@@ -1005,28 +1020,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                             }
                         }
                         Err(f) => {
-                            let mut block = std::mem::take(&mut self.block);
-                            block.clear();
-                            self.encoder.begin(&mut block);
-                            if let Ok(trailers) = f.into_trailers() {
-                                for (name, value) in &trailers {
-                                    self.encoder.field(
-                                        &mut block,
-                                        name.as_str().as_bytes(),
-                                        value.as_bytes(),
-                                    );
+                            match f.into_trailers() {
+                                Ok(trailers) => {
+                                    self.heads.write(&mut self.wbuf, id, None, &trailers, true)
                                 }
-                                frame::write_headers(
-                                    &mut self.wbuf,
-                                    id,
-                                    &block,
-                                    true,
-                                    self.peer_max_frame,
-                                );
-                            } else {
-                                frame::write_data_head(&mut self.wbuf, id, 0, true);
+                                Err(_) => frame::write_data_head(&mut self.wbuf, id, 0, true),
                             }
-                            self.block = block;
                             wrote = true;
                             finished = true;
                             break;
